@@ -1,0 +1,1 @@
+"""JIP, the Joint Imaging Platform."""

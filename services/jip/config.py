@@ -1,0 +1,165 @@
+"""One typed settings object for every service.
+
+Values come, lowest priority first, from the defaults below, an optional YAML file
+(``JIP_CONFIG=/path/jip.yaml``), ``JIP_*`` environment variables (nested fields use
+``__``: ``JIP_STORE__AE_TITLE=PACS``) and finally keyword arguments (tests, CLI flags).
+Nothing else in the code base reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class DicomPeer(BaseModel):
+    """A remote DICOM application entity (hospital PACS, modality, viewer)."""
+
+    ae_title: str = Field(max_length=16)
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class StoreSettings(BaseModel):
+    """DIMSE listener, DICOMweb and the duplicate policy."""
+
+    ae_title: str = Field(default="JIP", max_length=16)
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    # Empty list: any calling AE may echo, store and find (as Orthanc does).
+    allowed_calling_aets: list[str] = Field(default_factory=list)
+    # Named remote AEs: C-MOVE destinations and SCU targets (`jip dicom find --peer pacs`).
+    peers: dict[str, DicomPeer] = Field(default_factory=dict)
+    # Listener processes sharing the port with SO_REUSEPORT; 0 means one per CPU core.
+    listener_processes: int = Field(default=0, ge=0, le=64)
+    max_associations: int = Field(default=32, ge=1)
+    # A known SOP Instance UID with different bytes: keep the first (and record a
+    # conflict) or overwrite it.
+    duplicate_policy: Literal["keep_first", "overwrite"] = "keep_first"
+    # Largest accepted STOW-RS request body.
+    max_upload_bytes: int = Field(default=4 * 1024**3, ge=1)
+    network_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class MetaSettings(BaseModel):
+    """Metadata extraction and the index."""
+
+    index_interval_s: float = Field(default=0.5, gt=0)
+    index_batch_size: int = Field(default=500, ge=1)
+    # A series with no new instance for this long is complete (auto-rules fire).
+    series_quiet_period_s: float = Field(default=60.0, ge=0)
+
+
+class FlowSettings(BaseModel):
+    """Airflow and the operator runner."""
+
+    airflow_enabled: bool = True
+    airflow_host: str = "127.0.0.1"
+    airflow_port: int = Field(default=8080, ge=1, le=65535)
+    # Defaults to <data_dir>/airflow when unset.
+    airflow_home: Path | None = None
+    airflow_url: str | None = None  # an external Airflow (cluster shape)
+    airflow_username: str = "jip"
+    airflow_password: str | None = None
+    dags_folder: Path | None = None  # defaults to the repository's dags/
+    runner: Literal["subprocess", "container", "kubernetes"] = "subprocess"
+    container_engine: str = "podman"
+    max_parallel_series: int = Field(default=4, ge=1)
+    operators_dir: Path | None = None  # defaults to the repository's operators/
+
+
+class AuthSettings(BaseModel):
+    """Token validation; the embedded issuer is used when ``issuer_url`` is unset."""
+
+    enabled: bool = True
+    issuer_url: str | None = None
+    audience: str = "jip"
+    access_token_ttl_s: int = Field(default=3600, ge=60)
+
+
+class Settings(BaseSettings):
+    """Every URL, port, AE title and path of one JIP site."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JIP_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("jip-data")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    # Unset URLs derive from data_dir: file://<data_dir>/blobs, sqlite:///<data_dir>/catalog.db
+    storage_url: str | None = None
+    catalog_url: str | None = None
+    index_url: str | None = None
+    results_url: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    meta: MetaSettings = Field(default_factory=MetaSettings)
+    flow: FlowSettings = Field(default_factory=FlowSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("JIP_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    # Derived locations: one place decides where embedded-shape data lives.
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.data_dir / "blobs").as_uri()
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.db'}"
+
+    @property
+    def resolved_index_url(self) -> str:
+        return self.index_url or f"sqlite:///{self.data_dir / 'index.db'}"
+
+    @property
+    def resolved_results_url(self) -> str:
+        return self.results_url or (self.data_dir / "results").as_uri()
+
+    @property
+    def resolved_airflow_home(self) -> Path:
+        return self.flow.airflow_home or self.data_dir / "airflow"
+
+    @property
+    def state_file(self) -> Path:
+        """Where `jip up` writes what runs where, for `jip status`."""
+        return self.data_dir / "jip-up.json"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (tests build ``Settings(...)`` instead)."""
+    return Settings()
