@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     catalog_url: str | None = None
     index_url: str | None = None
     results_url: str | None = None
+    # Credentials for s3:// storage and result URLs (MinIO, any S3-compatible store).
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -1,0 +1,89 @@
+"""build_app(runtime): the HTTP API of one site, with its routers, error map and probes.
+
+Services raise :mod:`jip.errors`; this module alone turns them into HTTP responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from jip import errors
+from jip.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Most specific first: TooLarge is an Invalid, OutOfResources an Unavailable.
+ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
+    (errors.TooLarge, 413),
+    (errors.Invalid, 400),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
+    (errors.OutOfResources, 507),
+    (errors.Unavailable, 503),
+]
+
+
+def status_for(exc: errors.JipError) -> int:
+    for kind, status in ERROR_STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+async def _jip_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.JipError)
+    status = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+ReadinessCheck = Callable[[], str | None]  # returns None when ready, else why not
+
+
+def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -> FastAPI:
+    """The site's API; ``readiness`` checks gate ``/healthz`` and ``/readyz``."""
+    from jip.store.routes import router as store_router
+
+    app = FastAPI(
+        title="JIP", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json"
+    )
+    app.state.runtime = runtime
+    app.state.readiness = list(readiness or [])
+    app.add_exception_handler(errors.JipError, _jip_error)
+    app.include_router(store_router)
+    _include_dicomweb(app)
+
+    def not_ready() -> list[str]:
+        return [reason for check in app.state.readiness if (reason := check()) is not None]
+
+    @app.get("/healthz", tags=["probes"], include_in_schema=False)
+    def healthz() -> JSONResponse:
+        reasons = not_ready()
+        body = {"status": "ok" if not reasons else "starting", "waiting_for": reasons}
+        return JSONResponse(body, status_code=200 if not reasons else 503)
+
+    @app.get("/readyz", tags=["probes"], include_in_schema=False)
+    def readyz() -> JSONResponse:
+        return healthz()
+
+    @app.get("/metrics", tags=["probes"], include_in_schema=False)
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _include_dicomweb(app: FastAPI) -> None:
+    try:
+        from jip.store.dicomweb import router as dicomweb_router
+    except ImportError:  # pragma: no cover - DICOMweb lands with its own module
+        log.warning("DICOMweb router not available")
+        return
+    app.include_router(dicomweb_router)

@@ -1,0 +1,1 @@
+"""The `jip` command line: one module per subcommand; parse, call, print."""

@@ -1,0 +1,60 @@
+"""Entry point of the `jip` command; subcommands register themselves here."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from jip.config import Settings
+from jip.errors import JipError
+
+
+def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
+    """Settings from YAML/env, then the global `--data-dir` and the command's flags."""
+    values: dict[str, Any] = dict(ctx.find_root().obj or {})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, field = key.partition("__")
+        if field:
+            values.setdefault(section, {})[field] = value
+        else:
+            values[key] = value
+    return Settings(**values)  # pydantic-settings deep-merges these over env and YAML
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where this site keeps its data (default ./jip-data or JIP_DATA_DIR).",
+)
+@click.version_option("0.1.0", prog_name="jip")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str | None) -> None:
+    """JIP, the Joint Imaging Platform: run and use one site."""
+    ctx.obj = {"data_dir": data_dir} if data_dir else {}
+
+
+def _register() -> None:
+    from jip.cli import dicom, status, up
+
+    cli.add_command(up.up)
+    cli.add_command(status.status)
+    cli.add_command(dicom.dicom)
+
+
+def main() -> None:
+    _register()
+    try:
+        cli(standalone_mode=True)
+    except JipError as exc:  # pragma: no cover - click exits before in most cases
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Engine and session factory shared by every catalog-backed service.
+
+SQLite (the embedded shape) gets WAL, a busy timeout and ``synchronous=FULL`` so that a
+committed row survives a crash; PostgreSQL (the cluster shape) needs nothing special.
+Engines are built by callers from settings, never at import, so tests never share one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, sessionmaker
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all catalog tables (store, meta, flow, base)."""
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Build an engine for ``sqlite:///…`` or ``postgresql://…`` URLs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True, **kwargs)
+    raise ValueError(
+        f"unsupported catalog URL scheme {parsed.drivername!r}: use sqlite:// or postgresql://"
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
+    """Sessions that keep loaded objects usable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_ignoring_duplicates(engine_or_dialect: Any, table: Any) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` for the engine's dialect (SQLite, PostgreSQL).
+
+    Lets concurrent writers (several listener processes) race on the same patient, study
+    or series row without failing a transaction.
+    """
+    name = getattr(engine_or_dialect, "name", None) or engine_or_dialect.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()

@@ -1,0 +1,110 @@
+"""The embedded shape: every part of one site in one foreground process tree.
+
+`jip up` holds a list of components (DICOM listener processes, the HTTP API, and as
+later services land: the indexer, Airflow). Each starts, reports readiness and stops;
+shutdown goes in reverse order so in-flight work finishes before its stores close.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import uvicorn
+
+from jip.app import build_app
+from jip.config import Settings
+from jip.runtime import Runtime, build_runtime
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    """A part of the embedded platform with a lifecycle."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def not_ready(self) -> str | None:
+        """None once ready, else what it is waiting for."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def describe(self) -> dict[str, object]:
+        """What runs where, for `jip status`."""
+        ...
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    runtime: Runtime
+    components: list[Component] = field(default_factory=list)
+
+    def write_state(self, http_url: str) -> None:
+        state = {
+            "pid": os.getpid(),
+            "started_at": time.time(),
+            "data_dir": str(self.settings.data_dir),
+            "http": http_url,
+            "components": {c.name: c.describe() for c in self.components},
+        }
+        self.settings.state_file.write_text(json.dumps(state, indent=2))
+
+
+def embedded_components(settings: Settings) -> list[Component]:
+    """The components `jip up` runs besides the HTTP API, in start order."""
+    from jip.store.listener import ListenerGroup
+
+    return [ListenerGroup(settings)]
+
+
+def run(settings: Settings) -> None:
+    """Start everything, serve until SIGINT/SIGTERM, then stop in reverse order."""
+    runtime = build_runtime(settings)
+    platform = Platform(settings, runtime, embedded_components(settings))
+    app = build_app(runtime, readiness=[c.not_ready for c in platform.components])
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    started: list[Component] = []
+    try:
+        for component in platform.components:
+            log.info("starting %s", component.name)
+            component.start()
+            started.append(component)
+        http_url = f"http://{settings.http_host}:{settings.http_port}"
+        platform.write_state(http_url)
+        log.info("JIP is up", extra={"http": http_url, "data_dir": str(settings.data_dir)})
+        server.run()  # returns after SIGINT/SIGTERM (uvicorn installs the handlers)
+    finally:
+        for component in reversed(started):
+            log.info("stopping %s", component.name)
+            try:
+                component.stop()
+            except Exception:
+                log.exception("stopping %s failed", component.name)
+        runtime.close()
+        settings.state_file.unlink(missing_ok=True)
+        log.info("JIP stopped")
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """Set ``stop`` on SIGINT/SIGTERM (for processes that run no uvicorn server)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())

@@ -1,0 +1,1 @@
+"""Workflows: the engine adapter, the operator SDK and runners, auto-start rules."""

@@ -1,0 +1,1 @@
+"""STORE: DICOM in and out (DIMSE, DICOMweb), blob storage and the catalog."""

@@ -1,0 +1,113 @@
+"""bytes → storage → catalog: the one path every received instance takes.
+
+The bytes are stored exactly as received (no re-encoding, no pixel decoding). The blob
+key carries a digest of the content, so a different instance with a known SOP Instance
+UID never overwrites the first one's bytes; the catalog decides which one counts
+(see ``DESIGN.md``, "Facts about DICOM ingest"). Only when both the blob and the
+catalog row are durable does the caller acknowledge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from jip.store.catalog import AddOutcome, AddResult, Catalog, DuplicatePolicy, NewInstance
+from jip.store.dicom_file import InstanceHeader, read_instance, read_instance_bytes
+from jip.store.group_commit import GroupCommitter
+from jip.store.storage import BlobStorage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    outcome: AddOutcome
+    blob_key: str
+
+
+def blob_key(header: InstanceHeader, sha256: str) -> str:
+    """``<study>/<series>/<sop>.<digest>.dcm``: UIDs are validated, so keys are safe."""
+    return (
+        f"{header.study_instance_uid}/{header.series_instance_uid}/"
+        f"{header.sop_instance_uid}.{sha256[:16]}.dcm"
+    )
+
+
+def _sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Ingestor:
+    """Stores and catalogues instances; shared by DIMSE, STOW-RS and file import."""
+
+    def __init__(
+        self,
+        storage: BlobStorage,
+        catalog: Catalog,
+        policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST,
+    ) -> None:
+        self.storage = storage
+        self.catalog = catalog
+        self.policy = policy
+        self._committer: GroupCommitter[NewInstance, AddResult] = GroupCommitter(
+            lambda items: catalog.add(items, policy)
+        )
+
+    def ingest_file(self, path: Path, calling_ae_title: str = "") -> IngestResult:
+        """Ingest the Part 10 file at ``path``, which this call consumes (moves or deletes).
+
+        Raises :class:`jip.errors.Invalid` for unparseable or truncated input, leaving
+        everything already stored untouched.
+        """
+        try:
+            header, _ = read_instance(path)
+            size_bytes = path.stat().st_size
+            sha256 = _sha256_of_file(path)
+            key = blob_key(header, sha256)
+            if self.storage.exists(key):
+                path.unlink(missing_ok=True)  # identical bytes already durable
+            else:
+                self.storage.move_in(key, path)
+        finally:
+            path.unlink(missing_ok=True)
+        return self._record(NewInstance(header, size_bytes, sha256, key, calling_ae_title))
+
+    def ingest_bytes(self, data: bytes, calling_ae_title: str = "") -> IngestResult:
+        """Ingest a Part 10 file held in memory (a STOW-RS part)."""
+        header, _ = read_instance_bytes(data)
+        sha256 = hashlib.sha256(data).hexdigest()
+        key = blob_key(header, sha256)
+        if not self.storage.exists(key):
+            self.storage.put_bytes(key, data)
+        return self._record(NewInstance(header, len(data), sha256, key, calling_ae_title))
+
+    def _record(self, item: NewInstance) -> IngestResult:
+        header = item.header
+        result = self._committer.submit(item)
+        if result.outcome in (AddOutcome.CONFLICT, AddOutcome.OVERWRITTEN):
+            log.warning(
+                "instance conflict",
+                extra={"sop_instance_uid": header.sop_instance_uid, "resolution": result.outcome},
+            )
+        return IngestResult(
+            sop_instance_uid=header.sop_instance_uid,
+            sop_class_uid=header.sop_class_uid,
+            series_instance_uid=header.series_instance_uid,
+            study_instance_uid=header.study_instance_uid,
+            outcome=result.outcome,
+            blob_key=item.blob_key,
+        )
+
+    def close(self) -> None:
+        self._committer.close()

@@ -1,0 +1,23 @@
+"""Store administration API: counts, ingest conflicts (outside DICOMweb)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from jip.store.deps import CatalogDep
+
+router = APIRouter(prefix="/api/store", tags=["store"])
+
+
+@router.get("/stats")
+def stats(catalog: CatalogDep) -> dict[str, int]:
+    """How many patients, studies, series, instances and conflicts are catalogued."""
+    return catalog.counts()
+
+
+@router.get("/conflicts")
+def conflicts(catalog: CatalogDep, limit: int = 100) -> list[dict[str, Any]]:
+    """Instances that arrived with a known SOP Instance UID but different bytes."""
+    return catalog.conflicts(limit)
