@@ -221,10 +221,8 @@ def _match(column: Any, vr: str, value: str) -> ColumnElement[bool]:
 def _range(column: Any, vr: str, value: str) -> ColumnElement[bool]:
     low, _, high = value.partition("-")
     low, high = low.strip(), high.strip()
-    if vr == "DA":
-        for part in (low, high):
-            if part:
-                _check_date(part)
+    if vr == "DA" and not all(_is_date(part) for part in (low, high) if part):
+        raise Invalid(f"date range {value!r} is not YYYYMMDD-YYYYMMDD")
     parts: list[ColumnElement[bool]] = [column != ""]
     if low:
         parts.append(column >= low)
@@ -235,8 +233,12 @@ def _range(column: Any, vr: str, value: str) -> ColumnElement[bool]:
     return and_(*parts)
 
 
+def _is_date(value: str) -> bool:
+    return len(value) == 8 and value.isdigit()
+
+
 def _check_date(value: str) -> None:
-    if not (len(value) == 8 and value.isdigit()):
+    if not _is_date(value):
         raise Invalid(f"date {value!r} is not YYYYMMDD")
 
 
