@@ -1,0 +1,38 @@
+"""`make bench`: run every benchmark in this folder, one after the other.
+
+Each benchmark prints its own ratio against a reference measured in the same run
+(Orthanc for ingest, a plain scan for queries); this runner only sequences them so
+that they never compete for the machine's cores.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def main() -> int:
+    selected = sys.argv[1:]
+    scripts = sorted(HERE.glob("bench_*.py"))
+    if selected:
+        scripts = [s for s in scripts if any(name in s.stem for name in selected)]
+    failures = []
+    for script in scripts:
+        print(f"== {script.stem} ==", flush=True)
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, str(script)], check=False)
+        print(f"== {script.stem}: exit {result.returncode} after {time.monotonic() - started:.0f} s ==\n")
+        if result.returncode:
+            failures.append(script.stem)
+    if failures:
+        print("failed:", ", ".join(failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
