@@ -1,9 +1,9 @@
 """The embedded Airflow of `jip up`: its environment, its four processes, their health.
 
 Airflow runs as child processes (api-server, scheduler, dag-processor, triggerer) on a
-SQLite metadata database with the LocalExecutor, each in its own session so that one
-signal reaches a component and every task process it started. Their output goes to
-``<AIRFLOW_HOME>/logs/components/<component>.log``, never to our stdout.
+SQLite metadata database with the LocalExecutor, each in a session of its own: a Ctrl-C
+at the terminal reaches only `jip up`, which then stops them in order. Their output goes
+to ``<AIRFLOW_HOME>/logs/components/<component>.log``, never to our stdout.
 
 JIP signs in to Airflow's API as its own user (``flow.airflow_username``, role admin)
 with a password generated once and stored, mode 0600, in the simple auth manager's
@@ -13,6 +13,7 @@ password file in AIRFLOW_HOME: the one file Airflow itself reads it from.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -35,10 +37,16 @@ log = logging.getLogger(__name__)
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # The health endpoint's name for each component that reports a heartbeat.
-_HEALTH_KEYS = {"scheduler": "scheduler", "dag_processor": "dag-processor", "triggerer": "triggerer"}
+_HEALTH_KEYS = {
+    "scheduler": "scheduler",
+    "dag_processor": "dag-processor",
+    "triggerer": "triggerer",
+}
 # Stopped first, so that tasks ending meanwhile can still report to the api-server.
 _STOP_ORDER = (("scheduler", "triggerer", "dag-processor"), ("api-server",))
 PASSWORDS_FILE_NAME = "simple_auth_manager_passwords.json.generated"
+# Names the Airflow version that last migrated the metadata database.
+MIGRATED_MARKER = "jip-db-migrated"
 HEALTH_PATH = "/api/v2/monitor/health"
 
 # Defaults until FlowSettings has fields for them.
@@ -124,9 +132,7 @@ def ensure_password(airflow_home: Path, username: str, password: str | None = No
     return wanted
 
 
-def airflow_environment(
-    settings: Settings, base: dict[str, str] | None = None
-) -> dict[str, str]:
+def airflow_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment every embedded Airflow process runs with.
 
     ``base`` (normally the parent's environment) is kept, so an admin can still tune
@@ -134,7 +140,7 @@ def airflow_environment(
     """
     home = settings.resolved_airflow_home.expanduser().resolve()
     flow = settings.flow
-    # A few processes per core at most: the site machine is shared with store and meta.
+    # Tasks at once, each a process: the site machine also runs store and meta.
     parallel = str(flow.max_parallel_series)
     env = dict(base or {})
     env.update(
@@ -237,6 +243,8 @@ class EmbeddedAirflow:
         if self._components:
             raise Conflict("the embedded Airflow is already started")
         self._refuse_taken_port()
+        # Holds the metadata database, secrets (airflow.cfg) and the API password.
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         ensure_password(
             self.home, self.settings.flow.airflow_username, self.settings.flow.airflow_password
@@ -258,7 +266,17 @@ class EmbeddedAirflow:
         )
 
     def migrate(self, env: dict[str, str]) -> None:
-        """Create or upgrade the metadata database (``airflow db migrate``)."""
+        """Create or upgrade the metadata database (``airflow db migrate``).
+
+        Skipped when this Airflow version already migrated it: the command imports all
+        of Airflow and takes seconds even when there is nothing to do.
+        """
+        marker = self.home / MIGRATED_MARKER
+        version = f"apache-airflow=={importlib.metadata.version('apache-airflow')}"
+        database = self.home / "airflow.db"
+        if database.exists() and marker.exists() and marker.read_text().strip() == version:
+            return
+        started = time.monotonic()
         log_path = self.log_path("db-migrate")
         with log_path.open("ab") as out:
             try:
@@ -281,6 +299,11 @@ class EmbeddedAirflow:
                 f"`airflow db migrate` failed with exit code {result.returncode}; "
                 f"read {log_path}:\n{_tail(log_path)}"
             )
+        marker.write_text(version + "\n")
+        log.info(
+            "airflow database migrated",
+            extra={"version": version, "migrate_s": round(time.monotonic() - started, 1)},
+        )
 
     def wait_healthy(self, deadline: float) -> None:
         """Poll Airflow's health endpoint until every component is healthy."""
@@ -294,6 +317,11 @@ class EmbeddedAirflow:
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(0.5)
+        if not statuses:
+            raise Unavailable(
+                f"Airflow's api-server did not answer at {self.url} within "
+                f"{self.startup_timeout_s:.0f} s; read {self.log_path('api-server')}"
+            )
         waiting = [name for name in COMPONENTS if statuses.get(name) != "healthy"]
         logs = ", ".join(str(self.log_path(name)) for name in waiting)
         raise Unavailable(
@@ -302,9 +330,17 @@ class EmbeddedAirflow:
         )
 
     def stop(self) -> None:
-        """Stop every component: SIGTERM, then SIGKILL after the grace period."""
+        """Stop every component: SIGTERM, then SIGKILL after the grace period.
+
+        The scheduler waits for running tasks before it exits; a task still running
+        when the grace period ends is killed with it (Airflow fails or retries it when
+        it next starts).
+        """
         for names in _STOP_ORDER:
             group = [self._components[n] for n in names if n in self._components]
+            # Task processes run in sessions of their own, out of reach of killpg;
+            # note them while their parents still know them.
+            offspring = [p for c in group for p in _descendants(c.process.pid)]
             for component in group:
                 if component.process.poll() is None:
                     _signal(component.process, signal.SIGTERM, group=False)
@@ -319,8 +355,10 @@ class EmbeddedAirflow:
                     )
                     _signal(component.process, signal.SIGKILL, group=True)
                     component.process.wait()
-                # Task processes left behind by a component die with it.
                 _signal(component.process, signal.SIGKILL, group=True)
+            for process in offspring:
+                with contextlib.suppress(Exception):
+                    process.kill()
         self._components.clear()
 
     def _spawn(self, name: str, env: dict[str, str]) -> None:
@@ -387,6 +425,18 @@ def _signal(process: subprocess.Popen[bytes], sig: signal.Signals, *, group: boo
             os.killpg(process.pid, sig)
         else:
             process.send_signal(sig)
+
+
+def _descendants(pid: int) -> list[Any]:
+    """The live descendants of ``pid`` as psutil processes (safe against pid reuse)."""
+    try:
+        import psutil  # installed with Airflow; the REST adapter must not need it
+    except ImportError:
+        return []
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
 
 
 def _tail(path: Path, lines: int = 15) -> str:

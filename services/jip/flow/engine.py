@@ -101,7 +101,8 @@ class TaskInstance:
     state: TaskState
     # -1 for a task that is not mapped.
     map_index: int = -1
-    # What the mapped instance works on (the series UID), when the DAG labels it.
+    # What a mapped instance works on (the series UID) when the DAG sets a
+    # map_index_template; Airflow renders it when the instance ends.
     label: str | None = None
     # 1 for the first try; 0 before the first try started.
     try_number: int = 0
@@ -130,8 +131,7 @@ class WorkflowEngine(Protocol):
         """Every workflow the engine has loaded, sorted by id."""
         ...
 
-    def get_workflow(self, dag_id: str) -> WorkflowInfo:
-        ...
+    def get_workflow(self, dag_id: str) -> WorkflowInfo: ...
 
     def trigger(
         self, dag_id: str, conf: Mapping[str, Any], run_id: str | None = None
@@ -139,8 +139,7 @@ class WorkflowEngine(Protocol):
         """Start a run now; the engine names it unless ``run_id`` is given."""
         ...
 
-    def get_run(self, dag_id: str, run_id: str) -> WorkflowRun:
-        ...
+    def get_run(self, dag_id: str, run_id: str) -> WorkflowRun: ...
 
     def list_runs(self, dag_id: str | None = None, limit: int = 50) -> list[WorkflowRun]:
         """The newest runs first, of one workflow or of all."""
@@ -149,6 +148,10 @@ class WorkflowEngine(Protocol):
     def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:
         """Every task instance of a run, mapped ones one per map index."""
         ...
+
+    def get_task_instance(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> TaskInstance: ...
 
     def task_log(
         self,

@@ -1,0 +1,498 @@
+"""`WorkflowEngine` on Apache Airflow 3, through its REST API (v2) only.
+
+JIP signs in with the simple auth manager's token endpoint (``POST /auth/token``) and
+sends the JWT as a bearer token; when Airflow refuses it (401 when expired, 403 "Invalid
+JWT token" when Airflow signs with a new key) it fetches a new token once and repeats the
+request. Airflow's answers become `jip.errors`: 404 NotFound, 400/422 Invalid, 409
+Conflict, and no connection, 5xx or rejected credentials Unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from jip.config import Settings
+from jip.errors import Conflict, Invalid, NotFound, Unavailable
+from jip.flow.airflow_process import api_url, read_password
+from jip.flow.engine import RunState, TaskInstance, TaskState, WorkflowInfo, WorkflowRun
+
+log = logging.getLogger(__name__)
+
+TOKEN_PATH = "/auth/token"
+HEALTH_PATH = "/api/v2/monitor/health"
+# Airflow has no "cancelled" run state; a run JIP cancels is failed with this note.
+CANCEL_NOTE = "Cancelled through JIP."
+# Airflow's largest page ([api] maximum_page_limit).
+_PAGE = 100
+
+_RUN_STATES = {
+    "queued": RunState.QUEUED,
+    "running": RunState.RUNNING,
+    "success": RunState.SUCCESS,
+    "failed": RunState.FAILED,
+}
+_TASK_STATES = {
+    None: TaskState.PENDING,
+    "scheduled": TaskState.QUEUED,
+    "queued": TaskState.QUEUED,
+    "running": TaskState.RUNNING,
+    "restarting": TaskState.RUNNING,
+    "deferred": TaskState.WAITING,
+    "up_for_reschedule": TaskState.WAITING,
+    "awaiting_input": TaskState.WAITING,
+    "up_for_retry": TaskState.RETRYING,
+    "success": TaskState.SUCCESS,
+    "failed": TaskState.FAILED,
+    "upstream_failed": TaskState.UPSTREAM_FAILED,
+    "skipped": TaskState.SKIPPED,
+    "removed": TaskState.REMOVED,
+}
+# The states Airflow lets a user set on a task instance.
+_SETTABLE_TASK_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED})
+_HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+
+Password = str | Callable[[], str | None]
+
+
+class AirflowEngine:
+    """Talks to one Airflow API server as one user; safe to share between threads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str,
+        password: Password,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        # ``password`` may be a callable: the embedded Airflow's password is only
+        # written when `jip up` starts it, possibly after this object is built.
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self._password = password
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport)
+        self._token: str | None = None
+        self._token_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AirflowEngine:
+        flow = settings.flow
+        home = settings.resolved_airflow_home
+        password: Password = flow.airflow_password or (
+            lambda: read_password(home, flow.airflow_username)
+        )
+        return cls(api_url(settings), username=flow.airflow_username, password=password)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- health ----------------------------------------------------------------------
+
+    def health(self) -> dict[str, str]:
+        try:
+            response = self._client.get(HEALTH_PATH)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        _raise_for_status(response, "Airflow health")
+        body = response.json()
+        result: dict[str, str] = {}
+        for name in _HEALTH_COMPONENTS:
+            entry = body.get(name)
+            status = entry.get("status") if isinstance(entry, dict) else None
+            result[name] = status if isinstance(status, str) else "unknown"
+        return result
+
+    def healthy(self) -> bool:
+        try:
+            return all(status == "healthy" for status in self.health().values())
+        except Unavailable:
+            return False
+
+    # -- workflows -------------------------------------------------------------------
+
+    def list_workflows(self) -> list[WorkflowInfo]:
+        dags = self._paged("/api/v2/dags", "dags", {"order_by": "dag_id"}, what="workflows")
+        return [self.get_workflow(dag["dag_id"]) for dag in dags]
+
+    def get_workflow(self, dag_id: str) -> WorkflowInfo:
+        body = self._call("GET", f"{_dag(dag_id)}/details", what=f"workflow {dag_id!r}")
+        return WorkflowInfo(
+            dag_id=body["dag_id"],
+            description=body.get("description"),
+            params_schema=_params_schema(body.get("params")),
+            tags=tuple(sorted(tag["name"] for tag in body.get("tags") or [])),
+            paused=bool(body.get("is_paused")),
+        )
+
+    # -- runs ------------------------------------------------------------------------
+
+    def trigger(
+        self, dag_id: str, conf: Mapping[str, Any], run_id: str | None = None
+    ) -> WorkflowRun:
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf)}
+        if run_id is not None:
+            body["dag_run_id"] = run_id
+        answer = self._call(
+            "POST", f"{_dag(dag_id)}/dagRuns", json=body, what=f"workflow {dag_id!r}"
+        )
+        run = _run(answer)
+        log.info("workflow run started", extra={"dag_id": dag_id, "run_id": run.run_id})
+        return run
+
+    def get_run(self, dag_id: str, run_id: str) -> WorkflowRun:
+        return _run(self._call("GET", _run_path(dag_id, run_id), what=_run_what(dag_id, run_id)))
+
+    def list_runs(self, dag_id: str | None = None, limit: int = 50) -> list[WorkflowRun]:
+        if limit < 1:
+            raise Invalid(f"limit must be at least 1, not {limit}")
+        path = f"{_dag(dag_id or '~')}/dagRuns"
+        what = f"runs of workflow {dag_id!r}" if dag_id else "workflow runs"
+        runs = self._paged(path, "dag_runs", {"order_by": "-id"}, what=what, limit=limit)
+        return [_run(run) for run in runs]
+
+    def cancel(self, dag_id: str, run_id: str) -> WorkflowRun:
+        run = self.get_run(dag_id, run_id)
+        if run.state.finished:
+            raise Conflict(
+                f"run {run_id!r} of workflow {dag_id!r} has already finished ({run.state})"
+            )
+        # Failing the run fails its running task instances (their processes are
+        # stopped at their next heartbeat) and skips the ones not started yet.
+        answer = self._call(
+            "PATCH",
+            _run_path(dag_id, run_id),
+            json={"state": "failed", "note": CANCEL_NOTE},
+            what=_run_what(dag_id, run_id),
+        )
+        log.info("workflow run cancelled", extra={"dag_id": dag_id, "run_id": run_id})
+        return _run(answer)
+
+    # -- task instances --------------------------------------------------------------
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:
+        # The run's list holds every mapped instance, one per map index.
+        self.get_run(dag_id, run_id)  # an unknown run is a 404 here, an empty list below
+        items = self._paged(
+            f"{_run_path(dag_id, run_id)}/taskInstances",
+            "task_instances",
+            {"order_by": "map_index"},
+            what=_run_what(dag_id, run_id),
+        )
+        return sorted((_task(ti) for ti in items), key=lambda ti: (ti.task_id, ti.map_index))
+
+    def get_task_instance(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> TaskInstance:
+        answer = self._call(
+            "GET",
+            _ti_path(dag_id, run_id, task_id, map_index),
+            what=_ti_what(dag_id, run_id, task_id, map_index),
+        )
+        return _task(answer)
+
+    def task_log(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int = -1,
+        try_number: int | None = None,
+    ) -> str:
+        if try_number is None:
+            try_number = self.get_task_instance(dag_id, run_id, task_id, map_index).try_number
+            if try_number < 1:
+                return ""  # not started yet: no log
+        answer = self._call(
+            "GET",
+            f"{_run_path(dag_id, run_id)}/taskInstances/{_seg(task_id)}/logs/{try_number}",
+            params={"map_index": map_index, "full_content": "true"},
+            headers={"Accept": "application/json"},
+            what=_ti_what(dag_id, run_id, task_id, map_index) + f" try {try_number}",
+        )
+        return _log_text(answer.get("content") or [])
+
+    def set_task_state(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        state: TaskState,
+        map_index: int = -1,
+    ) -> TaskInstance:
+        if state not in _SETTABLE_TASK_STATES:
+            allowed = ", ".join(sorted(_SETTABLE_TASK_STATES))
+            raise Invalid(f"a task instance can be set to {allowed}, not {state}")
+        what = _ti_what(dag_id, run_id, task_id, map_index)
+        self._call(
+            "PATCH",
+            _ti_path(dag_id, run_id, task_id, map_index),
+            json={"new_state": state.value},
+            what=what,
+        )
+        log.info(
+            "task state set",
+            extra={"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "state": str(state)},
+        )
+        return self.get_task_instance(dag_id, run_id, task_id, map_index)
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        token = self._current_token()
+        for attempt in range(2):
+            try:
+                response = self._client.request(
+                    method,
+                    path,
+                    params=params,
+                    json=json,
+                    headers={**(headers or {}), "Authorization": f"Bearer {token}"},
+                )
+            except httpx.TransportError as exc:
+                raise self._unreachable(exc) from exc
+            if not _token_refused(response) or attempt == 1:
+                break
+            token = self._current_token(stale=token)
+        if _token_refused(response):
+            raise Unavailable(
+                f"Airflow at {self.base_url} rejects the token of user {self.username!r}; "
+                "check flow.airflow_username and flow.airflow_password"
+            )
+        _raise_for_status(response, what)
+        return response.json() if response.content else None
+
+    def _paged(
+        self,
+        path: str,
+        key: str,
+        params: Mapping[str, Any],
+        *,
+        what: str,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while limit is None or len(items) < limit:
+            page = _PAGE if limit is None else min(_PAGE, limit - len(items))
+            answer = self._call(
+                "GET", path, params={**params, "limit": page, "offset": len(items)}, what=what
+            )
+            batch = answer.get(key) or []
+            items.extend(batch)
+            total = answer.get("total_entries")
+            if len(batch) < page or (total is not None and len(items) >= total):
+                break
+        return items
+
+    def _current_token(self, stale: str | None = None) -> str:
+        """The token to send; a new one when there is none or ``stale`` was refused."""
+        with self._token_lock:
+            if self._token is None or self._token == stale:
+                self._token = self._fetch_token()
+            return self._token
+
+    def _fetch_token(self) -> str:
+        password = self._password() if callable(self._password) else self._password
+        if not password:
+            raise Unavailable(
+                f"no password for Airflow user {self.username!r}: set flow.airflow_password "
+                "or start the embedded Airflow with `jip up`"
+            )
+        try:
+            response = self._client.post(
+                TOKEN_PATH, json={"username": self.username, "password": password}
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if response.status_code in (400, 401, 403):
+            raise Unavailable(
+                f"Airflow at {self.base_url} refused user {self.username!r} "
+                f"({response.status_code}); check flow.airflow_username and "
+                "flow.airflow_password"
+            )
+        _raise_for_status(response, "Airflow token")
+        token = response.json().get("access_token")
+        if not isinstance(token, str):
+            raise Unavailable(f"Airflow at {self.base_url} answered {TOKEN_PATH} without a token")
+        return token
+
+    def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
+        if isinstance(exc, httpx.NetworkError | httpx.TimeoutException):
+            return Unavailable(
+                f"Airflow at {self.base_url} is not reachable ({type(exc).__name__}: {exc}); "
+                "is Airflow running? `jip status`"
+            )
+        return Unavailable(f"talking to Airflow at {self.base_url} failed: {exc}")
+
+
+# -- Airflow JSON -> JIP values ---------------------------------------------------------
+
+
+def _run(body: Mapping[str, Any]) -> WorkflowRun:
+    state = _RUN_STATES.get(body.get("state") or "", RunState.QUEUED)
+    note = body.get("note")
+    if state is RunState.FAILED and note == CANCEL_NOTE:
+        state = RunState.CANCELLED
+    return WorkflowRun(
+        dag_id=body["dag_id"],
+        run_id=body["dag_run_id"],
+        state=state,
+        conf=body.get("conf") or {},
+        queued_at=_time(body.get("queued_at")),
+        started_at=_time(body.get("start_date")),
+        ended_at=_time(body.get("end_date")),
+        note=note,
+    )
+
+
+def _task(body: Mapping[str, Any]) -> TaskInstance:
+    raw_state = body.get("state")
+    state = _TASK_STATES.get(raw_state)
+    if state is None:
+        log.warning("unknown Airflow task state", extra={"state": raw_state})
+        state = TaskState.PENDING
+    return TaskInstance(
+        task_id=body["task_id"],
+        state=state,
+        map_index=int(body.get("map_index", -1)),
+        label=body.get("rendered_map_index"),
+        try_number=int(body.get("try_number") or 0),
+        started_at=_time(body.get("start_date")),
+        ended_at=_time(body.get("end_date")),
+    )
+
+
+def _params_schema(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A JSON Schema object from Airflow's params (``{name: {value, schema, description}}``)."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, spec in (params or {}).items():
+        schema = dict(spec.get("schema") or {})
+        if spec.get("description") and "description" not in schema:
+            schema["description"] = spec["description"]
+        # Airflow reports a missing or invalid default as null; a null the schema
+        # allows is a real default.
+        value = spec.get("value")
+        if value is not None or _allows_null(schema):
+            schema.setdefault("default", value)
+        else:
+            required.append(name)
+        properties[name] = schema
+    schema_object: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema_object["required"] = required
+    return schema_object
+
+
+def _allows_null(schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "null" or (isinstance(kind, list) and "null" in kind)
+
+
+def _log_text(content: list[Any]) -> str:
+    return "\n".join(_log_lines(content))
+
+
+def _log_lines(content: list[Any]) -> Iterator[str]:
+    for entry in content:
+        if isinstance(entry, str):
+            yield entry
+            continue
+        event = str(entry.get("event", ""))
+        if event.startswith("::"):  # UI grouping markers
+            continue
+        stamp, level = entry.get("timestamp"), entry.get("level")
+        prefix = " ".join(str(part) for part in (stamp, level and level.upper()) if part)
+        yield f"{prefix} {event}" if prefix else event
+        for error in entry.get("error_detail") or []:
+            yield from _error_lines(error)
+
+
+def _error_lines(error: Mapping[str, Any]) -> Iterator[str]:
+    yield "Traceback (most recent call last):"
+    for frame in error.get("frames") or []:
+        yield f'  File "{frame.get("filename")}", line {frame.get("lineno")}, in {frame.get("name")}'
+    yield f"{error.get('exc_type')}: {error.get('exc_value')}"
+
+
+def _token_refused(response: httpx.Response) -> bool:
+    # Expired: 401. Signed with another key (Airflow's jwt_secret changed): 403.
+    if response.status_code == 401:
+        return True
+    return response.status_code == 403 and _detail(response) == "Invalid JWT token"
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    code = response.status_code
+    if code < 400:
+        return
+    detail = _detail(response)
+    if code == 404:
+        raise NotFound(f"{what} not found: {detail}")
+    if code in (400, 422):
+        raise Invalid(f"{what}: {detail}")
+    if code == 409:
+        raise Conflict(f"{what}: {detail}")
+    if code == 403:
+        raise Unavailable(f"Airflow forbids this to JIP's user ({what}): {detail}")
+    raise Unavailable(f"Airflow answered {code} for {what}: {detail}")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text[:500] or response.reason_phrase
+    if isinstance(detail, list):  # request validation errors
+        return "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}"
+            for item in detail
+            if isinstance(item, dict)
+        )
+    return str(detail)
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _seg(value: str) -> str:
+    # Run ids hold ':' and '+' (manual__2026-01-01T00:00:00+00:00); quote every one.
+    return quote(value, safe="")
+
+
+def _dag(dag_id: str) -> str:
+    return f"/api/v2/dags/{_seg(dag_id)}"
+
+
+def _run_path(dag_id: str, run_id: str) -> str:
+    return f"{_dag(dag_id)}/dagRuns/{_seg(run_id)}"
+
+
+def _ti_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    return f"{_run_path(dag_id, run_id)}/taskInstances/{_seg(task_id)}/{map_index}"
+
+
+def _run_what(dag_id: str, run_id: str) -> str:
+    return f"run {run_id!r} of workflow {dag_id!r}"
+
+
+def _ti_what(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    index = f"[{map_index}]" if map_index >= 0 else ""
+    return f"task {task_id}{index} of run {run_id!r} of workflow {dag_id!r}"
