@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+
 from jip.errors import Invalid
 
 INPUT_DIR_VAR = "JIP_INPUT_DIR"
@@ -84,12 +85,18 @@ def validate_params(raw: str | None, schema: Mapping[str, Any]) -> dict[str, Any
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
-        problems = "; ".join(
-            f"{'/'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}"
-            for e in errors
-        )
+        secrets = secret_param_names(schema)
+        problems = "; ".join(_describe_error(e, secrets) for e in errors)
         raise ParamsError(f"{PARAMS_VAR} does not match params.schema.json: {problems}")
     return params
+
+
+def _describe_error(error: jsonschema.ValidationError, secrets: frozenset[str]) -> str:
+    path = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.absolute_path and error.absolute_path[0] in secrets:
+        # jsonschema quotes the offending value; a secret must not reach the log.
+        return f"{path}: value not shown (secret) fails {error.validator}={error.validator_value}"
+    return f"{path}: {error.message}"
 
 
 def secret_param_names(schema: Mapping[str, Any]) -> frozenset[str]:
@@ -100,9 +107,7 @@ def secret_param_names(schema: Mapping[str, Any]) -> frozenset[str]:
     )
 
 
-def read_context(
-    schema_path: Path, *, environ: Mapping[str, str] | None = None
-) -> OperatorContext:
+def read_context(schema_path: Path, *, environ: Mapping[str, str] | None = None) -> OperatorContext:
     """Build the context from the environment (or from ``environ`` in tests)."""
     env = os.environ if environ is None else environ
     input_dir = _required_dir(env, INPUT_DIR_VAR)

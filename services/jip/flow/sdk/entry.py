@@ -21,6 +21,8 @@ from jip.flow.sdk.contract import ContractError, OperatorContext, ParamsError, r
 
 logger = logging.getLogger(__name__)
 
+_CHATTY_LOGGERS = ("highdicom", "radiomics", "pydicom")
+
 
 class ExitCode(IntEnum):
     """Exit statuses of an operator process."""
@@ -38,6 +40,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Libraries that narrate every step at INFO would bury the operator's own lines.
+    for chatty in _CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
 
 
 def run_process(

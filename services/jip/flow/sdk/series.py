@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from jip.errors import Invalid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+
+from jip.errors import Invalid
 
 # Two slices closer than this (mm) along the normal are the same position.
 _SAME_POSITION_MM = 1e-3
@@ -96,7 +97,9 @@ def modality(datasets: Sequence[Dataset]) -> str:
     return str(datasets[0].get("Modality", "")) if datasets else ""
 
 
-def require_modality(datasets: Sequence[Dataset], allowed: Sequence[str], *, series_uid: str) -> str:
+def require_modality(
+    datasets: Sequence[Dataset], allowed: Sequence[str], *, series_uid: str
+) -> str:
     """Fail early, naming the series, when an operator gets a modality it cannot handle."""
     found = modality(datasets)
     if found not in allowed:
@@ -144,7 +147,9 @@ def sort_slices(datasets: Sequence[Dataset]) -> list[Dataset]:
     ordered = [datasets[i] for i in order]
     sorted_positions = np.asarray(positions)[order]
     if len(ordered) > 1 and np.min(np.diff(sorted_positions)) < _SAME_POSITION_MM:
-        raise SeriesError(f"series {uid}: two slices share one position (a duplicate or a 4D series)")
+        raise SeriesError(
+            f"series {uid}: two slices share one position (a duplicate or a 4D series)"
+        )
     return ordered
 
 
@@ -178,7 +183,9 @@ def load_image(datasets: Sequence[Dataset]) -> sitk.Image:
     volume = np.empty((len(ordered), rows, cols), dtype=np.float32)
     for k, ds in enumerate(ordered):
         if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
-            raise SeriesError(f"series {first.get('SeriesInstanceUID', '?')}: slices differ in size")
+            raise SeriesError(
+                f"series {first.get('SeriesInstanceUID', '?')}: slices differ in size"
+            )
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
         volume[k] = ds.pixel_array.astype(np.float32) * slope + intercept

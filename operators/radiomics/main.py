@@ -1,0 +1,156 @@
+"""radiomics: pyradiomics features for every segment of every SEG in the input.
+
+The input holds one or more SEG series and the image series they were made on. Each SEG
+names its source in ReferencedSeriesSequence (PS3.3 C.7.6.16.2.22, required in a SEG), so
+the pairing needs no parameter; ``source_series_uid`` overrides it for SEGs that lack
+the reference. Masks are matched to slices through each frame's source-image reference,
+never by frame order, so a SEG that omits empty frames still lines up.
+
+One CSV per SEG, ``JIP_OUTPUT_DIR/<SEG SeriesInstanceUID>/radiomics.csv``, one row per
+(series, segment): source series UID, SEG series UID, segment number and label, then the
+features pyradiomics names ``original_<class>_<feature>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+from radiomics import featureextractor
+
+from jip.flow.sdk import (
+    InputSeries,
+    OperatorContext,
+    SeriesError,
+    find_series,
+    iter_series,
+    load_image,
+    read_datasets,
+    report_progress,
+    run_operator,
+    sort_slices,
+)
+from jip.flow.sdk.seg import SegmentMask, read_segment_masks
+
+logger = logging.getLogger("radiomics-operator")
+
+ID_COLUMNS = ["series_instance_uid", "seg_series_instance_uid", "segment_number", "segment_label"]
+
+
+def is_seg(series: InputSeries) -> bool:
+    """Whether a series holds Segmentation objects (by its first file's header)."""
+    header = pydicom.dcmread(series.files()[0], stop_before_pixels=True)
+    return str(header.get("Modality", "")) == "SEG"
+
+
+def source_series_uid(seg: Dataset, override: str | None) -> str:
+    """The image series a SEG was made on: the parameter if given, else its reference."""
+    if override:
+        return override
+    referenced = seg.get("ReferencedSeriesSequence")
+    if not referenced:
+        raise SeriesError(
+            f"SEG {seg.SOPInstanceUID} has no ReferencedSeriesSequence; "
+            "name its image series with the source_series_uid parameter"
+        )
+    return str(referenced[0].SeriesInstanceUID)
+
+
+def build_extractor(params: Mapping[str, Any]) -> featureextractor.RadiomicsFeatureExtractor:
+    """A pyradiomics extractor on the original image with only the requested classes."""
+    settings: dict[str, Any] = {"binWidth": float(params["bin_width"]), "label": 1}
+    if params.get("resampled_spacing_mm"):
+        settings["resampledPixelSpacing"] = [float(v) for v in params["resampled_spacing_mm"]]
+    extractor = featureextractor.RadiomicsFeatureExtractor(**settings)
+    extractor.disableAllFeatures()
+    for name in params["feature_classes"]:
+        extractor.enableFeatureClassByName(name)
+    return extractor
+
+
+def mask_image(segment: SegmentMask, image: sitk.Image) -> sitk.Image:
+    """The segment as a label image on exactly the source image's grid."""
+    mask = sitk.GetImageFromArray(segment.mask.astype(np.uint8))
+    mask.CopyInformation(image)
+    return mask
+
+
+def features_for(
+    extractor: featureextractor.RadiomicsFeatureExtractor, image: sitk.Image, mask: sitk.Image
+) -> dict[str, float]:
+    """The feature values, without pyradiomics' diagnostics (versions, hashes, settings)."""
+    result = extractor.execute(image, mask, label=1)
+    return {
+        name: float(np.asarray(value))
+        for name, value in result.items()
+        if not name.startswith("diagnostics_")
+    }
+
+
+def process_seg(
+    context: OperatorContext,
+    seg_series: InputSeries,
+    extractor: featureextractor.RadiomicsFeatureExtractor,
+) -> Path:
+    """Features for every segment of every SEG file in one SEG series; returns the CSV."""
+    rows: list[dict[str, Any]] = []
+    wanted = context.params.get("segment_labels")
+    for seg in read_datasets(seg_series):
+        source_uid = source_series_uid(seg, context.params.get("source_series_uid"))
+        source = sort_slices(read_datasets(find_series(context.input_dir, source_uid)))
+        image = load_image(source)
+        for segment in read_segment_masks(seg, source):
+            if wanted and segment.label not in wanted:
+                continue
+            if not segment.mask.any():
+                logger.warning(
+                    "SEG %s segment %d is empty; skipped", seg_series.uid, segment.number
+                )
+                continue
+            features = features_for(extractor, image, mask_image(segment, image))
+            rows.append(
+                {
+                    "series_instance_uid": source_uid,
+                    "seg_series_instance_uid": str(seg.SeriesInstanceUID),
+                    "segment_number": segment.number,
+                    "segment_label": segment.label,
+                    **features,
+                }
+            )
+    if not rows:
+        raise SeriesError(f"SEG series {seg_series.uid}: no segment to compute features for")
+    out = context.output_dir_for(seg_series.uid) / "radiomics.csv"
+    feature_names = sorted({k for row in rows for k in row} - set(ID_COLUMNS))
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ID_COLUMNS + feature_names)
+        writer.writeheader()
+        writer.writerows(rows)
+    logger.info(
+        "SEG series %s: %d rows, %d features", seg_series.uid, len(rows), len(feature_names)
+    )
+    return out
+
+
+def process(context: OperatorContext) -> None:
+    """Compute features for every SEG series in the input."""
+    seg_series = [s for s in iter_series(context.input_dir) if is_seg(s)]
+    if not seg_series:
+        raise SeriesError(
+            f"no SEG series in {context.input_dir}; radiomics needs a SEG and its image series"
+        )
+    extractor = build_extractor(context.params)
+    for index, series in enumerate(seg_series):
+        report_progress(index / len(seg_series), series=series.uid, message="extracting")
+        process_seg(context, series, extractor)
+        report_progress((index + 1) / len(seg_series), series=series.uid, message="written")
+
+
+if __name__ == "__main__":
+    run_operator(process, schema_path=Path(__file__).with_name("params.schema.json"))
