@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -17,9 +17,12 @@ from jip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Most specific first: TooLarge is an Invalid, OutOfResources an Unavailable.
+# Most specific first: TooLarge, NotAcceptable and UnsupportedMediaType are Invalid,
+# OutOfResources an Unavailable.
 ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
     (errors.TooLarge, 413),
+    (errors.NotAcceptable, 406),
+    (errors.UnsupportedMediaType, 415),
     (errors.Invalid, 400),
     (errors.NotFound, 404),
     (errors.Conflict, 409),
@@ -49,16 +52,28 @@ ReadinessCheck = Callable[[], str | None]  # returns None when ready, else why n
 
 def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -> FastAPI:
     """The site's API; ``readiness`` checks gate ``/healthz`` and ``/readyz``."""
+    from jip.base.auth import require_token
+    from jip.base.routes import API_ROUTERS, PUBLIC_ROUTERS
     from jip.store.routes import router as store_router
 
+    # Deny by default: with auth enabled every route, including those added below by any
+    # service, needs a valid bearer token unless jip.base.auth names it public (probes,
+    # /metrics, /auth/*, /.well-known/*).
+    guard = [Depends(require_token)] if runtime.settings.auth.enabled else []
     app = FastAPI(
-        title="JIP", version="0.1.0", docs_url="/api/docs", openapi_url="/api/openapi.json"
+        title="JIP",
+        version="0.1.0",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        dependencies=guard,
     )
     app.state.runtime = runtime
     app.state.readiness = list(readiness or [])
     app.add_exception_handler(errors.JipError, _jip_error)
     app.include_router(store_router)
     _include_dicomweb(app)
+    for router in [*PUBLIC_ROUTERS, *API_ROUTERS]:
+        app.include_router(router)
 
     def not_ready() -> list[str]:
         return [reason for check in app.state.readiness if (reason := check()) is not None]

@@ -76,6 +76,23 @@ class FlowSettings(BaseModel):
     container_engine: str = "podman"
     max_parallel_series: int = Field(default=4, ge=1)
     operators_dir: Path | None = None  # defaults to the repository's operators/
+    # Where tasks stage operator input and output; defaults to <data_dir>/flow-work.
+    work_dir: Path | None = None
+    # Operator images are <image_registry>jip/<operator>:<version> (e.g. "registry.local/").
+    image_registry: str = ""
+    # Limits per operator run (container and pod runners); None leaves them unset.
+    operator_cpus: float | None = Field(default=None, gt=0)
+    operator_memory: str | None = None  # "4Gi" (Kubernetes) / "4g" (podman, docker)
+    operator_timeout_s: float = Field(default=6 * 3600.0, gt=0)
+    kubernetes_namespace: str = "jip"
+    # A ReadWriteMany PVC holding work_dir for Airflow workers and operator pods; unset,
+    # pods stage input into an emptyDir through the store's API and push their output.
+    kubernetes_work_pvc: str | None = None
+    kubernetes_stage_image: str = "jip/jip:0.1.0"
+    # Auto-rules: how often newly complete series are checked.
+    rule_interval_s: float = Field(default=5.0, gt=0)
+    # Human steps: how often a waiting task asks whether it was marked done.
+    review_poll_s: float = Field(default=5.0, gt=0)
 
 
 class AuthSettings(BaseModel):
@@ -85,6 +102,20 @@ class AuthSettings(BaseModel):
     issuer_url: str | None = None
     audience: str = "jip"
     access_token_ttl_s: int = Field(default=3600, ge=60)
+    # Cluster shape: where the issuer's keys are; unset reads jwks_uri from its discovery.
+    jwks_url: str | None = None
+    # Embedded issuer: the URL people and the CLI reach this site at, its `iss` claim.
+    # Unset: http://<http_host>:<http_port>.
+    public_url: str | None = None
+    refresh_token_ttl_s: int = Field(default=86400, ge=60)
+    # Browser login may redirect to the site itself, loopback URIs (RFC 8252) and these.
+    redirect_uris: list[str] = Field(default_factory=list)
+    # Failed logins per username and client IP before the issuer answers 429.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_s: int = Field(default=300, ge=1)
+    # First run: the `admin` user's password (JIP_AUTH__ADMIN_PASSWORD); unset, a
+    # one-time password is generated and shown once.
+    admin_password: SecretStr | None = None
 
 
 class Settings(BaseSettings):
@@ -107,6 +138,10 @@ class Settings(BaseSettings):
     # Credentials for s3:// storage and result URLs (MinIO, any S3-compatible store).
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None
+    # Where workflow tasks and the CLI reach this site's HTTP API (JIP_API_URL), and a
+    # bearer token for it (JIP_API_TOKEN); unset URL: http://<http_host>:<http_port>.
+    api_url: str | None = None
+    api_token: SecretStr | None = None
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
@@ -155,6 +190,10 @@ class Settings(BaseSettings):
     @property
     def resolved_airflow_home(self) -> Path:
         return self.flow.airflow_home or self.data_dir / "airflow"
+
+    @property
+    def resolved_flow_work_dir(self) -> Path:
+        return self.flow.work_dir or self.data_dir / "flow-work"
 
     @property
     def state_file(self) -> Path:

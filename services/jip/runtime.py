@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from jip.backends import catalog_engine_for, storage_for
+from jip.base.identity import Identity, build_identity
 from jip.config import Settings
 from jip.migrations import upgrade
 from jip.store.catalog import Catalog, DuplicatePolicy
@@ -25,6 +26,7 @@ class Runtime:
     catalog: Catalog
     storage: BlobStorage
     ingestor: Ingestor
+    identity: Identity
 
     def close(self) -> None:
         self.ingestor.close()
@@ -41,4 +43,5 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     catalog = Catalog(engine)
     storage = storage_for(settings.resolved_storage_url, settings)
     ingestor = Ingestor(storage, catalog, DuplicatePolicy(settings.store.duplicate_policy))
-    return Runtime(settings, engine, catalog, storage, ingestor)
+    identity = build_identity(settings, engine)
+    return Runtime(settings, engine, catalog, storage, ingestor, identity=identity)

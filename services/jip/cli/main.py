@@ -46,6 +46,13 @@ def _register() -> None:
     cli.add_command(status.status)
     cli.add_command(dicom.dicom)
 
+    from jip.cli import user
+
+    cli.add_command(user.user)
+    cli.add_command(user.login)
+    cli.add_command(user.logout)
+    cli.add_command(user.keycloak)
+
 
 def main() -> None:
     _register()

@@ -1,0 +1,1 @@
+"""BASE: identity (users, projects, roles), the embedded token issuer and the audit log."""
