@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,9 +68,19 @@ def embedded_components(settings: Settings) -> list[Component]:
     return [ListenerGroup(settings)]
 
 
-def run(settings: Settings) -> None:
-    """Start everything, serve until SIGINT/SIGTERM, then stop in reverse order."""
+def run(settings: Settings, announce: Callable[[str], None]) -> None:
+    """Start everything, serve until SIGINT/SIGTERM, then stop in reverse order.
+
+    ``announce`` shows the one-time admin password of a first start on the terminal,
+    never in the logs.
+    """
     runtime = build_runtime(settings)
+    one_time = runtime.identity.users.bootstrap_admin(settings.auth.admin_password)
+    if one_time:
+        announce(
+            f"First start: created user 'admin' with one-time password {one_time}\n"
+            "Log in with `jip login` and change it with `jip user passwd admin`."
+        )
     platform = Platform(settings, runtime, embedded_components(settings))
     app = build_app(runtime, readiness=[c.not_ready for c in platform.components])
     config = uvicorn.Config(

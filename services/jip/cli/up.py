@@ -46,4 +46,4 @@ def up(
         flow__airflow_enabled=False if no_airflow else None,
     )
     setup_logging(settings.log_level, settings.log_format)
-    run(settings)
+    run(settings, announce=lambda message: click.echo(message, err=True))
