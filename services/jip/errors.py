@@ -35,6 +35,14 @@ class TooLarge(Invalid):
     """The input exceeds a configured size limit."""
 
 
+class NotAcceptable(Invalid):
+    """No representation the caller accepts can be produced (HTTP content negotiation)."""
+
+
+class UnsupportedMediaType(Invalid):
+    """The input comes in a media type this service does not take."""
+
+
 class Unavailable(JipError):
     """A dependency (storage, database, Airflow) is not reachable or out of resources."""
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from jip.db import insert_ignoring_duplicates
@@ -94,7 +94,7 @@ class Catalog:
         if existing is not None:
             return self._add_known(conn, item, policy, existing.sha256, existing.blob_key, now)
         self._ensure_parents(conn, h, now)
-        conn.execute(
+        inserted = conn.execute(
             insert_ignoring_duplicates(conn, Instance.__table__).values(
                 sop_instance_uid=h.sop_instance_uid,
                 series_instance_uid=h.series_instance_uid,
@@ -112,6 +112,15 @@ class Catalog:
                 received_at=now,
             )
         )
+        if inserted.rowcount == 0:
+            # Another process (listener or API) committed this UID since the check above:
+            # decide against its row, or this instance would vanish unrecorded.
+            existing = conn.execute(
+                select(Instance.sha256, Instance.blob_key).where(
+                    Instance.sop_instance_uid == h.sop_instance_uid
+                )
+            ).one()
+            return self._add_known(conn, item, policy, existing.sha256, existing.blob_key, now)
         return AddResult(AddOutcome.STORED)
 
     def _add_known(
@@ -211,6 +220,18 @@ class Catalog:
                 update(Instance)
                 .where(Instance.sop_instance_uid == sop_instance_uid)
                 .values(header_json=header_json)
+            )
+
+    def set_header_jsons(self, header_jsons: dict[str, str]) -> None:
+        """Cache many headers in one transaction (a series' worth on first metadata use)."""
+        if not header_jsons:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Instance)
+                .where(Instance.sop_instance_uid == bindparam("uid"))
+                .values(header_json=bindparam("header")),
+                [{"uid": uid, "header": text} for uid, text in header_jsons.items()],
             )
 
     # -- reads --------------------------------------------------------------------------

@@ -129,6 +129,24 @@ def find(
     Keys the catalog does not hold are ignored for matching (PS3.4 C.2.2.1.1 lets an
     SCP match on the attributes it supports); callers return them empty.
     """
+    rows = find_rows(catalog, level, identifier, limit=limit, offset=offset)
+    levels = levels_up_to(level)
+    return [_dataset(row, levels) for row in rows]
+
+
+def find_rows(
+    catalog: Catalog,
+    level: QueryLevel,
+    identifier: dict[str, str],
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """As :func:`find`, as plain rows keyed by keyword (``_``-prefixed keys are internal).
+
+    For callers that serialize many results (QIDO-RS): building pydicom Datasets
+    costs several times the SQL.
+    """
     levels = levels_up_to(level)
     query = _base_query(level)
     for keyword, value in identifier.items():
@@ -143,7 +161,7 @@ def find(
     with catalog.engine.connect() as conn:
         rows = [dict(row._mapping) for row in conn.execute(query)]
         _add_computed(conn, level, rows)
-    return [_dataset(row, levels) for row in rows]
+    return rows
 
 
 def _base_query(level: QueryLevel) -> Select[Any]:

@@ -1,0 +1,75 @@
+"""DICOMweb (PS3.18) under ``/dicom-web``: the router, deletion and capabilities.
+
+The transactions live in one module each, named after PS3.18: QIDO-RS
+(:mod:`jip.store.dicomweb_qido`), WADO-RS (:mod:`jip.store.dicomweb_wado`, rendered
+resources in :mod:`jip.store.dicomweb_render`) and STOW-RS
+(:mod:`jip.store.dicomweb_stow`). This module assembles them and adds deletion of a
+study or series (not a PS3.18 transaction; ``DELETE`` on the resource, as dcm4chee-arc
+and Orthanc offer it) and Retrieve Capabilities (§8.9).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from jip.store import dicomweb_capabilities
+from jip.store.deps import CatalogDep, StorageDep
+from jip.store.dicom_file import check_uid
+from jip.store.dicomweb_deps import PREFIX, BaseUrlDep, SeriesMetadataDep
+from jip.store.dicomweb_qido import router as qido_router
+from jip.store.dicomweb_render import router as render_router
+from jip.store.dicomweb_stow import router as stow_router
+from jip.store.dicomweb_targets import accepted, series_instances
+from jip.store.dicomweb_wado import router as wado_router
+from jip.store.media_types import JSON, WADL, choose
+from jip.store.storage import BlobStorage
+
+router = APIRouter(prefix=PREFIX)
+_own = APIRouter(tags=["dicomweb"])
+
+
+def _delete_blobs(storage: BlobStorage, keys: list[str]) -> None:
+    """Files go after the catalog rows: a crash in between leaves orphan files, which
+    nothing serves, never rows that point at missing files."""
+    for key in keys:
+        storage.delete(key)
+
+
+@_own.delete("/studies/{study}", status_code=204, summary="Delete Study")
+def delete_study(
+    study: str, catalog: CatalogDep, storage: StorageDep, cache: SeriesMetadataDep
+) -> Response:
+    uid = check_uid(study, "StudyInstanceUID")
+    series = sorted({i.series_instance_uid for i in catalog.instances_of_study(uid)})
+    _delete_blobs(storage, catalog.delete_study(uid))
+    cache.invalidate(series)
+    return Response(status_code=204)
+
+
+@_own.delete("/studies/{study}/series/{series}", status_code=204, summary="Delete Series")
+def delete_series(
+    study: str, series: str, catalog: CatalogDep, storage: StorageDep, cache: SeriesMetadataDep
+) -> Response:
+    series_instances(catalog, study, series)  # 404 unless the series is in this study
+    _delete_blobs(storage, catalog.delete_series(series))
+    cache.invalidate([series])
+    return Response(status_code=204)
+
+
+@router.api_route(
+    "", methods=["OPTIONS", "GET"], tags=["dicomweb"], summary="Retrieve Capabilities"
+)
+@router.api_route("/", methods=["OPTIONS", "GET"], include_in_schema=False)
+def capabilities(request: Request, base_url: BaseUrlDep) -> Response:
+    media = choose(accepted(request), [WADL, JSON, "application/xml"])
+    if media.media_type == JSON:
+        return JSONResponse(dicomweb_capabilities.as_json(base_url))
+    return Response(dicomweb_capabilities.wadl(base_url), media_type=media.media_type)
+
+
+router.include_router(_own)
+router.include_router(qido_router)
+router.include_router(stow_router)
+router.include_router(wado_router)
+router.include_router(render_router)
