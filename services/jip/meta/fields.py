@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -46,8 +47,8 @@ KEYWORD_SUFFIX = ".keyword"
 class Field:
     """One catalogue entry.
 
-    ``column``: the SQLite index gives it a typed, indexed column (the fields most cohort
-    queries filter and facet on); the others are read from the document's JSON.
+    ``column``: the SQLite index keeps a B-tree index on it (the fields most cohort
+    queries filter and facet on); every single-valued field has a typed column there.
     ``source``: the stored field a ``<name>.keyword`` twin reads; the name itself otherwise.
     """
 
@@ -61,10 +62,6 @@ class Field:
     @property
     def stored(self) -> str:
         return self.source or self.name
-
-    @property
-    def numeric(self) -> bool:
-        return self.type in (FieldType.INTEGER, FieldType.FLOAT)
 
 
 _K, _T, _I, _F, _D, _B = (
@@ -212,12 +209,21 @@ def coerce(field: Field, value: object) -> Scalar | None:
     return None  # pragma: no cover
 
 
+_CANONICAL: dict[FieldType, type] = {
+    FieldType.KEYWORD: str,
+    FieldType.TEXT: str,
+    FieldType.INTEGER: int,
+    FieldType.FLOAT: float,
+    FieldType.BOOLEAN: bool,
+}
+
+
 def normalize_document(doc: Mapping[str, object]) -> dict[str, Any]:
     """A document checked against the catalogue: typed values, no empty ones.
 
     Empty values (None, "", []) are dropped, as DICOM treats an empty attribute as absent;
-    a multi-valued field always holds a list without repeats. Unknown fields and values of
-    the wrong type are :class:`Invalid`, naming the field.
+    a multi-valued field always holds a list (in its order: PixelSpacing is row, column).
+    Unknown fields and values of the wrong type are :class:`Invalid`, naming the field.
     """
     uid = doc.get(ID_FIELD)
     if not isinstance(uid, str) or not uid:
@@ -227,6 +233,12 @@ def normalize_document(doc: Mapping[str, object]) -> dict[str, Any]:
         field = FIELDS.get(name)
         if field is None:
             raise Invalid(f"document {uid}: unknown field {name!r}")
+        kind = type(raw)  # fast path: a value already of its field's JSON type
+        if kind is _CANONICAL.get(field.type) and not field.multi and raw != "" and (
+            kind is not float or math.isfinite(raw)  # type: ignore[arg-type]
+        ):
+            out[name] = raw
+            continue
         if raw is None or raw == "" or raw == []:
             continue
         if isinstance(raw, list | tuple):
@@ -237,7 +249,7 @@ def normalize_document(doc: Mapping[str, object]) -> dict[str, Any]:
                 value = coerce(field, item)
                 if value is None:
                     raise Invalid(f"document {uid}: {name!r} value {item!r} is not {field.type}")
-                if value != "" and value not in values:
+                if value != "":
                     values.append(value)
             if values:
                 out[name] = values
@@ -247,3 +259,36 @@ def normalize_document(doc: Mapping[str, object]) -> dict[str, Any]:
             raise Invalid(f"document {uid}: {name!r} value {raw!r} is not {field.type}")
         out[name] = [value] if field.multi else value
     return out
+
+
+_WORD = re.compile(r"\w+")
+_JOINERS = re.compile(r"[.':,]")
+
+
+def analyze(text: str) -> list[str]:
+    """Tokens of ``text`` as OpenSearch's ``standard`` analyzer makes them, for the
+    scripts DICOM descriptions use: lowercased runs of letters, digits and ``_``, split at
+    anything else, except that (as Unicode word segmentation, UAX #29, does) a single
+    ``.`` or ``'`` joins two letters or two digits (``e.g``, ``2.5``), ``:`` joins two
+    letters and ``,`` two digits (``1,000``)."""
+    text = text.lower()
+    if not _JOINERS.search(text):
+        return [t for t in _WORD.findall(text) if t.strip("_")]
+    tokens: list[str] = []
+    end = -2
+    for found in _WORD.finditer(text):
+        start = found.start()
+        if tokens and start == end + 1 and _joins(text[end - 1], text[end], text[start]):
+            tokens[-1] += text[end:found.end()]
+        else:
+            tokens.append(found.group())
+        end = found.end()
+    return [t for t in tokens if t.strip("_")]
+
+
+def _joins(before: str, mark: str, after: str) -> bool:
+    letters = before.isalpha() and after.isalpha()
+    digits = before.isdigit() and after.isdigit()
+    return (mark in ".'" and (letters or digits)) or (mark == ":" and letters) or (
+        mark == "," and digits
+    )

@@ -1,0 +1,327 @@
+"""From DICOM headers to series documents, never touching pixel data.
+
+Two steps, so that the indexer can keep the small per-instance part (the catalog's
+``header_json``) and rebuild a series document whenever an instance arrives:
+
+1. :func:`instance_summary` (or :func:`read_summary` / :func:`read_summary_bytes`) reads
+   the catalogue's fields from one instance header into a JSON-able dict, plus
+   ``SOPInstanceUID``, ``InstanceNumber``, ``NumberOfFrames`` and ``FileSize``.
+2. :func:`series_document` folds the summaries of one series into the flat series
+   document the index stores: the first instance (by InstanceNumber, then UID) gives
+   single values, multi-valued fields take the union, counts are summed, and the derived
+   fields (``PatientAgeYears``, ``Contrast``) are computed.
+
+Only fields of the catalogue (:mod:`jip.meta.fields`) are read, so private tags are never
+indexed. Badly encoded optional values (a DS that is not a number, a DA that is not a
+date) are left out rather than failing the instance: real archives are full of them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from jip.errors import Invalid
+from jip.meta.fields import FIELDS, ID_FIELD, Field, FieldType, normalize_document, parse_date
+
+log = logging.getLogger(__name__)
+
+# Computed in series_document, never read from a header.
+_DERIVED = {
+    "PatientAgeYears",
+    "Contrast",
+    "NumberOfInstances",
+    "NumberOfFrames",
+    "TotalBytes",
+    "ReferencedSeriesInstanceUID",
+    "SegmentLabels",
+    "Radiopharmaceutical",
+}
+_READ = [f for f in FIELDS.values() if f.name not in _DERIVED and tag_for_keyword(f.name)]
+# Enhanced multi-frame objects (PS3.3 C.7.6.16) keep these in functional group macros.
+_FUNCTIONAL = {
+    "SliceThickness",
+    "PixelSpacing",
+    "SpacingBetweenSlices",
+    "EchoTime",
+    "RepetitionTime",
+    "FlipAngle",
+    "InversionTime",
+    "ImageType",
+}
+_FUNCTIONAL_ALIASES = {"EchoTime": "EffectiveEchoTime", "ImageType": "FrameType"}
+# Multi-valued fields that are one vector (row, column), taken whole from one instance.
+_VECTORS = {"PixelSpacing"}
+# Objects whose pixels (if any) are not an acquisition: "Contrast" means nothing for them.
+_RESULT_MODALITIES = {"SEG", "SR", "RTSTRUCT", "RTDOSE", "RTPLAN", "KO", "PR", "DOC"}
+_NO_CONTRAST = {"", "NONE", "NO", "N", "N/A", "NA", "0", "WITHOUT", "NIL"}
+_AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$")
+_DAYS_PER_YEAR = 365.25
+_DEFER_SIZE = 64 * 1024
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The summary of the instance stored at ``path``; :class:`Invalid` if unreadable."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            dataset = _parse(handle, defer_size=_DEFER_SIZE)
+            return instance_summary(dataset, size)
+    except OSError as exc:
+        raise Invalid(f"cannot read DICOM file {path.name}: {exc}") from exc
+
+
+def read_summary_bytes(data: bytes) -> dict[str, Any]:
+    """The summary of one encoded instance (Part 10 file, or a bare dataset)."""
+    return instance_summary(_parse(io.BytesIO(data), defer_size=None), len(data))
+
+
+def instance_summary(dataset: Dataset, size: int) -> dict[str, Any]:
+    """The catalogue's fields of one parsed instance header, as JSON values."""
+    try:
+        summary = _summary(dataset)
+    except Invalid:
+        raise
+    except Exception as exc:  # pydicom decodes lazily: bad values surface here
+        raise Invalid(f"cannot decode DICOM header: {exc}") from exc
+    summary["FileSize"] = size
+    return summary
+
+
+def series_document(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Fold instance summaries of one series into its series document."""
+    by_uid: dict[str, Mapping[str, Any]] = {}
+    for summary in summaries:
+        by_uid[str(summary.get("SOPInstanceUID", len(by_uid)))] = summary
+    if not by_uid:
+        raise Invalid("a series document needs at least one instance")
+    ordered = sorted(by_uid.items(), key=_instance_order)
+    series_uids = {s.get(ID_FIELD) for _, s in ordered}
+    if len(series_uids) != 1:
+        raise Invalid(f"instances of more than one series: {sorted(map(str, series_uids))}")
+    doc: dict[str, Any] = {}
+    for _, summary in ordered:
+        for name, value in summary.items():
+            field = FIELDS.get(name)
+            if field is None or name == "NumberOfFrames":
+                continue
+            if field.multi and name not in _VECTORS:
+                merged = doc.setdefault(name, [])
+                merged.extend(v for v in value if v not in merged)
+            else:
+                doc.setdefault(name, value)
+    summaries_only = [s for _, s in ordered]
+    doc["NumberOfInstances"] = len(summaries_only)
+    doc["NumberOfFrames"] = sum(int(s.get("NumberOfFrames") or 0) for s in summaries_only)
+    doc["TotalBytes"] = sum(int(s.get("FileSize") or 0) for s in summaries_only)
+    age = patient_age_years(doc.get("PatientAge"), doc.get("PatientBirthDate"), _on(doc))
+    if age is not None:
+        doc["PatientAgeYears"] = age
+    contrast = _contrast(doc, summaries_only)
+    if contrast is not None:
+        doc["Contrast"] = contrast
+    return normalize_document(doc)
+
+
+def patient_age_years(age: object, birth_date: object, on: object) -> float | None:
+    """Age in years from PatientAge (``045Y``, ``006M``, ``010W``, ``003D``, PS3.5 AS),
+    else from the birth date and the study date (both ``yyyy-MM-dd``): completed years,
+    or a fraction of a year for infants."""
+    if isinstance(age, str):
+        found = _AGE.match(age)
+        if found:
+            number, unit = int(found.group(1)), found.group(2)
+            years = {"Y": number, "M": number / 12, "W": number * 7 / _DAYS_PER_YEAR}.get(
+                unit, number / _DAYS_PER_YEAR
+            )
+            return round(float(years), 3)
+    if not isinstance(birth_date, str) or not isinstance(on, str):
+        return None
+    born, seen = date.fromisoformat(birth_date), date.fromisoformat(on)
+    if seen < born:
+        return None
+    completed = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
+    if completed >= 1:
+        return float(completed)
+    return round((seen - born).days / _DAYS_PER_YEAR, 3)
+
+
+def _parse(handle: io.BufferedIOBase | io.BytesIO, defer_size: int | None) -> Dataset:
+    start = handle.tell()
+    try:
+        try:
+            dataset = pydicom.dcmread(handle, stop_before_pixels=True, defer_size=defer_size)
+        except InvalidDicomError:
+            # A bare dataset without preamble and file meta (as sent over DIMSE).
+            handle.seek(start)
+            dataset = pydicom.dcmread(
+                handle, stop_before_pixels=True, defer_size=defer_size, force=True
+            )
+        if ID_FIELD not in dataset:
+            raise Invalid(f"not a DICOM instance: no {ID_FIELD}")
+        return dataset
+    except Invalid:
+        raise
+    except Exception as exc:
+        raise Invalid(f"cannot parse DICOM header: {exc}") from exc
+
+
+def _summary(dataset: Dataset) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    sop_uid = _text(dataset.get("SOPInstanceUID"))
+    if not sop_uid:
+        raise Invalid("DICOM header has no SOPInstanceUID")
+    summary["SOPInstanceUID"] = sop_uid
+    number = _single(dataset, "InstanceNumber", FieldType.INTEGER)
+    if number is not None:
+        summary["InstanceNumber"] = number
+    frames = _single(dataset, "NumberOfFrames", FieldType.INTEGER)
+    summary["NumberOfFrames"] = frames if frames is not None else int("Rows" in dataset)
+    for field in _READ:
+        try:
+            value = _read_field(dataset, field)
+        except (ValueError, TypeError, OverflowError):  # pydicom converts values lazily
+            log.debug("value left out", extra={"field": field.name})
+            continue
+        if value not in (None, []):
+            summary[field.name] = value
+    for name, value in (
+        ("ReferencedSeriesInstanceUID", _referenced_series(dataset)),
+        ("SegmentLabels", _items_text(dataset.get("SegmentSequence"), "SegmentLabel")),
+        ("Radiopharmaceutical", _radiopharmaceutical(dataset)),
+    ):
+        if value:
+            summary[name] = value
+    if not summary.get(ID_FIELD):
+        raise Invalid(f"DICOM header has no {ID_FIELD}")
+    return summary
+
+
+def _read_field(dataset: Dataset, field: Field) -> Any:
+    raw = _element_value(dataset, field.name)
+    if raw is None and field.name in _FUNCTIONAL:
+        raw = _functional_value(dataset, _FUNCTIONAL_ALIASES.get(field.name, field.name))
+        if raw is None and field.name in _FUNCTIONAL_ALIASES:
+            raw = _functional_value(dataset, field.name)
+    if raw is None:
+        return None
+    items = list(raw) if isinstance(raw, MultiValue | list | tuple) else [raw]
+    if field.multi:
+        values = [_convert(field.type, item) for item in items]
+        return [v for v in values if v is not None]
+    if field.type in (FieldType.KEYWORD, FieldType.TEXT) and len(items) > 1:
+        return _convert(field.type, "\\".join(str(i) for i in items))
+    return _convert(field.type, items[0]) if items else None
+
+
+def _element_value(dataset: Dataset, keyword: str) -> Any:
+    element = dataset.get(keyword)
+    if element is None or isinstance(element, Sequence | bytes):
+        return None
+    return element
+
+
+def _functional_value(dataset: Dataset, keyword: str) -> Any:
+    """``keyword`` from the shared functional groups, else from the first frame's."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = dataset.get(groups)
+        if not items:
+            continue
+        for macro in items[0]:
+            if macro.VR == "SQ" and macro.value:
+                value = _element_value(macro.value[0], keyword)
+                if value is not None:
+                    return value
+    return None
+
+
+def _convert(ftype: FieldType, value: Any) -> Any:
+    try:
+        match ftype:
+            case FieldType.INTEGER:
+                return int(float(str(value).strip())) if str(value).strip() else None
+            case FieldType.FLOAT:
+                number = float(str(value).strip())
+                return number if math.isfinite(number) else None
+            case FieldType.DATE:
+                return parse_date(str(value).strip().replace(".", ""))
+            case _:
+                return _text(value) or None
+    except (TypeError, ValueError):
+        log.debug("value left out", extra={"value_type": ftype.value})
+        return None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).strip(" \x00")
+
+
+def _single(dataset: Dataset, keyword: str, ftype: FieldType) -> Any:
+    value = _element_value(dataset, keyword)
+    if isinstance(value, MultiValue):
+        value = value[0] if len(value) else None
+    return None if value is None else _convert(ftype, value)
+
+
+def _items_text(items: Any, keyword: str) -> list[str]:
+    values: list[str] = []
+    for item in items or ():
+        text = _text(item.get(keyword))
+        if text and text not in values:
+            values.append(text)
+    return values
+
+
+def _referenced_series(dataset: Dataset) -> list[str]:
+    """Series this object refers to: a SEG's Common Instance Reference module (PS3.3
+    C.12.2), an SR's evidence sequences (PS3.3 C.17.2)."""
+    uids = _items_text(dataset.get("ReferencedSeriesSequence"), "SeriesInstanceUID")
+    for keyword in (
+        "StudiesContainingOtherReferencedInstancesSequence",
+        "CurrentRequestedProcedureEvidenceSequence",
+        "PertinentOtherEvidenceSequence",
+    ):
+        for study in dataset.get(keyword) or ():
+            for uid in _items_text(study.get("ReferencedSeriesSequence"), "SeriesInstanceUID"):
+                if uid not in uids:
+                    uids.append(uid)
+    return uids
+
+
+def _radiopharmaceutical(dataset: Dataset) -> str:
+    items = dataset.get("RadiopharmaceuticalInformationSequence")
+    return _text(items[0].get("Radiopharmaceutical")) if items else ""
+
+
+def _instance_order(entry: tuple[str, Mapping[str, Any]]) -> tuple[bool, int, str]:
+    uid, summary = entry
+    number = summary.get("InstanceNumber")
+    return (not isinstance(number, int), number if isinstance(number, int) else 0, uid)
+
+
+def _on(doc: Mapping[str, Any]) -> object:
+    return doc.get("StudyDate") or doc.get("SeriesDate")
+
+
+def _contrast(doc: Mapping[str, Any], summaries: list[Mapping[str, Any]]) -> bool | None:
+    if doc.get("Modality") in _RESULT_MODALITIES or "Rows" not in doc:
+        return None
+    return any(
+        str(s.get("ContrastBolusAgent", "")).strip().upper() not in _NO_CONTRAST
+        for s in summaries
+    )
