@@ -57,13 +57,18 @@ def insert_ignoring_duplicates(engine_or_dialect: Any, table: Any) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` for the engine's dialect (SQLite, PostgreSQL).
 
     Lets concurrent writers (several listener processes) race on the same patient, study
-    or series row without failing a transaction.
+    or series row without failing a transaction. The result's ``rowcount`` says whether
+    the row was inserted (1) or already there (0); SQLAlchemy only keeps it for an INSERT
+    when asked to (``preserve_rowcount``), else psycopg reports -1.
     """
     name = getattr(engine_or_dialect, "name", None) or engine_or_dialect.dialect.name
+    statement: Any
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        statement = pg_insert(table).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    return sqlite_insert(table).on_conflict_do_nothing()
+        statement = sqlite_insert(table).on_conflict_do_nothing()
+    return statement.execution_options(preserve_rowcount=True)

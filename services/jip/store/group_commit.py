@@ -23,18 +23,22 @@ class GroupCommitter(Generic[Item, Result]):
     def __init__(self, commit: Callable[[Sequence[Item]], list[Result]], max_batch: int = 256):
         self._commit = commit
         self._max_batch = max_batch
+        self._closed = False
         self._queue: queue.Queue[tuple[Item, Future[Result]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="catalog-writer", daemon=True)
         self._thread.start()
 
     def submit(self, item: Item) -> Result:
         """Queue ``item`` and wait until its batch is committed (or failed)."""
+        if self._closed:
+            raise RuntimeError("the catalog writer is closed")
         future: Future[Result] = Future()
         self._queue.put((item, future))
         return future.result()
 
     def close(self) -> None:
         """Commit what is queued, then stop the writer thread."""
+        self._closed = True
         self._queue.put(None)
         self._thread.join()
 
@@ -60,8 +64,12 @@ class GroupCommitter(Generic[Item, Result]):
         try:
             results = self._commit([item for item, _ in batch])
         except BaseException as exc:  # every waiter learns why its row is not durable
-            for _, future in batch:
-                future.set_exception(exc)
+            if len(batch) > 1:
+                # One bad row must not fail the other senders' rows: commit each alone.
+                for entry in batch:
+                    self._commit_batch([entry])
+                return
+            batch[0][1].set_exception(exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
             future.set_result(result)

@@ -68,10 +68,14 @@ class FileStorage:
 
     def _stage_copy(self, source: Path) -> Path:
         fd, tmp = tempfile.mkstemp(dir=self.tmp_dir)
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, 1024 * 1024)
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # no fragment left behind in .tmp
+            raise
         return Path(tmp)
 
     def read_bytes(self, key: str) -> bytes:
@@ -109,7 +113,8 @@ class FileStorage:
             parent = parent.parent
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        base = self.root / prefix if prefix else self.root
+        # Checked like a key: "../" must not list files outside the root.
+        base = self._path(prefix.rstrip("/")) if prefix.rstrip("/") else self.root
         if not base.exists():
             return
         for path in sorted(base.rglob("*")):

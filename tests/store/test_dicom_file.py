@@ -1,0 +1,340 @@
+"""Reading one received Part 10 file: truncation in every encoding, UIDs, header fields."""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+)
+
+from jip.errors import Invalid
+from jip.store.dicom_file import check_uid, read_instance, read_instance_bytes
+
+SYNTAXES = [
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,  # encapsulated pixel data
+]
+_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+
+
+def corpus_file(name: str) -> Path:
+    path = get_testdata_file(name)
+    assert path, f"{name} is not in pydicom's test data"
+    return Path(str(path))
+
+
+def part10(transfer_syntax: UID = ExplicitVRLittleEndian, **attributes: Any) -> bytes:
+    """A small CT instance with nested undefined-length sequences, encoded as asked.
+
+    ``attributes`` override top-level elements; ``None`` removes one.
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    meta.TransferSyntaxUID = transfer_syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.3"
+    ds.PatientID = "PAT-1"
+    ds.PatientName = "Doe^Jane"
+    ds.Modality = "CT"
+    ds.InstanceNumber = 7
+    code = Dataset()
+    code.CodeValue = "T-D3000"
+    code.CodingSchemeDesignator = "SRT"
+    code.CodeMeaning = "Chest"
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = CTImageStorage
+    reference.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.9"
+    reference.PurposeOfReferenceCodeSequence = Sequence([code])
+    reference["PurposeOfReferenceCodeSequence"].is_undefined_length = True
+    reference.is_undefined_length_sequence_item = True
+    ds.ReferencedImageSequence = Sequence([reference, Dataset()])
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    ds.AnatomicRegionSequence = Sequence([code])
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 4, 4, 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    if transfer_syntax.is_encapsulated:
+        ds.NumberOfFrames = 2
+        ds.PixelData = encapsulate([b"\xff\xd8frame one\xff\xd9", b"\xff\xd8frame two!\xff\xd9"])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+    else:
+        ds.PixelData = bytes(range(16))
+    for keyword, value in attributes.items():
+        if value is None:
+            del ds[keyword]
+        else:
+            setattr(ds, keyword, value)
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def element_starts(data: bytes) -> set[int]:
+    """Byte offsets where top-level dataset elements begin (read by pydicom)."""
+    dataset = pydicom.dcmread(io.BytesIO(data), defer_size=0)
+    syntax = dataset.file_meta.TransferSyntaxUID
+    starts = set()
+    for element in dataset._dict.values():
+        value_at = getattr(element, "value_tell", None) or element.file_tell
+        header = 8 if syntax.is_implicit_VR or element.VR not in _LONG_VRS else 12
+        starts.add(value_at - header)
+    return starts
+
+
+def refused(data: bytes) -> str | None:
+    """The Invalid message for ``data``, or None when it is accepted."""
+    try:
+        read_instance_bytes(data)
+    except Invalid as exc:
+        return str(exc)
+    return None
+
+
+# -- truncation ----------------------------------------------------------------------------
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda s: s.name)
+def test_the_whole_file_is_read(syntax: UID) -> None:
+    header, dataset = read_instance_bytes(part10(syntax))
+    assert header.transfer_syntax_uid == syntax
+    assert header.sop_instance_uid == "1.2.826.0.1.3680043.8.498.1"
+    assert header.instance_number == 7
+    assert len(dataset.ReferencedImageSequence) == 2
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda s: s.name)
+def test_every_cut_inside_an_element_is_refused(syntax: UID) -> None:
+    data = part10(syntax)
+    # A cut exactly between two top-level elements leaves a shorter, well-formed dataset
+    # (Part 10 has no overall length); every other cut must be caught. A deflated
+    # dataset is one stream, so every cut counts there, save pydicom's even-length pad.
+    boundaries = set() if syntax.is_deflated else element_starts(data)
+    end = len(data) - 1 if syntax.is_deflated and data.endswith(b"\x00") else len(data)
+    accepted = [cut for cut in range(end) if cut not in boundaries and not refused(data[:cut])]
+    assert accepted == []
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda s: s.name)
+def test_a_cut_inside_a_nested_sequence_names_the_problem(syntax: UID) -> None:
+    data = part10(syntax)
+    code = data.find(b"T-D3000") if not syntax.is_deflated else len(data) // 2
+    message = refused(data[: code + 3])
+    assert message is not None
+    assert "truncated" in message or "deflated" in message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small_implicit.dcm",
+        "CT_small.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_RLE.dcm",
+        "JPEG2000.dcm",
+        "JPEG-lossy.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "emri_small_jpeg_2k_lossless.dcm",
+        "liver.dcm",
+        "rtplan.dcm",
+        "image_dfl.dcm",
+    ],
+)
+def test_cut_files_from_the_pydicom_corpus_are_refused(name: str) -> None:
+    data = corpus_file(name).read_bytes()
+    read_instance_bytes(data)
+    deflated = pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID.is_deflated
+    boundaries = set() if deflated else element_starts(data)
+    # image_dfl.dcm carries 8 bytes after its deflate stream; cutting those loses nothing.
+    end = len(data) - 8 if deflated else len(data)
+    cuts = {*range(0, min(end, 2500), 3), *range(2500, end, max(1, end // 60))}
+    cuts |= {end - n for n in (1, 2, 3, 4, 7, 8, 9)}
+    accepted = sorted(
+        cut for cut in cuts - boundaries if 0 <= cut < end and not refused(data[:cut])
+    )
+    assert accepted == []
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("rtplan_truncated.dcm", "truncated"),
+        ("MR_truncated.dcm", "truncated"),
+        ("emri_small_jpeg_2k_lossless_too_short.dcm", "truncated"),
+    ],
+)
+def test_truncated_files_of_the_pydicom_corpus_are_refused(name: str, problem: str) -> None:
+    message = refused(corpus_file(name).read_bytes())
+    assert message is not None and problem in message
+
+
+def test_a_dataset_whose_vr_encoding_contradicts_its_syntax_is_read_as_pydicom_does() -> None:
+    # SC_rgb_jpeg.dcm says JPEG (explicit VR) but is encoded implicit VR; pydicom reads it.
+    header, _ = read_instance(corpus_file("SC_rgb_jpeg.dcm"))
+    assert header.transfer_syntax_uid == JPEGBaseline8Bit
+
+
+def test_reading_on_many_threads_is_consistent_and_leaves_warning_filters_alone() -> None:
+    whole = part10(ExplicitVRLittleEndian)
+    cut = whole[: whole.find(b"T-D3000") + 3]
+    filters_before = list(warnings.filters)
+    results: list[tuple[bool, str | None]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(40):
+            outcome = [(True, refused(whole)), (False, refused(cut))]
+            with lock:
+                results.extend(outcome)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all((message is None) == good for good, message in results)
+    assert warnings.filters == filters_before
+
+
+# -- not DICOM -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"", "only 0 bytes"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(200), "no 'DICM' prefix"),
+        (b"hello, this is plain text\n" * 20, "not a DICOM"),
+        (bytes(128) + b"DICM" + b"\xff" * 64, "no File Meta Information"),
+        (bytes(128) + b"DICM", "no File Meta Information"),
+    ],
+    ids=["empty", "png", "text", "garbage-after-DICM", "preamble-only"],
+)
+def test_non_dicom_bytes_are_refused(data: bytes, problem: str) -> None:
+    message = refused(data)
+    assert message is not None
+    assert problem in message
+
+
+def test_file_meta_without_dataset_is_refused() -> None:
+    data = part10()
+    dataset_start = min(element_starts(data))
+    assert "no dataset" in (refused(data[:dataset_start]) or "")
+
+
+# -- UIDs ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "0",
+        "1.2",
+        "1.0.3",
+        "1.2.840.10008.1.2.4.50",
+        "2.25.329800735698586629295641978511506172918",
+        "1." + "2" * 62,
+    ],
+)
+def test_valid_uids_pass(uid: str) -> None:
+    assert check_uid(uid, "SOPInstanceUID") == uid
+
+
+def test_uid_padding_is_removed() -> None:
+    assert check_uid("1.2.3\x00", "SOPInstanceUID") == "1.2.3"
+    assert check_uid(" 1.2.3 ", "SOPInstanceUID") == "1.2.3"
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "../etc",
+        "../../etc/passwd",
+        "1.2/../../x",
+        "/1.2",
+        "1.2.3/4",
+        "1..2",
+        ".1.2",
+        "1.2.",
+        "01.2",
+        "1.02",
+        "1.2a",
+        "1.2 3",
+        "1.2\\3",
+        "-1.2",
+        "1." + "2" * 63,
+    ],
+)
+def test_invalid_uids_are_refused_by_name(uid: str) -> None:
+    with pytest.raises(Invalid, match=r"SeriesInstanceUID .* is not a valid DICOM UID"):
+        check_uid(uid, "SeriesInstanceUID")
+
+
+@pytest.mark.parametrize("value", [None, "", "   ", "\x00"])
+def test_missing_uid_is_refused_by_name(value: object) -> None:
+    with pytest.raises(Invalid, match="StudyInstanceUID is missing"):
+        check_uid(value, "StudyInstanceUID")
+
+
+@pytest.mark.parametrize(
+    "keyword", ["SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"]
+)
+def test_a_file_without_a_required_uid_is_refused(keyword: str) -> None:
+    message = refused(part10(**{keyword: None}))
+    assert message == f"{keyword} is missing"
+
+
+@pytest.mark.parametrize("uid", ["../etc", "1.2.3/../../x", "1.2.abc"])
+def test_a_file_with_a_path_like_uid_is_refused(uid: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid UI value
+        data = part10(SOPInstanceUID=uid)
+    message = refused(data)
+    assert message is not None and "SOPInstanceUID" in message and "not a valid" in message
+
+
+# -- header fields -------------------------------------------------------------------------
+def test_header_holds_the_catalogued_attributes() -> None:
+    header, _ = read_instance(corpus_file("CT_small.dcm"))
+    dataset = pydicom.dcmread(corpus_file("CT_small.dcm"))
+    assert header.sop_instance_uid == dataset.SOPInstanceUID
+    assert header.series_instance_uid == dataset.SeriesInstanceUID
+    assert header.study_instance_uid == dataset.StudyInstanceUID
+    assert header.patient_id == dataset.PatientID
+    assert header.modality == "CT"
+    assert (header.rows, header.columns, header.number_of_frames) == (128, 128, 1)
+
+
+def test_nul_padding_is_removed_from_text_fields() -> None:
+    header, _ = read_instance_bytes(part10(PatientID="PAT-1\x00", StudyDescription="Chest\x00"))
+    assert header.patient_id == "PAT-1"
+    assert header.study_description == "Chest"
+
+
+def test_integers_outside_the_is_range_are_dropped() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = part10(InstanceNumber="99999999999", SeriesNumber="-5")
+    header, _ = read_instance_bytes(data)
+    assert header.instance_number is None
+    assert header.series_number == -5
