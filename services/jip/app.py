@@ -74,19 +74,36 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     _include_dicomweb(app)
     for router in [*PUBLIC_ROUTERS, *API_ROUTERS]:
         app.include_router(router)
+    from jip.flow.routes import router as flow_router
+
+    app.include_router(flow_router)
 
     def not_ready() -> list[str]:
         return [reason for check in app.state.readiness if (reason := check()) is not None]
 
+    def probe(reasons: list[str]) -> JSONResponse:
+        body = {"status": "ok" if not reasons else "not ready", "waiting_for": reasons}
+        return JSONResponse(body, status_code=200 if not reasons else 503)
+
+    app.state.started = False
+
     @app.get("/healthz", tags=["probes"], include_in_schema=False)
     def healthz() -> JSONResponse:
+        """503 until every part was ready once, then 200 while the process lives.
+
+        `jip up` users wait on it; as a liveness probe it does not restart a pod
+        because a dependency (database, Airflow) is briefly away: that is /readyz.
+        """
+        if app.state.started:
+            return probe([])
         reasons = not_ready()
-        body = {"status": "ok" if not reasons else "starting", "waiting_for": reasons}
-        return JSONResponse(body, status_code=200 if not reasons else 503)
+        app.state.started = not reasons
+        return probe(reasons)
 
     @app.get("/readyz", tags=["probes"], include_in_schema=False)
     def readyz() -> JSONResponse:
-        return healthz()
+        """Whether every part is ready now (readiness probe)."""
+        return probe(not_ready())
 
     @app.get("/metrics", tags=["probes"], include_in_schema=False)
     def metrics() -> PlainTextResponse:
