@@ -1,0 +1,397 @@
+"""Saved cohorts: a named cohort query owned by a project, optionally frozen.
+
+A cohort is live by default: its series are whatever its query matches now. Frozen, it
+keeps the list of series its query matched at that moment (a reproducible analysis
+input) until it is unfrozen. Every call takes the caller and sees only cohorts of the
+caller's projects (:func:`jip.base.auth.project_scope`); a cohort outside them does not
+exist for the caller (NotFound). Changing a cohort needs the researcher role.
+
+The export is a self-contained JSON document that any site can import and run
+unchanged: the query, not the series, since series UIDs are site-specific (they can be
+included on request, for sites that share an archive).
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from jip.base.auth import CurrentUser, project_scope, require_project_role
+from jip.base.schema import Project, ProjectRole
+from jip.errors import Conflict, Invalid, NotFound
+from jip.meta.fields import ID_FIELD
+from jip.meta.index import MetaIndex, SearchResult
+from jip.meta.query import parse_query
+from jip.meta.schema import Cohort, CohortSeries
+from jip.meta.service import matching_uids
+from jip.store.dicom_file import check_uid
+
+EXPORT_FORMAT = "jip.cohort"
+EXPORT_VERSION = 1
+_EXPORT_KEYS = {
+    "format", "format_version", "name", "description", "query", "created_at",
+    "source_site", "exported_at", "series",
+}
+MAX_NAME = 128
+MAX_DESCRIPTION = 10_000
+
+
+@dataclass(frozen=True)
+class CohortInfo:
+    id: str
+    name: str
+    description: str
+    project: str
+    query: dict[str, Any]
+    frozen_at: datetime | None
+    frozen_series: int | None  # how many series a frozen cohort holds
+    source_site: str
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def frozen(self) -> bool:
+        return self.frozen_at is not None
+
+
+@dataclass(frozen=True)
+class CohortSeriesPage:
+    total: int
+    frozen: bool
+    hits: list[dict[str, Any]]
+
+
+def check_name(name: object) -> str:
+    text = name.strip() if isinstance(name, str) else ""
+    if not text or len(text) > MAX_NAME or any(ord(c) < 32 for c in text):
+        raise Invalid(f"name: expected 1 to {MAX_NAME} printable characters, got {name!r}")
+    return text
+
+
+def check_description(description: object) -> str:
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        raise Invalid(f"description: expected a string of at most {MAX_DESCRIPTION} characters")
+    return description
+
+
+def check_query(query: object) -> dict[str, Any]:
+    """The query as given, once the cohort language accepts it (400 naming the path)."""
+    if query is None:
+        return {}
+    if not isinstance(query, Mapping):
+        raise Invalid(f"query: expected an object (a query clause), got {query!r}")
+    parse_query(query, "query")
+    return dict(query)
+
+
+class Cohorts:
+    """Saved cohorts over the catalog ``engine``, run against ``index``."""
+
+    def __init__(self, engine: Engine, index: MetaIndex, site: str) -> None:
+        self.engine = engine
+        self.index = index
+        self.site = site
+
+    # -- reading ------------------------------------------------------------------------
+    def list(self, user: CurrentUser, project: str | None = None) -> builtins.list[CohortInfo]:
+        query = select(Cohort).order_by(Cohort.project, Cohort.name)
+        scope = project_scope(user)
+        if scope is not None:
+            query = query.where(Cohort.project.in_(sorted(scope)))
+        if project is not None:
+            query = query.where(Cohort.project == project)
+        with Session(self.engine) as session:
+            rows = list(session.scalars(query))
+            counts = _frozen_counts(session, [r.id for r in rows if r.frozen_at is not None])
+            return [_info(row, counts.get(row.id)) for row in rows]
+
+    def get(self, user: CurrentUser, cohort_id: str) -> CohortInfo:
+        with Session(self.engine) as session:
+            row = _visible(session, user, cohort_id)
+            return _info(row, _frozen_counts(session, [row.id]).get(row.id))
+
+    def series(
+        self,
+        user: CurrentUser,
+        cohort_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 100,
+        fields: builtins.list[str] | None = None,
+    ) -> CohortSeriesPage:
+        """A page of the cohort's series: the query run now, or the frozen list."""
+        with Session(self.engine) as session:
+            row = _visible(session, user, cohort_id)
+            query, frozen = row.query, row.frozen_at is not None
+            if frozen:
+                total = _frozen_counts(session, [row.id]).get(row.id, 0)
+                uids = list(session.scalars(
+                    select(CohortSeries.series_instance_uid)
+                    .where(CohortSeries.cohort_id == row.id)
+                    .order_by(CohortSeries.position)
+                    .offset(offset)
+                    .limit(limit)
+                ))
+                return CohortSeriesPage(total, True, self._documents(uids, fields))
+        found = self.index.search(query, sort=[ID_FIELD], offset=offset, limit=limit,
+                                  fields=fields)
+        return CohortSeriesPage(found.total, False, found.hits)
+
+    def series_uids(self, user: CurrentUser, cohort_id: str) -> builtins.list[str]:
+        """Every series of the cohort (a workflow's input)."""
+        with Session(self.engine) as session:
+            row = _visible(session, user, cohort_id)
+            if row.frozen_at is not None:
+                return _frozen_uids(session, row.id)
+            query = row.query
+        return [uid for page in matching_uids(self.index, query) for uid in page]
+
+    def export(self, user: CurrentUser, cohort_id: str, include_series: bool = False
+               ) -> dict[str, Any]:
+        """The cohort as a document any site can import (see :meth:`import_document`)."""
+        info = self.get(user, cohort_id)
+        document: dict[str, Any] = {
+            "format": EXPORT_FORMAT,
+            "format_version": EXPORT_VERSION,
+            "name": info.name,
+            "description": info.description,
+            "query": info.query,
+            "created_at": info.created_at.isoformat(),
+            "source_site": self.site,
+            "exported_at": datetime.now(UTC).isoformat(),
+        }
+        if include_series:
+            document["series"] = self.series_uids(user, cohort_id)
+        return document
+
+    # -- writing ------------------------------------------------------------------------
+    def create(
+        self,
+        user: CurrentUser,
+        *,
+        name: str,
+        query: object,
+        project: str | None = None,
+        description: str = "",
+        freeze: bool = False,
+        source_site: str = "",
+        series: builtins.list[str] | None = None,
+    ) -> CohortInfo:
+        """Save a cohort; ``freeze`` keeps what the query matches now, ``series`` (an
+        import) keeps that list instead."""
+        name, description = check_name(name), check_description(description)
+        checked = check_query(query)
+        owner = self._owner(user, project)
+        now, cohort_id = datetime.now(UTC), uuid.uuid4().hex
+        row = Cohort(
+            id=cohort_id, name=name, description=description, project=owner,
+            query=checked, frozen_at=None, source_site=source_site[:512],
+            created_by=user.username[:64], created_at=now, updated_at=now,
+        )
+        if freeze and series is None:
+            series = [uid for page in matching_uids(self.index, checked) for uid in page]
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(row)
+                session.flush()
+                if series is not None:
+                    row.frozen_at = now
+                    _write_frozen(session, cohort_id, series)
+        except IntegrityError:
+            raise Conflict(f"project {owner!r} already has a cohort named {name!r}") from None
+        return self.get(user, cohort_id)
+
+    def update(
+        self,
+        user: CurrentUser,
+        cohort_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        query: object = None,
+    ) -> CohortInfo:
+        try:
+            with Session(self.engine) as session, session.begin():
+                row = self._writable(session, user, cohort_id)
+                if name is not None:
+                    row.name = check_name(name)
+                if description is not None:
+                    row.description = check_description(description)
+                if query is not None:
+                    if row.frozen_at is not None:
+                        raise Conflict(f"cohort {cohort_id} is frozen: unfreeze it before "
+                                       "changing its query")
+                    row.query = check_query(query)
+                row.updated_at = datetime.now(UTC)
+                session.flush()
+        except IntegrityError:
+            raise Conflict(f"the project already has a cohort named {name!r}") from None
+        return self.get(user, cohort_id)
+
+    def remove(self, user: CurrentUser, cohort_id: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.delete(self._writable(session, user, cohort_id))
+
+    def freeze(self, user: CurrentUser, cohort_id: str) -> CohortInfo:
+        """Keep the series the query matches now (again, if already frozen)."""
+        with Session(self.engine) as session:
+            query = self._writable(session, user, cohort_id).query
+        uids = [uid for page in matching_uids(self.index, query) for uid in page]
+        with Session(self.engine) as session, session.begin():
+            row = self._writable(session, user, cohort_id)
+            row.frozen_at = row.updated_at = datetime.now(UTC)
+            _write_frozen(session, row.id, uids)
+        return self.get(user, cohort_id)
+
+    def unfreeze(self, user: CurrentUser, cohort_id: str) -> CohortInfo:
+        with Session(self.engine) as session, session.begin():
+            row = self._writable(session, user, cohort_id)
+            row.frozen_at, row.updated_at = None, datetime.now(UTC)
+            session.execute(delete(CohortSeries).where(CohortSeries.cohort_id == row.id))
+        return self.get(user, cohort_id)
+
+    def import_document(
+        self, user: CurrentUser, document: object, *, project: str | None = None,
+        name: str | None = None,
+    ) -> CohortInfo:
+        """Save an exported cohort here; 400 naming the part of the document at fault."""
+        parsed = parse_export(document)
+        return self.create(
+            user,
+            name=name if name is not None else parsed["name"],
+            description=parsed["description"],
+            query=parsed["query"],
+            project=project,
+            source_site=parsed["source_site"],
+            series=parsed.get("series"),
+        )
+
+    # -- helpers ------------------------------------------------------------------------
+    def _owner(self, user: CurrentUser, project: str | None) -> str:
+        if project is None:
+            mine = sorted(user.projects)
+            if len(mine) != 1:
+                raise Invalid("project: name the project that owns the cohort"
+                              + (f" (one of {', '.join(mine)})" if mine else ""))
+            project = mine[0]
+        require_project_role(user, project, ProjectRole.RESEARCHER)
+        with Session(self.engine) as session:
+            if session.scalar(select(Project.id).where(Project.name == project)) is None:
+                raise NotFound(f"no project {project!r}")
+        return project
+
+    def _writable(self, session: Session, user: CurrentUser, cohort_id: str) -> Cohort:
+        row = _visible(session, user, cohort_id)
+        require_project_role(user, row.project, ProjectRole.RESEARCHER)
+        return row
+
+    def _documents(self, uids: builtins.list[str], fields: builtins.list[str] | None
+                   ) -> builtins.list[dict[str, Any]]:
+        """Index documents of ``uids`` in that order; a series gone from the index shows
+        as its UID alone."""
+        if not uids:
+            return []
+        found: SearchResult = self.index.search(
+            {"terms": {ID_FIELD: uids}}, limit=len(uids), fields=fields
+        )
+        by_uid = {hit[ID_FIELD]: hit for hit in found.hits}
+        return [by_uid.get(uid, {ID_FIELD: uid}) for uid in uids]
+
+
+def parse_export(document: object) -> dict[str, Any]:
+    """The parts of an exported cohort, checked; Invalid names the part at fault."""
+    if not isinstance(document, Mapping):
+        raise Invalid("expected a cohort export (a JSON object)")
+    unknown = sorted(set(document) - _EXPORT_KEYS)
+    if unknown:
+        raise Invalid(f"{unknown[0]}: unknown key in a cohort export")
+    if document.get("format") != EXPORT_FORMAT:
+        raise Invalid(f"format: expected {EXPORT_FORMAT!r}, got {document.get('format')!r}")
+    version = document.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or not (
+        1 <= version <= EXPORT_VERSION
+    ):
+        raise Invalid(f"format_version: this site reads versions 1 to {EXPORT_VERSION}, "
+                      f"got {version!r}")
+    source = document.get("source_site", "")
+    if not isinstance(source, str):
+        raise Invalid("source_site: expected a string")
+    parsed: dict[str, Any] = {
+        "name": check_name(document.get("name")),
+        "description": check_description(document.get("description", "")),
+        "query": check_query(document.get("query")),
+        "source_site": source,
+    }
+    if "series" in document:
+        series = document["series"]
+        if not isinstance(series, list):
+            raise Invalid("series: expected a list of SeriesInstanceUIDs")
+        parsed["series"] = [check_uid(uid, f"series[{i}]") for i, uid in enumerate(series)]
+    return parsed
+
+
+def _visible(session: Session, user: CurrentUser, cohort_id: str) -> Cohort:
+    row = session.get(Cohort, cohort_id)
+    scope = project_scope(user)
+    if row is None or (scope is not None and row.project not in scope):
+        raise NotFound(f"no cohort {cohort_id!r}")
+    return row
+
+
+def _write_frozen(session: Session, cohort_id: str, uids: builtins.list[str]) -> None:
+    session.execute(delete(CohortSeries).where(CohortSeries.cohort_id == cohort_id))
+    unique = list(dict.fromkeys(uids))
+    if unique:
+        session.execute(insert(CohortSeries), [
+            {"cohort_id": cohort_id, "position": i, "series_instance_uid": uid}
+            for i, uid in enumerate(unique)
+        ])
+
+
+def _frozen_uids(session: Session, cohort_id: str) -> builtins.list[str]:
+    return list(session.scalars(
+        select(CohortSeries.series_instance_uid)
+        .where(CohortSeries.cohort_id == cohort_id)
+        .order_by(CohortSeries.position)
+    ))
+
+
+def _frozen_counts(session: Session, cohort_ids: builtins.list[str]) -> dict[str, int]:
+    if not cohort_ids:
+        return {}
+    rows = session.execute(
+        select(CohortSeries.cohort_id, func.count())
+        .where(CohortSeries.cohort_id.in_(cohort_ids))
+        .group_by(CohortSeries.cohort_id)
+    )
+    counts = {cohort_id: int(n) for cohort_id, n in rows}
+    return {cohort_id: counts.get(cohort_id, 0) for cohort_id in cohort_ids}
+
+
+def _info(row: Cohort, frozen_series: int | None) -> CohortInfo:
+    return CohortInfo(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        project=row.project,
+        query=dict(row.query or {}),
+        frozen_at=_utc(row.frozen_at) if row.frozen_at else None,
+        frozen_series=frozen_series if row.frozen_at is not None else None,
+        source_site=row.source_site,
+        created_by=row.created_by,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

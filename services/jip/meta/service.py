@@ -1,0 +1,231 @@
+"""What META keeps beside the index, and the searches the API and cohorts share.
+
+:class:`IndexLedger` holds the catalog side of indexing: the instance summaries, the
+tombstones of deleted series, the instances whose header failed, how far the outbox is,
+and the re-queueing of everything for a reindex. The outbox columns themselves
+(``instances.indexed_at`` / ``index_error``) belong to the store's catalog and are written
+through :meth:`jip.store.catalog.Catalog.mark_indexed`; this module only reads them,
+apart from :meth:`IndexLedger.requeue`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, case, delete, func, insert, select, update
+
+from jip.meta.fields import FIELDS, ID_FIELD, KEYWORD_SUFFIX, FieldType, lookup
+from jip.meta.index import MetaIndex
+from jip.meta.schema import DeletedSeries, InstanceSummary
+from jip.store.catalog_schema import Instance, Series
+
+PAGE = 1000  # series UIDs per keyset page when walking a whole result
+
+
+@dataclass(frozen=True)
+class IndexFailure:
+    """An instance whose header could not be indexed, and why."""
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    error: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    pending: int  # waiting in the outbox
+    failed: int  # header could not be read or parsed
+    documents: int  # series documents in the index
+
+
+class IndexLedger:
+    """The catalog tables of META (:mod:`jip.meta.schema`) over the catalog engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- instance summaries -------------------------------------------------------------
+    def save_summaries(
+        self, summaries: Mapping[str, tuple[str, Mapping[str, Any]]], dropped: Iterable[str] = ()
+    ) -> set[str]:
+        """Store ``{sop_uid: (series_uid, summary)}`` and forget the summaries of ``dropped``
+        (instances whose header failed this time); returns the SOP UIDs stored. Instances
+        the store deleted meanwhile are skipped (their summary would outlive them)."""
+        uids = [*summaries, *dropped]
+        if not uids:
+            return set()
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            # Write first, so that SQLite takes the write lock before reading.
+            conn.execute(delete(InstanceSummary).where(InstanceSummary.sop_instance_uid.in_(uids)))
+            present = set(
+                conn.execute(
+                    select(Instance.sop_instance_uid).where(
+                        Instance.sop_instance_uid.in_(list(summaries))
+                    )
+                ).scalars()
+            )
+            rows = [
+                {
+                    "sop_instance_uid": uid,
+                    "series_instance_uid": series_uid,
+                    "summary": json.dumps(summary, sort_keys=True, separators=(",", ":")),
+                    "extracted_at": now,
+                }
+                for uid, (series_uid, summary) in summaries.items()
+                if uid in present
+            ]
+            if rows:
+                conn.execute(insert(InstanceSummary), rows)
+        return present
+
+    def summaries_of(self, series_uids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """The stored summaries of each series (series without any are left out)."""
+        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        wanted = list(series_uids)
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), PAGE):
+                rows = conn.execute(
+                    select(InstanceSummary.series_instance_uid, InstanceSummary.summary).where(
+                        InstanceSummary.series_instance_uid.in_(wanted[start : start + PAGE])
+                    )
+                )
+                for series_uid, text in rows:
+                    found[series_uid].append(json.loads(text))
+        return dict(found)
+
+    # -- deletions ----------------------------------------------------------------------
+    def deleted_series(self, limit: int) -> list[tuple[int, str]]:
+        """Tombstones of deleted series, oldest first: (pk, SeriesInstanceUID)."""
+        query = select(DeletedSeries.pk, DeletedSeries.series_instance_uid).order_by(
+            DeletedSeries.pk
+        )
+        with self.engine.connect() as conn:
+            return [(pk, uid) for pk, uid in conn.execute(query.limit(limit))]
+
+    def forget_deleted(self, pks: Sequence[int]) -> None:
+        if pks:
+            with self.engine.begin() as conn:
+                conn.execute(delete(DeletedSeries).where(DeletedSeries.pk.in_(list(pks))))
+
+    def existing_series(self, series_uids: Sequence[str]) -> set[str]:
+        """Which of ``series_uids`` the catalog holds."""
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    select(Series.series_instance_uid).where(
+                        Series.series_instance_uid.in_(list(series_uids))
+                    )
+                ).scalars()
+            )
+
+    # -- the outbox, read ---------------------------------------------------------------
+    def failures(self, offset: int = 0, limit: int = 100) -> tuple[int, list[IndexFailure]]:
+        """Instances whose header failed, newest first, and how many there are."""
+        failed = Instance.index_error.is_not(None)
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).where(failed)).scalar_one()
+            rows = conn.execute(
+                select(
+                    Instance.sop_instance_uid,
+                    Instance.series_instance_uid,
+                    Instance.index_error,
+                    Instance.received_at,
+                )
+                .where(failed)
+                .order_by(Instance.received_at.desc(), Instance.sop_instance_uid)
+                .offset(offset)
+                .limit(limit)
+            )
+            return total, [
+                IndexFailure(uid, series, str(error), _utc(at)) for uid, series, error, at in rows
+            ]
+
+    def progress(self, index: MetaIndex) -> IndexProgress:
+        # Both counts read only rows not yet indexed (the outbox index finds them), so
+        # they stay cheap however large the catalog grows.
+        failed = Instance.index_error.is_not(None)
+        query = select(
+            func.count(case((~failed, 1))), func.count(case((failed, 1)))
+        ).where(Instance.indexed_at.is_(None))
+        with self.engine.connect() as conn:
+            pending, errors = conn.execute(query).one()
+        return IndexProgress(pending=int(pending), failed=int(errors), documents=index.count())
+
+    def requeue(self) -> int:
+        """Put every instance back into the outbox (errors included); returns how many.
+
+        The running indexer then reads every header again and replaces each series
+        document in place: search keeps answering from the old documents meanwhile.
+        """
+        with self.engine.begin() as conn:
+            result = conn.execute(update(Instance).values(indexed_at=None, index_error=None))
+            return int(result.rowcount)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# --- searches shared by the API, cohorts and the reindex ------------------------------
+
+
+def matching_uids(index: MetaIndex, query: object, page: int = PAGE) -> Iterator[list[str]]:
+    """Every SeriesInstanceUID ``query`` matches, in UID order, a page at a time.
+
+    Pages by keyset (``SeriesInstanceUID > last``) rather than offset, so a result of any
+    size is walked without hitting the index's result window.
+    """
+    last: str | None = None
+    while True:
+        paged: object = query
+        if last is not None:
+            after = {"range": {ID_FIELD: {"gt": last}}}
+            paged = {"bool": {"filter": [query or {"match_all": {}}, after]}}
+        result = index.search(paged, sort=[ID_FIELD], limit=page, fields=[ID_FIELD])
+        uids = [str(hit[ID_FIELD]) for hit in result.hits]
+        if uids:
+            yield uids
+        if len(uids) < page:
+            return
+        last = uids[-1]
+
+
+def sweep_orphans(index: MetaIndex, ledger: IndexLedger) -> int:
+    """Remove documents of series the catalog no longer holds; returns how many."""
+    removed = 0
+    for uids in matching_uids(index, None):
+        gone = sorted(set(uids) - ledger.existing_series(uids))
+        if gone:
+            removed += index.delete(gone)
+    return removed
+
+
+def field_catalogue() -> list[dict[str, Any]]:
+    """Every field a query may name, with what it supports."""
+    entries = []
+    for field in FIELDS.values():
+        entry: dict[str, Any] = {
+            "name": field.name,
+            "type": field.type.value,
+            "level": field.level.value,
+            "multi": field.multi,
+            "sortable": not field.multi,
+        }
+        if field.type is FieldType.TEXT:
+            entry["keyword"] = field.name + KEYWORD_SUFFIX  # for term, wildcard and facets
+        entries.append(entry)
+    return entries
+
+
+def field_values(index: MetaIndex, name: str, size: int) -> list[dict[str, Any]]:
+    """The most frequent values of field ``name`` (a text field's exact values)."""
+    field = lookup(name, "field")
+    exact = field.name + KEYWORD_SUFFIX if field.type is FieldType.TEXT else field.name
+    return index.field_values(exact, size)
