@@ -54,6 +54,7 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     """The site's API; ``readiness`` checks gate ``/healthz`` and ``/readyz``."""
     from jip.base.auth import require_token
     from jip.base.routes import API_ROUTERS, PUBLIC_ROUTERS
+    from jip.meta.routes import router as meta_router
     from jip.store.routes import router as store_router
 
     # Deny by default: with auth enabled every route, including those added below by any
@@ -72,7 +73,7 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     app.add_exception_handler(errors.JipError, _jip_error)
     app.include_router(store_router)
     _include_dicomweb(app)
-    for router in [*PUBLIC_ROUTERS, *API_ROUTERS]:
+    for router in [*PUBLIC_ROUTERS, *API_ROUTERS, meta_router]:
         app.include_router(router)
     from jip.flow.routes import router as flow_router
 

@@ -89,6 +89,9 @@ class FlowSettings(BaseModel):
     # pods stage input into an emptyDir through the store's API and push their output.
     kubernetes_work_pvc: str | None = None
     kubernetes_stage_image: str = "jip/jip:0.1.0"
+    # A Secret whose keys are JIP_* variables (result store URL and credentials) for the
+    # stage-output container of pods without the work PVC.
+    kubernetes_stage_secret: str | None = None
     # Auto-rules: how often newly complete series are checked.
     rule_interval_s: float = Field(default=5.0, gt=0)
     # Human steps: how often a waiting task asks whether it was marked done.

@@ -63,9 +63,17 @@ class Platform:
 
 def embedded_components(settings: Settings) -> list[Component]:
     """The components `jip up` runs besides the HTTP API, in start order."""
+    from jip.meta.indexer import MetaIndexer
     from jip.store.listener import ListenerGroup
 
-    return [ListenerGroup(settings)]
+    components: list[Component] = [ListenerGroup(settings), MetaIndexer(settings)]
+    if settings.flow.airflow_enabled:
+        from jip.flow.component import AirflowComponent, RuleComponent
+
+        if not settings.flow.airflow_url:  # an external Airflow runs elsewhere
+            components.append(AirflowComponent(settings))
+        components.append(RuleComponent(settings))
+    return components
 
 
 def run(settings: Settings, announce: Callable[[str], None]) -> None:
@@ -102,6 +110,9 @@ def run(settings: Settings, announce: Callable[[str], None]) -> None:
         http_url = f"http://{settings.http_host}:{settings.http_port}"
         platform.write_state(http_url)
         log.info("JIP is up", extra={"http": http_url, "data_dir": str(settings.data_dir)})
+        # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default
+        # handler that would end the process here, before the components are stopped.
+        signal.signal(signal.SIGTERM, _exit_normally)
         server.run()  # returns after SIGINT/SIGTERM (uvicorn installs the handlers)
     finally:
         for component in reversed(started):
@@ -113,6 +124,10 @@ def run(settings: Settings, announce: Callable[[str], None]) -> None:
         runtime.close()
         settings.state_file.unlink(missing_ok=True)
         log.info("JIP stopped")
+
+
+def _exit_normally(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def install_stop_signals(stop: threading.Event) -> None:

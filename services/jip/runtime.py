@@ -6,13 +6,15 @@ get it through ``app.state`` and DIMSE handlers as bound arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from jip.backends import catalog_engine_for, storage_for
+from jip.backends import catalog_engine_for, index_for, storage_for
 from jip.base.identity import Identity, build_identity
 from jip.config import Settings
+from jip.meta.index import MetaIndex
 from jip.migrations import upgrade
 from jip.store.catalog import Catalog, DuplicatePolicy
 from jip.store.ingest import Ingestor
@@ -27,9 +29,21 @@ class Runtime:
     storage: BlobStorage
     ingestor: Ingestor
     identity: Identity
+    _index: MetaIndex | None = field(default=None, repr=False)
+    _index_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def index(self) -> MetaIndex:
+        """The metadata index, opened on first use (listener processes never need it)."""
+        with self._index_lock:
+            if self._index is None:
+                self._index = index_for(self.settings.resolved_index_url)
+            return self._index
 
     def close(self) -> None:
         self.ingestor.close()
+        if self._index is not None:
+            self._index.close()
         self.engine.dispose()
 
 

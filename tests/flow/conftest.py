@@ -1,22 +1,32 @@
 """A real embedded Airflow for the flow tests: started once per session, on a free port.
 
 It runs in a temporary AIRFLOW_HOME with the repository's ``dags/`` as its DAGs folder,
-so `jip-selftest` is there. Only tests that ask for ``airflow`` or ``engine`` start it.
+so `jip-selftest` and JIP's workflows are there. Its tasks get the ``JIP_*`` variables
+of a test site (as `jip up` gives them): the ``site`` fixture serves that site's API
+(Runtime + build_app under uvicorn, auth disabled) on the port the tasks call. Only
+tests that ask for ``airflow``, ``engine`` or ``site`` start them.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 
-from jip.config import FlowSettings, Settings
+from jip.app import build_app
+from jip.config import AuthSettings, FlowSettings, MetaSettings, Settings
 from jip.errors import NotFound
 from jip.flow.airflow_process import EmbeddedAirflow, repository_dags_folder
+from jip.flow.component import task_environment
 from jip.flow.engine_airflow import AirflowEngine
+from jip.runtime import Runtime, build_runtime
 
 SELFTEST = "jip-selftest"
 
@@ -27,14 +37,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def site_settings(data_dir: Path, port: int) -> Settings:
+def site_settings(data_dir: Path, port: int, http_port: int | None = None) -> Settings:
     return Settings(
         data_dir=data_dir,
+        http_host="127.0.0.1",
+        http_port=http_port or free_port(),
+        auth=AuthSettings(enabled=False),
+        meta=MetaSettings(series_quiet_period_s=2.0),
         flow=FlowSettings(
             airflow_host="127.0.0.1",
             airflow_port=port,
             dags_folder=repository_dags_folder(),
             max_parallel_series=4,
+            rule_interval_s=1.0,
+            review_poll_s=1.0,
         ),
     )
 
@@ -42,7 +58,7 @@ def site_settings(data_dir: Path, port: int) -> Settings:
 @pytest.fixture(scope="session")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedAirflow]:
     settings = site_settings(tmp_path_factory.mktemp("jip-data"), free_port())
-    with EmbeddedAirflow(settings) as running:
+    with EmbeddedAirflow(settings, extra_env=task_environment(settings)) as running:
         yield running
 
 
@@ -65,6 +81,43 @@ def wait_for_workflow(engine: AirflowEngine, dag_id: str, timeout_s: float = 120
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
+
+
+@dataclass
+class Site:
+    """A running test site: its settings, adapters, API client and workflow engine."""
+
+    settings: Settings
+    runtime: Runtime
+    api: httpx.Client
+    engine: AirflowEngine
+
+
+@pytest.fixture(scope="session")
+def site(airflow: EmbeddedAirflow, engine: AirflowEngine) -> Iterator[Site]:
+    settings = airflow.settings
+    runtime = build_runtime(settings)
+    app = build_app(runtime)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.http_host, port=settings.http_port, log_config=None, lifespan="off"
+        )
+    )
+    thread = threading.Thread(target=server.run, name="jip-test-api", daemon=True)
+    thread.start()
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the test site's API did not start")
+        time.sleep(0.05)
+    for dag_id in ("organ-seg-radiomics", "deidentify", "convert-nifti", "annotate-review"):
+        wait_for_workflow(engine, dag_id)
+    with httpx.Client(base_url=base, timeout=60) as api:
+        yield Site(settings=settings, runtime=runtime, api=api, engine=engine)
+    server.should_exit = True
+    thread.join(timeout=30)
+    runtime.close()
 
 
 @pytest.fixture

@@ -53,6 +53,16 @@ def _register() -> None:
     cli.add_command(user.logout)
     cli.add_command(user.keycloak)
 
+    from jip.cli import cohort, meta
+
+    cli.add_command(cohort.cohort)
+    cli.add_command(meta.meta)
+
+    from jip.cli import flow, operator
+
+    cli.add_command(flow.flow)
+    cli.add_command(operator.operator)
+
 
 def main() -> None:
     _register()

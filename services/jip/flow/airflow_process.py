@@ -199,8 +199,12 @@ class EmbeddedAirflow:
         *,
         startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
         stop_grace_s: float = DEFAULT_STOP_GRACE_S,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        # Variables every component (and so every task) gets on top of ours: the
+        # JIP_* settings tasks need to reach the site (see jip.flow.component).
+        self.extra_env = dict(extra_env or {})
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
         self.home = settings.resolved_airflow_home.expanduser().resolve()
@@ -250,7 +254,7 @@ class EmbeddedAirflow:
             self.home, self.settings.flow.airflow_username, self.settings.flow.airflow_password
         )
         started = time.monotonic()
-        env = airflow_environment(self.settings, dict(os.environ))
+        env = airflow_environment(self.settings, dict(os.environ) | self.extra_env)
         self.migrate(env)
         try:
             for name in COMPONENTS:

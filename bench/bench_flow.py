@@ -1,0 +1,251 @@
+"""Workflow overhead: Airflow-run series against the same steps run directly, same run.
+
+    .venv/bin/python bench/bench_flow.py [--series 20] [--parallel 4]
+
+Starts a site (API under uvicorn, auth off) and its embedded Airflow on free ports with
+a no-op operator (it only notes when it started) and two DAGs of the usual shape, per
+series get-input → noop → put-output: ``jip-bench-noop`` (up to ``--parallel`` tasks at
+once) and ``jip-bench-noop-serial`` (one task at a time). Ingests ``--series`` small
+phantom CT series, then measures:
+
+- the reference: get-input, the operator and put-output of one series called directly
+  (no Airflow), the same code the tasks run;
+- trigger → first operator start, through the flow API;
+- per-task overhead: (serial run time − the reference's work) / tasks;
+- the speed-up of the parallel run over the serial one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
+
+from jip.app import build_app
+from jip.backends import storage_for
+from jip.config import AuthSettings, FlowSettings, MetaSettings, Settings
+from jip.errors import NotFound
+from jip.flow import steps
+from jip.flow.airflow_process import EmbeddedAirflow
+from jip.flow.api_client import JipClient
+from jip.flow.component import task_environment
+from jip.flow.engine_airflow import AirflowEngine
+from jip.flow.runner import OperatorJob
+from jip.flow.runner_subprocess import SubprocessRunner
+from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
+from jip.runtime import Runtime, build_runtime
+
+NOOP_MAIN = '''"""noop: notes when it started, does nothing else."""
+import time
+from pathlib import Path
+from jip.flow.sdk import iter_series, report_progress, run_operator
+
+STARTED = time.time()
+
+
+def process(context):
+    with open(context.params["stamp_file"], "a") as stamps:
+        stamps.write(f"{STARTED}\\n")
+    for series in iter_series(context.input_dir):
+        report_progress(1.0, series=series.uid, message="nothing to do")
+
+
+if __name__ == "__main__":
+    run_operator(process, schema_path=Path(__file__).with_name("params.schema.json"))
+'''
+NOOP_SCHEMA = """{"type": "object", "additionalProperties": false,
+ "properties": {"stamp_file": {"type": "string", "default": "/dev/null"}}}
+"""
+DAGS = '''from airflow.sdk import dag, task_group
+from jip.flow.airflow.tasks import fan_out, get_input, put_output, run_operator, workflow_params
+
+
+def make(dag_id, max_active_tasks):
+    @dag(dag_id=dag_id, schedule=None, catchup=False, params=workflow_params("noop"),
+         max_active_tasks=max_active_tasks, tags=["jip", "bench"])
+    def bench():
+        @task_group(group_id="series")
+        def per_series(series_uid):
+            staged = get_input.override(task_id="get-input")(series_uid)
+            done = run_operator.override(task_id="noop")(staged, operator="noop")
+            put_output.override(task_id="put-output")(done)
+
+        fan_out(per_series)
+
+    return bench()
+
+
+make("jip-bench-noop", 64)
+make("jip-bench-noop-serial", 1)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(runtime: Runtime) -> Iterator[str]:
+    settings = runtime.settings
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(runtime), host="127.0.0.1", port=settings.http_port,
+                       log_config=None, lifespan="off", access_log=False)
+    )  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{settings.http_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def make_site(root: Path, parallel: int) -> Settings:
+    operator = root / "operators" / "noop"
+    operator.mkdir(parents=True)
+    (operator / "main.py").write_text(NOOP_MAIN)
+    (operator / "params.schema.json").write_text(NOOP_SCHEMA)
+    (root / "dags").mkdir()
+    (root / "dags" / "jip_bench_noop.py").write_text(DAGS)
+    return Settings(
+        data_dir=root / "data",
+        http_port=free_port(),
+        auth=AuthSettings(enabled=False),
+        meta=MetaSettings(series_quiet_period_s=3600),
+        flow=FlowSettings(
+            airflow_port=free_port(),
+            dags_folder=root / "dags",
+            operators_dir=root / "operators",
+            max_parallel_series=parallel,
+        ),
+    )
+
+
+def ingest_series(runtime: Runtime, count: int, root: Path) -> list[str]:
+    phantom = build_abdomen_phantom(shape=(4, 64, 64))
+    uids = []
+    for n in range(count):
+        written = write_ct_series(phantom, root / f"series-{n}")
+        for path in sorted(written.series.path.glob("*.dcm")):
+            runtime.ingestor.ingest_file(path)
+        uids.append(written.series_instance_uid)
+    return uids
+
+
+def direct_reference(settings: Settings, uid: str, root: Path, repeats: int = 3) -> tuple[float, float]:
+    """Seconds for one series' three steps called directly, and for the operator alone."""
+    runner = SubprocessRunner(operators_dir=settings.flow.operators_dir or root)
+    results = storage_for(settings.resolved_results_url, settings)
+    totals, operator_only = [], []
+    with JipClient(f"http://127.0.0.1:{settings.http_port}") as client:
+        for n in range(repeats):
+            dirs = steps.step_dirs(root / "direct", f"direct-{n}", uid, "noop")
+            started = time.monotonic()
+            steps.get_input(client, [uid], dirs.input_dir)
+            job = OperatorJob(operator="noop", input_dir=dirs.input_dir, output_dir=dirs.output_dir)
+            op_started = time.monotonic()
+            steps.run_operator(runner, job, lambda _: None)
+            operator_only.append(time.monotonic() - op_started)
+            steps.put_output(client=client, results=results, run_id=f"direct-{n}",
+                             series_uid=uid, operator="noop", output_dir=dirs.output_dir)  # fmt: skip
+            totals.append(time.monotonic() - started)
+    return min(totals), min(operator_only)
+
+
+def timed_run(api: httpx.Client, dag_id: str, uids: list[str], stamps: Path) -> tuple[float, float, int]:
+    """(trigger → first operator start, trigger → run end, tasks) of one run."""
+    stamps.write_text("")
+    started = time.time()
+    answer = api.post(f"/api/flow/workflows/{dag_id}/runs",
+                      json={"series": uids, "params": {"noop": {"stamp_file": str(stamps)}}})  # fmt: skip
+    answer.raise_for_status()
+    run_id = answer.json()["run_id"]
+    while True:
+        detail = api.get(f"/api/flow/runs/{run_id}").json()
+        if detail["state"] in ("success", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    ended = time.time()
+    if detail["state"] != "success":
+        raise SystemExit(f"{dag_id} run {run_id} ended {detail['state']}")
+    first = min(float(line) for line in stamps.read_text().split())
+    return first - started, ended - started, detail["tasks_total"]
+
+
+def wait_for_dags(engine: AirflowEngine, *dag_ids: str) -> None:
+    deadline = time.monotonic() + 180
+    for dag_id in dag_ids:
+        while True:
+            try:
+                engine.get_workflow(dag_id)
+                break
+            except NotFound:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=4)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="jip-bench-flow-"))
+    try:
+        settings = make_site(root, args.parallel)
+        runtime = build_runtime(settings)
+        uids = ingest_series(runtime, args.series, root / "phantoms")
+        with serve(runtime) as url, httpx.Client(base_url=url, timeout=60) as api:
+            direct_s, operator_s = direct_reference(settings, uids[0], root)
+            print(f"reference, one series called directly: {direct_s:.2f} s "
+                  f"(the operator process alone {operator_s:.2f} s)", flush=True)  # fmt: skip
+            started = time.monotonic()
+            with EmbeddedAirflow(settings, extra_env=task_environment(settings)) as airflow:
+                engine = AirflowEngine.from_settings(settings)
+                wait_for_dags(engine, "jip-bench-noop", "jip-bench-noop-serial")
+                print(f"airflow up after {time.monotonic() - started:.0f} s "
+                      f"({airflow.url}, parallelism {args.parallel})", flush=True)  # fmt: skip
+                stamps = root / "stamps.txt"
+                timed_run(api, "jip-bench-noop", uids[:1], stamps)  # warm-up: parse, imports
+                first_s, one_s, one_tasks = timed_run(api, "jip-bench-noop", uids[:1], stamps)
+                _, serial_s, tasks = timed_run(api, "jip-bench-noop-serial", uids, stamps)
+                _, parallel_s, _ = timed_run(api, "jip-bench-noop", uids, stamps)
+                engine.close()
+        runtime.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    n = args.series
+    overhead = (serial_s - n * direct_s) / tasks
+    print()
+    print(f"{'measurement':<44}{'seconds':>10}{'ratio':>28}")
+    print(f"{'trigger -> first operator start':<44}{first_s:>10.2f}"
+          f"{first_s / operator_s:>12.1f} x operator alone")  # fmt: skip
+    print(f"{'one series, whole run (' + str(one_tasks) + ' tasks)':<44}{one_s:>10.2f}"
+          f"{one_s / direct_s:>12.1f} x direct steps")  # fmt: skip
+    print(f"{f'{n} series one by one ({tasks} tasks)':<44}{serial_s:>10.2f}"
+          f"{serial_s / (n * direct_s):>12.1f} x direct steps")  # fmt: skip
+    print(f"{f'{n} series, up to {args.parallel} tasks at once':<44}{parallel_s:>10.2f}"
+          f"{serial_s / parallel_s:>12.2f} x faster than one by one")  # fmt: skip
+    print(f"{'per-task overhead (serial)':<44}{overhead:>10.2f}"
+          f"{overhead / operator_s:>12.1f} x operator alone")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The flow's parts of `jip up`: the embedded Airflow and the auto-rule evaluator.
+
+Both follow :class:`jip.embedded.Component`. Airflow's processes get the ``JIP_*``
+variables tasks need to reach this site (API URL, work folder, result store, runner),
+derived from the settings `jip up` runs with, flags included, so a task builds the same
+:class:`Settings` as the site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from jip.config import Settings
+from jip.flow.airflow_process import EmbeddedAirflow
+from jip.flow.api_client import local_api_url
+from jip.flow.runner import operators_dir
+
+log = logging.getLogger(__name__)
+
+
+def task_environment(settings: Settings) -> dict[str, str]:
+    """The ``JIP_*`` variables of Airflow's processes, hence of every task."""
+    flow = settings.flow
+    env = {
+        "JIP_DATA_DIR": str(settings.data_dir),
+        "JIP_RESULTS_URL": settings.resolved_results_url,
+        "JIP_API_URL": local_api_url(settings),
+        "JIP_LOG_LEVEL": settings.log_level,
+        "JIP_FLOW__WORK_DIR": str(settings.resolved_flow_work_dir),
+        "JIP_FLOW__RUNNER": flow.runner,
+        "JIP_FLOW__CONTAINER_ENGINE": flow.container_engine,
+        "JIP_FLOW__OPERATORS_DIR": str(operators_dir(settings)),
+        "JIP_FLOW__IMAGE_REGISTRY": flow.image_registry,
+        "JIP_FLOW__OPERATOR_TIMEOUT_S": str(flow.operator_timeout_s),
+        "JIP_FLOW__REVIEW_POLL_S": str(flow.review_poll_s),
+    }
+    if flow.operator_cpus is not None:
+        env["JIP_FLOW__OPERATOR_CPUS"] = str(flow.operator_cpus)
+    if flow.operator_memory is not None:
+        env["JIP_FLOW__OPERATOR_MEMORY"] = flow.operator_memory
+    if settings.api_token is not None:
+        env["JIP_API_TOKEN"] = settings.api_token.get_secret_value()
+    if settings.s3_access_key is not None:
+        env["JIP_S3_ACCESS_KEY"] = settings.s3_access_key
+    if settings.s3_secret_key is not None:
+        env["JIP_S3_SECRET_KEY"] = settings.s3_secret_key.get_secret_value()
+    return env
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while starting, so a half-started Airflow is
+    stopped (uvicorn's own handlers are not installed yet)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM while starting Airflow")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class AirflowComponent:
+    """The embedded Airflow (api-server, scheduler, dag-processor, triggerer)."""
+
+    name = "airflow"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.airflow = EmbeddedAirflow(settings, extra_env=task_environment(settings))
+
+    def start(self) -> None:
+        with _interruptible():
+            self.airflow.start()
+
+    def not_ready(self) -> str | None:
+        return None if self.airflow.running else "airflow is not running"
+
+    def stop(self) -> None:
+        self.airflow.stop()
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "url": self.airflow.url,
+            "pids": self.airflow.pids,
+            "log_dir": str(self.airflow.log_dir),
+            "home": str(self.airflow.home),
+        }
+
+
+class RuleComponent:
+    """Evaluates auto-rules every ``flow.rule_interval_s`` in a thread of `jip up`."""
+
+    name = "rules"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.interval_s = settings.flow.rule_interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closers: list[Any] = []
+        self.last_pass: float | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        evaluator = build_evaluator(self.settings, self._closers)
+        self._thread = threading.Thread(
+            target=self._loop, args=(evaluator,), name="jip-rules", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self, evaluator: Any) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                if evaluator.service.engine.healthy():
+                    evaluator.evaluate()
+                    self.last_error = None
+                else:
+                    self.last_error = "the workflow engine is not healthy; rules wait"
+                self.last_pass = time.time()
+            except Exception as exc:  # keep evaluating: the next pass may succeed
+                self.last_error = str(exc)
+                log.exception("rule evaluation failed")
+
+    def not_ready(self) -> str | None:
+        if self._thread is None or not self._thread.is_alive():
+            return "the rule evaluator is not running"
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                close()
+        self._closers.clear()
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "interval_s": self.interval_s,
+            "quiet_period_s": self.settings.meta.series_quiet_period_s,
+        }
+
+
+def build_evaluator(settings: Settings, closers: list[Any]) -> Any:
+    """A rule evaluator on the site's catalog, storage and workflow engine."""
+    from jip.backends import catalog_engine_for, index_for, storage_for
+    from jip.flow.engine_airflow import AirflowEngine
+    from jip.flow.matching import SeriesMatcher
+    from jip.flow.rules import RuleEvaluator
+    from jip.flow.service import FlowService
+    from jip.store.catalog import Catalog
+
+    db = catalog_engine_for(settings.resolved_catalog_url)
+    closers.append(db.dispose)
+    engine = AirflowEngine.from_settings(settings)
+    closers.append(engine.close)
+    service = FlowService(db=db, engine=engine, operators_dir=operators_dir(settings))
+    index = index_for(settings.resolved_index_url)
+    closers.append(index.close)
+    matcher = SeriesMatcher(
+        catalog=Catalog(db),
+        storage=storage_for(settings.resolved_storage_url, settings),
+        index=index,
+    )
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    if settings.auth.enabled and token is None:
+        log.warning(
+            "auth is enabled and no api_token is set: runs that rules start cannot reach "
+            "the API; set JIP_API_TOKEN"
+        )
+    return RuleEvaluator(
+        service=service,
+        matcher=matcher,
+        quiet_period_s=settings.meta.series_quiet_period_s,
+        token=token,
+    )

@@ -1,0 +1,101 @@
+"""Helpers of the flow tests: serve a site's API, ingest phantom series, wait for runs."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pydicom
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from jip.flow.sdk.phantom import AbdomenPhantom, PhantomSeries, write_ct_series
+from jip.runtime import Runtime
+
+T = TypeVar("T")
+
+
+@contextmanager
+def serve(app: FastAPI, host: str, port: int) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name="jip-test-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test API did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def ingest_phantom(
+    runtime: Runtime,
+    phantom: AbdomenPhantom,
+    folder: Path,
+    *,
+    modality: str | None = None,
+    **kwargs: Any,
+) -> PhantomSeries:
+    """Write a phantom CT series under ``folder`` and ingest a copy (ingest consumes files)."""
+    written = write_ct_series(phantom, folder, **kwargs)
+    spool = folder.parent / f"{folder.name}-spool-{written.series_instance_uid}"
+    shutil.copytree(written.series.path, spool)
+    for path in sorted(spool.glob("*.dcm")):
+        if modality is not None:
+            ds = pydicom.dcmread(path)
+            ds.Modality = modality
+            ds.save_as(path)
+        runtime.ingestor.ingest_file(path)
+    shutil.rmtree(spool, ignore_errors=True)
+    return written
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout_s: float = 240.0, every_s: float = 1.0
+) -> T:
+    """Call ``probe`` until it returns something other than None (or fail, naming ``what``)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        try:
+            value = probe()
+        except AssertionError as exc:
+            value, last = None, exc
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not reached in {timeout_s:.0f} s ({last})")
+        time.sleep(every_s)
+
+
+def run_detail(api: httpx.Client, run_id: str) -> dict[str, Any]:
+    response = api.get(f"/api/flow/runs/{run_id}")
+    assert response.status_code == 200, response.text
+    detail: dict[str, Any] = response.json()
+    return detail
+
+
+def wait_for_run(api: httpx.Client, run_id: str, timeout_s: float = 280.0) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        detail = run_detail(api, run_id)
+        return detail if detail["state"] in ("success", "failed", "cancelled") else None
+
+    return wait_for(f"run {run_id} to finish", finished, timeout_s)
+
+
+def series_state(detail: dict[str, Any], series_uid: str) -> dict[str, Any]:
+    return next(s for s in detail["per_series"] if s["series_instance_uid"] == series_uid)
