@@ -7,8 +7,8 @@ Real peers only: dcmtk's echoscu/storescu/findscu send to the listener started b
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import socket

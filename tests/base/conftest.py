@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from tests.base.support import install_key, site_settings
 
 from jip.app import build_app
 from jip.base import users as users_module
 from jip.base.keys import SigningKeys
 from jip.config import Settings
 from jip.runtime import Runtime, build_runtime
-from tests.base.support import install_key, site_settings
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from alembic.migration import MigrationContext
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from tests.base.support import add_user, auth_for, bearer, tokens_for
 
 from jip.app import build_app
 from jip.base.auth import is_public
@@ -23,7 +24,6 @@ from jip.base.schema import now_utc
 from jip.config import Settings
 from jip.db import Base
 from jip.runtime import Runtime, build_runtime
-from tests.base.support import add_user, auth_for, bearer, tokens_for
 
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
 

@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
+from tests.base.support import add_user, auth_for, password_login, tokens_for
 
 from jip.base.audit import AuditFilter, AuditLog
 from jip.base.schema import ProjectRole, now_utc
 from jip.runtime import Runtime
-from tests.base.support import add_user, auth_for, password_login, tokens_for
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import pytest
 from click.testing import CliRunner, Result
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from tests.base.support import PASSWORD, SITE, add_user
 
 from jip.base.audit import AuditFilter
 from jip.cli import user as user_cli
 from jip.cli.main import cli
 from jip.config import Settings
 from jip.runtime import Runtime, build_runtime
-from tests.base.support import PASSWORD, SITE, add_user
 
 for command in (user_cli.user, user_cli.login, user_cli.logout):
     cli.add_command(command)  # without the other services' commands

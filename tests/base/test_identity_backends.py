@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
+from tests.base.support import PASSWORD, install_key, site_settings
 
 from jip.base.schema import ProjectRole
 from jip.runtime import build_runtime
-from tests.base.support import PASSWORD, install_key, site_settings
 
 
 def test_login_rotation_and_audit_on_the_catalog_backend(

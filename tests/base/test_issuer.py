@@ -10,11 +10,6 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-
-from jip.base.issuer import Issuer, s256
-from jip.base.keys import SigningKeys
-from jip.base.schema import ProjectRole, now_utc
-from jip.runtime import Runtime
 from tests.base.support import (
     PASSWORD,
     SITE,
@@ -24,6 +19,11 @@ from tests.base.support import (
     password_login,
     tokens_for,
 )
+
+from jip.base.issuer import Issuer, s256
+from jip.base.keys import SigningKeys
+from jip.base.schema import ProjectRole, now_utc
+from jip.runtime import Runtime
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from unittest import mock
 import pytest
 from click.testing import CliRunner
 from keycloak import KeycloakAdmin
+from tests.base.fake_keycloak import FakeKeycloak
 
 from jip.base.keycloak import bootstrap_realm, realm_name
 from jip.cli import user as user_cli
 from jip.cli.main import cli
 from jip.config import Settings
 from jip.runtime import build_runtime
-from tests.base.fake_keycloak import FakeKeycloak
 
 ISSUER = "https://kc.example/realms/site1"
 

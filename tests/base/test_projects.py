@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tests.base.support import add_user
 
 from jip.base.projects import Projects
 from jip.base.schema import ProjectRole
 from jip.errors import Conflict, Invalid, NotFound
 from jip.runtime import Runtime
-from tests.base.support import add_user
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.base.support import PASSWORD, add_user, auth_for, password_login
 
 from jip.base.schema import ProjectRole
 from jip.runtime import Runtime
-from tests.base.support import PASSWORD, add_user, auth_for, password_login
 
 ADMIN_ONLY = [
     ("GET", "/api/users"),

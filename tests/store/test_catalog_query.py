@@ -75,7 +75,7 @@ def test_person_name_wildcard_is_case_insensitive(site: tuple[Runtime, list[Data
 
 
 def test_single_character_wildcard(site: tuple[Runtime, list[Dataset]]) -> None:
-    runtime, datasets = site
+    runtime, _ = site
     found = find(runtime.catalog, QueryLevel.PATIENT, {"PatientID": "PAT0000?"})
     assert _uids(found, "PatientID") == {f"PAT0000{i}" for i in range(6)}
 

@@ -11,8 +11,6 @@ import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
-
-from jip.samples import random_patient
 from tests.store.dicomweb_support import (
     Site,
     ct_series,
@@ -20,6 +18,8 @@ from tests.store.dicomweb_support import (
     serve,
     uids_of,
 )
+
+from jip.samples import random_patient
 
 KINDS = ["explicit", "jpeg2000", "jpeg_baseline", "rle", "multiframe_j2k"]
 

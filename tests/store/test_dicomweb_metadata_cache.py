@@ -10,8 +10,6 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-
-from jip.store.series_metadata import SeriesMetadata, absolute_bulk_uris, read_header
 from tests.store.dicomweb_support import (
     Site,
     ct_series,
@@ -20,6 +18,8 @@ from tests.store.dicomweb_support import (
     serve,
     uids_of,
 )
+
+from jip.store.series_metadata import SeriesMetadata, absolute_bulk_uris, read_header
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-
 from tests.store.dicomweb_support import (
     Site,
     ct_series,

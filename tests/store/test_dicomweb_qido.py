@@ -10,9 +10,9 @@ import httpx
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from tests.store.dicomweb_support import Site, part10, serve
 
 from jip.samples import synthetic_site
-from tests.store.dicomweb_support import Site, part10, serve
 
 
 @pytest.fixture(scope="module")

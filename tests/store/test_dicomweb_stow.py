@@ -9,8 +9,6 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-
-from jip.store.multipart import Part, new_boundary, write_parts
 from tests.store.dicomweb_support import (
     Site,
     ct_series,
@@ -19,6 +17,8 @@ from tests.store.dicomweb_support import (
     serve,
     uids_of,
 )
+
+from jip.store.multipart import Part, new_boundary, write_parts
 
 FAILED, REFERENCED, FAILURE_REASON, ERROR_COMMENT = "00081198", "00081199", "00081197", "00000902"
 
