@@ -7,6 +7,7 @@ shutdown goes in reverse order so in-flight work finishes before its stores clos
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -61,22 +62,36 @@ class Platform:
         self.settings.state_file.write_text(json.dumps(state, indent=2))
 
 
-def embedded_components(settings: Settings) -> list[Component]:
-    """The components `jip up` runs besides the HTTP API, in start order."""
-    from jip.meta.indexer import MetaIndexer
-    from jip.store.listener import ListenerGroup
+class Role(enum.StrEnum):
+    """Which parts one `jip up` process runs: all of them, or one (cluster Deployments)."""
 
-    components: list[Component] = [ListenerGroup(settings), MetaIndexer(settings)]
-    if settings.flow.airflow_enabled:
+    ALL = "all"
+    API = "api"  # the HTTP API only
+    DICOM = "dicom"  # the DIMSE listener (+ probes)
+    INDEXER = "indexer"  # the metadata indexer and the auto-rules (+ probes)
+
+
+def embedded_components(settings: Settings, role: Role = Role.ALL) -> list[Component]:
+    """The components a `jip up` process runs besides the HTTP API, in start order."""
+    components: list[Component] = []
+    if role in (Role.ALL, Role.DICOM):
+        from jip.store.listener import ListenerGroup
+
+        components.append(ListenerGroup(settings))
+    if role in (Role.ALL, Role.INDEXER):
+        from jip.meta.indexer import MetaIndexer
+
+        components.append(MetaIndexer(settings))
+    if settings.flow.airflow_enabled and role in (Role.ALL, Role.INDEXER):
         from jip.flow.component import AirflowComponent, RuleComponent
 
-        if not settings.flow.airflow_url:  # an external Airflow runs elsewhere
+        if not settings.flow.airflow_url and role is Role.ALL:  # else Airflow runs elsewhere
             components.append(AirflowComponent(settings))
         components.append(RuleComponent(settings))
     return components
 
 
-def run(settings: Settings, announce: Callable[[str], None]) -> None:
+def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.ALL) -> None:
     """Start everything, serve until SIGINT/SIGTERM, then stop in reverse order.
 
     ``announce`` shows the one-time admin password of a first start on the terminal,
@@ -89,7 +104,7 @@ def run(settings: Settings, announce: Callable[[str], None]) -> None:
             f"First start: created user 'admin' with one-time password {one_time}\n"
             "Log in with `jip login` and change it with `jip user passwd admin`."
         )
-    platform = Platform(settings, runtime, embedded_components(settings))
+    platform = Platform(settings, runtime, embedded_components(settings, role))
     app = build_app(runtime, readiness=[c.not_ready for c in platform.components])
     config = uvicorn.Config(
         app,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from jip.cli.main import settings_from
-from jip.embedded import run
+from jip.embedded import Role, run
 from jip.logs import setup_logging
 
 
@@ -24,6 +24,13 @@ from jip.logs import setup_logging
 @click.option(
     "--listeners", type=int, default=None, help="DICOM listener processes (0: one per core)."
 )
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in Role]),
+    default=Role.ALL.value,
+    show_default=True,
+    help="Run every part (one machine) or one part (a cluster Deployment).",
+)
 @click.option("--no-airflow", is_flag=True, default=False, help="Do not start the workflow engine.")
 @click.pass_context
 def up(
@@ -33,6 +40,7 @@ def up(
     dicom_port: int | None,
     ae_title: str | None,
     listeners: int | None,
+    role: str,
     no_airflow: bool,
 ) -> None:
     """Start the platform (HTTP API, DICOM listener, workflows) until Ctrl-C."""
@@ -46,4 +54,4 @@ def up(
         flow__airflow_enabled=False if no_airflow else None,
     )
     setup_logging(settings.log_level, settings.log_format)
-    run(settings, announce=lambda message: click.echo(message, err=True))
+    run(settings, announce=lambda message: click.echo(message, err=True), role=Role(role))
