@@ -1,0 +1,1 @@
+"""The researcher's web UI: server-rendered pages over the site's own HTTP API."""

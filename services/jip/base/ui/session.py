@@ -1,0 +1,217 @@
+"""The browser session of the web UI: login (authorization code + PKCE), cookies, CSRF.
+
+The browser logs in through the embedded issuer (``/auth/authorize``); the callback
+exchanges the code and keeps the access token in an HttpOnly, SameSite=Strict cookie.
+State-changing form posts carry a CSRF token that must equal the ``jip_csrf`` cookie
+(double submit). Every UI response carries the security headers of :data:`HEADERS`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import jwt
+from fastapi import Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+
+from jip.base.auth import Authenticator, CurrentUser
+from jip.base.issuer import WEB_CLIENT, Issuer, s256
+from jip.errors import Forbidden, JipError, Unauthorized
+
+SESSION_COOKIE = "jip_session"  # the access token
+REFRESH_COOKIE = "jip_refresh"  # revoked at logout
+CSRF_COOKIE = "jip_csrf"
+RENEWED_COOKIE = "jip_renewed"  # breaks a renewal loop when cookies do not stick
+LOGIN_COOKIE = "jip_login"  # PKCE verifier and state between login and callback
+CSRF_FIELD = "csrf_token"
+LOGIN_PATH = "/ui/login"
+CALLBACK_PATH = "/ui/callback"
+
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class LoginRequired(Exception):
+    """No valid session cookie: the page answers with a redirect to the login."""
+
+
+class UiRoute(APIRoute):
+    """Adds the security headers and the CSRF cookie to every UI response, and turns a
+    missing or expired session into a redirect to the login; errors listed in
+    ``page_errors`` become :meth:`error_response`."""
+
+    page_errors: tuple[type[Exception], ...] = ()
+
+    def error_response(self, request: Request, exc: Exception) -> Response:
+        raise exc
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            known = request.cookies.get(CSRF_COOKIE)
+            request.state.csrf = known or secrets.token_urlsafe(32)
+            try:
+                response = await handler(request)
+            except LoginRequired:
+                response = renew_session(request) or RedirectResponse(LOGIN_PATH, status_code=303)
+                if response.headers["location"] == LOGIN_PATH:
+                    clear_session(response)
+            except self.page_errors as exc:
+                response = self.error_response(request, exc)
+            for name, value in HEADERS.items():
+                response.headers.setdefault(name, value)
+            if request.state.csrf != known and not _clears_session(response):
+                set_cookie(request, response, CSRF_COOKIE, request.state.csrf)
+            return response
+
+        return guarded
+
+
+def _clears_session(response: Response) -> bool:
+    return any(
+        value.startswith(f"{SESSION_COOKIE}=;") or value.startswith(f'{SESSION_COOKIE}="";')
+        for value in response.headers.getlist("set-cookie")
+    )
+
+
+def secure(request: Request) -> bool:
+    return urlsplit(site_url(request)).scheme == "https"
+
+
+def site_url(request: Request) -> str:
+    issuer: Issuer | None = request.app.state.runtime.identity.issuer
+    if issuer is not None:
+        return issuer.issuer.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+def set_cookie(
+    request: Request, response: Response, name: str, value: str, *, path: str = "/"
+) -> None:
+    response.set_cookie(
+        name, value, path=path, httponly=True, samesite="strict", secure=secure(request)
+    )
+
+
+def clear_session(response: Response) -> None:
+    for name in (SESSION_COOKIE, REFRESH_COOKIE, CSRF_COOKIE):
+        response.delete_cookie(name, path="/")
+
+
+def session_user(request: Request) -> CurrentUser:
+    """The user of the session cookie (FastAPI dependency); LoginRequired without one."""
+    authenticator: Authenticator = request.app.state.runtime.identity.authenticator
+    token = request.cookies.get(SESSION_COOKIE)
+    if authenticator.enabled and not token:
+        raise LoginRequired
+    try:
+        return authenticator.authenticate(token)
+    except Unauthorized:
+        raise LoginRequired from None
+
+
+def session_token(request: Request) -> str | None:
+    return request.cookies.get(SESSION_COOKIE)
+
+
+def check_csrf(request: Request, submitted: str) -> None:
+    """Reject a form post whose token is missing or differs from the CSRF cookie."""
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if not expected or not submitted or not hmac.compare_digest(expected, submitted):
+        raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+
+
+def renew_session(request: Request) -> Response | None:
+    """For a page whose access token has expired: new tokens from the refresh cookie, and
+    the same page again. None when there is nothing to renew (then: log in)."""
+    issuer: Issuer | None = request.app.state.runtime.identity.issuer
+    refresh = request.cookies.get(REFRESH_COOKIE)
+    if request.method != "GET" or issuer is None or not refresh or not _expired(request):
+        return None
+    if request.cookies.get(RENEWED_COOKIE):  # renewed a moment ago: the cookie did not stick
+        return None
+    try:
+        tokens = issuer.refresh_grant(
+            refresh,
+            client_id=WEB_CLIENT,
+            client_ip=request.client.host if request.client else "",
+        )
+    except JipError:
+        return None
+    body = tokens.as_response()
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    response = RedirectResponse(target, status_code=303)
+    set_cookie(request, response, SESSION_COOKIE, str(body["access_token"]))
+    if body.get("refresh_token"):
+        set_cookie(request, response, REFRESH_COOKIE, str(body["refresh_token"]))
+    response.set_cookie(
+        RENEWED_COOKIE, "1", max_age=10, httponly=True, samesite="strict", secure=secure(request)
+    )
+    return response
+
+
+def _expired(request: Request) -> bool:
+    """Whether the session's access token is past its ``exp`` (its signature is checked
+    elsewhere: this only decides whether renewing could help)."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return False
+    exp = claims.get("exp")
+    return isinstance(exp, int | float) and exp <= time.time()
+
+
+def login_redirect(request: Request) -> Response:
+    """Start the authorization-code flow: a fresh PKCE verifier and state in a cookie."""
+    verifier = secrets.token_urlsafe(48)
+    state = secrets.token_urlsafe(24)
+    params = {
+        "client_id": WEB_CLIENT,
+        "redirect_uri": site_url(request) + CALLBACK_PATH,
+        "response_type": "code",
+        "code_challenge": s256(verifier),
+        "code_challenge_method": "S256",
+        "state": state,
+        "scope": "openid profile",
+    }
+    response = RedirectResponse(f"/auth/authorize?{urlencode(params)}", status_code=303)
+    set_cookie(request, response, LOGIN_COOKIE, f"{state}.{verifier}", path=CALLBACK_PATH)
+    return response
+
+
+def finish_login(request: Request, issuer: Issuer, code: str, state: str) -> Response:
+    """Exchange the code for tokens and open the session; back to login on any mismatch."""
+    stored_state, _, verifier = request.cookies.get(LOGIN_COOKIE, "").partition(".")
+    if not stored_state or not hmac.compare_digest(stored_state, state):
+        raise Unauthorized("the login state does not match: start the login again")
+    tokens = issuer.code_grant(
+        code,
+        redirect_uri=site_url(request) + CALLBACK_PATH,
+        code_verifier=verifier,
+        client_id=WEB_CLIENT,
+        client_ip=request.client.host if request.client else "",
+    )
+    body = tokens.as_response()
+    response = RedirectResponse("/ui/explore", status_code=303)
+    set_cookie(request, response, SESSION_COOKIE, str(body["access_token"]))
+    if body.get("refresh_token"):
+        set_cookie(request, response, REFRESH_COOKIE, str(body["refresh_token"]))
+    request.state.csrf = secrets.token_urlsafe(32)  # a new one per session
+    response.delete_cookie(LOGIN_COOKIE, path=CALLBACK_PATH)
+    return response
