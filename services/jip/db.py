@@ -12,7 +12,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ClauseElement
 
 
 class Base(DeclarativeBase):
@@ -53,6 +56,32 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
     return sessionmaker(engine, expire_on_commit=False)
 
 
+class _OnConflictDoNothing(ClauseElement):
+    """The clause both SQLite (3.24+) and PostgreSQL write after VALUES."""
+
+    __visit_name__ = "jip_on_conflict_do_nothing"
+    _traverse_internals = []  # no state: one cache key for all
+    inherit_cache = True
+
+
+@compiles(_OnConflictDoNothing)
+def _compile_on_conflict_do_nothing(element: _OnConflictDoNothing, compiler: Any, **kw: Any) -> str:
+    return "ON CONFLICT DO NOTHING"
+
+
+class InsertIgnoringDuplicates(Insert):
+    """``INSERT … ON CONFLICT DO NOTHING``, the same text in SQLite and PostgreSQL.
+
+    The dialects' own ``insert(...).on_conflict_do_nothing()`` cannot be cached by
+    SQLAlchemy: compiling four of them per received instance cost the DICOM listener
+    about 1.6 ms of CPU each time. This core ``Insert`` is cached like any other; its
+    clause goes where the dialects put theirs (before any RETURNING).
+    """
+
+    inherit_cache = True
+    _post_values_clause = _OnConflictDoNothing()
+
+
 def insert_ignoring_duplicates(engine_or_dialect: Any, table: Any) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` for the engine's dialect (SQLite, PostgreSQL).
 
@@ -61,14 +90,4 @@ def insert_ignoring_duplicates(engine_or_dialect: Any, table: Any) -> Any:
     the row was inserted (1) or already there (0); SQLAlchemy only keeps it for an INSERT
     when asked to (``preserve_rowcount``), else psycopg reports -1.
     """
-    name = getattr(engine_or_dialect, "name", None) or engine_or_dialect.dialect.name
-    statement: Any
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        statement = pg_insert(table).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = sqlite_insert(table).on_conflict_do_nothing()
-    return statement.execution_options(preserve_rowcount=True)
+    return InsertIgnoringDuplicates(table).execution_options(preserve_rowcount=True)

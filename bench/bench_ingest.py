@@ -1,0 +1,304 @@
+"""C-STORE ingest speed: JIP's listener against Orthanc, measured in the same run.
+
+    .venv/bin/python bench/bench_ingest.py [--small 2000] [--large 600] [--senders 4]
+
+Makes two CT data sets with ``jip.samples`` (small 64x64 and 512x512 instances),
+then sends each with dcmtk's ``storescu`` (``TCP_NODELAY=1``, which dcmtk reads from
+the environment) to Orthanc and to JIP's listener (``jip up --no-airflow`` runs the
+same ``ListenerGroup``), each started on a fresh data directory for every
+measurement. First with one sender, then with ``--senders`` concurrent storescu
+processes. Each measurement runs ``--repeat`` times with the targets alternating
+(other load on the machine drifts); prints the medians of instances/s and MB/s and
+the ratio JIP/Orthanc, and the CPU time the receiving server used per instance (less
+sensitive than throughput to other load on the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
+
+from jip.config import Settings, StoreSettings
+from jip.runtime import build_runtime
+from jip.samples import image_series, random_patient, write_datasets
+from jip.store.listener import ListenerGroup
+
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+SERIES_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Result:
+    target: str
+    data_set: str
+    senders: int
+    instances: int
+    seconds: float
+    megabytes: float
+    cpu_seconds: float  # used by the receiving server's processes during the run
+
+    @property
+    def cpu_ms_per_instance(self) -> float:
+        return self.cpu_seconds / self.instances * 1000
+
+    @property
+    def per_second(self) -> float:
+        return self.instances / self.seconds
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.megabytes / self.seconds
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+Server = tuple[str, int, Callable[[], int], Callable[[], float]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_data_set(folder: Path, count: int, size: int) -> list[Path]:
+    """``count`` CT instances of ``size`` x ``size`` in series of 100 slices."""
+    import random
+
+    rng = random.Random(size)
+    paths: list[Path] = []
+    series = 0
+    while len(paths) < count:
+        slices = min(SERIES_SIZE, count - len(paths))
+        datasets = image_series(
+            patient=random_patient(rng, series),
+            slices=slices,
+            rows=size,
+            columns=size,
+            series_number=series + 1,
+        )
+        paths += write_datasets(datasets, folder / f"series{series:03d}")
+        series += 1
+    return paths
+
+
+# -- servers -----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def orthanc(workdir: Path) -> Iterator[Server]:
+    """Orthanc 1.x on free ports with a fresh storage directory, plugins off."""
+    http_port, dicom_port = free_port(), free_port()
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(workdir / "storage"),
+        "IndexDirectory": str(workdir / "index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "ORTHANC",
+        "DicomCheckCalledAet": False,
+        "RemoteAccessAllowed": True,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        "StorageCompression": False,
+        "HttpServerEnabled": True,
+    }
+    config_path = workdir / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    log = (workdir / "orthanc.log").open("w")
+    # dcmtk keeps Nagle's algorithm on unless TCP_NODELAY is set: without it Orthanc
+    # answers each C-STORE a delayed-ACK later (about 20 instances/s).
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    process = subprocess.Popen([ORTHANC, str(config_path)], stdout=log, stderr=log, env=env)
+    url = f"http://127.0.0.1:{http_port}"
+
+    def count() -> int:
+        with urllib.request.urlopen(f"{url}/statistics", timeout=30) as response:
+            return int(json.load(response)["CountInstances"])
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                count()
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    log_file = workdir / "orthanc.log"
+                    raise RuntimeError(f"Orthanc did not start, see {log_file}") from exc
+                time.sleep(0.1)
+        yield "ORTHANC", dicom_port, count, lambda: cpu_seconds([process.pid])
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+LISTENER_PROCESSES = 0  # --listeners; 0: one per core, as `jip up`
+
+
+@contextlib.contextmanager
+def jip(workdir: Path) -> Iterator[Server]:
+    """JIP's DICOM listener group on a fresh data directory."""
+    settings = Settings(
+        data_dir=workdir / "jip-data",
+        store=StoreSettings(
+            dicom_port=free_port(),
+            dicom_host="127.0.0.1",
+            listener_processes=LISTENER_PROCESSES,
+        ),
+    )
+    runtime = build_runtime(settings)  # migrates, as `jip up` does before the listener
+    group = ListenerGroup(settings)
+    group.start()
+    try:
+        group.wait_ready(120)
+
+        def count() -> int:
+            return runtime.catalog.counts()["instances"]
+
+        pids = [int(pid) for pid in group.describe()["pids"]]  # type: ignore[attr-defined]
+        yield settings.store.ae_title, group.port, count, lambda: cpu_seconds(pids)
+    finally:
+        group.stop()
+        runtime.close()
+
+
+# -- measurement -------------------------------------------------------------------------------
+def send(files: list[Path], aet: str, port: int, senders: int) -> float:
+    """Seconds for ``senders`` concurrent storescu processes to send ``files``."""
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    groups = [files[i::senders] for i in range(senders)]
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            ["storescu", "-aec", aet, "-aet", "BENCH", "127.0.0.1", str(port), *map(str, group)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for group in groups
+    ]
+    errors = [p.communicate()[1].decode() for p in processes]
+    elapsed = time.perf_counter() - start
+    for process, error in zip(processes, errors, strict=True):
+        if process.returncode != 0:
+            raise RuntimeError(f"storescu failed ({process.returncode}): {error[-2000:]}")
+    return elapsed
+
+
+def measure(
+    target: str,
+    server: Callable[[Path], contextlib.AbstractContextManager[Server]],
+    data_set: str,
+    files: list[Path],
+    senders: int,
+) -> Result:
+    megabytes = sum(p.stat().st_size for p in files) / 1e6
+    with tempfile.TemporaryDirectory(prefix=f"bench-{target}-") as tmp:
+        workdir = Path(tmp)
+        with server(workdir) as (aet, port, count, cpu):
+            cpu_before = cpu()
+            seconds = send(files, aet, port, senders)
+            cpu_used = cpu() - cpu_before
+            stored = count()
+    if stored != len(files):
+        raise RuntimeError(f"{target} stored {stored} of {len(files)} instances")
+    return Result(target, data_set, senders, len(files), seconds, megabytes, cpu_used)
+
+
+def report(results: list[Result]) -> None:
+    """Median of the repeats per (data set, senders, target), and JIP/Orthanc."""
+    groups: dict[tuple[str, int, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.data_set, r.senders, r.target), []).append(r)
+    rates = {key: statistics.median(r.per_second for r in runs) for key, runs in groups.items()}
+    mbs = {key: statistics.median(r.mb_per_second for r in runs) for key, runs in groups.items()}
+    cpus = {
+        key: statistics.median(r.cpu_ms_per_instance for r in runs) for key, runs in groups.items()
+    }
+    print(
+        f"{'data set':<16}{'senders':>8}{'target':>9}{'inst/s':>9}{'MB/s':>8}"
+        f"{'CPU ms/inst':>13}{'JIP/Orthanc':>13}"
+    )
+    for key in groups:
+        data_set, senders, target = key
+        ratio = ""
+        if target == "jip" and (ref := rates.get((data_set, senders, "orthanc"))):
+            ratio = f"{rates[key] / ref:.2f}"
+        print(
+            f"{data_set:<16}{senders:>8}{target:>9}{rates[key]:>9.0f}{mbs[key]:>8.1f}"
+            f"{cpus[key]:>13.2f}{ratio:>13}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=2000, help="64x64 CT instances")
+    parser.add_argument("--large", type=int, default=600, help="512x512 CT instances")
+    parser.add_argument("--senders", type=int, default=4, help="concurrent senders, 2nd run")
+    parser.add_argument("--only", choices=["jip", "orthanc"], help="measure one target")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs per measurement (median; targets alternate)"
+    )
+    parser.add_argument(
+        "--listeners", type=int, default=0, help="JIP listener processes (0: one per core)"
+    )
+    args = parser.parse_args()
+    global LISTENER_PROCESSES
+    LISTENER_PROCESSES = args.listeners
+    if not shutil.which("storescu"):
+        sys.exit("storescu (dcmtk) is required")
+    targets = {"orthanc": orthanc, "jip": jip}
+    if args.only:
+        targets = {args.only: targets[args.only]}
+    elif not Path(ORTHANC).exists():
+        sys.exit("Orthanc is required for the reference (or pass --only jip)")
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
+        data = Path(tmp)
+        t0 = time.perf_counter()
+        data_sets = {
+            f"{args.small} x 64^2": make_data_set(data / "small", args.small, 64),
+            f"{args.large} x 512^2": make_data_set(data / "large", args.large, 512),
+        }
+        print(f"generated data in {time.perf_counter() - t0:.0f} s", flush=True)
+        results = []
+        for senders in (1, args.senders):
+            for name, files in data_sets.items():
+                if not files:
+                    continue
+                order = list(targets.items())
+                for run in range(args.repeat):
+                    # Alternate who goes first: other load on the machine drifts.
+                    for target, server in order if run % 2 == 0 else order[::-1]:
+                        result = measure(target, server, name, files, senders)
+                        print(
+                            f"  {name}, {senders} sender(s), {target}: {result.per_second:.0f}/s",
+                            flush=True,
+                        )
+                        results.append(result)
+        report(results)
+
+
+if __name__ == "__main__":
+    main()
