@@ -55,6 +55,7 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     from jip.base.auth import require_token
     from jip.base.routes import API_ROUTERS, PUBLIC_ROUTERS
     from jip.meta.routes import router as meta_router
+    from jip.store.projects_routes import router as projects_data_router
     from jip.store.routes import router as store_router
 
     # Deny by default: with auth enabled every route, including those added below by any
@@ -72,12 +73,17 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     app.state.readiness = list(readiness or [])
     app.add_exception_handler(errors.JipError, _jip_error)
     app.include_router(store_router)
+    # Before BASE's /api/projects/{name}: /api/projects/rules is no project.
+    app.include_router(projects_data_router)
     _include_dicomweb(app)
     for router in [*PUBLIC_ROUTERS, *API_ROUTERS, meta_router]:
         app.include_router(router)
     from jip.flow.routes import router as flow_router
 
     app.include_router(flow_router)
+    from jip.base.ui.routes import router as ui_router
+
+    app.include_router(ui_router)
 
     def not_ready() -> list[str]:
         return [reason for check in app.state.readiness if (reason := check()) is not None]

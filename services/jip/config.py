@@ -49,6 +49,8 @@ class StoreSettings(BaseModel):
     # Largest accepted STOW-RS request body.
     max_upload_bytes: int = Field(default=4 * 1024**3, ge=1)
     network_timeout_s: float = Field(default=60.0, gt=0)
+    # The project of a new series that no assignment rule matches (created on start).
+    default_project: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class MetaSettings(BaseModel):

@@ -54,8 +54,12 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     if migrate:
         upgrade(catalog_url)
     engine = catalog_engine_for(catalog_url)
-    catalog = Catalog(engine)
+    catalog = Catalog(engine, default_project=settings.store.default_project)
     storage = storage_for(settings.resolved_storage_url, settings)
     ingestor = Ingestor(storage, catalog, DuplicatePolicy(settings.store.duplicate_policy))
     identity = build_identity(settings, engine)
+    if migrate:
+        identity.projects.ensure(
+            settings.store.default_project, "Series that no assignment rule matches"
+        )
     return Runtime(settings, engine, catalog, storage, ingestor, identity=identity)

@@ -66,4 +66,4 @@ def test_removing_a_project_or_user_removes_memberships(
     assert runtime.identity.users.get("alice").projects == {"brain": ProjectRole.OWNER}
     runtime.identity.users.remove("bob")
     assert projects.get("brain").members == {"alice": ProjectRole.OWNER}
-    assert projects.names() == ["brain"]
+    assert projects.names() == ["brain", "default"]  # the default project stays

@@ -110,7 +110,7 @@ def test_projects_list_only_the_callers_projects(client: TestClient, site: Runti
     mine = client.get("/api/projects", headers=auth_for(client, "alice")).json()
     assert [p["name"] for p in mine] == ["lung"]
     everything = client.get("/api/projects", headers=auth_for(client, "root")).json()
-    assert [p["name"] for p in everything] == ["brain", "lung"]
+    assert [p["name"] for p in everything] == ["brain", "default", "lung"]
 
 
 def test_foreign_project_is_not_found(client: TestClient, site: Runtime) -> None:

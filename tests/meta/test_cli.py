@@ -29,6 +29,7 @@ from jip.config import Settings
 from jip.meta.fields import ID_FIELD
 from jip.meta.indexer import MetaIndexer
 from jip.runtime import Runtime, build_runtime
+from jip.store.projects import SeriesProjects
 
 cli.add_command(cohort_cli.cohort)  # without the other services' commands
 cli.add_command(meta_cli.meta)
@@ -60,6 +61,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     settings = Settings(data_dir=root / "data", http_port=port, auth={"public_url": url},
                         meta={"index_interval_s": 0.05})
     runtime = build_runtime(settings)
+    runtime.identity.projects.create("liver")  # every series is alice's to search
+    SeriesProjects(runtime.engine).add_rule("liver", field="Modality", pattern="*")
     planned = plan_series(40, seed=41)
     ingest(runtime, planned, root / "spool")
     for name, projects in (("alice", {"liver": ProjectRole.RESEARCHER}),

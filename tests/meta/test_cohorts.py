@@ -39,9 +39,14 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
+def in_projects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Series documents as the indexer writes them: with the series' projects."""
+    return [d | {"Projects": ["liver", "lung"]} for d in docs]
+
+
 @pytest.fixture
 def docs(runtime: Runtime) -> list[dict[str, Any]]:
-    docs = make_series_docs(80, seed=21)
+    docs = in_projects(make_series_docs(80, seed=21))
     runtime.index.upsert(docs)
     return docs
 
@@ -196,7 +201,7 @@ def test_cohorts_work_on_every_catalog(catalog_url: str, tmp_path: Path) -> None
     runtime = build_runtime(settings)
     try:
         runtime.identity.projects.create("liver")
-        docs = make_series_docs(30, seed=22)
+        docs = in_projects(make_series_docs(30, seed=22))
         runtime.index.upsert(docs)
         cohorts = Cohorts(runtime.engine, runtime.index, "https://site-a.example")
         saved = cohorts.create(ALICE, name="CT", query=CT, freeze=True)

@@ -29,6 +29,7 @@ from jip.config import Settings
 from jip.meta.fields import ID_FIELD
 from jip.meta.indexer import MetaIndexer
 from jip.runtime import Runtime, build_runtime
+from jip.store.projects import SeriesProjects
 
 QUESTION = {"bool": {"filter": [
     {"term": {"Modality": "CT"}},
@@ -61,6 +62,8 @@ def start_site(tmp_path: Path) -> Iterator[Any]:
         indexer = MetaIndexer(settings)  # as `jip up` runs it
         indexer.start()
         started.append((runtime, indexer))
+        runtime.identity.projects.create(project)  # every series is the user's to search
+        SeriesProjects(runtime.engine).add_rule(project, field="Modality", pattern="*")
         ingest(runtime, planned, tmp_path / f"{name}-spool")
         deadline = time.monotonic() + 60
         while runtime.catalog.unindexed(1) or runtime.index.count() < len(planned):

@@ -17,6 +17,7 @@ from jip.base.schema import ProjectRole
 from jip.config import Settings
 from jip.meta.fields import ID_FIELD
 from jip.runtime import Runtime, build_runtime
+from jip.store.projects import SeriesProjects
 
 CT_THIN = {"bool": {"filter": [{"term": {"Modality": "CT"}},
                                {"range": {"SliceThickness": {"lte": 3}}}]}}
@@ -29,6 +30,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, li
     users_module._dummy_hash.cache_clear()
     root = tmp_path_factory.mktemp("routes")
     runtime = build_runtime(Settings(data_dir=root / "data", auth={"public_url": SITE}))
+    add_user(runtime, "root", admin=True)
+    add_user(runtime, "alice", projects={"liver": ProjectRole.RESEARCHER})
+    add_user(runtime, "bob", projects={"lung": ProjectRole.RESEARCHER})
+    add_user(runtime, "vic", projects={"liver": ProjectRole.VIEWER})
+    # Every series is in `liver` (series search is limited to the caller's projects).
+    SeriesProjects(runtime.engine).add_rule("liver", field="Modality", pattern="*")
     planned = plan_series(60, seed=31)
     ingest(runtime, planned, root / "spool")
     broken = runtime.catalog.instances_of_series(planned[0].expected[ID_FIELD])[0]
@@ -36,10 +43,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, li
     assert path is not None
     path.write_bytes(b"\0" * 100)  # a stored file gone bad: its header cannot be parsed
     indexer_of(runtime).drain()
-    add_user(runtime, "root", admin=True)
-    add_user(runtime, "alice", projects={"liver": ProjectRole.RESEARCHER})
-    add_user(runtime, "bob", projects={"lung": ProjectRole.RESEARCHER})
-    add_user(runtime, "vic", projects={"liver": ProjectRole.VIEWER})
     expected = [p.expected for p in planned]
     if len(planned[0].datasets) == 1:
         expected = expected[1:]
@@ -132,10 +135,13 @@ def test_field_catalogue_lists_types_and_top_values(client: TestClient, tokens: 
     assert fields["ImageType"]["multi"] and not fields["ImageType"]["sortable"]
     assert fields["SeriesDescription"]["keyword"] == "SeriesDescription.keyword"
     values = client.get("/api/meta/fields/Manufacturer/values", params={"size": 2},
-                        headers=tokens["bob"]).json()
+                        headers=tokens["alice"]).json()
     assert values["values"] == reference.terms(site[1], "Manufacturer", 2)["buckets"]
+    # bob's project holds no series: values come from the caller's projects only
+    assert client.get("/api/meta/fields/Manufacturer/values",
+                      headers=tokens["bob"]).json()["values"] == []
     described = client.get("/api/meta/fields/SeriesDescription/values",
-                           headers=tokens["bob"]).json()["values"]
+                           headers=tokens["alice"]).json()["values"]
     assert sum(v["doc_count"] for v in described) == len(site[1])
     unknown = client.get("/api/meta/fields/Nope/values", headers=tokens["bob"])
     assert unknown.status_code == 400 and "Nope" in unknown.json()["detail"]

@@ -35,6 +35,9 @@ CLUSTER_ALGORITHMS = ["RS256", "PS256", "ES256"]
 # Reached without a token: probes, metrics, the issuer's own endpoints and discovery.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 PUBLIC_PREFIXES = ("/auth/", "/.well-known/")
+# The web UI's pages check their own cookie session instead (jip.base.ui.session).
+UI_PATHS = frozenset({"/"})
+UI_PREFIXES = ("/ui/",)
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,12 @@ def require_admin(user: CurrentUser = Depends(current_user)) -> CurrentUser:
 
 
 def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+    """Whether the bearer-token guard lets ``path`` through (UI pages check the session)."""
+    return is_ui(path) or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def is_ui(path: str) -> bool:
+    return path in UI_PATHS or path.startswith(UI_PREFIXES)
 
 
 def require_token(

@@ -8,6 +8,7 @@ owner, so someone can always manage it besides the site admins.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,6 +61,13 @@ class Projects:
                 )
                 session.flush()
             return _info(session, project)
+
+    def ensure(self, name: str, description: str = "") -> None:
+        """Create the project unless it exists (the site's default project on start)."""
+        if name in self.names():
+            return
+        with contextlib.suppress(Conflict):  # another process created it meanwhile
+            self.create(name, description)
 
     def get(self, name: str) -> ProjectInfo:
         with Session(self.engine) as session:

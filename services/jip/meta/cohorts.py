@@ -31,7 +31,7 @@ from jip.meta.fields import ID_FIELD
 from jip.meta.index import MetaIndex, SearchResult
 from jip.meta.query import parse_query
 from jip.meta.schema import Cohort, CohortSeries
-from jip.meta.service import matching_uids
+from jip.meta.service import matching_uids, project_query
 from jip.store.dicom_file import check_uid
 
 EXPORT_FORMAT = "jip.cohort"
@@ -131,7 +131,7 @@ class Cohorts:
         """A page of the cohort's series: the query run now, or the frozen list."""
         with Session(self.engine) as session:
             row = _visible(session, user, cohort_id)
-            query, frozen = row.query, row.frozen_at is not None
+            query, frozen = project_query(row.query, row.project), row.frozen_at is not None
             if frozen:
                 total = _frozen_counts(session, [row.id]).get(row.id, 0)
                 uids = list(session.scalars(
@@ -152,7 +152,7 @@ class Cohorts:
             row = _visible(session, user, cohort_id)
             if row.frozen_at is not None:
                 return _frozen_uids(session, row.id)
-            query = row.query
+            query = project_query(row.query, row.project)
         return [uid for page in matching_uids(self.index, query) for uid in page]
 
     def export(self, user: CurrentUser, cohort_id: str, include_series: bool = False
@@ -198,7 +198,8 @@ class Cohorts:
             created_by=user.username[:64], created_at=now, updated_at=now,
         )
         if freeze and series is None:
-            series = [uid for page in matching_uids(self.index, checked) for uid in page]
+            series = [uid for page in matching_uids(self.index, project_query(checked, owner))
+                      for uid in page]
         try:
             with Session(self.engine) as session, session.begin():
                 session.add(row)
@@ -244,7 +245,8 @@ class Cohorts:
     def freeze(self, user: CurrentUser, cohort_id: str) -> CohortInfo:
         """Keep the series the query matches now (again, if already frozen)."""
         with Session(self.engine) as session:
-            query = self._writable(session, user, cohort_id).query
+            writable = self._writable(session, user, cohort_id)
+            query = project_query(writable.query, writable.project)
         uids = [uid for page in matching_uids(self.index, query) for uid in page]
         with Session(self.engine) as session, session.begin():
             row = self._writable(session, user, cohort_id)

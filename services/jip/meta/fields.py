@@ -139,6 +139,8 @@ _CATALOGUE: tuple[tuple[str, FieldType, Level, bool, bool], ...] = (
     # results (SEG, SR) and what they refer to
     ("ReferencedSeriesInstanceUID", _K, _SE, True, False),
     ("SegmentLabels", _K, _SE, True, False),
+    # the projects the series belongs to (jip.store.projects); searches filter on it
+    ("Projects", _K, _SE, True, False),
 )
 
 FIELDS: dict[str, Field] = {

@@ -35,8 +35,9 @@ from jip.errors import Invalid, NotFound
 from jip.meta.extract import instance_summary, read_summary, series_document
 from jip.meta.fields import ID_FIELD
 from jip.meta.index import MetaIndex
-from jip.meta.service import IndexLedger
+from jip.meta.service import PROJECTS_FIELD, IndexLedger
 from jip.store.catalog import Catalog, StoredInstance
+from jip.store.projects import SeriesProjects
 from jip.store.storage import BlobStorage
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,13 @@ class Indexer:
         if not wanted:
             return 0, 0
         found = self.ledger.summaries_of(wanted)
+        projects = SeriesProjects(self.catalog.engine).projects_of(found)
         docs = []
         for series_uid, summaries in found.items():
             try:
-                docs.append(series_document(summaries))
+                doc = series_document(summaries)
+                doc[PROJECTS_FIELD] = sorted(projects[series_uid])
+                docs.append(doc)
             except Invalid as exc:  # e.g. summaries naming another series than the catalog
                 log.error("series document not built",
                           extra={"series_instance_uid": series_uid, "error": str(exc)})

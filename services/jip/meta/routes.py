@@ -1,7 +1,7 @@
 """``/api/meta``: series search, facets, the field catalogue, saved cohorts, index state.
 
-Series search covers the whole site (series carry no project yet); saved cohorts are
-limited to the caller's projects. Bad input is a 400 whose message names the field or
+Series search, facets and field values cover the series of the caller's projects (all
+of them for site admins); saved cohorts are limited to the caller's projects. Bad input is a 400 whose message names the field or
 the query clause at fault, request bodies included (see :class:`CheckedRoute`).
 """
 
@@ -18,11 +18,12 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from jip.base.audit import AuditLog
+from jip.base.auth import project_scope
 from jip.base.deps import AdminDep, AuditDep, ClientIpDep, CurrentUserDep
 from jip.errors import Invalid
 from jip.meta.cohorts import CohortInfo
 from jip.meta.deps import CohortsDep, IndexDep, LedgerDep
-from jip.meta.service import field_catalogue, field_values, sweep_orphans
+from jip.meta.service import field_catalogue, field_values, scoped_query, sweep_orphans
 
 MAX_PAGE = 10_000  # the index's result window
 
@@ -179,16 +180,18 @@ def _fields(fields: list[str] | None) -> list[str] | None:
 
 # -- search ------------------------------------------------------------------------------
 @router.post("/search")
-def search(body: SearchIn, index: IndexDep, _user: CurrentUserDep) -> SearchOut:
+def search(body: SearchIn, index: IndexDep, user: CurrentUserDep) -> SearchOut:
     """Series matching a cohort query: a page of them, the total and facet counts."""
-    found = index.search(body.query, body.sort, body.offset, body.limit, body.fields, body.aggs)
+    query = scoped_query(body.query, project_scope(user))
+    found = index.search(query, body.sort, body.offset, body.limit, body.fields, body.aggs)
     return SearchOut(total=found.total, hits=found.hits, aggregations=found.aggregations)
 
 
 @router.post("/aggregate")
-def aggregate(body: AggregateIn, index: IndexDep, _user: CurrentUserDep) -> AggregateOut:
+def aggregate(body: AggregateIn, index: IndexDep, user: CurrentUserDep) -> AggregateOut:
     """Facet counts (terms, range, date_histogram, cardinality) over the matching series."""
-    return AggregateOut(aggregations=index.aggregate(body.query, body.aggs))
+    query = scoped_query(body.query, project_scope(user))
+    return AggregateOut(aggregations=index.aggregate(query, body.aggs))
 
 
 @router.get("/fields")
@@ -199,10 +202,12 @@ def fields(_user: CurrentUserDep) -> list[FieldOut]:
 
 @router.get("/fields/{name}/values")
 def values(
-    name: str, index: IndexDep, _user: CurrentUserDep, size: int = Query(20, ge=1, le=1000)
+    name: str, index: IndexDep, user: CurrentUserDep, size: int = Query(20, ge=1, le=1000)
 ) -> FieldValuesOut:
-    """The most frequent values of one field over all series."""
-    return FieldValuesOut(field=name, values=field_values(index, name, size))
+    """The most frequent values of one field over the series the caller may see."""
+    return FieldValuesOut(
+        field=name, values=field_values(index, name, size, project_scope(user))
+    )
 
 
 # -- index state -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +21,12 @@ from sqlalchemy import Engine, case, delete, func, insert, select, update
 
 from jip.meta.fields import FIELDS, ID_FIELD, KEYWORD_SUFFIX, FieldType, lookup
 from jip.meta.index import MetaIndex
+from jip.meta.query import Bool, MatchAll, Terms, parse_query
 from jip.meta.schema import DeletedSeries, InstanceSummary
 from jip.store.catalog_schema import Instance, Series
+
+PROJECTS_FIELD = "Projects"
+NO_PROJECT = "-"  # no project is named so: an empty scope matches no series
 
 PAGE = 1000  # series UIDs per keyset page when walking a whole result
 
@@ -224,8 +228,37 @@ def field_catalogue() -> list[dict[str, Any]]:
     return entries
 
 
-def field_values(index: MetaIndex, name: str, size: int) -> list[dict[str, Any]]:
-    """The most frequent values of field ``name`` (a text field's exact values)."""
+def field_values(
+    index: MetaIndex, name: str, size: int, scope: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """The most frequent values of field ``name`` (a text field's exact values) over the
+    series of ``scope`` (None: all series)."""
     field = lookup(name, "field")
     exact = field.name + KEYWORD_SUFFIX if field.type is FieldType.TEXT else field.name
-    return index.field_values(exact, size)
+    if scope is None:
+        return index.field_values(exact, size)
+    found = index.aggregate(
+        scoped_query(None, scope), {"values": {"terms": {"field": exact, "size": size}}}
+    )
+    return list(found["values"]["buckets"])
+
+
+def project_query(query: Mapping[str, Any] | None, project: str) -> dict[str, Any]:
+    """A saved cohort's (already checked) query over the series of its project."""
+    only = {"terms": {PROJECTS_FIELD: [project]}}
+    return {"bool": {"must": [dict(query)] if query else [], "filter": [only]}}
+
+
+def scoped_query(query: object, scope: Collection[str] | None) -> object:
+    """``query`` limited to the series of the projects in ``scope`` (None: no limit).
+
+    The indexer writes each series' projects into its ``Projects`` field, so the limit
+    is one ``terms`` filter, which both index adapters run natively. The caller's query
+    is parsed first, so its errors name its own clauses.
+    """
+    if scope is None:
+        return query
+    parsed = parse_query(query)
+    only = Terms(FIELDS[PROJECTS_FIELD], tuple(sorted(scope)) or (NO_PROJECT,))
+    must = () if isinstance(parsed, MatchAll) else (parsed,)
+    return Bool(must=must, filter=(only,))

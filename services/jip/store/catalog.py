@@ -7,17 +7,25 @@ one fsync, covers all instances that arrived while the previous batch committed.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, bindparam, delete, func, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from jip.db import insert_ignoring_duplicates
 from jip.errors import NotFound
-from jip.store.catalog_schema import IngestConflict, Instance, Patient, Series, Study
+from jip.store.catalog_schema import (
+    IngestConflict,
+    Instance,
+    Patient,
+    Series,
+    SeriesProject,
+    Study,
+)
 from jip.store.dicom_file import InstanceHeader
+from jip.store.projects import Scope, as_scope, assign_new_series, series_in_scope
 
 
 class AddOutcome(enum.StrEnum):
@@ -41,6 +49,8 @@ class NewInstance:
     sha256: str
     blob_key: str
     calling_ae_title: str = ""
+    # The project a new series goes to (STOW-RS ``?project=``); None: the rules decide.
+    project: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,10 +79,22 @@ def _now() -> datetime:
 
 
 class Catalog:
-    """Catalog operations over one engine (SQLite or PostgreSQL)."""
+    """Catalog operations over one engine (SQLite or PostgreSQL).
 
-    def __init__(self, engine: Engine) -> None:
+    A scoped catalog (:meth:`scoped`) reads only the series of its projects: a series
+    outside is NotFound, as if it did not exist.
+    """
+
+    def __init__(
+        self, engine: Engine, *, default_project: str = "default", scope: Scope = None
+    ) -> None:
         self.engine = engine
+        self.default_project = default_project
+        self.scope = scope
+
+    def scoped(self, projects: Iterable[str] | None) -> Catalog:
+        """This catalog limited to the series of ``projects`` (None: all of them)."""
+        return Catalog(self.engine, default_project=self.default_project, scope=as_scope(projects))
 
     # -- writes -------------------------------------------------------------------------
     def add(
@@ -93,7 +115,14 @@ class Catalog:
         ).first()
         if existing is not None:
             return self._add_known(conn, item, policy, existing.sha256, existing.blob_key, now)
-        self._ensure_parents(conn, h, now)
+        if self._ensure_parents(conn, h, now):
+            assign_new_series(
+                conn,
+                h,
+                item.calling_ae_title,
+                project=item.project,
+                default_project=self.default_project,
+            )
         inserted = conn.execute(
             insert_ignoring_duplicates(conn, Instance.__table__).values(
                 sop_instance_uid=h.sop_instance_uid,
@@ -153,7 +182,7 @@ class Catalog:
         else:
             outcome, quarantine = AddOutcome.CONFLICT, item.blob_key
         conn.execute(
-            IngestConflict.__table__.insert().values(
+            insert(IngestConflict).values(
                 sop_instance_uid=item.header.sop_instance_uid,
                 stored_sha256=stored_sha,
                 received_sha256=item.sha256,
@@ -165,7 +194,8 @@ class Catalog:
         )
         return AddResult(outcome, quarantine)
 
-    def _ensure_parents(self, conn: Connection, h: InstanceHeader, now: datetime) -> None:
+    def _ensure_parents(self, conn: Connection, h: InstanceHeader, now: datetime) -> bool:
+        """Insert the patient, study and series rows as needed; True for a new series."""
         conn.execute(
             insert_ignoring_duplicates(conn, Patient.__table__).values(
                 patient_id=h.patient_id[:64],
@@ -213,6 +243,8 @@ class Catalog:
                 .where(Series.series_instance_uid == h.series_instance_uid)
                 .values(updated_at=now)
             )
+            return False
+        return True
 
     def set_header_json(self, sop_instance_uid: str, header_json: str) -> None:
         with self.engine.begin() as conn:
@@ -254,6 +286,7 @@ class Catalog:
         return rows
 
     def _instances(self, where: object) -> list[StoredInstance]:
+        in_scope = series_in_scope(self.scope)
         query = (
             select(
                 Instance.sop_instance_uid,
@@ -268,6 +301,7 @@ class Catalog:
             )
             .join(Series, Series.series_instance_uid == Instance.series_instance_uid)
             .where(where)  # type: ignore[arg-type]
+            .where(*([] if in_scope is None else [in_scope]))
             .order_by(
                 Series.series_instance_uid, Instance.instance_number, Instance.sop_instance_uid
             )
@@ -375,6 +409,9 @@ class Catalog:
             ).scalars()
         )
         conn.execute(delete(Instance).where(Instance.series_instance_uid.in_(series_uids)))
+        conn.execute(
+            delete(SeriesProject).where(SeriesProject.series_instance_uid.in_(series_uids))
+        )
         conn.execute(delete(Series).where(Series.series_instance_uid.in_(series_uids)))
         return keys
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from jip.errors import Invalid
 from jip.store.catalog import Catalog
 from jip.store.catalog_schema import Instance, Patient, Series, Study
+from jip.store.projects import Scope, series_in_scope
 
 
 class QueryLevel(enum.StrEnum):
@@ -145,10 +146,14 @@ def find_rows(
     """As :func:`find`, as plain rows keyed by keyword (``_``-prefixed keys are internal).
 
     For callers that serialize many results (QIDO-RS): building pydicom Datasets
-    costs several times the SQL.
+    costs several times the SQL. A scoped catalog matches, and counts, only the series
+    of its projects (and the studies and patients that have any).
     """
     levels = levels_up_to(level)
     query = _base_query(level)
+    visible = _visible(level, catalog.scope)
+    if visible is not None:
+        query = query.where(visible)
     for keyword, value in identifier.items():
         if value in ("", None, "*"):
             continue
@@ -160,8 +165,19 @@ def find_rows(
         query = query.limit(limit)
     with catalog.engine.connect() as conn:
         rows = [dict(row._mapping) for row in conn.execute(query)]
-        _add_computed(conn, level, rows)
+        _add_computed(conn, level, rows, catalog.scope)
     return rows
+
+
+def _visible(level: QueryLevel, scope: Scope) -> ColumnElement[bool] | None:
+    """The rows of ``level`` with at least one series in ``scope``."""
+    series = series_in_scope(scope)
+    if series is None or level in (QueryLevel.SERIES, QueryLevel.IMAGE):
+        return series
+    studies = select(Series.study_instance_uid).where(series)
+    if level == QueryLevel.STUDY:
+        return Study.study_instance_uid.in_(studies)
+    return Patient.pk.in_(select(Study.patient_pk).where(Study.study_instance_uid.in_(studies)))
 
 
 def _base_query(level: QueryLevel) -> Select[Any]:
@@ -215,7 +231,7 @@ def _match(column: Any, vr: str, value: str) -> ColumnElement[bool]:
         return _range(column, vr, value)
     if vr in ("IS", "US"):
         try:
-            return column == int(value)  # type: ignore[no-any-return]
+            return column == int(value)
         except ValueError as exc:
             raise Invalid(f"{value!r} is not a number") from exc
     if vr == "DA":
@@ -230,10 +246,10 @@ def _match(column: Any, vr: str, value: str) -> ColumnElement[bool]:
         )
         if vr == "PN":
             return func.lower(column).like(pattern.lower(), escape="\\")
-        return column.like(pattern, escape="\\")  # type: ignore[no-any-return]
+        return column.like(pattern, escape="\\")
     if vr == "PN":
         return func.lower(column) == value.lower()
-    return column == value  # type: ignore[no-any-return]
+    return column == value
 
 
 def _range(column: Any, vr: str, value: str) -> ColumnElement[bool]:
@@ -260,10 +276,14 @@ def _check_date(value: str) -> None:
         raise Invalid(f"date {value!r} is not YYYYMMDD")
 
 
-def _add_computed(conn: Any, level: QueryLevel, rows: list[dict[str, Any]]) -> None:
+def _add_computed(
+    conn: Any, level: QueryLevel, rows: list[dict[str, Any]], scope: Scope = None
+) -> None:
     """Fill the computed attributes for the (paged) result rows only."""
     if not rows:
         return
+    visible = series_in_scope(scope)
+    only = [] if visible is None else [visible]
     if level == QueryLevel.PATIENT:
         keys = [row["_patient_pk"] for row in rows]
         _fill(
@@ -272,6 +292,7 @@ def _add_computed(conn: Any, level: QueryLevel, rows: list[dict[str, Any]]) -> N
             "_patient_pk",
             Study.patient_pk,
             keys,
+            only,
             {
                 "NumberOfPatientRelatedStudies": func.count(distinct(Study.study_instance_uid)),
                 "NumberOfPatientRelatedSeries": func.count(distinct(Series.series_instance_uid)),
@@ -286,12 +307,13 @@ def _add_computed(conn: Any, level: QueryLevel, rows: list[dict[str, Any]]) -> N
             "StudyInstanceUID",
             Study.study_instance_uid,
             keys,
+            only,
             {
                 "NumberOfStudyRelatedSeries": func.count(distinct(Series.series_instance_uid)),
                 "NumberOfStudyRelatedInstances": func.count(distinct(Instance.sop_instance_uid)),
             },
         )
-        _fill_sets(conn, rows, keys)
+        _fill_sets(conn, rows, keys, only)
     if level == QueryLevel.SERIES:
         keys = [row["SeriesInstanceUID"] for row in rows]
         _fill(
@@ -300,6 +322,7 @@ def _add_computed(conn: Any, level: QueryLevel, rows: list[dict[str, Any]]) -> N
             "SeriesInstanceUID",
             Series.series_instance_uid,
             keys,
+            only,
             {
                 "NumberOfSeriesRelatedInstances": func.count(distinct(Instance.sop_instance_uid)),
             },
@@ -312,6 +335,7 @@ def _fill(
     row_key: str,
     group_column: Any,
     keys: list[Any],
+    only: list[ColumnElement[bool]],
     aggregates: dict[str, Any],
 ) -> None:
     query = (
@@ -319,7 +343,7 @@ def _fill(
         .select_from(Study)
         .join(Series, Series.study_instance_uid == Study.study_instance_uid)
         .join(Instance, Instance.series_instance_uid == Series.series_instance_uid)
-        .where(group_column.in_(keys))
+        .where(group_column.in_(keys), *only)
         .group_by(group_column)
     )
     found = {r._mapping["_key"]: r._mapping for r in conn.execute(query)}
@@ -329,11 +353,13 @@ def _fill(
             row[name] = int(counts.get(name, 0) or 0)
 
 
-def _fill_sets(conn: Any, rows: list[dict[str, Any]], study_uids: list[str]) -> None:
+def _fill_sets(
+    conn: Any, rows: list[dict[str, Any]], study_uids: list[str], only: list[ColumnElement[bool]]
+) -> None:
     query = (
         select(Series.study_instance_uid, Series.modality, Instance.sop_class_uid)
         .join(Instance, Instance.series_instance_uid == Series.series_instance_uid)
-        .where(Series.study_instance_uid.in_(study_uids))
+        .where(Series.study_instance_uid.in_(study_uids), *only)
         .distinct()
     )
     modalities: dict[str, set[str]] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jip.db import Base
@@ -107,3 +107,37 @@ class IngestConflict(Base):
     resolution: Mapped[str] = mapped_column(String(16))
     calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SeriesProject(Base):
+    """A series belongs to one or more projects; every query outside admin is limited
+    to the series of the caller's projects. The rows go when the project is removed."""
+
+    __tablename__ = "series_projects"
+
+    series_instance_uid: Mapped[str] = mapped_column(
+        ForeignKey("series.series_instance_uid", ondelete="CASCADE"), primary_key=True
+    )
+    project: Mapped[str] = mapped_column(
+        String(64), ForeignKey("projects.name", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # How it got there: "rule:<pk>", "default", "stow", "manual".
+    assigned_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ProjectRule(Base):
+    """Assigns a newly catalogued series to ``project`` when its calling AE title and/or
+    one header field match (both, where both are given)."""
+
+    __tablename__ = "project_rules"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(
+        String(64), ForeignKey("projects.name", ondelete="CASCADE"), index=True
+    )
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    field: Mapped[str] = mapped_column(String(64), default="")  # a DICOM keyword
+    pattern: Mapped[str] = mapped_column(String(128), default="")  # * and ? wildcards
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from jip.errors import Invalid
@@ -69,6 +70,7 @@ class InstanceHeader:
     bits_allocated: int | None = None
     number_of_frames: int | None = None
     specific_character_set: str = ""
+    institution_name: str = ""  # for project assignment rules, not catalogued
 
 
 def read_instance(path: Path) -> tuple[InstanceHeader, Dataset]:
@@ -309,6 +311,7 @@ def _header(dataset: Dataset) -> InstanceHeader:
         bits_allocated=_int(dataset, "BitsAllocated"),
         number_of_frames=_int(dataset, "NumberOfFrames") or (1 if "Rows" in dataset else None),
         specific_character_set=_text(dataset, "SpecificCharacterSet"),
+        institution_name=_text(dataset, "InstitutionName"),
     )
 
 
@@ -340,7 +343,7 @@ def header_json(dataset: Dataset) -> dict[str, Any]:
 
 def _pixel_vr(dataset: Dataset, tag: int) -> str:
     """The pixel data VR; implicit-VR files leave it to be inferred (PS3.5 §8.2)."""
-    vr = getattr(dataset._dict.get(tag), "VR", None)
+    vr = getattr(dataset._dict.get(Tag(tag)), "VR", None)
     if vr in ("OB", "OW", "OF", "OD"):
         return str(vr)
     return "OW" if (dataset.get("BitsAllocated") or 8) > 8 else "OB"

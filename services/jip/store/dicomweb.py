@@ -13,16 +13,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from jip.base.auth import CurrentUser
+from jip.base.deps import CurrentUserDep
+from jip.base.schema import ProjectRole
+from jip.errors import Forbidden
 from jip.store import dicomweb_capabilities
-from jip.store.deps import CatalogDep, StorageDep
+from jip.store.catalog import Catalog
+from jip.store.deps import StorageDep
 from jip.store.dicom_file import check_uid
-from jip.store.dicomweb_deps import PREFIX, BaseUrlDep, SeriesMetadataDep
+from jip.store.dicomweb_deps import PREFIX, BaseUrlDep, ScopedCatalogDep, SeriesMetadataDep
 from jip.store.dicomweb_qido import router as qido_router
 from jip.store.dicomweb_render import router as render_router
 from jip.store.dicomweb_stow import router as stow_router
 from jip.store.dicomweb_targets import accepted, series_instances
 from jip.store.dicomweb_wado import router as wado_router
 from jip.store.media_types import JSON, WADL, choose
+from jip.store.projects import SeriesProjects
 from jip.store.storage import BlobStorage
 
 router = APIRouter(prefix=PREFIX)
@@ -36,22 +42,48 @@ def _delete_blobs(storage: BlobStorage, keys: list[str]) -> None:
         storage.delete(key)
 
 
+def _require_owner(catalog: Catalog, user: CurrentUser, series_uids: list[str]) -> None:
+    """Deleting needs the owner role in a project of each series (or a site admin)."""
+    if user.is_admin:
+        return
+    projects = SeriesProjects(catalog.engine).projects_of(series_uids)
+    for uid in series_uids:
+        if not any(user.has_role(p, ProjectRole.OWNER) for p in projects[uid]):
+            raise Forbidden(f"deleting series {uid} needs the owner role in one of its projects")
+
+
 @_own.delete("/studies/{study}", status_code=204, summary="Delete Study")
 def delete_study(
-    study: str, catalog: CatalogDep, storage: StorageDep, cache: SeriesMetadataDep
+    study: str,
+    catalog: ScopedCatalogDep,
+    storage: StorageDep,
+    cache: SeriesMetadataDep,
+    user: CurrentUserDep,
 ) -> Response:
+    """The study's series the caller sees; the whole study only for site admins."""
     uid = check_uid(study, "StudyInstanceUID")
     series = sorted({i.series_instance_uid for i in catalog.instances_of_study(uid)})
-    _delete_blobs(storage, catalog.delete_study(uid))
+    _require_owner(catalog, user, series)
+    if catalog.scope is None:
+        _delete_blobs(storage, catalog.delete_study(uid))
+    else:
+        for series_uid in series:
+            _delete_blobs(storage, catalog.delete_series(series_uid))
     cache.invalidate(series)
     return Response(status_code=204)
 
 
 @_own.delete("/studies/{study}/series/{series}", status_code=204, summary="Delete Series")
 def delete_series(
-    study: str, series: str, catalog: CatalogDep, storage: StorageDep, cache: SeriesMetadataDep
+    study: str,
+    series: str,
+    catalog: ScopedCatalogDep,
+    storage: StorageDep,
+    cache: SeriesMetadataDep,
+    user: CurrentUserDep,
 ) -> Response:
     series_instances(catalog, study, series)  # 404 unless the series is in this study
+    _require_owner(catalog, user, [series])
     _delete_blobs(storage, catalog.delete_series(series))
     cache.invalidate([series])
     return Response(status_code=204)

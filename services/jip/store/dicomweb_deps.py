@@ -14,6 +14,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from jip.base.auth import project_scope
+from jip.base.deps import CurrentUserDep
+from jip.store.catalog import Catalog
 from jip.store.deps import get_runtime
 from jip.store.series_metadata import SeriesMetadata
 
@@ -107,5 +110,13 @@ def get_series_metadata(request: Request) -> SeriesMetadata:
     return cache
 
 
+def get_scoped_catalog(request: Request, user: CurrentUserDep) -> Catalog:
+    """The catalog as the caller may see it: the series of their projects (admins, and
+    everyone while authentication is off, see all). Every DICOMweb read goes through
+    it, so a series outside the caller's projects is a 404 on every route."""
+    return get_runtime(request).catalog.scoped(project_scope(user))
+
+
+ScopedCatalogDep = Annotated[Catalog, Depends(get_scoped_catalog)]
 BaseUrlDep = Annotated[str, Depends(public_base_url)]
 SeriesMetadataDep = Annotated[SeriesMetadata, Depends(get_series_metadata)]

@@ -22,10 +22,10 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from jip.errors import Invalid
 from jip.store.catalog_query import ATTRIBUTES, COMPUTED, QueryLevel, find_rows, levels_up_to
-from jip.store.deps import CatalogDep
 from jip.store.dicom_file import check_uid
-from jip.store.dicomweb_deps import BaseUrlDep, SeriesMetadataDep
+from jip.store.dicomweb_deps import BaseUrlDep, ScopedCatalogDep, SeriesMetadataDep
 from jip.store.dicomweb_targets import dataset_response
+from jip.store.projects import Scope
 from jip.store.series_metadata import SeriesMetadata
 
 router = APIRouter(tags=["dicomweb: QIDO-RS"])
@@ -229,7 +229,7 @@ def run_search(
         obj["00081190"] = {"vr": "UR", "Value": [_retrieve_url(base_url, row, search.level)]}
         obj["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
         objects.append(obj)
-    _include_from_headers(search, found, objects, cache)
+    _include_from_headers(search, found, objects, cache, getattr(catalog, "scope", None))
     _drop_computed_not_asked(search, objects)
     return [dict(sorted(o.items())) for o in objects], more
 
@@ -239,6 +239,7 @@ def _include_from_headers(
     found: list[dict[str, Any]],
     objects: list[dict[str, Any]],
     cache: SeriesMetadata,
+    scope: Scope = None,
 ) -> None:
     if not objects or not (search.include or search.include_all):
         return
@@ -250,7 +251,7 @@ def _include_from_headers(
     else:
         keyword = "StudyInstanceUID" if search.level == QueryLevel.STUDY else "SeriesInstanceUID"
         keys = [str(row[keyword]) for row in found]
-        headers = cache.representative_headers(search.level.value.lower(), keys)
+        headers = cache.representative_headers(search.level.value.lower(), keys, scope)
     for key, obj in zip(keys, objects, strict=True):
         header = headers.get(key)
         if header:
@@ -293,14 +294,14 @@ def _respond(
 
 @router.get("/studies", summary="Search for Studies")
 def search_studies(
-    request: Request, catalog: CatalogDep, cache: SeriesMetadataDep, base_url: BaseUrlDep
+    request: Request, catalog: ScopedCatalogDep, cache: SeriesMetadataDep, base_url: BaseUrlDep
 ) -> Response:
     return _respond(request, QueryLevel.STUDY, {}, catalog, cache, base_url)
 
 
 @router.get("/series", summary="Search for Series")
 def search_series(
-    request: Request, catalog: CatalogDep, cache: SeriesMetadataDep, base_url: BaseUrlDep
+    request: Request, catalog: ScopedCatalogDep, cache: SeriesMetadataDep, base_url: BaseUrlDep
 ) -> Response:
     return _respond(request, QueryLevel.SERIES, {}, catalog, cache, base_url)
 
@@ -309,7 +310,7 @@ def search_series(
 def search_study_series(
     study: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     cache: SeriesMetadataDep,
     base_url: BaseUrlDep,
 ) -> Response:
@@ -319,7 +320,7 @@ def search_study_series(
 
 @router.get("/instances", summary="Search for Instances")
 def search_instances(
-    request: Request, catalog: CatalogDep, cache: SeriesMetadataDep, base_url: BaseUrlDep
+    request: Request, catalog: ScopedCatalogDep, cache: SeriesMetadataDep, base_url: BaseUrlDep
 ) -> Response:
     return _respond(request, QueryLevel.IMAGE, {}, catalog, cache, base_url)
 
@@ -328,7 +329,7 @@ def search_instances(
 def search_study_instances(
     study: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     cache: SeriesMetadataDep,
     base_url: BaseUrlDep,
 ) -> Response:
@@ -343,7 +344,7 @@ def search_series_instances(
     study: str,
     series: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     cache: SeriesMetadataDep,
     base_url: BaseUrlDep,
 ) -> Response:

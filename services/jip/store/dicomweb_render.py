@@ -15,7 +15,8 @@ from fastapi.responses import Response
 
 from jip.errors import Invalid, NotFound
 from jip.store.catalog import StoredInstance
-from jip.store.deps import CatalogDep, StorageDep
+from jip.store.deps import StorageDep
+from jip.store.dicomweb_deps import ScopedCatalogDep
 from jip.store.dicomweb_targets import (
     accepted,
     by_series,
@@ -98,7 +99,7 @@ def _representative(instances: Sequence[StoredInstance]) -> StoredInstance:
 # -- rendered -----------------------------------------------------------------------------
 @router.get(STUDY + "/rendered", summary="Retrieve Rendered Study")
 def rendered_study(
-    study: str, request: Request, catalog: CatalogDep, storage: StorageDep
+    study: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
 ) -> Response:
     options = _options(request)
     return _each_rendered(storage, study_instances(catalog, study), options)
@@ -106,7 +107,7 @@ def rendered_study(
 
 @router.get(SERIES + "/rendered", summary="Retrieve Rendered Series")
 def rendered_series(
-    study: str, series: str, request: Request, catalog: CatalogDep, storage: StorageDep
+    study: str, series: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
 ) -> Response:
     options = _options(request)
     return _each_rendered(storage, series_instances(catalog, study, series), options)
@@ -118,7 +119,7 @@ def rendered_instance(
     series: str,
     instance: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     storage: StorageDep,
 ) -> Response:
     options = _options(request)
@@ -133,7 +134,7 @@ def rendered_frames(
     instance: str,
     frames: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     storage: StorageDep,
 ) -> Response:
     options = _options(request)
@@ -148,7 +149,7 @@ def rendered_frames(
 # -- thumbnails ---------------------------------------------------------------------------
 @router.get(STUDY + "/thumbnail", summary="Retrieve Study Thumbnail")
 def study_thumbnail(
-    study: str, request: Request, catalog: CatalogDep, storage: StorageDep
+    study: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
 ) -> Response:
     options = thumbnail_options(_options(request))
     chosen = _representative(study_instances(catalog, study))
@@ -157,7 +158,7 @@ def study_thumbnail(
 
 @router.get(SERIES + "/thumbnail", summary="Retrieve Series Thumbnail")
 def series_thumbnail(
-    study: str, series: str, request: Request, catalog: CatalogDep, storage: StorageDep
+    study: str, series: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
 ) -> Response:
     options = thumbnail_options(_options(request))
     chosen = _representative(series_instances(catalog, study, series))
@@ -170,7 +171,7 @@ def instance_thumbnail(
     series: str,
     instance: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     storage: StorageDep,
 ) -> Response:
     options = thumbnail_options(_options(request))
@@ -185,7 +186,7 @@ def frame_thumbnail(
     instance: str,
     frames: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     storage: StorageDep,
 ) -> Response:
     options = thumbnail_options(_options(request))

@@ -17,14 +17,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pydicom
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from jip.errors import Invalid, OutOfResources, TooLarge, UnsupportedMediaType
+from jip.base.auth import CurrentUser, require_project_role
+from jip.base.deps import CurrentUserDep
+from jip.base.projects import check_project_name
+from jip.base.schema import ProjectRole
+from jip.errors import Forbidden, Invalid, OutOfResources, TooLarge, UnsupportedMediaType
 from jip.store.catalog import AddOutcome
 from jip.store.deps import IngestorDep, SettingsDep
 from jip.store.dicom_file import check_uid
@@ -76,7 +80,12 @@ def _loose_uids(path: Path) -> tuple[str | None, str | None, str | None]:
     return valid("SOPClassUID"), valid("SOPInstanceUID"), valid("StudyInstanceUID")
 
 
-def store_part(ingestor: Ingestor, part: ReceivedPart, expected_study: str | None) -> PartOutcome:
+def store_part(
+    ingestor: Ingestor,
+    part: ReceivedPart,
+    expected_study: str | None,
+    project: str | None = None,
+) -> PartOutcome:
     """Check and ingest one spooled part; every problem becomes a failure entry."""
     sop_class, sop_instance, study = _loose_uids(part.path)
 
@@ -97,7 +106,7 @@ def store_part(ingestor: Ingestor, part: ReceivedPart, expected_study: str | Non
             f"StudyInstanceUID {study} differs from {expected_study} in the request URL",
         )
     try:
-        result = ingestor.ingest_file(part.path)
+        result = ingestor.ingest_file(part.path, project=project)
     except OutOfResources as exc:
         return failed(FailureReason.OUT_OF_RESOURCES, str(exc))
     except Invalid as exc:
@@ -204,6 +213,7 @@ async def _store(
     max_bytes: int,
     base_url: str,
     expected_study: str | None,
+    project: str | None,
 ) -> Response:
     boundary = _check_request(request, max_bytes)
     spool_root.mkdir(parents=True, exist_ok=True)
@@ -213,7 +223,8 @@ async def _store(
         if not parts:
             raise Invalid("STOW-RS request holds no parts")
         outcomes = [
-            await run_in_threadpool(store_part, ingestor, part, expected_study) for part in parts
+            await run_in_threadpool(store_part, ingestor, part, expected_study, project)
+            for part in parts
         ]
     finally:
         await run_in_threadpool(shutil.rmtree, spool, True)
@@ -225,9 +236,39 @@ async def _store(
     return response
 
 
+def target_project(user: CurrentUser, requested: str | None) -> str | None:
+    """The project new series of a STOW-RS request go to; None lets the rules decide.
+
+    A named project needs the researcher role (admins may name any); without one, a
+    caller with exactly one project where they are researcher or owner stores there.
+    """
+    if requested is not None:
+        check_project_name(requested)
+        require_project_role(user, requested, ProjectRole.RESEARCHER)
+        return requested
+    if user.is_admin:
+        return None
+    writable = sorted(p for p, r in user.projects.items() if r.at_least(ProjectRole.RESEARCHER))
+    if len(writable) == 1:
+        return writable[0]
+    if not writable:
+        raise Forbidden("storing needs the researcher role in a project")
+    raise Invalid(f"name the project to store into with ?project= (one of {', '.join(writable)})")
+
+
+ProjectQuery = Annotated[
+    str | None, Query(description="The project new series go to (researcher role needed).")
+]
+
+
 @router.post("/studies", summary="Store Instances")
 async def store_instances(
-    request: Request, ingestor: IngestorDep, settings: SettingsDep, base_url: BaseUrlDep
+    request: Request,
+    ingestor: IngestorDep,
+    settings: SettingsDep,
+    base_url: BaseUrlDep,
+    user: CurrentUserDep,
+    project: ProjectQuery = None,
 ) -> Response:
     return await _store(
         request,
@@ -236,12 +277,19 @@ async def store_instances(
         settings.store.max_upload_bytes,
         base_url,
         None,
+        target_project(user, project),
     )
 
 
 @router.post("/studies/{study}", summary="Store Instances of a Study")
 async def store_study_instances(
-    study: str, request: Request, ingestor: IngestorDep, settings: SettingsDep, base_url: BaseUrlDep
+    study: str,
+    request: Request,
+    ingestor: IngestorDep,
+    settings: SettingsDep,
+    base_url: BaseUrlDep,
+    user: CurrentUserDep,
+    project: ProjectQuery = None,
 ) -> Response:
     return await _store(
         request,
@@ -250,4 +298,5 @@ async def store_study_instances(
         settings.store.max_upload_bytes,
         base_url,
         check_uid(study, "StudyInstanceUID"),
+        target_project(user, project),
     )

@@ -21,8 +21,8 @@ from pydicom.dataset import Dataset
 
 from jip.errors import Invalid, NotAcceptable, NotFound
 from jip.store.catalog import StoredInstance
-from jip.store.deps import CatalogDep, StorageDep
-from jip.store.dicomweb_deps import BaseUrlDep, SeriesMetadataDep
+from jip.store.deps import StorageDep
+from jip.store.dicomweb_deps import BaseUrlDep, ScopedCatalogDep, SeriesMetadataDep
 from jip.store.dicomweb_targets import (
     accepted,
     by_series,
@@ -108,14 +108,14 @@ def _instance_parts(
 
 @router.get(STUDY, summary="Retrieve Study")
 def retrieve_study(
-    study: str, request: Request, catalog: CatalogDep, storage: StorageDep
+    study: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
 ) -> Response:
     return _instance_parts(request, storage, study_instances(catalog, study))
 
 
 @router.get(SERIES, summary="Retrieve Series")
 def retrieve_series(
-    study: str, series: str, request: Request, catalog: CatalogDep, storage: StorageDep
+    study: str, series: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
 ) -> Response:
     return _instance_parts(request, storage, series_instances(catalog, study, series))
 
@@ -126,7 +126,7 @@ def retrieve_instance(
     series: str,
     instance: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     storage: StorageDep,
 ) -> Response:
     return _instance_parts(request, storage, [one_instance(catalog, study, series, instance)])
@@ -141,7 +141,7 @@ def _metadata_response(request: Request, payload: bytes, base_url: str) -> Respo
 def study_metadata(
     study: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     cache: SeriesMetadataDep,
     base_url: BaseUrlDep,
 ) -> Response:
@@ -158,7 +158,7 @@ def series_metadata(
     study: str,
     series: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     cache: SeriesMetadataDep,
     base_url: BaseUrlDep,
 ) -> Response:
@@ -172,7 +172,7 @@ def instance_metadata(
     series: str,
     instance: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     cache: SeriesMetadataDep,
     base_url: BaseUrlDep,
 ) -> Response:
@@ -267,7 +267,7 @@ def retrieve_frames(
     instance: str,
     frames: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     storage: StorageDep,
 ) -> Response:
     stored = one_instance(catalog, study, series, instance)
@@ -280,7 +280,7 @@ def retrieve_pixel_data(
     series: str,
     instance: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     storage: StorageDep,
 ) -> Response:
     return _frames_response(request, storage, one_instance(catalog, study, series, instance), None)
@@ -293,7 +293,7 @@ def retrieve_bulkdata(
     instance: str,
     path: str,
     request: Request,
-    catalog: CatalogDep,
+    catalog: ScopedCatalogDep,
     storage: StorageDep,
 ) -> Response:
     """Bulk data by the path our metadata put in its BulkDataURI: ``<tag>(/<item>/<tag>)*``."""

@@ -64,8 +64,13 @@ class Ingestor:
             lambda items: catalog.add(items, policy)
         )
 
-    def ingest_file(self, path: Path, calling_ae_title: str = "") -> IngestResult:
+    def ingest_file(
+        self, path: Path, calling_ae_title: str = "", *, project: str | None = None
+    ) -> IngestResult:
         """Ingest the Part 10 file at ``path``, which this call consumes (moves or deletes).
+
+        A new series goes to ``project`` if given, else to the projects the catalog's
+        assignment rules choose (:mod:`jip.store.projects`).
 
         Raises :class:`jip.errors.Invalid` for unparseable or truncated input, leaving
         everything already stored untouched.
@@ -81,16 +86,20 @@ class Ingestor:
                 self.storage.move_in(key, path)
         finally:
             path.unlink(missing_ok=True)
-        return self._record(NewInstance(header, size_bytes, sha256, key, calling_ae_title))
+        return self._record(
+            NewInstance(header, size_bytes, sha256, key, calling_ae_title, project)
+        )
 
-    def ingest_bytes(self, data: bytes, calling_ae_title: str = "") -> IngestResult:
+    def ingest_bytes(
+        self, data: bytes, calling_ae_title: str = "", *, project: str | None = None
+    ) -> IngestResult:
         """Ingest a Part 10 file held in memory (a STOW-RS part)."""
         header, _ = read_instance_bytes(data)
         sha256 = hashlib.sha256(data).hexdigest()
         key = blob_key(header, sha256)
         if not self.storage.exists(key):
             self.storage.put_bytes(key, data)
-        return self._record(NewInstance(header, len(data), sha256, key, calling_ae_title))
+        return self._record(NewInstance(header, len(data), sha256, key, calling_ae_title, project))
 
     def _record(self, item: NewInstance) -> IngestResult:
         header = item.header

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from jip.base.deps import AdminDep
 from jip.store.deps import CatalogDep
 
 router = APIRouter(prefix="/api/store", tags=["store"])
@@ -18,6 +19,7 @@ def stats(catalog: CatalogDep) -> dict[str, int]:
 
 
 @router.get("/conflicts")
-def conflicts(catalog: CatalogDep, limit: int = 100) -> list[dict[str, Any]]:
-    """Instances that arrived with a known SOP Instance UID but different bytes."""
+def conflicts(catalog: CatalogDep, _admin: AdminDep, limit: int = 100) -> list[dict[str, Any]]:
+    """Instances that arrived with a known SOP Instance UID but different bytes (site
+    admins only: they name instances of every project)."""
     return catalog.conflicts(limit)

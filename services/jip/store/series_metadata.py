@@ -36,6 +36,7 @@ from sqlalchemy import func, select
 from jip.store.catalog import Catalog, StoredInstance
 from jip.store.catalog_schema import Instance, Series
 from jip.store.dicom_file import PIXEL_DATA_TAGS, header_json
+from jip.store.projects import Scope, series_in_scope
 from jip.store.storage import BlobStorage
 
 log = logging.getLogger(__name__)
@@ -156,19 +157,23 @@ class SeriesMetadata:
             log.debug("cached instance headers", extra={"count": len(computed)})
         return result
 
-    def representative_headers(self, level: str, uids: Sequence[str]) -> dict[str, JsonObject]:
-        """One instance's header per study (``level="study"``) or series, by their UID.
+    def representative_headers(
+        self, level: str, uids: Sequence[str], scope: Scope = None
+    ) -> dict[str, JsonObject]:
+        """One instance's header per study (``level="study"``) or series, by their UID,
+        taken from a series of ``scope`` (None: any series).
 
         QIDO-RS answers ``includefield`` for attributes the catalog does not hold from
         these: study and series attributes are the same in every instance.
         """
         if not uids:
             return {}
+        in_scope = series_in_scope(scope)
         key = Series.study_instance_uid if level == "study" else Instance.series_instance_uid
         query = (
             select(key.label("key"), func.min(Instance.sop_instance_uid).label("sop"))
             .join(Series, Series.series_instance_uid == Instance.series_instance_uid)
-            .where(key.in_(list(uids)))
+            .where(key.in_(list(uids)), *([] if in_scope is None else [in_scope]))
             .group_by(key)
         )
         with self.catalog.engine.connect() as conn:

@@ -1,0 +1,316 @@
+"""Series belong to projects, and every data query is limited to the caller's projects.
+
+One site, two projects (``liver``, ``lung``) and the default project; a series reaches
+``liver`` by an AE-title rule, ``lung`` by a StudyDescription rule, the default project
+by no rule, and ``lung`` again by hand. Outside their projects a caller gets 404 on
+every DICOMweb route, never 403, so a series' existence does not leak.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.base.support import add_user, auth_for, install_key, site_settings
+from tests.store.dicomweb_support import part10
+
+from jip.app import build_app
+from jip.base.schema import ProjectRole
+from jip.meta.indexer import Indexer
+from jip.runtime import Runtime, build_runtime
+from jip.samples import image_series, random_patient
+from jip.store.multipart import Part, new_boundary, write_parts
+
+DW = "/dicom-web"
+
+
+@dataclass(frozen=True)
+class Stored:
+    study: str
+    series: str
+    sops: list[str]
+
+    @property
+    def path(self) -> str:
+        return f"{DW}/studies/{self.study}/series/{self.series}"
+
+
+@dataclass
+class Site:
+    runtime: Runtime
+    client: TestClient
+    tokens: dict[str, dict[str, str]]
+    series: dict[str, Stored]
+
+    def index(self) -> None:
+        runtime = self.runtime
+        Indexer(catalog=runtime.catalog, storage=runtime.storage, index=runtime.index).drain()
+
+
+def _datasets(index: int, **attributes: str) -> list[Any]:
+    datasets = image_series(
+        patient=random_patient(random.Random(index), index), slices=2, rows=16, columns=16
+    )
+    for ds in datasets:
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+    return datasets
+
+
+def _ingest(runtime: Runtime, spool: Path, datasets: list[Any], calling_ae: str = "") -> Stored:
+    spool.mkdir(parents=True, exist_ok=True)
+    for number, ds in enumerate(datasets):
+        path = spool / f"{ds.SOPInstanceUID}-{number}.dcm"
+        path.write_bytes(part10(ds))
+        runtime.ingestor.ingest_file(path, calling_ae)
+    first = datasets[0]
+    return Stored(str(first.StudyInstanceUID), str(first.SeriesInstanceUID),
+                  [str(ds.SOPInstanceUID) for ds in datasets])
+
+
+@pytest.fixture
+def site(tmp_path: Path, issuer_key: Path, catalog_url: str) -> Iterator[Site]:
+    settings = site_settings(tmp_path / "data").model_copy(update={"catalog_url": catalog_url})
+    install_key(settings, issuer_key)
+    runtime = build_runtime(settings)
+    add_user(runtime, "root", admin=True)
+    add_user(runtime, "alice", projects={"liver": ProjectRole.RESEARCHER})
+    add_user(runtime, "bob", projects={"lung": ProjectRole.RESEARCHER})
+    add_user(runtime, "olga", projects={"liver": ProjectRole.OWNER})
+    add_user(runtime, "carol", projects={"liver": ProjectRole.RESEARCHER,
+                                         "lung": ProjectRole.RESEARCHER})
+    add_user(runtime, "vic", projects={"lung": ProjectRole.VIEWER})
+    client = TestClient(build_app(runtime))
+    tokens = {name: auth_for(client, name)
+              for name in ("root", "alice", "bob", "olga", "carol", "vic")}
+    for rule in ({"project": "liver", "calling_ae_title": "LIVER_CT"},
+                 {"project": "lung", "field": "StudyDescription", "pattern": "*lung*"}):
+        response = client.post("/api/projects/rules", json=rule, headers=tokens["root"])
+        assert response.status_code == 201, response.text
+    spool = tmp_path / "spool"
+    series = {
+        "liver": _ingest(runtime, spool, _datasets(1), "LIVER_CT"),
+        "lung": _ingest(runtime, spool, _datasets(2, StudyDescription="Chest LUNG screening")),
+        "other": _ingest(runtime, spool, _datasets(3, StudyDescription="Knee"), "MR_ROOM"),
+    }
+    yield Site(runtime, client, tokens, series)
+    runtime.close()
+
+
+def _projects_of(site: Site, key: str) -> set[str]:
+    from jip.store.projects import SeriesProjects
+
+    uid = site.series[key].series
+    return SeriesProjects(site.runtime.engine).projects_of([uid])[uid]
+
+
+def _qido_series(site: Site, user: str) -> set[str]:
+    response = site.client.get(f"{DW}/series", headers=site.tokens[user])
+    assert response.status_code in (200, 204), response.text
+    return {obj["0020000E"]["Value"][0] for obj in (response.json() if response.content else [])}
+
+
+def _search(site: Site, user: str, path: str = "/api/meta/search") -> set[str]:
+    response = site.client.post(path, json={"limit": 100}, headers=site.tokens[user])
+    assert response.status_code == 200, response.text
+    return {hit["SeriesInstanceUID"] for hit in response.json()["hits"]}
+
+
+def test_rules_and_the_default_project_assign_new_series(site: Site) -> None:
+    assert _projects_of(site, "liver") == {"liver"}
+    assert _projects_of(site, "lung") == {"lung"}
+    assert _projects_of(site, "other") == {"default"}
+
+
+def test_each_researcher_finds_only_the_series_of_their_projects(site: Site) -> None:
+    s = site.series
+    assert _qido_series(site, "alice") == {s["liver"].series}
+    assert _qido_series(site, "bob") == {s["lung"].series}
+    assert _qido_series(site, "root") == {x.series for x in s.values()}
+    studies = site.client.get(f"{DW}/studies", headers=site.tokens["alice"]).json()
+    assert [st["0020000D"]["Value"][0] for st in studies] == [s["liver"].study]
+    instances = site.client.get(f"{DW}/instances", headers=site.tokens["bob"]).json()
+    assert {i["00080018"]["Value"][0] for i in instances} == set(s["lung"].sops)
+    # The other's study by its UID, at every QIDO level, finds nothing.
+    for path in (f"{DW}/studies?StudyInstanceUID={s['lung'].study}",
+                 f"{DW}/studies/{s['lung'].study}/series",
+                 f"{DW}/studies/{s['lung'].study}/instances"):
+        response = site.client.get(path, headers=site.tokens["alice"])
+        assert response.status_code in (200, 204) and not (response.content and response.json())
+
+
+def test_the_other_projects_series_is_404_on_every_dicomweb_route(site: Site) -> None:
+    lung = site.series["lung"]
+    instance = f"{lung.path}/instances/{lung.sops[0]}"
+    routes = [
+        f"{DW}/studies/{lung.study}", f"{DW}/studies/{lung.study}/metadata",
+        f"{DW}/studies/{lung.study}/rendered", f"{DW}/studies/{lung.study}/thumbnail",
+        lung.path, f"{lung.path}/metadata", f"{lung.path}/rendered", f"{lung.path}/thumbnail",
+        instance, f"{instance}/metadata", f"{instance}/frames/1", f"{instance}/rendered",
+        f"{instance}/thumbnail", f"{instance}/pixeldata", f"{instance}/bulkdata/7FE00010",
+    ]
+    for route in routes:
+        response = site.client.get(route, headers=site.tokens["alice"])
+        assert response.status_code == 404, (route, response.status_code)
+        assert site.client.get(route, headers=site.tokens["bob"]).status_code != 404, route
+    for route in (f"{DW}/studies/{lung.study}", lung.path):
+        assert site.client.delete(route, headers=site.tokens["alice"]).status_code == 404
+
+
+def test_own_series_is_served_with_thumbnail_and_metadata(site: Site) -> None:
+    liver = site.series["liver"]
+    for route in (f"{liver.path}/metadata", f"{liver.path}/thumbnail", liver.path):
+        response = site.client.get(route, headers=site.tokens["alice"])
+        assert response.status_code == 200, (route, response.text)
+    for user in ("root", "olga"):
+        assert site.client.get(f"{liver.path}/metadata", headers=site.tokens[user]).is_success
+
+
+def test_deleting_needs_the_owner_role_in_a_project_of_the_series(site: Site) -> None:
+    liver = site.series["liver"]
+    assert site.client.delete(liver.path, headers=site.tokens["alice"]).status_code == 403
+    assert site.client.delete(liver.path, headers=site.tokens["olga"]).status_code == 204
+    assert site.client.get(liver.path, headers=site.tokens["root"]).status_code == 404
+
+
+def test_meta_search_facets_and_values_see_only_the_callers_projects(site: Site) -> None:
+    site.index()
+    s = site.series
+    assert _search(site, "alice") == {s["liver"].series}
+    assert _search(site, "bob") == {s["lung"].series}
+    assert _search(site, "root") == {x.series for x in s.values()}
+    facets = site.client.post("/api/meta/aggregate", headers=site.tokens["bob"], json={
+        "aggs": {"n": {"terms": {"field": "StudyInstanceUID"}}}})
+    assert facets.status_code == 200, facets.text
+    buckets = facets.json()["aggregations"]["n"]["buckets"]
+    assert [b["key"] for b in buckets] == [s["lung"].study]
+    values = site.client.get("/api/meta/fields/SeriesInstanceUID/values",
+                             headers=site.tokens["alice"])
+    assert [v["key"] for v in values.json()["values"]] == [s["liver"].series]
+
+
+def test_a_cohort_runs_over_the_series_of_its_project(site: Site) -> None:
+    site.index()
+    created = site.client.post("/api/meta/cohorts", headers=site.tokens["alice"],
+                               json={"name": "everything", "query": None, "freeze": True})
+    assert created.status_code == 201, created.text
+    assert created.json()["frozen_series"] == 1
+    series = site.client.get(f"/api/meta/cohorts/{created.json()['id']}/series",
+                             headers=site.tokens["alice"]).json()
+    assert [hit["SeriesInstanceUID"] for hit in series["hits"]] == [site.series["liver"].series]
+
+
+def test_manual_assignment_by_an_owner_or_admin_shows_the_series(site: Site) -> None:
+    site.index()
+    other = site.series["other"]
+    url = f"/api/projects/lung/series/{other.series}"
+    assert site.client.put(url, headers=site.tokens["bob"]).status_code == 403  # researcher
+    # An owner cannot pull a series they cannot see into their project.
+    response = site.client.put(f"/api/projects/liver/series/{other.series}",
+                               headers=site.tokens["olga"])
+    assert response.status_code == 404
+    response = site.client.put(url, headers=site.tokens["root"])
+    assert response.status_code == 200, response.text
+    assert set(response.json()["projects"]) == {"default", "lung"}
+    assert _qido_series(site, "bob") == {site.series["lung"].series, other.series}
+    site.index()  # the assignment put the series back into META's outbox
+    assert other.series in _search(site, "bob")
+    assert site.client.delete(url, headers=site.tokens["root"]).status_code == 204
+    assert site.client.delete(url, headers=site.tokens["root"]).status_code == 404
+    assert other.series not in _qido_series(site, "bob")
+    site.index()
+    assert other.series not in _search(site, "bob")
+
+
+def test_rules_are_for_site_admins_and_checked(site: Site) -> None:
+    client, tokens = site.client, site.tokens
+    assert client.get("/api/projects/rules", headers=tokens["olga"]).status_code == 403
+    rules = client.get("/api/projects/rules", headers=tokens["root"]).json()
+    assert [(r["project"], r["calling_ae_title"], r["field"]) for r in rules] == [
+        ("liver", "LIVER_CT", ""), ("lung", "", "StudyDescription")]
+    bad = client.post("/api/projects/rules", headers=tokens["root"],
+                      json={"project": "lung", "field": "PixelData", "pattern": "*"})
+    assert bad.status_code == 400 and "PixelData" in bad.text
+    unknown = client.post("/api/projects/rules", headers=tokens["root"],
+                          json={"project": "nope", "calling_ae_title": "X"})
+    assert unknown.status_code == 404
+    rule_id = rules[0]["id"]
+    patched = client.patch(f"/api/projects/rules/{rule_id}", headers=tokens["root"],
+                           json={"enabled": False})
+    assert patched.json()["enabled"] is False
+    spool = Path(str(site.runtime.settings.data_dir)) / "spool-late"
+    late = _ingest(site.runtime, spool, _datasets(4), "LIVER_CT")
+    assert late.series not in _qido_series(site, "alice")  # the rule is off: default
+    assert client.delete(f"/api/projects/rules/{rule_id}",
+                         headers=tokens["root"]).status_code == 204
+
+
+def _stow(site: Site, user: str, datasets: list[Any], project: str | None = None) -> Any:
+    boundary = new_boundary()
+    body = b"".join(write_parts([Part("application/dicom", [part10(ds)]) for ds in datasets],
+                                boundary))
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    params = {"project": project} if project else {}
+    return site.client.post(f"{DW}/studies", content=body, params=params,
+                            headers={**site.tokens[user], "Content-Type": content_type})
+
+
+def test_stow_assigns_to_the_named_or_the_single_project(site: Site) -> None:
+    mine = _datasets(10)
+    assert _stow(site, "alice", mine).status_code == 200
+    assert str(mine[0].SeriesInstanceUID) in _qido_series(site, "alice")
+
+    either = _datasets(11)
+    response = _stow(site, "carol", either)
+    assert response.status_code == 400 and "liver, lung" in response.text
+    assert _stow(site, "carol", either, project="lung").status_code == 200
+    assert str(either[0].SeriesInstanceUID) in _qido_series(site, "bob")
+    assert str(either[0].SeriesInstanceUID) not in _qido_series(site, "alice")
+
+    assert _stow(site, "alice", _datasets(12), project="lung").status_code == 404
+    assert _stow(site, "vic", _datasets(13)).status_code == 403
+    assert _stow(site, "vic", _datasets(13), project="lung").status_code == 403
+
+
+def test_without_auth_everything_is_visible(tmp_path: Path) -> None:
+    from jip.config import Settings
+
+    runtime = build_runtime(Settings(data_dir=tmp_path / "data", auth={"enabled": False}))
+    try:
+        stored = _ingest(runtime, tmp_path / "spool", _datasets(20))
+        client = TestClient(build_app(runtime))
+        assert client.get(f"{stored.path}/metadata").status_code == 200
+        assert "default" in runtime.identity.projects.names()
+    finally:
+        runtime.close()
+
+
+def test_a_study_shared_by_two_projects_shows_each_only_its_series(site: Site) -> None:
+    liver = site.series["liver"]
+    shared = _datasets(1, StudyDescription="Chest LUNG", SeriesDescription="LUNG SECRET")
+    for ds in shared:
+        ds.StudyInstanceUID = liver.study
+    lung_part = _ingest(site.runtime, Path(str(site.runtime.settings.data_dir)) / "spool-2",
+                        shared, "MR_ROOM")
+    for user, visible in (("alice", liver.series), ("bob", lung_part.series)):
+        response = site.client.get(
+            f"{DW}/studies",
+            params={"StudyInstanceUID": liver.study, "includefield": "SeriesDescription"},
+            headers=site.tokens[user])
+        (study,) = response.json()
+        assert study["00201206"]["Value"] == [1], user  # NumberOfStudyRelatedSeries
+        assert "LUNG SECRET" not in str(study) or user == "bob"
+        assert _qido_series(site, user) & {liver.series, lung_part.series} == {visible}
+    response = site.client.get(f"{DW}/studies", params={"StudyInstanceUID": liver.study},
+                               headers=site.tokens["root"])
+    assert response.json()[0]["00201206"]["Value"] == [2]
+
+
+def test_ingest_conflicts_are_for_site_admins(site: Site) -> None:
+    assert site.client.get("/api/store/conflicts", headers=site.tokens["alice"]).status_code == 403
+    assert site.client.get("/api/store/conflicts", headers=site.tokens["root"]).status_code == 200
