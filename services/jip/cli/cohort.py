@@ -22,8 +22,14 @@ import click
 from jip.cli.meta import echo_json, json_option, site_client, table, url_option
 
 DEFAULT_COLUMNS = [
-    "StudyDate", "Modality", "BodyPartExamined", "Manufacturer", "SliceThickness",
-    "PatientAgeYears", "NumberOfInstances", "SeriesInstanceUID",
+    "StudyDate",
+    "Modality",
+    "BodyPartExamined",
+    "Manufacturer",
+    "SliceThickness",
+    "PatientAgeYears",
+    "NumberOfInstances",
+    "SeriesInstanceUID",
 ]
 
 
@@ -63,9 +69,14 @@ def _cohort_rows(cohorts: list[dict[str, Any]]) -> None:
     table(
         ["ID", "NAME", "PROJECT", "FROZEN", "CREATED BY", "CREATED"],
         [
-            [c["id"], c["name"], c["project"],
-             f"{c['frozen_series']} series" if c["frozen"] else "no",
-             c["created_by"], c["created_at"][:19]]
+            [
+                c["id"],
+                c["name"],
+                c["project"],
+                f"{c['frozen_series']} series" if c["frozen"] else "no",
+                c["created_by"],
+                c["created_at"][:19],
+            ]
             for c in cohorts
         ],
     )
@@ -87,13 +98,24 @@ def cohort() -> None:
 @json_option
 @click.pass_context
 def search(
-    ctx: click.Context, query: str, aggs: str | None, sort: str | None, fields: str | None,
-    limit: int, offset: int, url: str | None, as_json: bool,
+    ctx: click.Context,
+    query: str,
+    aggs: str | None,
+    sort: str | None,
+    fields: str | None,
+    limit: int,
+    offset: int,
+    url: str | None,
+    as_json: bool,
 ) -> None:
     """Series matching QUERY (cohort-language JSON), with facet counts for --aggs."""
     columns = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
-    body: dict[str, Any] = {"query": read_json(query, "QUERY"), "limit": limit,
-                            "offset": offset, "fields": columns}
+    body: dict[str, Any] = {
+        "query": read_json(query, "QUERY"),
+        "limit": limit,
+        "offset": offset,
+        "fields": columns,
+    }
     if aggs:
         body["aggs"] = read_json(aggs, "--aggs")
     if sort:
@@ -103,8 +125,10 @@ def search(
         echo_json(found)
         return
     shown = len(found["hits"])
-    click.echo(f"{found['total']} series match" + (
-        f" (showing {offset + 1}-{offset + shown})" if shown else ""))
+    click.echo(
+        f"{found['total']} series match"
+        + (f" (showing {offset + 1}-{offset + shown})" if shown else "")
+    )
     if shown:
         _hits_table(found["hits"], columns or DEFAULT_COLUMNS)
     _aggregations(found.get("aggregations") or {})
@@ -120,19 +144,31 @@ def search(
 @json_option
 @click.pass_context
 def save(
-    ctx: click.Context, name: str, query_text: str, description: str, project: str | None,
-    freeze: bool, url: str | None, as_json: bool,
+    ctx: click.Context,
+    name: str,
+    query_text: str,
+    description: str,
+    project: str | None,
+    freeze: bool,
+    url: str | None,
+    as_json: bool,
 ) -> None:
     """Save a cohort query under NAME."""
-    body = {"name": name, "description": description, "project": project,
-            "query": read_json(query_text, "--query"), "freeze": freeze}
+    body = {
+        "name": name,
+        "description": description,
+        "project": project,
+        "query": read_json(query_text, "--query"),
+        "freeze": freeze,
+    }
     saved = site_client(ctx, url).call("POST", "/api/meta/cohorts", json=body)
     if as_json:
         echo_json(saved)
         return
     frozen = f", frozen with {saved['frozen_series']} series" if saved["frozen"] else ""
-    click.echo(f"Saved cohort {saved['name']!r} in project {saved['project']}{frozen}: "
-               f"{saved['id']}")
+    click.echo(
+        f"Saved cohort {saved['name']!r} in project {saved['project']}{frozen}: {saved['id']}"
+    )
 
 
 @cohort.command("list")
@@ -140,8 +176,7 @@ def save(
 @url_option
 @json_option
 @click.pass_context
-def list_cohorts(ctx: click.Context, project: str | None, url: str | None,
-                 as_json: bool) -> None:
+def list_cohorts(ctx: click.Context, project: str | None, url: str | None, as_json: bool) -> None:
     """The cohorts of your projects."""
     params = {"project": project} if project else None
     cohorts = site_client(ctx, url).call("GET", "/api/meta/cohorts", params=params)
@@ -158,23 +193,35 @@ def list_cohorts(ctx: click.Context, project: str | None, url: str | None,
 @url_option
 @json_option
 @click.pass_context
-def show(ctx: click.Context, cohort_id: str, with_series: bool, limit: int, url: str | None,
-         as_json: bool) -> None:
+def show(
+    ctx: click.Context,
+    cohort_id: str,
+    with_series: bool,
+    limit: int,
+    url: str | None,
+    as_json: bool,
+) -> None:
     """One cohort: its query, owner, whether it is frozen (and its series)."""
     client = site_client(ctx, url)
     info = client.call("GET", f"/api/meta/cohorts/{cohort_id}")
     series = None
     if with_series:
-        series = client.call("GET", f"/api/meta/cohorts/{cohort_id}/series",
-                             params={"limit": limit})
+        series = client.call(
+            "GET", f"/api/meta/cohorts/{cohort_id}/series", params={"limit": limit}
+        )
     if as_json:
         echo_json({**info, "series": series} if series is not None else info)
         return
-    for key in ("id", "name", "description", "project", "created_by", "created_at",
-                "source_site"):
+    for key in ("id", "name", "description", "project", "created_by", "created_at", "source_site"):
         click.echo(f"{key:<12} {info[key] or '-'}")
-    click.echo(f"{'frozen':<12} " + (f"{info['frozen_series']} series at {info['frozen_at']}"
-                                     if info["frozen"] else "no (the query runs on each use)"))
+    click.echo(
+        f"{'frozen':<12} "
+        + (
+            f"{info['frozen_series']} series at {info['frozen_at']}"
+            if info["frozen"]
+            else "no (the query runs on each use)"
+        )
+    )
     click.echo(f"query\n{json.dumps(info['query'], indent=2, ensure_ascii=False)}")
     if series is not None:
         click.echo(f"\n{series['total']} series")
@@ -183,17 +230,27 @@ def show(ctx: click.Context, cohort_id: str, with_series: bool, limit: int, url:
 
 @cohort.command("export")
 @click.argument("cohort_id")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write to this file (default: stdout).")
-@click.option("--include-series", is_flag=True,
-              help="Add the series UIDs (site-specific: only for sites sharing an archive).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to this file (default: stdout).",
+)
+@click.option(
+    "--include-series",
+    is_flag=True,
+    help="Add the series UIDs (site-specific: only for sites sharing an archive).",
+)
 @url_option
 @click.pass_context
-def export(ctx: click.Context, cohort_id: str, output: str | None, include_series: bool,
-           url: str | None) -> None:
+def export(
+    ctx: click.Context, cohort_id: str, output: str | None, include_series: bool, url: str | None
+) -> None:
     """The cohort as a JSON document that any site can import."""
     document = site_client(ctx, url).call(
-        "GET", f"/api/meta/cohorts/{cohort_id}/export",
+        "GET",
+        f"/api/meta/cohorts/{cohort_id}/export",
         params={"include_series": "true" if include_series else "false"},
     )
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
@@ -211,18 +268,24 @@ def export(ctx: click.Context, cohort_id: str, output: str | None, include_serie
 @url_option
 @json_option
 @click.pass_context
-def import_cohort(ctx: click.Context, file: str, project: str | None, name: str | None,
-                  url: str | None, as_json: bool) -> None:
+def import_cohort(
+    ctx: click.Context,
+    file: str,
+    project: str | None,
+    name: str | None,
+    url: str | None,
+    as_json: bool,
+) -> None:
     """Save a cohort exported by this or another site."""
     document = read_json("-" if file == "-" else f"@{file}", "FILE")
     params = {k: v for k, v in (("project", project), ("name", name)) if v is not None}
-    saved = site_client(ctx, url).call("POST", "/api/meta/cohorts/import", json=document,
-                                       params=params)
+    saved = site_client(ctx, url).call(
+        "POST", "/api/meta/cohorts/import", json=document, params=params
+    )
     if as_json:
         echo_json(saved)
         return
-    click.echo(f"Imported cohort {saved['name']!r} into project {saved['project']}: "
-               f"{saved['id']}")
+    click.echo(f"Imported cohort {saved['name']!r} into project {saved['project']}: {saved['id']}")
 
 
 @cohort.command("freeze")

@@ -174,8 +174,7 @@ def reindex(ctx: click.Context, local: bool, url: str | None) -> None:
     click.echo(f"{started['queued']} instances queued, {started['removed']} stale series removed")
     _follow(started["queued"], lambda: int(client.call("GET", "/api/meta/status")["pending"]))
     failed = client.call("GET", "/api/meta/status")["failed"]
-    click.echo(f"Done: {failed} instances failed (see `jip meta errors`)." if failed
-               else "Done.")
+    click.echo(f"Done: {failed} instances failed (see `jip meta errors`)." if failed else "Done.")
 
 
 def _follow(total: int, pending: Any, work: Any = None) -> None:
@@ -192,7 +191,8 @@ def _follow(total: int, pending: Any, work: Any = None) -> None:
             elif time.monotonic() - moved_at > STALL_S:
                 raise click.ClickException(
                     f"no progress for {STALL_S:.0f} s, {left} instances waiting: is the "
-                    "site's indexer running? (`jip up` runs it; `--local` indexes here)")
+                    "site's indexer running? (`jip up` runs it; `--local` indexes here)"
+                )
             now = max(0, min(total, total - left))
             if now > done:
                 bar.update(now - done)

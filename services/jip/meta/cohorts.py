@@ -37,8 +37,15 @@ from jip.store.dicom_file import check_uid
 EXPORT_FORMAT = "jip.cohort"
 EXPORT_VERSION = 1
 _EXPORT_KEYS = {
-    "format", "format_version", "name", "description", "query", "created_at",
-    "source_site", "exported_at", "series",
+    "format",
+    "format_version",
+    "name",
+    "description",
+    "query",
+    "created_at",
+    "source_site",
+    "exported_at",
+    "series",
 }
 MAX_NAME = 128
 MAX_DESCRIPTION = 10_000
@@ -134,16 +141,17 @@ class Cohorts:
             query, frozen = project_query(row.query, row.project), row.frozen_at is not None
             if frozen:
                 total = _frozen_counts(session, [row.id]).get(row.id, 0)
-                uids = list(session.scalars(
-                    select(CohortSeries.series_instance_uid)
-                    .where(CohortSeries.cohort_id == row.id)
-                    .order_by(CohortSeries.position)
-                    .offset(offset)
-                    .limit(limit)
-                ))
+                uids = list(
+                    session.scalars(
+                        select(CohortSeries.series_instance_uid)
+                        .where(CohortSeries.cohort_id == row.id)
+                        .order_by(CohortSeries.position)
+                        .offset(offset)
+                        .limit(limit)
+                    )
+                )
                 return CohortSeriesPage(total, True, self._documents(uids, fields))
-        found = self.index.search(query, sort=[ID_FIELD], offset=offset, limit=limit,
-                                  fields=fields)
+        found = self.index.search(query, sort=[ID_FIELD], offset=offset, limit=limit, fields=fields)
         return CohortSeriesPage(found.total, False, found.hits)
 
     def series_uids(self, user: CurrentUser, cohort_id: str) -> builtins.list[str]:
@@ -155,8 +163,9 @@ class Cohorts:
             query = project_query(row.query, row.project)
         return [uid for page in matching_uids(self.index, query) for uid in page]
 
-    def export(self, user: CurrentUser, cohort_id: str, include_series: bool = False
-               ) -> dict[str, Any]:
+    def export(
+        self, user: CurrentUser, cohort_id: str, include_series: bool = False
+    ) -> dict[str, Any]:
         """The cohort as a document any site can import (see :meth:`import_document`)."""
         info = self.get(user, cohort_id)
         document: dict[str, Any] = {
@@ -193,13 +202,23 @@ class Cohorts:
         owner = self._owner(user, project)
         now, cohort_id = datetime.now(UTC), uuid.uuid4().hex
         row = Cohort(
-            id=cohort_id, name=name, description=description, project=owner,
-            query=checked, frozen_at=None, source_site=source_site[:512],
-            created_by=user.username[:64], created_at=now, updated_at=now,
+            id=cohort_id,
+            name=name,
+            description=description,
+            project=owner,
+            query=checked,
+            frozen_at=None,
+            source_site=source_site[:512],
+            created_by=user.username[:64],
+            created_at=now,
+            updated_at=now,
         )
         if freeze and series is None:
-            series = [uid for page in matching_uids(self.index, project_query(checked, owner))
-                      for uid in page]
+            series = [
+                uid
+                for page in matching_uids(self.index, project_query(checked, owner))
+                for uid in page
+            ]
         try:
             with Session(self.engine) as session, session.begin():
                 session.add(row)
@@ -229,8 +248,9 @@ class Cohorts:
                     row.description = check_description(description)
                 if query is not None:
                     if row.frozen_at is not None:
-                        raise Conflict(f"cohort {cohort_id} is frozen: unfreeze it before "
-                                       "changing its query")
+                        raise Conflict(
+                            f"cohort {cohort_id} is frozen: unfreeze it before changing its query"
+                        )
                     row.query = check_query(query)
                 row.updated_at = datetime.now(UTC)
                 session.flush()
@@ -262,7 +282,11 @@ class Cohorts:
         return self.get(user, cohort_id)
 
     def import_document(
-        self, user: CurrentUser, document: object, *, project: str | None = None,
+        self,
+        user: CurrentUser,
+        document: object,
+        *,
+        project: str | None = None,
         name: str | None = None,
     ) -> CohortInfo:
         """Save an exported cohort here; 400 naming the part of the document at fault."""
@@ -282,8 +306,10 @@ class Cohorts:
         if project is None:
             mine = sorted(user.projects)
             if len(mine) != 1:
-                raise Invalid("project: name the project that owns the cohort"
-                              + (f" (one of {', '.join(mine)})" if mine else ""))
+                raise Invalid(
+                    "project: name the project that owns the cohort"
+                    + (f" (one of {', '.join(mine)})" if mine else "")
+                )
             project = mine[0]
         require_project_role(user, project, ProjectRole.RESEARCHER)
         with Session(self.engine) as session:
@@ -296,8 +322,9 @@ class Cohorts:
         require_project_role(user, row.project, ProjectRole.RESEARCHER)
         return row
 
-    def _documents(self, uids: builtins.list[str], fields: builtins.list[str] | None
-                   ) -> builtins.list[dict[str, Any]]:
+    def _documents(
+        self, uids: builtins.list[str], fields: builtins.list[str] | None
+    ) -> builtins.list[dict[str, Any]]:
         """Index documents of ``uids`` in that order; a series gone from the index shows
         as its UID alone."""
         if not uids:
@@ -319,11 +346,14 @@ def parse_export(document: object) -> dict[str, Any]:
     if document.get("format") != EXPORT_FORMAT:
         raise Invalid(f"format: expected {EXPORT_FORMAT!r}, got {document.get('format')!r}")
     version = document.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or not (
-        1 <= version <= EXPORT_VERSION
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or not (1 <= version <= EXPORT_VERSION)
     ):
-        raise Invalid(f"format_version: this site reads versions 1 to {EXPORT_VERSION}, "
-                      f"got {version!r}")
+        raise Invalid(
+            f"format_version: this site reads versions 1 to {EXPORT_VERSION}, got {version!r}"
+        )
     source = document.get("source_site", "")
     if not isinstance(source, str):
         raise Invalid("source_site: expected a string")
@@ -353,18 +383,23 @@ def _write_frozen(session: Session, cohort_id: str, uids: builtins.list[str]) ->
     session.execute(delete(CohortSeries).where(CohortSeries.cohort_id == cohort_id))
     unique = list(dict.fromkeys(uids))
     if unique:
-        session.execute(insert(CohortSeries), [
-            {"cohort_id": cohort_id, "position": i, "series_instance_uid": uid}
-            for i, uid in enumerate(unique)
-        ])
+        session.execute(
+            insert(CohortSeries),
+            [
+                {"cohort_id": cohort_id, "position": i, "series_instance_uid": uid}
+                for i, uid in enumerate(unique)
+            ],
+        )
 
 
 def _frozen_uids(session: Session, cohort_id: str) -> builtins.list[str]:
-    return list(session.scalars(
-        select(CohortSeries.series_instance_uid)
-        .where(CohortSeries.cohort_id == cohort_id)
-        .order_by(CohortSeries.position)
-    ))
+    return list(
+        session.scalars(
+            select(CohortSeries.series_instance_uid)
+            .where(CohortSeries.cohort_id == cohort_id)
+            .order_by(CohortSeries.position)
+        )
+    )
 
 
 def _frozen_counts(session: Session, cohort_ids: builtins.list[str]) -> dict[str, int]:

@@ -322,6 +322,5 @@ def _contrast(doc: Mapping[str, Any], summaries: list[Mapping[str, Any]]) -> boo
     if doc.get("Modality") in _RESULT_MODALITIES or "Rows" not in doc:
         return None
     return any(
-        str(s.get("ContrastBolusAgent", "")).strip().upper() not in _NO_CONTRAST
-        for s in summaries
+        str(s.get("ContrastBolusAgent", "")).strip().upper() not in _NO_CONTRAST for s in summaries
     )

@@ -236,8 +236,13 @@ def normalize_document(doc: Mapping[str, object]) -> dict[str, Any]:
         if field is None:
             raise Invalid(f"document {uid}: unknown field {name!r}")
         kind = type(raw)  # fast path: a value already of its field's JSON type
-        if kind is _CANONICAL.get(field.type) and not field.multi and raw != "" and (
-            kind is not float or math.isfinite(raw)  # type: ignore[arg-type]
+        if (
+            kind is _CANONICAL.get(field.type)
+            and not field.multi
+            and raw != ""
+            and (
+                kind is not float or math.isfinite(raw)  # type: ignore[arg-type]
+            )
         ):
             out[name] = raw
             continue
@@ -281,7 +286,7 @@ def analyze(text: str) -> list[str]:
     for found in _WORD.finditer(text):
         start = found.start()
         if tokens and start == end + 1 and _joins(text[end - 1], text[end], text[start]):
-            tokens[-1] += text[end:found.end()]
+            tokens[-1] += text[end : found.end()]
         else:
             tokens.append(found.group())
         end = found.end()
@@ -291,6 +296,8 @@ def analyze(text: str) -> list[str]:
 def _joins(before: str, mark: str, after: str) -> bool:
     letters = before.isalpha() and after.isalpha()
     digits = before.isdigit() and after.isdigit()
-    return (mark in ".'" and (letters or digits)) or (mark == ":" and letters) or (
-        mark == "," and digits
+    return (
+        (mark in ".'" and (letters or digits))
+        or (mark == ":" and letters)
+        or (mark == "," and digits)
     )

@@ -104,8 +104,9 @@ class MetaIndex(Protocol):
 
 
 def as_query(query: object) -> Query:
-    if isinstance(query, MatchAll | Term | Terms | Range | Exists | Wildcard | Prefix | Match
-                  | Bool):
+    if isinstance(
+        query, MatchAll | Term | Terms | Range | Exists | Wildcard | Prefix | Match | Bool
+    ):
         return query
     return parse_query(query)
 
@@ -129,8 +130,10 @@ def check_page(offset: int, limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise Invalid(f"limit: expected an integer >= 0, got {limit!r}")
     if offset + limit > MAX_RESULT_WINDOW:
-        raise Invalid(f"offset + limit must be at most {MAX_RESULT_WINDOW}; "
-                      "narrow the query or sort and page by a field instead")
+        raise Invalid(
+            f"offset + limit must be at most {MAX_RESULT_WINDOW}; "
+            "narrow the query or sort and page by a field instead"
+        )
 
 
 def check_fields(fields: Sequence[str] | None) -> list[str] | None:
@@ -151,9 +154,7 @@ def project(doc: Mapping[str, Any], fields: list[str] | None) -> dict[str, Any]:
     return {f: doc[f] for f in fields if f in doc}
 
 
-def terms_result(
-    top: list[tuple[Any, int]], total: int, boolean: bool = False
-) -> dict[str, Any]:
+def terms_result(top: list[tuple[Any, int]], total: int, boolean: bool = False) -> dict[str, Any]:
     """``top``: (key, count) ordered; ``total``: value occurrences over all buckets."""
     buckets = [{"key": bool(k) if boolean else k, "doc_count": n} for k, n in top]
     return {
@@ -224,8 +225,9 @@ def agg_result(agg: Agg, counts: Mapping[Any, int]) -> dict[str, Any]:
     match agg:
         case TermsAgg(field, size):
             ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            return terms_result(ordered[:size], sum(counts.values()),
-                                field.type is FieldType.BOOLEAN)
+            return terms_result(
+                ordered[:size], sum(counts.values()), field.type is FieldType.BOOLEAN
+            )
         case CardinalityAgg():
             return {"value": len(counts)}
         case DateHistogramAgg(_, interval):
@@ -235,9 +237,15 @@ def agg_result(agg: Agg, counts: Mapping[Any, int]) -> dict[str, Any]:
                 starts[start] = starts.get(start, 0) + n
             return histogram_result(starts, interval)
         case RangeAgg(_, ranges):
-            return {"buckets": [
-                range_bucket(spec.key, spec.start, spec.end,
-                             sum(n for mask, n in counts.items() if mask & (1 << i)))
-                for i, spec in enumerate(ranges)
-            ]}
+            return {
+                "buckets": [
+                    range_bucket(
+                        spec.key,
+                        spec.start,
+                        spec.end,
+                        sum(n for mask, n in counts.items() if mask & (1 << i)),
+                    )
+                    for i, spec in enumerate(ranges)
+                ]
+            }
     raise TypeError(f"not an aggregation: {agg!r}")  # pragma: no cover

@@ -95,8 +95,9 @@ class OpenSearchIndex:
         self._refresh = refresh
 
     @classmethod
-    def from_url(cls, url: str, *, index: str = DEFAULT_INDEX, refresh: bool = False,
-                 **client_options: Any) -> OpenSearchIndex:
+    def from_url(
+        cls, url: str, *, index: str = DEFAULT_INDEX, refresh: bool = False, **client_options: Any
+    ) -> OpenSearchIndex:
         """``https://user:password@host:9200``; ``client_options`` go to the client."""
         from opensearchpy import OpenSearch
 
@@ -107,25 +108,28 @@ class OpenSearchIndex:
             client_options.setdefault("http_auth", (parts.username, parts.password or ""))
         netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
         host = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-        return cls(client=OpenSearch(hosts=[host], **client_options), index=index,
-                   refresh=refresh)
+        return cls(client=OpenSearch(hosts=[host], **client_options), index=index, refresh=refresh)
 
     def ensure_index(self) -> None:
         """Install the template and create the index, or add new catalogue fields to it."""
-        self._call(self.client.indices.put_index_template, name=self.index,
-                   body=index_template(self.index))
+        self._call(
+            self.client.indices.put_index_template, name=self.index, body=index_template(self.index)
+        )
         if self._call(self.client.indices.exists, index=self.index):
             self._call(self.client.indices.put_mapping, index=self.index, body=mappings())
         else:
-            self._call(self.client.indices.create, index=self.index,
-                       body={"settings": {"number_of_shards": 1}, "mappings": mappings()})
+            self._call(
+                self.client.indices.create,
+                index=self.index,
+                body={"settings": {"number_of_shards": 1}, "mappings": mappings()},
+            )
 
     def upsert(self, docs: Iterable[Mapping[str, Any]]) -> int:
         latest = {d[ID_FIELD]: d for d in map(normalize_document, docs)}
         items = list(latest.items())
         for start in range(0, len(items), _BULK_CHUNK):
             body: list[dict[str, Any]] = []
-            for uid, doc in items[start:start + _BULK_CHUNK]:
+            for uid, doc in items[start : start + _BULK_CHUNK]:
                 body += [{"index": {"_index": self.index, "_id": uid}}, doc]
             self._bulk(body)
         return len(items)
@@ -134,8 +138,10 @@ class OpenSearchIndex:
         uids = list(dict.fromkeys(series_uids))
         deleted = 0
         for start in range(0, len(uids), _BULK_CHUNK):
-            body = [{"delete": {"_index": self.index, "_id": uid}}
-                    for uid in uids[start:start + _BULK_CHUNK]]
+            body = [
+                {"delete": {"_index": self.index, "_id": uid}}
+                for uid in uids[start : start + _BULK_CHUNK]
+            ]
             items = self._bulk(body, missing_ok=True)
             deleted += sum(1 for i in items if i.get("delete", {}).get("result") == "deleted")
         return deleted
@@ -187,8 +193,13 @@ class OpenSearchIndex:
         return int(self._call(self.client.count, index=self.index)["count"])
 
     def clear(self) -> None:
-        self._call(self.client.delete_by_query, index=self.index,
-                   body={"query": {"match_all": {}}}, refresh=True, conflicts="proceed")
+        self._call(
+            self.client.delete_by_query,
+            index=self.index,
+            body={"query": {"match_all": {}}},
+            refresh=True,
+            conflicts="proceed",
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -203,8 +214,9 @@ class OpenSearchIndex:
             for item in items:
                 ((action, result),) = item.items()
                 if "error" in result and not (missing_ok and result.get("status") == 404):
-                    raise Unavailable(f"OpenSearch refused {action} of {result.get('_id')}: "
-                                      f"{result['error']}")
+                    raise Unavailable(
+                        f"OpenSearch refused {action} of {result.get('_id')}: {result['error']}"
+                    )
         return items
 
     @staticmethod
@@ -269,9 +281,13 @@ def aggs_to_dsl(aggs: Mapping[str, Agg]) -> dict[str, Any]:
                 ]
                 out[name] = {"range": {"field": field.name, "ranges": specs}}
             case DateHistogramAgg(field, interval):
-                out[name] = {"date_histogram": {
-                    "field": field.name, "calendar_interval": interval, "format": "yyyy-MM-dd",
-                }}
+                out[name] = {
+                    "date_histogram": {
+                        "field": field.name,
+                        "calendar_interval": interval,
+                        "format": "yyyy-MM-dd",
+                    }
+                }
             case CardinalityAgg(field):
                 out[name] = {"cardinality": {"field": field.name}}
     return out
@@ -305,14 +321,22 @@ def normalise_agg(agg: Agg, raw: Mapping[str, Any]) -> dict[str, Any]:
             found = raw.get("buckets", [])
             listed = found if isinstance(found, list) else list(found.values())
             counts = [int(b["doc_count"]) for b in listed] + [0] * len(ranges)
-            return {"buckets": [range_bucket(r.key, r.start, r.end, counts[i])
-                                for i, r in enumerate(ranges)]}
+            return {
+                "buckets": [
+                    range_bucket(r.key, r.start, r.end, counts[i]) for i, r in enumerate(ranges)
+                ]
+            }
         case DateHistogramAgg():
-            return {"buckets": [
-                {"key_as_string": day_of_epoch_ms(int(b["key"])), "key": int(b["key"]),
-                 "doc_count": int(b["doc_count"])}
-                for b in raw.get("buckets", [])
-            ]}
+            return {
+                "buckets": [
+                    {
+                        "key_as_string": day_of_epoch_ms(int(b["key"])),
+                        "key": int(b["key"]),
+                        "doc_count": int(b["doc_count"]),
+                    }
+                    for b in raw.get("buckets", [])
+                ]
+            }
         case CardinalityAgg():
             return {"value": int(raw.get("value", 0))}
     raise TypeError(f"not an aggregation: {agg!r}")  # pragma: no cover

@@ -83,8 +83,9 @@ _SQL_TYPES = {
     FieldType.BOOLEAN: "INTEGER",
 }
 # Indexed fields first: SQLite walks a row's header up to the column it reads.
-_COLUMNS = sorted((f for f in FIELDS.values() if not f.multi and f.name != ID_FIELD),
-                  key=lambda f: not f.column)
+_COLUMNS = sorted(
+    (f for f in FIELDS.values() if not f.multi and f.name != ID_FIELD), key=lambda f: not f.column
+)
 _COLUMN_NAMES = [f.name for f in _COLUMNS]
 _FIELD_IDS = {name: i for i, name in enumerate(FIELDS)}
 _OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -137,8 +138,10 @@ class SqliteIndex:
         with self._write() as conn:
             ids = list(_remove_side_rows(conn, uids).values())
             for table in ("docs", "sources"):
-                conn.execute(f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
-                             (json.dumps(ids),))
+                conn.execute(
+                    f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(ids),),
+                )
         return len(ids)
 
     def clear(self) -> None:
@@ -189,11 +192,16 @@ class SqliteIndex:
     # -- connections ------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._target, isolation_level=None, check_same_thread=False,
-                               timeout=30)
+        conn = sqlite3.connect(
+            self._target, isolation_level=None, check_same_thread=False, timeout=30
+        )
         for pragma in (
-            "journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000",
-            "temp_store=MEMORY", "cache_size=-131072", "mmap_size=1073741824",
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "busy_timeout=30000",
+            "temp_store=MEMORY",
+            "cache_size=-131072",
+            "mmap_size=1073741824",
         ):
             conn.execute(f"PRAGMA {pragma}")
         with self._lock:
@@ -247,10 +255,15 @@ def _search(
     found, total = _aggregations(conn, aggs, where, params)
     if keys:  # one pass for the sorted page and the total (COUNT OVER the match)
         order = ", ".join(_order(k.field, k.descending) for k in keys)
-        rows = conn.execute(
-            f"SELECT d.id, COUNT(*) OVER () FROM docs d WHERE {where} ORDER BY {order} "
-            "LIMIT ? OFFSET ?", [*params, limit, offset],
-        ).fetchall() if limit else []
+        rows = (
+            conn.execute(
+                f"SELECT d.id, COUNT(*) OVER () FROM docs d WHERE {where} ORDER BY {order} "
+                "LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            ).fetchall()
+            if limit
+            else []
+        )
         total = rows[0][1] if rows else total
     else:  # index order: the page stops after `limit` matches
         rows = conn.execute(
@@ -258,13 +271,14 @@ def _search(
             [*params, limit, offset],
         ).fetchall()
     if total is None:
-        total = conn.execute(f"SELECT COUNT(*) FROM docs d WHERE {where}",
-                             params).fetchone()[0]
+        total = conn.execute(f"SELECT COUNT(*) FROM docs d WHERE {where}", params).fetchone()[0]
     ids = [r[0] for r in rows]
-    sources = dict(conn.execute(
-        "SELECT id, doc FROM sources WHERE id IN (SELECT value FROM json_each(?))",
-        (json.dumps(ids),),
-    ).fetchall())
+    sources = dict(
+        conn.execute(
+            "SELECT id, doc FROM sources WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        ).fetchall()
+    )
     hits = [project(json.loads(sources[i]), wanted) for i in ids]
     return SearchResult(total, hits, found)
 
@@ -297,17 +311,23 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
 
 def _create_tables(conn: sqlite3.Connection) -> None:
     columns = "".join(f', "{f.name}" {_SQL_TYPES[f.type]}' for f in _COLUMNS)
-    conn.execute(f'CREATE TABLE docs (id INTEGER PRIMARY KEY, "SeriesInstanceUID" TEXT NOT NULL '
-                 f"UNIQUE{columns})")
+    conn.execute(
+        f'CREATE TABLE docs (id INTEGER PRIMARY KEY, "SeriesInstanceUID" TEXT NOT NULL '
+        f"UNIQUE{columns})"
+    )
     for f in _COLUMNS:
         if f.column:
             conn.execute(f'CREATE INDEX "ix_docs_{f.name}" ON docs ("{f.name}")')
     conn.execute("CREATE TABLE sources (id INTEGER PRIMARY KEY, doc TEXT NOT NULL)")
     # No index on doc_id: rows are deleted by their full key, recomputed from the source.
-    conn.execute("CREATE TABLE doc_values (field INTEGER NOT NULL, value NOT NULL, "
-                 "doc_id INTEGER NOT NULL, PRIMARY KEY (field, value, doc_id)) WITHOUT ROWID")
-    conn.execute("CREATE TABLE doc_tokens (field INTEGER NOT NULL, token TEXT NOT NULL, "
-                 "doc_id INTEGER NOT NULL, PRIMARY KEY (field, token, doc_id)) WITHOUT ROWID")
+    conn.execute(
+        "CREATE TABLE doc_values (field INTEGER NOT NULL, value NOT NULL, "
+        "doc_id INTEGER NOT NULL, PRIMARY KEY (field, value, doc_id)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "CREATE TABLE doc_tokens (field INTEGER NOT NULL, token TEXT NOT NULL, "
+        "doc_id INTEGER NOT NULL, PRIMARY KEY (field, token, doc_id)) WITHOUT ROWID"
+    )
 
 
 def _still_valid(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -357,14 +377,13 @@ def _remove_side_rows(conn: sqlite3.Connection, uids: list[str]) -> dict[str, in
     tokens: list[tuple[int, Any, int]] = []
     for uid, doc_id, source in conn.execute(
         'SELECT d."SeriesInstanceUID", d.id, s.doc FROM docs d JOIN sources s ON s.id = d.id '
-        'WHERE d."SeriesInstanceUID" IN (SELECT value FROM json_each(?))', (json.dumps(uids),)
+        'WHERE d."SeriesInstanceUID" IN (SELECT value FROM json_each(?))',
+        (json.dumps(uids),),
     ).fetchall():
         known[uid] = doc_id
         _side_rows(doc_id, json.loads(source), values, tokens)
     for table, key, rows in (("doc_values", "value", values), ("doc_tokens", "token", tokens)):
-        conn.executemany(
-            f"DELETE FROM {table} WHERE field = ? AND {key} = ? AND doc_id = ?", rows
-        )
+        conn.executemany(f"DELETE FROM {table} WHERE field = ? AND {key} = ? AND doc_id = ?", rows)
     return known
 
 
@@ -417,8 +436,9 @@ def _where(query: Query, params: list[Any]) -> str:
         case Term(field, value):
             return _compare(field, "{0} = ?", [value], params)
         case Terms(field, values):
-            return _compare(field, "{0} IN (SELECT value FROM json_each(?))",
-                            [json.dumps(list(values))], params)
+            return _compare(
+                field, "{0} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))], params
+            )
         case Range(field):
             ops = [(op, getattr(query, op)) for op in _OPS if getattr(query, op) is not None]
             template = " AND ".join(f"{{0}} {_OPS[op]} ?" for op, _ in ops)
@@ -433,8 +453,10 @@ def _where(query: Query, params: list[Any]) -> str:
             if not tokens:
                 return "0"
             params.extend([_FIELD_IDS[field.stored], json.dumps(list(tokens))])
-            sub = ("SELECT doc_id FROM doc_tokens WHERE field = ? AND token IN "
-                   "(SELECT value FROM json_each(?))")
+            sub = (
+                "SELECT doc_id FROM doc_tokens WHERE field = ? AND token IN "
+                "(SELECT value FROM json_each(?))"
+            )
             if operator == "and" and len(tokens) > 1:
                 params.append(len(tokens))
                 sub += " GROUP BY doc_id HAVING COUNT(*) = ?"
@@ -461,8 +483,7 @@ def _prefix(field: Field, prefix: str, params: list[Any]) -> str:
     following = ord(stem[-1]) + 1
     if 0xD800 <= following < 0xE000:
         following = 0xE000  # no surrogates in UTF-8
-    return _compare(field, "{0} >= ? AND {0} < ?", [prefix, stem[:-1] + chr(following)],
-                    params)
+    return _compare(field, "{0} >= ? AND {0} < ?", [prefix, stem[:-1] + chr(following)], params)
 
 
 def _glob(pattern: str) -> str:
@@ -522,11 +543,15 @@ def _single_valued_aggs(
         elif isinstance(agg, RangeAgg):  # a bit per bucket the value falls in
             bits = []
             for i, spec in enumerate(agg.ranges):
-                conditions = [f"{column} {op} ?" for value, op in ((spec.start, ">="),
-                              (spec.end, "<")) if value is not None]
+                conditions = [
+                    f"{column} {op} ?"
+                    for value, op in ((spec.start, ">="), (spec.end, "<"))
+                    if value is not None
+                ]
                 key_params += [v for v in (spec.start, spec.end) if v is not None]
-                bits.append(f"(CASE WHEN {' AND '.join(conditions or ['1'])} THEN {1 << i} "
-                            "ELSE 0 END)")
+                bits.append(
+                    f"(CASE WHEN {' AND '.join(conditions or ['1'])} THEN {1 << i} ELSE 0 END)"
+                )
             column = f"({column} IS NOT NULL) * ({' + '.join(bits)})"
         keys.append(column)
     positions = ", ".join(str(i + 1) for i in range(len(keys)))
@@ -549,8 +574,17 @@ def _multi_valued_agg(
 ) -> dict[str, Any]:
     """Documents per value of a multi-valued field; a document counts once per value."""
     if isinstance(agg, RangeAgg):  # a document counts once per bucket, whatever its values
-        return {"buckets": [range_bucket(spec.key, spec.start, spec.end, _docs_in_range(
-            conn, agg.field, spec.start, spec.end, where, params)) for spec in agg.ranges]}
+        return {
+            "buckets": [
+                range_bucket(
+                    spec.key,
+                    spec.start,
+                    spec.end,
+                    _docs_in_range(conn, agg.field, spec.start, spec.end, where, params),
+                )
+                for spec in agg.ranges
+            ]
+        }
     value = "dv.value"
     if isinstance(agg, DateHistogramAgg):
         value = f"substr(dv.value, 1, {_WIDTHS[agg.interval]})"
@@ -562,15 +596,23 @@ def _multi_valued_agg(
     return agg_result(agg, dict(rows))
 
 
-def _docs_in_range(conn: sqlite3.Connection, field: Field, start: float | None,
-                   end: float | None, where: str, params: list[Any]) -> int:
+def _docs_in_range(
+    conn: sqlite3.Connection,
+    field: Field,
+    start: float | None,
+    end: float | None,
+    where: str,
+    params: list[Any],
+) -> int:
     bounds = [(v, op) for v, op in ((start, ">="), (end, "<")) if v is not None]
     condition = " AND ".join(f"dv.value {op} ?" for _, op in bounds) or "1"
-    return int(conn.execute(
-        "SELECT COUNT(DISTINCT dv.doc_id) FROM doc_values dv JOIN docs d ON d.id = dv.doc_id "
-        f"WHERE dv.field = ? AND {condition} AND ({where})",
-        [_FIELD_IDS[field.stored], *(v for v, _ in bounds), *params],
-    ).fetchone()[0])
+    return int(
+        conn.execute(
+            "SELECT COUNT(DISTINCT dv.doc_id) FROM doc_values dv JOIN docs d ON d.id = dv.doc_id "
+            f"WHERE dv.field = ? AND {condition} AND ({where})",
+            [_FIELD_IDS[field.stored], *(v for v, _ in bounds), *params],
+        ).fetchone()[0]
+    )
 
 
 _WIDTHS = {"year": 4, "month": 7, "day": 10}

@@ -142,8 +142,10 @@ class Indexer:
                 doc[PROJECTS_FIELD] = sorted(projects[series_uid])
                 docs.append(doc)
             except Invalid as exc:  # e.g. summaries naming another series than the catalog
-                log.error("series document not built",
-                          extra={"series_instance_uid": series_uid, "error": str(exc)})
+                log.error(
+                    "series document not built",
+                    extra={"series_instance_uid": series_uid, "error": str(exc)},
+                )
         upserted = self.index.upsert(docs) if docs else 0
         built = {doc[ID_FIELD] for doc in docs}
         gone = [uid for uid in wanted if uid not in built]

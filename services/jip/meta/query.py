@@ -155,8 +155,9 @@ _OCCURS = ("must", "filter", "should", "must_not")
 
 
 def _bool(body: object, path: str) -> Query:
-    opts = _options(body, path, {"must", "filter", "should", "must_not", "boost",
-                                 "minimum_should_match"})
+    opts = _options(
+        body, path, {"must", "filter", "should", "must_not", "boost", "minimum_should_match"}
+    )
     if path.count(".bool") > MAX_DEPTH:
         raise Invalid(f"{path}: bool queries nest at most {MAX_DEPTH} deep")
     listed = [v if isinstance(v, list) else [v] for k, v in opts.items() if k in _OCCURS]
@@ -224,8 +225,9 @@ def _range(body: object, path: str) -> Query:
     field = lookup(name, path)
     where = f"{path}.{name}"
     if field.type in (FieldType.TEXT, FieldType.BOOLEAN):
-        raise Invalid(f"{where}: range needs a number, date or keyword field; {name!r} is "
-                      f"{field.type}")
+        raise Invalid(
+            f"{where}: range needs a number, date or keyword field; {name!r} is {field.type}"
+        )
     bounds = _options(spec, where, {"gt", "gte", "lt", "lte", "boost"})
     bounds.pop("boost", None)
     if not bounds:
@@ -316,20 +318,28 @@ def parse_aggs(dsl: object, path: str = "aggs") -> dict[str, Agg]:
             raw = opts.get("calendar_interval")
             interval = _INTERVALS.get(raw) if isinstance(raw, str) else None
             if interval is None:
-                raise Invalid(f"{where}.calendar_interval: expected year, month or day, "
-                              f"got {raw!r}")
+                raise Invalid(
+                    f"{where}.calendar_interval: expected year, month or day, got {raw!r}"
+                )
             out[name] = DateHistogramAgg(field, interval)
         elif kind == "cardinality":
             opts = _options(spec, where, {"field"}, "field")
             out[name] = CardinalityAgg(_field(opts["field"], where, exact=True))
         else:
-            raise Invalid(f"{path}.{name}: unknown aggregation {kind!r} "
-                          "(known: terms, range, date_histogram, cardinality)")
+            raise Invalid(
+                f"{path}.{name}: unknown aggregation {kind!r} "
+                "(known: terms, range, date_histogram, cardinality)"
+            )
     return out
 
 
 _INTERVALS: dict[str, Literal["year", "month", "day"]] = {
-    "year": "year", "1y": "year", "month": "month", "1M": "month", "day": "day", "1d": "day",
+    "year": "year",
+    "1y": "year",
+    "month": "month",
+    "1M": "month",
+    "day": "day",
+    "1d": "day",
 }
 
 
@@ -338,8 +348,10 @@ def _range_agg(spec: object, where: str) -> RangeAgg:
     field = _typed_field(opts["field"], where, (FieldType.INTEGER, FieldType.FLOAT))
     raw = opts.get("ranges")
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_RANGES:
-        raise Invalid(f"{where}.ranges: expected a list of 1 to {MAX_RANGES} ranges "
-                      "(date_histogram suits more buckets)")
+        raise Invalid(
+            f"{where}.ranges: expected a list of 1 to {MAX_RANGES} ranges "
+            "(date_histogram suits more buckets)"
+        )
     ranges = []
     for i, item in enumerate(raw):
         at = f"{where}.ranges[{i}]"
@@ -370,9 +382,11 @@ def parse_sort(dsl: object, path: str = "sort") -> tuple[SortKey, ...]:
             name, order = item, "asc"
         else:
             name, spec = _single_key(item, at, "a field")
-            order = spec if isinstance(spec, str) else _options(
-                spec, f"{at}.{name}", {"order"}, "order"
-            )["order"]
+            order = (
+                spec
+                if isinstance(spec, str)
+                else _options(spec, f"{at}.{name}", {"order"}, "order")["order"]
+            )
         field = _field(name, at, exact=True)
         if field.multi:
             raise Invalid(f"{at}: cannot sort on the multi-valued field {name!r}")
@@ -408,8 +422,9 @@ def _options(
     if known is not None:
         unknown = sorted(set(opts) - known)
         if unknown:
-            raise Invalid(f"{path}: unknown option {unknown[0]!r} (known: "
-                          f"{', '.join(sorted(known))})")
+            raise Invalid(
+                f"{path}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
     if short is not None and short not in opts:
         raise Invalid(f"{path}: missing {short!r}")
     return opts
@@ -418,16 +433,19 @@ def _options(
 def _field(name: object, path: str, exact: bool) -> Field:
     field = lookup(name, path)
     if exact and field.type is FieldType.TEXT:
-        raise Invalid(f"{path}: {field.name!r} is a text field: use match, or "
-                      f"'{field.name}.keyword' for exact values")
+        raise Invalid(
+            f"{path}: {field.name!r} is a text field: use match, or "
+            f"'{field.name}.keyword' for exact values"
+        )
     return field
 
 
 def _typed_field(name: object, path: str, types: tuple[FieldType, ...]) -> Field:
     field = lookup(name, f"{path}.field")
     if field.type not in types:
-        raise Invalid(f"{path}.field: needs {_a(' or '.join(types))} field; {field.name!r} is "
-                      f"{field.type}")
+        raise Invalid(
+            f"{path}.field: needs {_a(' or '.join(types))} field; {field.name!r} is {field.type}"
+        )
     return field
 
 
@@ -439,8 +457,10 @@ def _value(field: Field, raw: object, path: str, bound: bool = False) -> Scalar:
             return int(number) if number.is_integer() else number
     value = coerce(field, raw)
     if value is None:
-        expected = "a date (yyyyMMdd or yyyy-MM-dd)" if field.type is FieldType.DATE else (
-            f"{_a(field.type)} value"
+        expected = (
+            "a date (yyyyMMdd or yyyy-MM-dd)"
+            if field.type is FieldType.DATE
+            else (f"{_a(field.type)} value")
         )
         raise Invalid(f"{path}: expected {expected} for {field.name!r}, got {raw!r}")
     return value

@@ -137,9 +137,10 @@ class CohortOut(BaseModel):
 
     @classmethod
     def of(cls, info: CohortInfo) -> CohortOut:
-        return cls(frozen=info.frozen, **{
-            name: getattr(info, name) for name in cls.model_fields if name != "frozen"
-        })
+        return cls(
+            frozen=info.frozen,
+            **{name: getattr(info, name) for name in cls.model_fields if name != "frozen"},
+        )
 
 
 class CohortSeriesOut(BaseModel):
@@ -205,9 +206,7 @@ def values(
     name: str, index: IndexDep, user: CurrentUserDep, size: int = Query(20, ge=1, le=1000)
 ) -> FieldValuesOut:
     """The most frequent values of one field over the series the caller may see."""
-    return FieldValuesOut(
-        field=name, values=field_values(index, name, size, project_scope(user))
-    )
+    return FieldValuesOut(field=name, values=field_values(index, name, size, project_scope(user)))
 
 
 # -- index state -------------------------------------------------------------------------
@@ -246,8 +245,12 @@ def reindex(
     """
     queued = ledger.requeue()
     removed = sweep_orphans(index, ledger)
-    audit.record("meta.reindex", username=admin.username, client_ip=ip,
-                 detail={"queued": queued, "removed": removed})
+    audit.record(
+        "meta.reindex",
+        username=admin.username,
+        client_ip=ip,
+        detail={"queued": queued, "removed": removed},
+    )
     return ReindexOut(queued=queued, removed=removed)
 
 
@@ -265,8 +268,14 @@ def create_cohort(
     body: CohortIn, cohorts: CohortsDep, user: CurrentUserDep, audit: AuditDep, ip: ClientIpDep
 ) -> CohortOut:
     """Save a cohort query for a project; ``freeze`` also keeps the series it matches now."""
-    info = cohorts.create(user, name=body.name, description=body.description,
-                          project=body.project, query=body.query, freeze=body.freeze)
+    info = cohorts.create(
+        user,
+        name=body.name,
+        description=body.description,
+        project=body.project,
+        query=body.query,
+        freeze=body.freeze,
+    )
     _audit(audit, "meta.cohort.create", user.username, info, ip)
     return CohortOut.of(info)
 
@@ -302,8 +311,9 @@ def update_cohort(
     ip: ClientIpDep,
 ) -> CohortOut:
     """Rename, describe or change the query (a frozen cohort's query is fixed)."""
-    info = cohorts.update(user, cohort_id, name=body.name, description=body.description,
-                          query=body.query)
+    info = cohorts.update(
+        user, cohort_id, name=body.name, description=body.description, query=body.query
+    )
     _audit(audit, "meta.cohort.update", user.username, info, ip)
     return CohortOut.of(info)
 
@@ -366,12 +376,24 @@ def export_cohort(
     document = cohorts.export(user, cohort_id, include_series=include_series)
     filename = re.sub(r"[^A-Za-z0-9._-]+", "-", document["name"]).strip("-") or "cohort"
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}.json"'
-    _audit(audit, "meta.cohort.export", user.username, cohorts.get(user, cohort_id), ip,
-           include_series=include_series)
+    _audit(
+        audit,
+        "meta.cohort.export",
+        user.username,
+        cohorts.get(user, cohort_id),
+        ip,
+        include_series=include_series,
+    )
     return document
 
 
-def _audit(audit: AuditLog, action: str, username: str, info: CohortInfo, ip: str,
-           **detail: Any) -> None:
-    audit.record(action, username=username, target=f"cohort:{info.id}", client_ip=ip,
-                 detail={"name": info.name, "project": info.project, **detail})
+def _audit(
+    audit: AuditLog, action: str, username: str, info: CohortInfo, ip: str, **detail: Any
+) -> None:
+    audit.record(
+        action,
+        username=username,
+        target=f"cohort:{info.id}",
+        client_ip=ip,
+        detail={"name": info.name, "project": info.project, **detail},
+    )

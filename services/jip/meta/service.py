@@ -155,9 +155,9 @@ class IndexLedger:
         # Both counts read only rows not yet indexed (the outbox index finds them), so
         # they stay cheap however large the catalog grows.
         failed = Instance.index_error.is_not(None)
-        query = select(
-            func.count(case((~failed, 1))), func.count(case((failed, 1)))
-        ).where(Instance.indexed_at.is_(None))
+        query = select(func.count(case((~failed, 1))), func.count(case((failed, 1)))).where(
+            Instance.indexed_at.is_(None)
+        )
         with self.engine.connect() as conn:
             pending, errors = conn.execute(query).one()
         return IndexProgress(pending=int(pending), failed=int(errors), documents=index.count())

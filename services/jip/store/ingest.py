@@ -86,9 +86,7 @@ class Ingestor:
                 self.storage.move_in(key, path)
         finally:
             path.unlink(missing_ok=True)
-        return self._record(
-            NewInstance(header, size_bytes, sha256, key, calling_ae_title, project)
-        )
+        return self._record(NewInstance(header, size_bytes, sha256, key, calling_ae_title, project))
 
     def ingest_bytes(
         self, data: bytes, calling_ae_title: str = "", *, project: str | None = None

@@ -62,9 +62,7 @@ def as_scope(projects: Iterable[str] | None) -> Scope:
 
 def visible_series(scope: Collection[str]) -> Any:
     """A subquery of the Series Instance UIDs assigned to any project of ``scope``."""
-    return select(SeriesProject.series_instance_uid).where(
-        SeriesProject.project.in_(sorted(scope))
-    )
+    return select(SeriesProject.series_instance_uid).where(SeriesProject.project.in_(sorted(scope)))
 
 
 def series_in_scope(scope: Scope) -> ColumnElement[bool] | None:
@@ -113,8 +111,9 @@ def check_rule(calling_ae_title: str, field: str, pattern: str) -> None:
 
 
 def _rule(row: Any) -> RuleInfo:
-    return RuleInfo(row.pk, row.project, row.calling_ae_title, row.field, row.pattern,
-                    bool(row.enabled))
+    return RuleInfo(
+        row.pk, row.project, row.calling_ae_title, row.field, row.pattern, bool(row.enabled)
+    )
 
 
 def assign_new_series(
@@ -139,14 +138,17 @@ def assign_new_series(
     # A project removed meanwhile (even the default one) must not fail the ingest: its
     # series stays unassigned, seen by site admins only, until someone assigns it.
     existing = set(
-        conn.execute(select(_PROJECTS.c.name).where(_PROJECTS.c.name.in_(sorted(assigned))))
-        .scalars()
+        conn.execute(
+            select(_PROJECTS.c.name).where(_PROJECTS.c.name.in_(sorted(assigned)))
+        ).scalars()
     )
     if len(existing) < len(assigned):
         log.warning(
             "series assigned to a project that does not exist",
-            extra={"series_instance_uid": header.series_instance_uid,
-                   "projects": sorted(set(assigned) - existing)},
+            extra={
+                "series_instance_uid": header.series_instance_uid,
+                "projects": sorted(set(assigned) - existing),
+            },
         )
     now = datetime.now(UTC)
     for name, how in assigned.items():
@@ -229,13 +231,20 @@ class SeriesProjects:
         return _rule(row)
 
     def add_rule(
-        self, project: str, *, calling_ae_title: str = "", field: str = "", pattern: str = "",
+        self,
+        project: str,
+        *,
+        calling_ae_title: str = "",
+        field: str = "",
+        pattern: str = "",
         enabled: bool = True,
     ) -> RuleInfo:
         check_rule(calling_ae_title, field, pattern)
         with self.engine.begin() as conn:
             pk = conn.execute(
-                insert(ProjectRule).returning(ProjectRule.pk).values(
+                insert(ProjectRule)
+                .returning(ProjectRule.pk)
+                .values(
                     project=project,
                     calling_ae_title=calling_ae_title.strip(),
                     field=field,
@@ -278,7 +287,5 @@ class SeriesProjects:
 def _reindex(conn: Connection, series_uid: str) -> None:
     """Put the series back into META's outbox, so its document carries the new projects."""
     conn.execute(
-        update(Instance)
-        .where(Instance.series_instance_uid == series_uid)
-        .values(indexed_at=None)
+        update(Instance).where(Instance.series_instance_uid == series_uid).values(indexed_at=None)
     )

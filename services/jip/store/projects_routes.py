@@ -58,8 +58,14 @@ class RuleOut(BaseModel):
 
     @classmethod
     def of(cls, rule: RuleInfo) -> RuleOut:
-        return cls(id=rule.pk, project=rule.project, calling_ae_title=rule.calling_ae_title,
-                   field=rule.field, pattern=rule.pattern, enabled=rule.enabled)
+        return cls(
+            id=rule.pk,
+            project=rule.project,
+            calling_ae_title=rule.calling_ae_title,
+            field=rule.field,
+            pattern=rule.pattern,
+            enabled=rule.enabled,
+        )
 
 
 class SeriesProjectsOut(BaseModel):
@@ -79,10 +85,15 @@ def add_rule(
     body: RuleIn, _admin: AdminDep, data: SeriesProjectsDep, projects: ProjectsDep
 ) -> RuleOut:
     projects.get(body.project)  # 404 for an unknown project
-    return RuleOut.of(data.add_rule(
-        body.project, calling_ae_title=body.calling_ae_title, field=body.field,
-        pattern=body.pattern, enabled=body.enabled,
-    ))
+    return RuleOut.of(
+        data.add_rule(
+            body.project,
+            calling_ae_title=body.calling_ae_title,
+            field=body.field,
+            pattern=body.pattern,
+            enabled=body.enabled,
+        )
+    )
 
 
 @router.get("/rules/{rule_id}")
