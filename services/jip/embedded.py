@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import uvicorn
+from pydantic import SecretStr
 
 from jip.app import build_app
 from jip.config import Settings
@@ -104,6 +105,7 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
             f"First start: created user 'admin' with one-time password {one_time}\n"
             "Log in with `jip login` and change it with `jip user passwd admin`."
         )
+    settings = with_service_token(settings, runtime)
     platform = Platform(settings, runtime, embedded_components(settings, role))
     app = build_app(runtime, readiness=[c.not_ready for c in platform.components])
     config = uvicorn.Config(
@@ -139,6 +141,25 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
         runtime.close()
         settings.state_file.unlink(missing_ok=True)
         log.info("JIP stopped")
+
+
+# A workflow may wait days for a human step; `jip up` mints a fresh token at each start.
+SERVICE_TOKEN_TTL_S = 30 * 24 * 3600
+
+
+def with_service_token(settings: Settings, runtime: Runtime) -> Settings:
+    """Settings whose ``api_token`` lets Airflow tasks and auto-rules call the API.
+
+    Only where auth is on, JIP is its own issuer and no token was configured (a cluster
+    passes ``JIP_API_TOKEN`` from a Secret instead).
+    """
+    issuer = runtime.identity.issuer
+    if not settings.auth.enabled or settings.api_token is not None or issuer is None:
+        return settings
+    from jip.base.issuer import service_token
+
+    token = service_token(issuer, ttl_s=SERVICE_TOKEN_TTL_S)
+    return settings.model_copy(update={"api_token": SecretStr(token)})
 
 
 def _exit_normally(_signum: int, _frame: object) -> None:

@@ -23,7 +23,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -439,3 +439,28 @@ class Issuer:
             detail={"kind": kind, "revoked": "session"},
             client_ip=client_ip,
         )
+
+
+SERVICE_USERNAME = "jip-service"
+
+
+def service_token(issuer: Issuer, *, ttl_s: int, now: datetime | None = None) -> str:
+    """A site-admin access token for the site's own workers (Airflow tasks, auto-rules).
+
+    Minted by `jip up` at each start and handed to Airflow's processes only; it is not
+    tied to a login, so a workflow that waits for a human longer than a user's token
+    lives still reaches the API. No account with this name can log in.
+    """
+    signer = TokenSigner(
+        issuer=issuer.signer.issuer,
+        settings=issuer.signer.settings.model_copy(update={"access_token_ttl_s": ttl_s}),
+        keys=issuer.signer.keys,
+    )
+    service = UserInfo(
+        username=SERVICE_USERNAME,
+        is_admin=True,
+        disabled=False,
+        created_at=now or datetime.now(UTC),
+        projects={},
+    )
+    return signer.access_token(service, now=now or datetime.now(UTC), client_id="jip-service")
