@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import signal
@@ -31,6 +32,9 @@ pytestmark = [
 ]
 
 PASSWORD = "e2e-admin-password-1"
+ABDOMEN_CT = {
+    "bool": {"filter": [{"term": {"Modality": "CT"}}, {"term": {"BodyPartExamined": "ABDOMEN"}}]}
+}
 T = TypeVar("T")
 
 
@@ -93,9 +97,8 @@ def test_storescu_of_an_abdominal_ct_yields_seg_and_radiomics_by_rule(
     rule = {
         "name": "abdomen-ct-organs",
         "dag_id": "organ-seg-radiomics",
-        "query": {"bool": {"filter": [{"term": {"Modality": "CT"}},
-                                      {"term": {"BodyPartExamined": "ABDOMEN"}}]}},
-    }  # fmt: skip
+        "query": ABDOMEN_CT,
+    }
     added = api.post("/api/flow/rules", json=rule)
     assert added.status_code == 201, added.text
 
@@ -134,3 +137,34 @@ def test_storescu_of_an_abdominal_ct_yields_seg_and_radiomics_by_rule(
     rows = list(csv.DictReader(io.StringIO(download.text)))
     assert {r["segment_label"] for r in rows} >= {"Liver", "Spleen", "Body"}
     assert all(r["series_instance_uid"] == written.series_instance_uid for r in rows)
+
+
+def test_a_saved_cohort_runs_by_hand_from_the_cli(
+    site: tuple[httpx.Client, int, Path], tmp_path: Path
+) -> None:
+    """Uses the CT the previous test sent; the cohort is saved over the API."""
+    api, _, _ = site
+    created = api.post(
+        "/api/meta/cohorts", json={"name": "abdomen-ct", "project": "default", "query": ABDOMEN_CT}
+    )
+    assert created.status_code == 201, created.text
+    cohort_id = created.json()["id"]
+    assert api.get(f"/api/meta/cohorts/{cohort_id}/series").json()["total"] == 1
+
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),  # no stored `jip login` token: use JIP_API_TOKEN
+        "JIP_API_URL": str(api.base_url),
+        "JIP_API_TOKEN": token,
+    }
+    result = subprocess.run(
+        [*JIP, "flow", "run", "organ-seg-radiomics", "--cohort", cohort_id,
+         "--wait", "--json", "--timeout", "400"],
+        env=env, capture_output=True, text=True, timeout=460,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["run"]["state"] == "success"
+    kinds = sorted(r["kind"] for r in outcome["results"])
+    assert "dicom" in kinds and len(kinds) >= 2
