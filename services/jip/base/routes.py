@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, SecretStr
 
+from jip.api_types import RowIdQuery
 from jip.base.audit import AuditAction, AuditFilter, AuditRecord
 from jip.base.auth import project_scope, require_project_role
 from jip.base.deps import (
@@ -348,7 +349,7 @@ def list_audit(
     audit: AuditDep,
     where: AuditFilterDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: int | None = None,
+    before_id: RowIdQuery = None,
 ) -> list[AuditOut]:
     """Newest first; for the next page pass the smallest ``id`` seen as ``before_id``."""
     return [AuditOut.of(record) for record in audit.list(where, limit=limit, before_id=before_id)]

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from jip.api_types import ByteCount
 from jip.flow.engine import RunState, TaskState
 from jip.flow.schema import ResultKind
 
@@ -77,7 +78,7 @@ class ResultIn(BaseModel):
     kind: ResultKind
     key: str = Field(max_length=512)
     name: str = Field(max_length=256)
-    size_bytes: int = Field(ge=0)
+    size_bytes: ByteCount
     result_series_uid: str | None = Field(default=None, pattern=SERIES_UID_PATTERN, max_length=64)
     study_instance_uid: str | None = Field(default=None, pattern=SERIES_UID_PATTERN, max_length=64)
     modality: str | None = Field(default=None, max_length=16)

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, File, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 
+from jip.api_types import RowIdPath
 from jip.base.deps import AdminDep, CurrentUserDep
 from jip.errors import NotFound
 from jip.flow import reviews, rules
@@ -110,7 +111,7 @@ def record_results(run_id: str, body: ResultsIn, service: FlowServiceDep) -> lis
 
 @router.get("/runs/{run_id}/results/{result_id}", response_model=None)
 def download_result(
-    run_id: str, result_id: int, service: FlowServiceDep, storage: ResultsStorageDep
+    run_id: str, result_id: RowIdPath, service: FlowServiceDep, storage: ResultsStorageDep
 ) -> Response:
     """A result file; a DICOM result redirects to its WADO-RS series."""
     record = service.result(run_id, result_id)

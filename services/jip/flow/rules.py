@@ -20,6 +20,7 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jip.api_types import MAX_ROW_ID
 from jip.db import insert_ignoring_duplicates
 from jip.errors import Conflict, JipError, NotFound, Unavailable
 from jip.flow import records
@@ -76,8 +77,8 @@ def list_rules(db: Engine) -> list[RuleModel]:
 def find_rule_id(db: Engine, ref: str | int) -> int:
     """A rule's id from its id or its name."""
     with Session(db) as session:
-        if isinstance(ref, int) or str(ref).isdigit():
-            row = session.get(FlowRule, int(ref))
+        if isinstance(ref, int) or str(ref).isdecimal():
+            row = session.get(FlowRule, int(ref)) if int(ref) <= MAX_ROW_ID else None
         else:
             row = session.scalars(select(FlowRule).where(FlowRule.name == ref)).first()
         if row is None:

@@ -175,7 +175,7 @@ def parse_date(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
-    if len(text) == 8 and text.isdigit():
+    if len(text) == 8 and text.isdecimal():
         text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
     if len(text) != 10 or text[4] != "-" or text[7] != "-":
         return None
@@ -295,7 +295,7 @@ def analyze(text: str) -> list[str]:
 
 def _joins(before: str, mark: str, after: str) -> bool:
     letters = before.isalpha() and after.isalpha()
-    digits = before.isdigit() and after.isdigit()
+    digits = before.isdecimal() and after.isdecimal()
     return (
         (mark in ".'" and (letters or digits))
         or (mark == ":" and letters)

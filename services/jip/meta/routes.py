@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
+from jip.api_types import MAX_ROW_ID
 from jip.base.audit import AuditLog
 from jip.base.auth import project_scope
 from jip.base.deps import AdminDep, AuditDep, ClientIpDep, CurrentUserDep
@@ -66,7 +67,7 @@ class SearchIn(BaseModel):
 
     query: dict[str, Any] | None = None
     sort: str | dict[str, Any] | list[str | dict[str, Any]] | None = None
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_ROW_ID)
     limit: int = Field(default=20, ge=0, le=MAX_PAGE)
     fields: list[str] | None = None
     aggs: dict[str, Any] | None = None
@@ -223,7 +224,7 @@ def status(ledger: LedgerDep, index: IndexDep, _user: CurrentUserDep) -> IndexSt
 def errors(
     ledger: LedgerDep,
     _user: CurrentUserDep,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ROW_ID),
     limit: int = Query(100, ge=1, le=1000),
 ) -> IndexErrorsOut:
     """Instances whose header could not be indexed, newest first, with the reason."""
@@ -353,7 +354,7 @@ def cohort_series(
     cohort_id: str,
     cohorts: CohortsDep,
     user: CurrentUserDep,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ROW_ID),
     limit: int = Query(100, ge=0, le=MAX_PAGE),
     fields: list[str] | None = Query(None),
 ) -> CohortSeriesOut:

@@ -268,7 +268,7 @@ def _range(column: Any, vr: str, value: str) -> ColumnElement[bool]:
 
 
 def _is_date(value: str) -> bool:
-    return len(value) == 8 and value.isdigit()
+    return len(value) == 8 and value.isdecimal()
 
 
 def _check_date(value: str) -> None:

@@ -62,7 +62,13 @@ def public_base_url(request: Request) -> str:
     host = forwarded.get("host") or _first(headers.get("x-forwarded-host"))
     port = _first(headers.get("x-forwarded-port"))
     default_port = (proto, port) in (("http", "80"), ("https", "443"))
-    if host and ":" not in host.rsplit("]", 1)[-1] and port and port.isdigit() and not default_port:
+    if (
+        host
+        and ":" not in host.rsplit("]", 1)[-1]
+        and port
+        and port.isdecimal()
+        and not default_port
+    ):
         host = f"{host}:{port}"
     if not host or not _HOST.match(host):
         host = headers.get("host") or ""

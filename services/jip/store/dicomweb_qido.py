@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from jip.api_types import MAX_ROW_ID
 from jip.errors import Invalid
 from jip.store.catalog_query import ATTRIBUTES, COMPUTED, QueryLevel, find_rows, levels_up_to
 from jip.store.dicom_file import check_uid
@@ -81,8 +82,8 @@ def _keyword(name: str) -> str:
 
 
 def _non_negative(name: str, text: str) -> int:
-    if not text.isdigit():
-        raise Invalid(f"{name}={text!r} must be a non-negative integer")
+    if not text.isdecimal() or int(text) > MAX_ROW_ID:
+        raise Invalid(f"{name}={text!r} must be a non-negative integer below 2**63")
     return int(text)
 
 

@@ -200,7 +200,7 @@ def _check_request(request: Request, max_bytes: int) -> str:
             f"STOW-RS here takes {DICOM} parts; {part_type} (metadata and bulk data) is not supported"
         )
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_bytes:
+    if length and length.isdecimal() and int(length) > max_bytes:
         raise TooLarge(f"request body of {length} bytes exceeds the limit of {max_bytes} bytes")
     choose(accepted(request), [DICOM_JSON, JSON, DICOM_XML])  # fail before storing anything
     return boundary

@@ -345,7 +345,7 @@ def _walk(dataset: Dataset, segments: list[str]) -> bytes:
     node = dataset
     for position in range(0, len(segments) - 1, 2):
         sequence = node.get(_tag(segments[position]))
-        index = int(segments[position + 1]) if segments[position + 1].isdigit() else 0
+        index = int(segments[position + 1]) if segments[position + 1].isdecimal() else 0
         if sequence is None or sequence.VR != "SQ" or not 1 <= index <= len(sequence.value):
             raise NotFound(f"no bulk data at {'/'.join(segments)}")
         node = sequence.value[index - 1]

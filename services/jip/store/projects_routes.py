@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from jip.api_types import RowIdPath
 from jip.base.auth import project_scope, require_project_role
 from jip.base.deps import AdminDep, CurrentUserDep, ProjectsDep
 from jip.base.schema import ProjectRole
@@ -97,13 +98,13 @@ def add_rule(
 
 
 @router.get("/rules/{rule_id}")
-def get_rule(rule_id: int, _admin: AdminDep, data: SeriesProjectsDep) -> RuleOut:
+def get_rule(rule_id: RowIdPath, _admin: AdminDep, data: SeriesProjectsDep) -> RuleOut:
     return RuleOut.of(data.rule(rule_id))
 
 
 @router.patch("/rules/{rule_id}")
 def update_rule(
-    rule_id: int,
+    rule_id: RowIdPath,
     body: RulePatch,
     _admin: AdminDep,
     data: SeriesProjectsDep,
@@ -115,7 +116,7 @@ def update_rule(
 
 
 @router.delete("/rules/{rule_id}", status_code=204)
-def remove_rule(rule_id: int, _admin: AdminDep, data: SeriesProjectsDep) -> Response:
+def remove_rule(rule_id: RowIdPath, _admin: AdminDep, data: SeriesProjectsDep) -> Response:
     data.remove_rule(rule_id)
     return Response(status_code=204)
 

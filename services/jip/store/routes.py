@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from jip.base.deps import AdminDep
 from jip.store.deps import CatalogDep
@@ -19,7 +19,9 @@ def stats(catalog: CatalogDep) -> dict[str, int]:
 
 
 @router.get("/conflicts")
-def conflicts(catalog: CatalogDep, _admin: AdminDep, limit: int = 100) -> list[dict[str, Any]]:
+def conflicts(
+    catalog: CatalogDep, _admin: AdminDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
     """Instances that arrived with a known SOP Instance UID but different bytes (site
     admins only: they name instances of every project)."""
     return catalog.conflicts(limit)

@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from pydicom.datadict import keyword_for_tag
 
 from jip import errors
+from jip.api_types import RowIdPath
 from jip.base.auth import CurrentUser
 from jip.base.deps import IssuerDep
 from jip.base.ui import explore, workflow_form
@@ -485,7 +486,9 @@ async def mark_done(
 
 
 @router.get("/ui/runs/{run_id}/results/{result_id}")
-async def download_result(request: Request, user: UserDep, run_id: str, result_id: int) -> Response:
+async def download_result(
+    request: Request, user: UserDep, run_id: str, result_id: RowIdPath
+) -> Response:
     response = await Api(request).call("GET", f"/api/flow/runs/{quote(run_id)}/results/{result_id}")
     if response.status_code == 303:  # a DICOM result: show its series
         location = response.headers["location"].removeprefix("/dicom-web/studies/")
