@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
+from timing import percentile  # noqa: E402
+
 from jip.config import Settings  # noqa: E402
 from jip.meta.fields import ID_FIELD  # noqa: E402
 from jip.meta.indexer import Indexer, MetaIndexer  # noqa: E402
@@ -106,11 +108,6 @@ def ingest(runtime: Runtime, series: list[list[Path]], senders: int
     return time.monotonic() - started, stored
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=5000)
@@ -163,8 +160,8 @@ def main() -> None:
     print(f"searchable      {len(stored) / (last_searchable - first_stored):8.0f} instances/s "
           "while ingesting")
     print(f"indexing alone  {index_rate:8.0f} instances/s  ({index_seconds:.1f} s)")
-    print(f"lag stored -> searchable: p50 {percentile(lags, 50):.2f} s, "
-          f"p95 {percentile(lags, 95):.2f} s, max {max(lags):.2f} s")
+    print(f"lag stored -> searchable: p50 {percentile(lags, 0.50):.2f} s, "
+          f"p95 {percentile(lags, 0.95):.2f} s, max {max(lags):.2f} s")
     print(f"ratio indexing/ingest: {index_rate / ingest_rate:.1f}x")
 
 

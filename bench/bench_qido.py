@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
 from fastapi.testclient import TestClient  # noqa: E402
+from timing import percentile, timed  # noqa: E402
 
 from jip.app import build_app  # noqa: E402
 from jip.config import AuthSettings, Settings  # noqa: E402
@@ -102,21 +103,6 @@ def scan(
     hits = [r for r in rows if predicate(r)]
     hits.sort(key=lambda r: (r["study_date"], r["study_time"], r["study_uid"], r["series_number"]))
     return len(hits[:limit])
-
-
-def timed(run: Callable[[], object], runs: int) -> list[float]:
-    run()  # warm caches
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def main() -> int:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 
 from tests.meta.corpus import make_series_docs  # noqa: E402
+from timing import percentile, timed  # noqa: E402
 
 from jip.meta.index_sqlite import SqliteIndex  # noqa: E402
 
@@ -80,21 +81,6 @@ def scanned_answer(docs: list[dict[str, Any]], keep: Callable[[dict[str, Any]], 
     manufacturers = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
     years = Counter(d["StudyDate"][:4] for d in hits if "StudyDate" in d)
     return len(hits), page, manufacturers, dict(years)
-
-
-def timed(run: Callable[[], object], runs: int) -> list[float]:
-    run()  # warm caches
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def main() -> int:
