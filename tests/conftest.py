@@ -16,12 +16,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.up_site import LAST, abdomen_ct, run_shared_site_tests_last, up_site
 
 from jip.store.storage import BlobStorage
+
+__all__ = ["abdomen_ct", "up_site"]  # session fixtures: one `jip up` for every test using it
 
 # moto accepts any credentials; these are passed so that signing runs as in production.
 S3_ACCESS_KEY = "jip-test"
 S3_SECRET_KEY = "jip-test-secret"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{LAST}: runs after the other tests on the shared `jip up` site"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    run_shared_site_tests_last(items)
 
 
 def _free_port() -> int:

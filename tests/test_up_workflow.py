@@ -1,9 +1,8 @@
 """The FLOW promise on a real `jip up`: send an abdominal CT with storescu and the
 auto-rule produces the SEG and the radiomics CSV with no further action.
 
-Everything is the shipped default except ports and a short quiet period: auth is on
-(the first admin's password comes from JIP_AUTH__ADMIN_PASSWORD), Airflow is started by
-`jip up`, the tasks reach the API with the service token `jip up` mints.
+The site is the session's shared `jip up` (tests/up_site.py): everything is the shipped
+default except ports and a short quiet period, auth is on, Airflow is started by `jip up`.
 """
 
 from __future__ import annotations
@@ -13,87 +12,30 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-from tests.test_embedded import JIP, free_port
-
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
+from tests.test_embedded import JIP
+from tests.up_site import ABDOMEN_CT, AbdomenCt, UpSite, wait_for
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed"),
 ]
 
-PASSWORD = "e2e-admin-password-1"
-ABDOMEN_CT = {
-    "bool": {"filter": [{"term": {"Modality": "CT"}}, {"term": {"BodyPartExamined": "ABDOMEN"}}]}
-}
-T = TypeVar("T")
 
-
-def wait_for(what: str, probe: Callable[[], T | None], log: Path, timeout_s: float) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(1)
-    pytest.fail(f"timed out waiting for {what}; jip up log:\n{log.read_text()[-6000:]}")
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, int, Path]]:
-    root = tmp_path_factory.mktemp("up-flow")
-    log = root / "jip-up.log"
-    http_port, dicom_port, airflow_port = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "JIP_AUTH__ADMIN_PASSWORD": PASSWORD,
-        "JIP_META__SERIES_QUIET_PERIOD_S": "3",
-        "JIP_FLOW__RULE_INTERVAL_S": "1",
-        "JIP_FLOW__AIRFLOW_PORT": str(airflow_port),
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*JIP, "--data-dir", str(root / "data"), "up", "--http-port", str(http_port),
-             "--dicom-port", str(dicom_port), "--listeners", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{http_port}"
-
-    def healthy() -> bool | None:
-        if process.poll() is not None:
-            pytest.fail(f"jip up exited:\n{log.read_text()[-6000:]}")
-        try:
-            return True if httpx.get(f"{base}/healthz", timeout=2).status_code == 200 else None
-        except httpx.HTTPError:
-            return None
-
-    try:
-        wait_for("jip up to be healthy (Airflow included)", healthy, log, 240)
-        token = httpx.post(
-            f"{base}/auth/token",
-            data={"grant_type": "password", "username": "admin", "password": PASSWORD,
-                  "client_id": "jip-cli"},
-        ).json()["access_token"]  # fmt: skip
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as api:
-            yield api, dicom_port, log
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=120)
+@pytest.fixture
+def site(up_site: UpSite) -> tuple[httpx.Client, int, Path]:
+    return up_site.api, up_site.dicom_port, up_site.log
 
 
 def test_storescu_of_an_abdominal_ct_yields_seg_and_radiomics_by_rule(
-    site: tuple[httpx.Client, int, Path], tmp_path: Path
+    site: tuple[httpx.Client, int, Path], abdomen_ct: AbdomenCt
 ) -> None:
-    api, dicom_port, log = site
+    api, _, log = site
     rule = {
         "name": "abdomen-ct-organs",
         "dag_id": "organ-seg-radiomics",
@@ -102,11 +44,7 @@ def test_storescu_of_an_abdominal_ct_yields_seg_and_radiomics_by_rule(
     added = api.post("/api/flow/rules", json=rule)
     assert added.status_code == 201, added.text
 
-    written = write_ct_series(build_abdomen_phantom(), tmp_path / "ct")
-    files = sorted(str(p) for p in written.series.path.glob("*.dcm"))
-    subprocess.run(
-        ["storescu", "-aec", "JIP", "127.0.0.1", str(dicom_port), *files], check=True, timeout=120
-    )
+    written = abdomen_ct.send()  # storescu to the site's DICOM port
 
     def fired_run() -> str | None:
         firings: list[dict[str, Any]] = api.get(f"/api/flow/rules/{rule['name']}/firings").json()

@@ -57,6 +57,7 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     from jip.meta.routes import router as meta_router
     from jip.store.projects_routes import router as projects_data_router
     from jip.store.routes import router as store_router
+    from jip.store.scu_routes import router as dicom_scu_router
 
     # Deny by default: with auth enabled every route, including those added below by any
     # service, needs a valid bearer token unless jip.base.auth names it public (probes,
@@ -73,6 +74,7 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     app.state.readiness = list(readiness or [])
     app.add_exception_handler(errors.JipError, _jip_error)
     app.include_router(store_router)
+    app.include_router(dicom_scu_router)
     # Before BASE's /api/projects/{name}: /api/projects/rules is no project.
     app.include_router(projects_data_router)
     _include_dicomweb(app)
@@ -81,9 +83,20 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     from jip.flow.routes import router as flow_router
 
     app.include_router(flow_router)
+    from jip.base.site_status import router as site_status_router
+    from jip.base.ui import admin, admin_assignment, admin_peers, runs, series
     from jip.base.ui.routes import router as ui_router
+    from jip.base.ui.routes import templates
+    from jip.base.ui.viewer import add_template_globals
 
+    app.include_router(site_status_router)
     app.include_router(ui_router)
+    app.include_router(admin.router)
+    app.include_router(admin_peers.router)
+    app.include_router(admin_assignment.router)
+    app.include_router(series.router)
+    app.include_router(runs.router)
+    add_template_globals(templates.env)
 
     def not_ready() -> list[str]:
         return [reason for check in app.state.readiness if (reason := check()) is not None]

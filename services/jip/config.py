@@ -9,6 +9,7 @@ Nothing else in the code base reads ``os.environ`` for configuration.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -21,13 +22,40 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+# A project name, as BASE checks it (jip.base.projects).
+PROJECT_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# What DIMSE queries from a calling AE that is no peer see (StoreSettings).
+UnknownAeQueries = Literal["all", "none"]
+
 
 class DicomPeer(BaseModel):
     """A remote DICOM application entity (hospital PACS, modality, viewer)."""
 
-    ae_title: str = Field(max_length=16)
-    host: str
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:%\[\]-]+$")
     port: int = Field(ge=1, le=65535)
+    # The projects whose series this AE's C-FIND, C-MOVE and C-GET see when it calls
+    # us; empty: every series (DIMSE has no login: the calling AE title is the caller).
+    projects: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("projects")
+    @classmethod
+    def _project_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(PROJECT_NAME, name):
+                raise ValueError(f"project name {name!r}: lower-case letters, digits, '_', '-'")
+        return list(dict.fromkeys(value))
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        # PS3.5 6.2, VR AE: default character repertoire without backslash and control
+        # characters; leading and trailing spaces are not significant.
+        if any(ch == "\\" or ord(ch) < 0x20 or ord(ch) > 0x7E for ch in value):
+            raise ValueError("AE title: no backslash, control or non-ASCII characters")
+        if not value.strip():
+            raise ValueError("AE title: must not be all spaces")
+        return value.strip()
 
 
 class StoreSettings(BaseModel):
@@ -38,6 +66,9 @@ class StoreSettings(BaseModel):
     dicom_port: int = Field(default=11112, ge=0, le=65535)
     # Empty list: any calling AE may echo, store and find (as Orthanc does).
     allowed_calling_aets: list[str] = Field(default_factory=list)
+    # What C-FIND, C-MOVE and C-GET from a calling AE that is no peer see: every series,
+    # or none (no matches, no sub-operations). Peers: DicomPeer.projects.
+    unknown_ae_queries: UnknownAeQueries = "all"
     # Named remote AEs: C-MOVE destinations and SCU targets (`jip dicom find --peer pacs`).
     peers: dict[str, DicomPeer] = Field(default_factory=dict)
     # Listener processes sharing the port with SO_REUSEPORT; 0 means one per CPU core.
@@ -50,7 +81,7 @@ class StoreSettings(BaseModel):
     max_upload_bytes: int = Field(default=4 * 1024**3, ge=1)
     network_timeout_s: float = Field(default=60.0, gt=0)
     # The project of a new series that no assignment rule matches (created on start).
-    default_project: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    default_project: str = Field(default="default", pattern=PROJECT_NAME)
 
 
 class MetaSettings(BaseModel):
@@ -123,6 +154,25 @@ class AuthSettings(BaseModel):
     admin_password: SecretStr | None = None
 
 
+class UiSettings(BaseModel):
+    """The web UI."""
+
+    # A link from the series page to an external viewer; {study} and {series} are
+    # replaced by the UIDs (OHIF: "/ohif/viewer?StudyInstanceUIDs={study}"). None: no link.
+    viewer_url_template: str | None = None
+
+    @field_validator("viewer_url_template")
+    @classmethod
+    def _placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            value.format(study="", series="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{study}} and {{series}} may be used ({exc})") from None
+        return value
+
+
 class Settings(BaseSettings):
     """Every URL, port, AE title and path of one JIP site."""
 
@@ -154,6 +204,7 @@ class Settings(BaseSettings):
     meta: MetaSettings = Field(default_factory=MetaSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
 
     @field_validator("data_dir")
     @classmethod

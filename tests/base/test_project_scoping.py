@@ -8,98 +8,16 @@ every DICOMweb route, never 403, so a series' existence does not leak.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
-from tests.base.support import add_user, auth_for, install_key, site_settings
+from tests.base.support import DW, Site, ingest_series, series_datasets
 from tests.store.dicomweb_support import part10
 
 from jip.app import build_app
-from jip.base.schema import ProjectRole
-from jip.meta.indexer import Indexer
-from jip.runtime import Runtime, build_runtime
-from jip.samples import image_series, random_patient
+from jip.runtime import build_runtime
 from jip.store.multipart import Part, new_boundary, write_parts
-
-DW = "/dicom-web"
-
-
-@dataclass(frozen=True)
-class Stored:
-    study: str
-    series: str
-    sops: list[str]
-
-    @property
-    def path(self) -> str:
-        return f"{DW}/studies/{self.study}/series/{self.series}"
-
-
-@dataclass
-class Site:
-    runtime: Runtime
-    client: TestClient
-    tokens: dict[str, dict[str, str]]
-    series: dict[str, Stored]
-
-    def index(self) -> None:
-        runtime = self.runtime
-        Indexer(catalog=runtime.catalog, storage=runtime.storage, index=runtime.index).drain()
-
-
-def _datasets(index: int, **attributes: str) -> list[Any]:
-    datasets = image_series(
-        patient=random_patient(random.Random(index), index), slices=2, rows=16, columns=16
-    )
-    for ds in datasets:
-        for keyword, value in attributes.items():
-            setattr(ds, keyword, value)
-    return datasets
-
-
-def _ingest(runtime: Runtime, spool: Path, datasets: list[Any], calling_ae: str = "") -> Stored:
-    spool.mkdir(parents=True, exist_ok=True)
-    for number, ds in enumerate(datasets):
-        path = spool / f"{ds.SOPInstanceUID}-{number}.dcm"
-        path.write_bytes(part10(ds))
-        runtime.ingestor.ingest_file(path, calling_ae)
-    first = datasets[0]
-    return Stored(str(first.StudyInstanceUID), str(first.SeriesInstanceUID),
-                  [str(ds.SOPInstanceUID) for ds in datasets])
-
-
-@pytest.fixture
-def site(tmp_path: Path, issuer_key: Path, catalog_url: str) -> Iterator[Site]:
-    settings = site_settings(tmp_path / "data").model_copy(update={"catalog_url": catalog_url})
-    install_key(settings, issuer_key)
-    runtime = build_runtime(settings)
-    add_user(runtime, "root", admin=True)
-    add_user(runtime, "alice", projects={"liver": ProjectRole.RESEARCHER})
-    add_user(runtime, "bob", projects={"lung": ProjectRole.RESEARCHER})
-    add_user(runtime, "olga", projects={"liver": ProjectRole.OWNER})
-    add_user(runtime, "carol", projects={"liver": ProjectRole.RESEARCHER,
-                                         "lung": ProjectRole.RESEARCHER})
-    add_user(runtime, "vic", projects={"lung": ProjectRole.VIEWER})
-    client = TestClient(build_app(runtime))
-    tokens = {name: auth_for(client, name)
-              for name in ("root", "alice", "bob", "olga", "carol", "vic")}
-    for rule in ({"project": "liver", "calling_ae_title": "LIVER_CT"},
-                 {"project": "lung", "field": "StudyDescription", "pattern": "*lung*"}):
-        response = client.post("/api/projects/rules", json=rule, headers=tokens["root"])
-        assert response.status_code == 201, response.text
-    spool = tmp_path / "spool"
-    series = {
-        "liver": _ingest(runtime, spool, _datasets(1), "LIVER_CT"),
-        "lung": _ingest(runtime, spool, _datasets(2, StudyDescription="Chest LUNG screening")),
-        "other": _ingest(runtime, spool, _datasets(3, StudyDescription="Knee"), "MR_ROOM"),
-    }
-    yield Site(runtime, client, tokens, series)
-    runtime.close()
 
 
 def _projects_of(site: Site, key: str) -> set[str]:
@@ -244,7 +162,7 @@ def test_rules_are_for_site_admins_and_checked(site: Site) -> None:
                            json={"enabled": False})
     assert patched.json()["enabled"] is False
     spool = Path(str(site.runtime.settings.data_dir)) / "spool-late"
-    late = _ingest(site.runtime, spool, _datasets(4), "LIVER_CT")
+    late = ingest_series(site.runtime, spool, series_datasets(4), "LIVER_CT")
     assert late.series not in _qido_series(site, "alice")  # the rule is off: default
     assert client.delete(f"/api/projects/rules/{rule_id}",
                          headers=tokens["root"]).status_code == 204
@@ -261,20 +179,20 @@ def _stow(site: Site, user: str, datasets: list[Any], project: str | None = None
 
 
 def test_stow_assigns_to_the_named_or_the_single_project(site: Site) -> None:
-    mine = _datasets(10)
+    mine = series_datasets(10)
     assert _stow(site, "alice", mine).status_code == 200
     assert str(mine[0].SeriesInstanceUID) in _qido_series(site, "alice")
 
-    either = _datasets(11)
+    either = series_datasets(11)
     response = _stow(site, "carol", either)
     assert response.status_code == 400 and "liver, lung" in response.text
     assert _stow(site, "carol", either, project="lung").status_code == 200
     assert str(either[0].SeriesInstanceUID) in _qido_series(site, "bob")
     assert str(either[0].SeriesInstanceUID) not in _qido_series(site, "alice")
 
-    assert _stow(site, "alice", _datasets(12), project="lung").status_code == 404
-    assert _stow(site, "vic", _datasets(13)).status_code == 403
-    assert _stow(site, "vic", _datasets(13), project="lung").status_code == 403
+    assert _stow(site, "alice", series_datasets(12), project="lung").status_code == 404
+    assert _stow(site, "vic", series_datasets(13)).status_code == 403
+    assert _stow(site, "vic", series_datasets(13), project="lung").status_code == 403
 
 
 def test_without_auth_everything_is_visible(tmp_path: Path) -> None:
@@ -282,7 +200,7 @@ def test_without_auth_everything_is_visible(tmp_path: Path) -> None:
 
     runtime = build_runtime(Settings(data_dir=tmp_path / "data", auth={"enabled": False}))
     try:
-        stored = _ingest(runtime, tmp_path / "spool", _datasets(20))
+        stored = ingest_series(runtime, tmp_path / "spool", series_datasets(20))
         client = TestClient(build_app(runtime))
         assert client.get(f"{stored.path}/metadata").status_code == 200
         assert "default" in runtime.identity.projects.names()
@@ -292,10 +210,10 @@ def test_without_auth_everything_is_visible(tmp_path: Path) -> None:
 
 def test_a_study_shared_by_two_projects_shows_each_only_its_series(site: Site) -> None:
     liver = site.series["liver"]
-    shared = _datasets(1, StudyDescription="Chest LUNG", SeriesDescription="LUNG SECRET")
+    shared = series_datasets(1, StudyDescription="Chest LUNG", SeriesDescription="LUNG SECRET")
     for ds in shared:
         ds.StudyInstanceUID = liver.study
-    lung_part = _ingest(site.runtime, Path(str(site.runtime.settings.data_dir)) / "spool-2",
+    lung_part = ingest_series(site.runtime, Path(str(site.runtime.settings.data_dir)) / "spool-2",
                         shared, "MR_ROOM")
     for user, visible in (("alice", liver.series), ("bob", lung_part.series)):
         response = site.client.get(

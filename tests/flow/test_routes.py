@@ -252,8 +252,11 @@ def test_with_auth_the_callers_token_goes_to_the_runs_tasks_and_rules_need_an_ad
 ) -> None:
     from tests.base.support import add_user, site_settings, tokens_for
 
+    from jip.base.schema import ProjectRole
+
     runtime = build_runtime(site_settings(tmp_path / "auth-site"))
-    add_user(runtime, "rita")
+    # A run is on series of the caller's projects; the phantom lands in the default one.
+    add_user(runtime, "rita", projects={"default": ProjectRole.RESEARCHER})
     ct = ingest_phantom(runtime, build_abdomen_phantom(shape=SMALL), tmp_path / "ct")
     app = build_app(runtime)
     app.state.flow_engine = fake

@@ -208,11 +208,16 @@ def test_cohort_series_freeze_export_and_import(client: TestClient, tokens: Any,
 def test_header_errors_and_index_status_are_visible(client: TestClient, tokens: Any,
                                                     site: Any) -> None:
     runtime = site[0]
-    errors = client.get("/api/meta/errors", headers=tokens["bob"]).json()
+    errors = client.get("/api/meta/errors", headers=tokens["alice"]).json()
     assert errors["total"] == 1
     assert "not a DICOM instance" in errors["errors"][0]["error"]
-    status = client.get("/api/meta/status", headers=tokens["bob"]).json()
+    status = client.get("/api/meta/status", headers=tokens["alice"]).json()
     assert status == {"pending": 0, "failed": 1, "documents": runtime.index.count()}
+    # bob's project holds no series: errors and counts name the caller's projects only
+    assert client.get("/api/meta/errors", headers=tokens["bob"]).json() == {
+        "total": 0, "errors": []}
+    status = client.get("/api/meta/status", headers=tokens["bob"]).json()
+    assert status == {"pending": 0, "failed": 0, "documents": 0}
 
 
 def test_reindex_is_for_site_admins_and_requeues_every_instance(

@@ -30,6 +30,7 @@ import pytest
 
 from jip.config import AuthSettings, DicomPeer, Settings, StoreSettings
 from jip.runtime import Runtime, build_runtime
+from jip.store.dimse import build_ae, start_server
 from jip.store.listener import ListenerGroup
 
 ORTHANC_PLUGINS = Path("/usr/share/orthanc/plugins")
@@ -278,3 +279,21 @@ def make_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             return stack.enter_context(running_orthanc(workdir, modalities, dicomweb, dicom_port))
 
         yield make
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Settings, int, object]]:
+    """The site's AE served in-process (no listener processes): (settings, port, server)."""
+    settings = Settings(
+        data_dir=tmp_path,
+        store=StoreSettings(dicom_host="127.0.0.1", dicom_port=0),
+        auth=AuthSettings(enabled=False),
+    )
+    runtime = build_runtime(settings)
+    ae = build_ae(settings.store)
+    running = start_server(ae, runtime, "127.0.0.1", 0)
+    try:
+        yield settings, running.server_address[1], running
+    finally:
+        running.shutdown()
+        runtime.close()

@@ -30,6 +30,7 @@ from jip.store.catalog import (
 from jip.store.catalog_schema import Instance, Patient, Series, Study
 from jip.store.dicom_file import InstanceHeader
 from jip.store.group_commit import GroupCommitter
+from jip.store.projects import SeriesProjects
 
 STUDY = "1.2.826.0.1.3680043.9.7433.1"
 SERIES = f"{STUDY}.1"
@@ -159,6 +160,34 @@ def test_a_second_instance_of_a_series_refreshes_its_updated_at(catalog: Catalog
     with catalog.engine.connect() as conn:
         after = conn.execute(select(Series.updated_at)).scalar_one()
     assert after > before
+
+
+def test_a_duplicate_leaves_its_series_updated_at_alone(catalog: Catalog) -> None:
+    # A series is complete after a quiet period without new instances; a resent
+    # instance is nothing new.
+    item = instance(header(sop(1)))
+    catalog.add([item])
+    with catalog.engine.connect() as conn:
+        before = conn.execute(select(Series.updated_at)).scalar_one()
+    time.sleep(0.01)
+    assert catalog.add([item]) == [AddResult(AddOutcome.DUPLICATE)]
+    assert catalog.add([instance(header(sop(1)), b"other")])[0].outcome is AddOutcome.CONFLICT
+    with catalog.engine.connect() as conn:
+        assert conn.execute(select(Series.updated_at)).scalar_one() == before
+
+
+def test_a_known_series_under_another_patient_id_records_the_patient_as_before(
+    catalog: Catalog,
+) -> None:
+    catalog.add([instance(header(sop(1)))])
+    catalog.add([instance(header(sop(2), patient_id="PAT-OTHER"))])
+    assert catalog.counts() == {
+        "patients": 2,
+        "studies": 1,
+        "series": 1,
+        "instances": 2,
+        "conflicts": 0,
+    }
 
 
 def test_duplicate_with_the_same_bytes_is_idempotent(catalog: Catalog) -> None:
@@ -384,6 +413,108 @@ def test_racing_writers_record_each_uid_once_and_every_other_copy_as_conflict(
     assert catalog.counts()["conflicts"] == 90
 
 
+def test_a_series_deleted_by_another_process_is_catalogued_anew(
+    catalog_url: str, engine: Engine
+) -> None:
+    listener, api = Catalog(engine), Catalog(make_engine(catalog_url))
+    try:
+        listener.add([instance(header(sop(1)))])
+        assert api.delete_series(SERIES) == [instance(header(sop(1))).blob_key]
+        assert SeriesProjects(engine).projects_of([SERIES]) == {SERIES: set()}
+        assert listener.add([instance(header(sop(2)))]) == [AddResult(AddOutcome.STORED)]
+        assert listener.add([instance(header(sop(3)))]) == [AddResult(AddOutcome.STORED)]
+    finally:
+        api.engine.dispose()
+    assert [i.sop_instance_uid for i in listener.instances_of_series(SERIES)] == [sop(2), sop(3)]
+    assert listener.counts() == {
+        "patients": 1,
+        "studies": 1,
+        "series": 1,
+        "instances": 2,
+        "conflicts": 0,
+    }
+    # Assigned again, as any new series is.
+    assert SeriesProjects(engine).projects_of([SERIES]) == {SERIES: {"default"}}
+    assert [i.sop_instance_uid for i in listener.unindexed(10)] == [sop(2), sop(3)]
+
+
+def test_two_processes_filling_one_new_series_catalogue_it_once(
+    catalog_url: str, engine: Engine
+) -> None:
+    writers = [Catalog(make_engine(catalog_url)) for _ in range(2)]
+    outcomes: Counter[AddOutcome] = Counter()
+    lock = threading.Lock()
+
+    def write(index: int) -> None:
+        for n in range(25):
+            item = instance(header(sop(100 * index + n)))
+            [result] = writers[index].add([item])
+            with lock:
+                outcomes[result.outcome] += 1
+
+    try:
+        _run_threads(len(writers), write)
+    finally:
+        for writer in writers:
+            writer.engine.dispose()
+    assert outcomes == {AddOutcome.STORED: 50}
+    catalog = Catalog(engine)
+    assert catalog.counts() == {
+        "patients": 1,
+        "studies": 1,
+        "series": 1,
+        "instances": 50,
+        "conflicts": 0,
+    }
+    assert SeriesProjects(engine).projects_of([SERIES]) == {SERIES: {"default"}}
+    assert len(catalog.unindexed(100)) == 50
+
+
+def test_a_lone_sender_commits_on_its_own_thread(catalog: Catalog) -> None:
+    threads: list[int] = []
+
+    def commit(items: Sequence[NewInstance]) -> list[AddResult]:
+        threads.append(threading.get_ident())
+        return catalog.add(items)
+
+    committer: GroupCommitter[NewInstance, AddResult] = GroupCommitter(commit)
+    for n in range(3):
+        assert committer.submit(instance(header(sop(n)))) == AddResult(AddOutcome.STORED)
+    committer.close()
+    assert threads == [threading.get_ident()] * 3
+
+
+def test_closing_the_group_committer_waits_for_the_commit_in_progress(catalog: Catalog) -> None:
+    entered, release = threading.Event(), threading.Event()
+    committed: list[bool] = []
+
+    def commit(items: Sequence[NewInstance]) -> list[AddResult]:
+        entered.set()
+        release.wait(timeout=30)
+        results = catalog.add(items)
+        committed.append(True)
+        return results
+
+    committer: GroupCommitter[NewInstance, AddResult] = GroupCommitter(commit)
+    sender = threading.Thread(target=committer.submit, args=(instance(header(sop(1))),))
+    sender.start()
+    assert entered.wait(timeout=30)
+    seen_at_close: list[bool] = []
+
+    def close() -> None:
+        committer.close()
+        seen_at_close.append(bool(committed))
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    time.sleep(0.05)  # let close() start waiting (it must not return before the commit)
+    release.set()
+    for thread in (sender, closer):
+        thread.join(timeout=60)
+    assert seen_at_close == [True]
+    assert catalog.counts()["instances"] == 1
+
+
 def test_a_bad_row_fails_only_its_own_sender(catalog: Catalog) -> None:
     entered, release = threading.Event(), threading.Event()
     batches: list[int] = []
@@ -412,7 +543,7 @@ def test_a_bad_row_fails_only_its_own_sender(catalog: Catalog) -> None:
     for thread in others:
         thread.start()
     deadline = time.monotonic() + 30
-    while committer._queue.qsize() < 3 and time.monotonic() < deadline:
+    while committer.pending() < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     release.set()
     for thread in [first, *others]:

@@ -1,8 +1,14 @@
-"""Reading one received Part 10 file: truncation in every encoding, UIDs, header fields."""
+"""Reading one received Part 10 file: truncation in every encoding, UIDs, header fields.
+
+Every outcome of the one-pass reader (header, or the message refusing the file) is
+compared with the reader it replaced (``dicom_reference``: a structure walk, then
+pydicom), on pydicom's corpus, JIP's synthetic sites, cut and mutated files.
+"""
 
 from __future__ import annotations
 
 import io
+import random
 import threading
 import warnings
 from pathlib import Path
@@ -10,7 +16,8 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
+from pydicom.charset import decode_bytes, python_encoding
+from pydicom.data import get_charset_files, get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
@@ -23,9 +30,18 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
 )
+from tests.store.dicom_reference import reference_header
 
 from jip.errors import Invalid
-from jip.store.dicom_file import check_uid, read_instance, read_instance_bytes
+from jip.samples import image_series, random_patient, synthetic_site
+from jip.store.dicom_file import (
+    InstanceHeader,
+    check_uid,
+    read_header,
+    read_header_bytes,
+    read_instance,
+    read_instance_bytes,
+)
 
 SYNTAXES = [
     ImplicitVRLittleEndian,
@@ -108,13 +124,21 @@ def element_starts(data: bytes) -> set[int]:
     return starts
 
 
-def refused(data: bytes) -> str | None:
-    """The Invalid message for ``data``, or None when it is accepted."""
+def outcome(read: Any, data: Any) -> InstanceHeader | str:
+    """The header ``read`` returns, or the message of the Invalid it raises."""
     try:
-        read_instance_bytes(data)
+        header = read(data)
     except Invalid as exc:
-        return str(exc)
-    return None
+        return f"Invalid: {exc}"
+    return header if isinstance(header, InstanceHeader) else header[0]
+
+
+def refused(data: bytes) -> str | None:
+    """The Invalid message for ``data`` (None: accepted), the same from every reader."""
+    new = outcome(read_header_bytes, data)
+    assert new == outcome(reference_header, data)
+    assert new == outcome(read_instance_bytes, data)
+    return new[len("Invalid: ") :] if isinstance(new, str) else None
 
 
 # -- truncation ----------------------------------------------------------------------------
@@ -338,3 +362,125 @@ def test_integers_outside_the_is_range_are_dropped() -> None:
     header, _ = read_instance_bytes(data)
     assert header.instance_number is None
     assert header.series_number == -5
+
+
+# -- the same header as pydicom reads ----------------------------------------------------
+def _corpus() -> list[Path]:
+    names = {*get_testdata_files(), *get_charset_files()}  # pydicom's, pydicom-data's
+    return sorted((Path(name) for name in names if Path(name).is_file()), key=str)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values
+@pytest.mark.parametrize("path", _corpus(), ids=lambda path: path.name)
+def test_every_corpus_file_reads_as_pydicom_reads_it(path: Path) -> None:
+    data = path.read_bytes()
+    expected = outcome(reference_header, data)
+    assert outcome(read_header_bytes, data) == expected
+    assert outcome(read_header, path) == expected
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values
+def test_synthetic_sites_read_as_pydicom_reads_them(tmp_path: Path) -> None:
+    datasets = synthetic_site(patients=3, studies_per_patient=2, series_per_study=2, slices=2)
+    for syntax in (ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+        for ds in image_series(patient=random_patient(random.Random(7), 1), rows=8, columns=8):
+            ds.file_meta.TransferSyntaxUID = syntax
+            datasets.append(ds)
+    for index, ds in enumerate(datasets):
+        path = tmp_path / f"{index}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        expected = outcome(reference_header, path.read_bytes())
+        assert isinstance(expected, InstanceHeader)
+        assert outcome(read_header, path) == expected
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        # text: padding, NULs, several values, empty values
+        {"PatientID": " PAT 1 \x00", "StudyDescription": "A \\B\x00 \\ C ", "Modality": "CT\\MR "},
+        {"PatientName": "Doe^Jane=ドウ^ジェーン", "SpecificCharacterSet": ["", "ISO 2022 IR 87"]},
+        {"PatientName": "Doe^Jane\\Roe^Rick ", "ReferringPhysicianName": "=="},
+        {"AccessionNumber": "", "PatientName": None, "BodyPartExamined": "\\"},
+        # other character sets
+        {
+            "SpecificCharacterSet": "ISO_IR 100",
+            "PatientName": "Müller^Jürgen",
+            "StudyDescription": "Thorax ä",
+        },
+        {
+            "SpecificCharacterSet": "ISO_IR 192",
+            "PatientName": "Ωμέγα^Δέλτα",
+            "InstitutionName": "Klinikum Köln",
+        },
+        {"SpecificCharacterSet": "ISO_IR 144", "PatientName": "Люкceмбypг^Иван"},
+        {"SpecificCharacterSet": "GB18030", "SeriesDescription": "胸部 CT"},
+        {"SpecificCharacterSet": "ISO_IR 100", "PatientID": "ID\x1b(B7"},
+        # numbers: signs, spaces, non-integers, several values, out of range
+        {"InstanceNumber": "+5", "SeriesNumber": " 12 "},
+        {"InstanceNumber": "1.0", "SeriesNumber": "1.5"},
+        {"InstanceNumber": "7\\8", "SeriesNumber": "-0"},
+        {"InstanceNumber": "-2147483648", "SeriesNumber": "2147483648"},
+        {"NumberOfFrames": "0", "Rows": None},
+        {"NumberOfFrames": "", "Columns": None},
+        # UIDs: padding, several values
+        {"StudyInstanceUID": "1.2.3\\1.2.4"},
+        {"SeriesInstanceUID": " 1.2.3 "},
+    ],
+    ids=lambda a: ",".join(a),
+)
+def test_odd_values_read_as_pydicom_reads_them(syntax: UID, attributes: dict[str, Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = part10(syntax, **attributes)
+    refused(data)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values
+def test_values_pydicom_would_not_write_read_as_pydicom_reads_them() -> None:
+    data = part10(ExplicitVRLittleEndian, Rows=4, InstanceNumber=7, SeriesNumber=12)
+    for before, after in [
+        (b"(\x00\x10\x00US", b"(\x00\x10\x00SS"),  # a VR other than the dictionary's
+        (b"\x13\x00IS", b"\x13\x00LO"),
+        (b"\x11\x00IS\x02\x0012", b"\x11\x00IS\x02\x00ab"),  # not a number
+        (b"(\x00\x10\x00US\x02\x00\x04\x00", b"(\x00\x10\x00US\x01\x00\x04\x00"),  # cut US
+    ]:
+        assert data.count(before) == 1
+        refused(data.replace(before, after))
+
+
+def test_plain_ascii_decodes_alike_in_every_character_set() -> None:
+    # read_header decodes printable ASCII itself, whatever Specific Character Set says.
+    plain = bytes(range(0x20, 0x7F)) + b"\x00"
+    for encoding in sorted(set(python_encoding.values())):
+        assert decode_bytes(plain, [encoding], set()) == plain.decode("ascii"), encoding
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values
+def test_mutated_files_read_as_pydicom_reads_them() -> None:
+    rng = random.Random(20251125)
+    sources = [part10(syntax) for syntax in SYNTAXES]
+    for name in ("liver.dcm", "rtplan.dcm", "SC_rgb_jpeg.dcm"):
+        sources.append(corpus_file(name).read_bytes())
+    for data in sources:
+        for _ in range(150):
+            mutated = bytearray(data)
+            for _ in range(rng.choice((1, 1, 2))):
+                at = rng.randrange(128, min(len(mutated), 4000))
+                kind = rng.random()
+                if kind < 0.6:
+                    mutated[at] = rng.choice((rng.randrange(256), *b" \x00\\=\xff\xfe\xe0\xdd"))
+                elif kind < 0.8:
+                    del mutated[at : at + rng.randrange(1, 4)]
+                else:
+                    mutated[at:at] = bytes([rng.randrange(256)])
+            refused(bytes(mutated))
+
+
+def test_a_large_file_is_read_through_a_mapping(tmp_path: Path) -> None:
+    data = part10(ExplicitVRLittleEndian, Rows=1024, Columns=1024, PixelData=bytes(1024 * 1024 * 2))
+    path = tmp_path / "large.dcm"
+    path.write_bytes(data)
+    assert outcome(read_header, path) == outcome(reference_header, data)

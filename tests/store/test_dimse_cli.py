@@ -112,7 +112,7 @@ def test_http_api_echo_find_move_for_configured_peers(site: Listener, study: lis
     assert not scu.send(settings, site.peer(), study).failed
     app = FastAPI()
     app.include_router(router)
-    app.state.runtime = SimpleNamespace(settings=settings)
+    app.state.runtime = SimpleNamespace(settings=settings, engine=site.runtime.engine)
     app.dependency_overrides[require_admin] = lambda: ANONYMOUS_ADMIN
 
     async def jip_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
@@ -17,28 +14,8 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, build_context
 
-from jip.config import AuthSettings, Settings, StoreSettings
-from jip.runtime import build_runtime
 from jip.store import scu
-from jip.store.dimse import build_ae, start_server
 from jip.store.dimse_handlers import VERIFICATION
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[Settings, int, object]]:
-    settings = Settings(
-        data_dir=tmp_path,
-        store=StoreSettings(dicom_host="127.0.0.1", dicom_port=0),
-        auth=AuthSettings(enabled=False),
-    )
-    runtime = build_runtime(settings)
-    ae = build_ae(settings.store)
-    running = start_server(ae, runtime, "127.0.0.1", 0)
-    try:
-        yield settings, running.server_address[1], running
-    finally:
-        running.shutdown()
-        runtime.close()
 
 
 def nodelay(sock: socket.socket) -> bool:
@@ -46,12 +23,21 @@ def nodelay(sock: socket.socket) -> bool:
 
 
 def test_accepted_and_requested_sockets_have_tcp_nodelay(server) -> None:
+    """Both ways in: the storage fast path (verification) and pynetdicom (a query)."""
     settings, port, running = server
     ae = scu.scu_ae(settings)
     assoc = ae.associate("127.0.0.1", port, contexts=[build_context(VERIFICATION)], ae_title="JIP")
     try:
         assert assoc.is_established
         assert nodelay(assoc.dul.socket.socket)
+        (session,) = running.fast_path.sessions
+        assert nodelay(session.sock)
+    finally:
+        assoc.release()
+    find = build_context(scu.QueryRetrieveModel.STUDY_ROOT_FIND.value)
+    assoc = ae.associate("127.0.0.1", port, contexts=[find], ae_title="JIP")
+    try:
+        assert assoc.is_established
         (accepted,) = running.active_associations
         assert nodelay(accepted.dul.socket.socket)
     finally:

@@ -6,6 +6,7 @@ Every test runs four times: file or S3 storage (``blob_storage``) × SQLite or P
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import uuid
@@ -401,6 +402,30 @@ def test_concurrent_senders_store_each_instance_once(
     assert outcomes.count(AddOutcome.DUPLICATE) == 3 * len(shared)
     assert len(list(blob_storage.keys())) == len(shared)
     assert catalog.counts()["instances"] == len(shared)
+
+
+def test_a_large_instance_is_stored_whole_under_its_digest(
+    ingestor: Ingestor, blob_storage: BlobStorage, incoming: Callable[[bytes], Path]
+) -> None:
+    # Past a megabyte the file is mapped, not read, and hashed a chunk at a time.
+    pixels = bytes(range(256)) * (3 * 1024 * 1024 // 256 + 7)
+    data = part10(Rows=1024, Columns=1536 + 7, PixelData=pixels)
+    result = ingestor.ingest_file(incoming(data))
+    assert result.outcome is AddOutcome.STORED
+    assert hashlib.sha256(data).hexdigest()[:16] in result.blob_key
+    assert blob_storage.read_bytes(result.blob_key) == data
+
+
+def test_a_resent_instance_leaves_the_stored_bytes_as_they_were(
+    ingestor: Ingestor, blob_storage: BlobStorage, incoming: Callable[[bytes], Path]
+) -> None:
+    data = corpus_file("CT_small.dcm").read_bytes()
+    first = ingestor.ingest_file(incoming(data))
+    spool = incoming(data)
+    assert ingestor.ingest_file(spool).outcome is AddOutcome.DUPLICATE
+    assert not spool.exists()
+    assert list(blob_storage.keys()) == [first.blob_key]
+    assert blob_storage.read_bytes(first.blob_key) == data
 
 
 # -- odd but valid headers -----------------------------------------------------------------

@@ -91,3 +91,31 @@ def test_researcher_explores_saves_a_cohort_and_logs_out(
     expect(page).to_have_url(re.compile(r"/auth/authorize\?"))
     assert not [e for e in errors if "Content Security Policy" in e], errors
     context.close()
+
+
+def test_admin_sees_the_site_status_and_adds_a_peer(
+    site: Site, browser: Any, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+    from tests.base.support import add_user
+
+    add_user(site.runtime, "ada", admin=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto(f"{site.origin}/ui/admin")
+    page.fill("input[name=username]", "ada")
+    page.fill("input[name=password]", site.password)
+    page.click("button[type=submit]")
+    page.goto(f"{site.origin}/ui/admin")
+    expect(page.locator("table.status")).to_contain_text("12 series, 36 instances")
+    page.screenshot(path=str(screenshots / "admin.png"), full_page=True)
+
+    page.click("nav[aria-label=Administration] >> text=DICOM peers")
+    page.fill("form.save input[name=name]", "pacs")
+    page.fill("form.save input[name=ae_title]", "PACS")
+    page.fill("form.save input[name=host]", "127.0.0.1")
+    page.click("form.save button[type=submit]")
+    expect(page.locator(".flash")).to_have_text("peer pacs saved")
+    expect(page.locator("table.peers")).to_contain_text("PACS")
+    page.screenshot(path=str(screenshots / "admin-peers.png"), full_page=True)
+    context.close()

@@ -1,9 +1,9 @@
 """`jip dicom echo|send|find|move`: talk DIMSE to a PACS, a modality or this site.
 
-The remote AE is a configured peer (``--peer pacs``, from ``store.peers``) or given
-by ``--host/--port/--aet``. Keys are ``Keyword=match`` pairs as PS3.4 C.2.2.2 defines
-them (``PatientName=DOE*``, ``StudyDate=20240101-20240131``); a bare ``Keyword``
-asks for it to be returned.
+The remote AE is a peer by name (``--peer pacs``: from ``store.peers`` or added over
+``PUT /api/dicom/peers/{name}``) or given by ``--host/--port/--aet``. Keys are
+``Keyword=match`` pairs as PS3.4 C.2.2.2 defines them (``PatientName=DOE*``,
+``StudyDate=20240101-20240131``); a bare ``Keyword`` asks for it to be returned.
 
     jip dicom echo --peer pacs
     jip dicom send --peer pacs ./export/
@@ -63,7 +63,7 @@ _UNIQUE_KEYS = [
 
 def _remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--peer", help="A configured peer (store.peers) by name."),
+        click.option("--peer", help="A peer by name (store.peers or added in the admin UI)."),
         click.option("--host", help="Remote host (instead of --peer)."),
         click.option("--port", type=int, help="Remote DICOM port (instead of --peer)."),
         click.option("--aet", help="Remote (called) AE title (instead of --peer)."),
@@ -82,12 +82,27 @@ def _target(
     settings = settings_from(ctx, store__ae_title=calling_aet)
     try:
         if peer:
-            return settings, scu.resolve_peer(settings, peer)
+            return settings, _named_peer(settings, peer)
     except JipError as exc:
         raise click.ClickException(str(exc)) from exc
     if not (host and port and aet):
         raise click.UsageError("name a --peer, or give --host, --port and --aet")
     return settings, DicomPeer(ae_title=aet, host=host, port=port)
+
+
+def _named_peer(settings: Settings, name: str) -> DicomPeer:
+    """A peer by name, from store.peers and those added over the API (site catalog)."""
+    from jip.backends import catalog_engine_for
+    from jip.migrations import upgrade
+    from jip.store import peers
+
+    url = settings.resolved_catalog_url
+    upgrade(url)
+    engine = catalog_engine_for(url)
+    try:
+        return peers.get_peer(engine, settings.store.peers, name)
+    finally:
+        engine.dispose()
 
 
 def _parse_keys(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from jip.backends import storage_for
-from jip.base.auth import CurrentUser
+from jip.base.auth import CurrentUser, project_scope
 from jip.base.deps import CurrentUserDep
 from jip.flow.engine import WorkflowEngine
 from jip.flow.runner import operators_dir
@@ -62,6 +62,7 @@ def get_flow_service(
         engine=engine,
         operators_dir=operators_dir(runtime.settings),
         cohorts=getattr(request.app.state, "flow_cohorts", None) or _cohorts_of(runtime, user),
+        scope=project_scope(user),
     )
 
 

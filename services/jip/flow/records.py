@@ -151,6 +151,18 @@ def list_results(engine: Engine, run_id: str, *, series: str | None = None) -> l
         return [_result(r) for r in session.scalars(query.order_by(FlowResult.id))]
 
 
+def results_of_series(
+    engine: Engine, series: str, *, kind: ResultKind | None = None, limit: int = 100
+) -> list[ResultRecord]:
+    """Results made from one source series by any run, newest first."""
+    query = select(FlowResult).where(FlowResult.series_instance_uid == series)
+    if kind is not None:
+        query = query.where(FlowResult.kind == kind)
+    with Session(engine) as session:
+        rows = session.scalars(query.order_by(FlowResult.id.desc()).limit(limit))
+        return [_result(r) for r in rows]
+
+
 def get_result(engine: Engine, run_id: str, result_id: int) -> ResultRecord:
     with Session(engine) as session:
         row = session.get(FlowResult, result_id)

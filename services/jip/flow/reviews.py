@@ -31,6 +31,7 @@ SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
 def review(service: FlowService, run_id: str, series_uid: str) -> ReviewModel:
+    service.locate(run_id)  # NotFound for a run the caller may not see
     found = records.find_review(service.db, run_id, series_uid)
     if found is None:
         return ReviewModel(run_id=run_id, series_instance_uid=series_uid, done=False)

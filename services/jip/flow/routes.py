@@ -103,6 +103,16 @@ def list_results(
     return service.results(run_id, series=series)
 
 
+@router.get("/results")
+def series_results(
+    service: FlowServiceDep,
+    series: Annotated[str, Query(min_length=1, max_length=64)],
+    kind: ResultKind | None = None,
+) -> list[ResultModel]:
+    """What every run made from one source series (the series page's linked results)."""
+    return service.series_results(series, kind=kind)
+
+
 @router.post("/runs/{run_id}/results", status_code=status.HTTP_201_CREATED)
 def record_results(run_id: str, body: ResultsIn, service: FlowServiceDep) -> list[ResultModel]:
     """Record delivered results (called by the put-output tasks)."""
@@ -178,7 +188,7 @@ def _check_review_task(task: str) -> None:
 
 @router.get("/rules")
 def list_rules(service: FlowServiceDep) -> list[RuleModel]:
-    return rules.list_rules(service.db)
+    return rules.list_rules(service.db, scope=service.scope)
 
 
 @router.post("/rules", status_code=status.HTTP_201_CREATED)
@@ -190,7 +200,7 @@ def add_rule(rule: RuleIn, service: FlowServiceDep, admin: AdminDep) -> RuleMode
 
 @router.get("/rules/{rule}")
 def get_rule(rule: str, service: FlowServiceDep) -> RuleModel:
-    return rules.get_rule(service.db, rules.find_rule_id(service.db, rule))
+    return rules.get_rule(service.db, rules.find_rule_id(service.db, rule), scope=service.scope)
 
 
 @router.patch("/rules/{rule}")
@@ -212,4 +222,4 @@ def remove_rule(rule: str, service: FlowServiceDep, _admin: AdminDep) -> Respons
 @router.get("/rules/{rule}/firings")
 def rule_firings(rule: str, service: FlowServiceDep) -> list[FiringModel]:
     """Which series fired the rule, and the run each started."""
-    return rules.firings(service.db, rules.find_rule_id(service.db, rule))
+    return rules.firings(service.db, rules.find_rule_id(service.db, rule), scope=service.scope)

@@ -13,10 +13,10 @@ results table and runs their rule in the runs table.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import ColumnElement, Engine, delete, func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from jip.flow.models import FiringModel, RuleIn, RuleModel, StartRun
 from jip.flow.schema import FiringOutcome, FlowRule, FlowRuleFiring, FlowRun
 from jip.flow.service import FlowService
 from jip.store.catalog_schema import Series
+from jip.store.projects import visible_series
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,20 @@ def add_rule(db: Engine, rule: RuleIn, *, user: str) -> RuleModel:
     return get_rule(db, row.id)
 
 
-def list_rules(db: Engine) -> list[RuleModel]:
+def _visible_firings(scope: Collection[str] | None) -> ColumnElement[bool]:
+    """Firings on series of the projects in ``scope`` (None: every firing): a firing names
+    its series, so counting or listing the others would tell they exist."""
+    if scope is None:
+        return true()
+    return FlowRuleFiring.series_instance_uid.in_(visible_series(scope))
+
+
+def list_rules(db: Engine, *, scope: Collection[str] | None = None) -> list[RuleModel]:
     with Session(db) as session:
         rows_counted = session.execute(
-            select(FlowRuleFiring.rule_id, func.count()).group_by(FlowRuleFiring.rule_id)
+            select(FlowRuleFiring.rule_id, func.count())
+            .where(_visible_firings(scope))
+            .group_by(FlowRuleFiring.rule_id)
         )
         counts: dict[int, int] = {int(rule_id): int(n) for rule_id, n in rows_counted}
         rows = session.scalars(select(FlowRule).order_by(FlowRule.id))
@@ -86,7 +97,7 @@ def find_rule_id(db: Engine, ref: str | int) -> int:
         return row.id
 
 
-def get_rule(db: Engine, rule_id: int) -> RuleModel:
+def get_rule(db: Engine, rule_id: int, *, scope: Collection[str] | None = None) -> RuleModel:
     with Session(db) as session:
         row = session.get(FlowRule, rule_id)
         if row is None:
@@ -94,7 +105,7 @@ def get_rule(db: Engine, rule_id: int) -> RuleModel:
         count = session.scalar(
             select(func.count())
             .select_from(FlowRuleFiring)
-            .where(FlowRuleFiring.rule_id == rule_id)
+            .where(FlowRuleFiring.rule_id == rule_id, _visible_firings(scope))
         )
         return _model(row, int(count or 0))
 
@@ -120,11 +131,13 @@ def remove_rule(db: Engine, rule_id: int) -> None:
         session.delete(row)
 
 
-def firings(db: Engine, rule_id: int, limit: int = 100) -> list[FiringModel]:
+def firings(
+    db: Engine, rule_id: int, limit: int = 100, *, scope: Collection[str] | None = None
+) -> list[FiringModel]:
     get_rule(db, rule_id)
     query = (
         select(FlowRuleFiring)
-        .where(FlowRuleFiring.rule_id == rule_id)
+        .where(FlowRuleFiring.rule_id == rule_id, _visible_firings(scope))
         .order_by(FlowRuleFiring.id.desc())
         .limit(limit)
     )

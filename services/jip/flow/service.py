@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from jip.flow.models import (
 from jip.flow.schema import ResultKind
 from jip.flow.workflows import SERIES_KEY, STUDIES_KEY, TOKEN_KEY, check_params, resolve_schema
 from jip.store.catalog_schema import Series
+from jip.store.projects import SeriesProjects, as_scope, series_in_scope
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,15 @@ class FlowService:
         engine: WorkflowEngine,
         operators_dir: Any,
         cohorts: CohortResolver | None = None,
+        scope: Collection[str] | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
         self.operators_dir = operators_dir
         self.cohorts = cohorts
+        # The projects whose series the caller may see (None: all). A run belongs to
+        # the projects of its series: outside them it does not exist for the caller.
+        self.scope = scope
 
     # -- workflows -----------------------------------------------------------------------
 
@@ -141,6 +146,9 @@ class FlowService:
         """Each series' study, from the catalog; NotFound names the missing series."""
         found: dict[str, str] = {}
         query = select(Series.series_instance_uid, Series.study_instance_uid)
+        visible = series_in_scope(as_scope(self.scope))
+        if visible is not None:
+            query = query.where(visible)
         with self.db.connect() as conn:
             for start in range(0, len(series), 500):
                 chunk = list(series[start : start + 500])
@@ -154,20 +162,40 @@ class FlowService:
     # -- runs ----------------------------------------------------------------------------
 
     def runs(self, dag_id: str | None = None, limit: int = 50) -> list[RunModel]:
-        return [
-            _run_model(run, records.find_run(self.db, run.run_id))
-            for run in self.engine.list_runs(dag_id, limit=limit)
+        # Scoped callers pick theirs out of a longer list of the newest runs.
+        wanted = limit if self.scope is None else max(limit, 500)
+        found = [
+            (run, records.find_run(self.db, run.run_id))
+            for run in self.engine.list_runs(dag_id, limit=wanted)
         ]
+        return [_run_model(run, record) for run, record in found if self._visible(record)][:limit]
 
     def locate(self, run_id: str) -> tuple[str, records.RunRecord | None]:
         """The workflow of a run: from the flow tables, else from Airflow's newest runs."""
         record = records.find_run(self.db, run_id)
         if record is not None:
+            if not self._visible(record):
+                raise NotFound(f"workflow run {run_id!r} not found")
             return record.dag_id, record
-        for run in self.engine.list_runs(None, limit=500):
-            if run.run_id == run_id:
-                return run.dag_id, None
+        if self.scope is None:
+            for run in self.engine.list_runs(None, limit=500):
+                if run.run_id == run_id:
+                    return run.dag_id, None
         raise NotFound(f"workflow run {run_id!r} not found")
+
+    def _visible(self, record: records.RunRecord | None) -> bool:
+        """Whether the caller may see every series of the run (runs JIP did not start,
+        such as those started in Airflow's UI, only site admins see)."""
+        if self.scope is None:
+            return True
+        return record is not None and self._series_visible(record.series)
+
+    def _series_visible(self, series: Sequence[str]) -> bool:
+        if self.scope is None:
+            return True
+        allowed = set(self.scope)
+        projects = SeriesProjects(self.db).projects_of(series)
+        return all(projects[uid] & allowed for uid in series)
 
     def run(self, run_id: str) -> RunDetail:
         dag_id, record = self.locate(run_id)
@@ -213,6 +241,12 @@ class FlowService:
     # -- results -------------------------------------------------------------------------
 
     def record_results(self, run_id: str, results: Sequence[ResultIn]) -> list[ResultModel]:
+        """Record results of a run (one JIP did not start, too) made from series the
+        caller may see."""
+        record = records.find_run(self.db, run_id)
+        sources = [r.series_instance_uid for r in results]
+        if (record is not None and not self._visible(record)) or not self._series_visible(sources):
+            raise NotFound(f"workflow run {run_id!r} not found")
         stored = records.add_results(
             self.db,
             [records.ResultRecord(id=None, run_id=run_id, **r.model_dump()) for r in results],
@@ -223,8 +257,20 @@ class FlowService:
         self.locate(run_id)
         return [result_model(r) for r in records.list_results(self.db, run_id, series=series)]
 
+    def series_results(self, series: str, *, kind: ResultKind | None = None) -> list[ResultModel]:
+        """Results of every run on ``series``; a series outside the scope is not found."""
+        if self.scope is not None:
+            projects = SeriesProjects(self.db).projects_of([series])[series]
+            if not projects & set(self.scope):
+                raise NotFound(f"series {series} not found")
+        return [result_model(r) for r in records.results_of_series(self.db, series, kind=kind)]
+
     def result(self, run_id: str, result_id: int) -> records.ResultRecord:
-        return records.get_result(self.db, run_id, result_id)
+        """One result; made from a series the caller may not see, it is not found."""
+        record = records.get_result(self.db, run_id, result_id)
+        if not self._series_visible([record.series_instance_uid]):
+            raise NotFound(f"result {result_id} of run {run_id!r} not found")
+        return record
 
 
 def short_task_id(task_id: str) -> str:

@@ -150,7 +150,7 @@ class Cohorts:
                         .limit(limit)
                     )
                 )
-                return CohortSeriesPage(total, True, self._documents(uids, fields))
+                return CohortSeriesPage(total, True, self._documents(uids, fields, row.project))
         found = self.index.search(query, sort=[ID_FIELD], offset=offset, limit=limit, fields=fields)
         return CohortSeriesPage(found.total, False, found.hits)
 
@@ -323,14 +323,15 @@ class Cohorts:
         return row
 
     def _documents(
-        self, uids: builtins.list[str], fields: builtins.list[str] | None
+        self, uids: builtins.list[str], fields: builtins.list[str] | None, project: str
     ) -> builtins.list[dict[str, Any]]:
-        """Index documents of ``uids`` in that order; a series gone from the index shows
-        as its UID alone."""
+        """Index documents of ``uids`` in that order; a series gone from the index, or
+        not in the cohort's project (an imported list may name any series), shows as its
+        UID alone."""
         if not uids:
             return []
         found: SearchResult = self.index.search(
-            {"terms": {ID_FIELD: uids}}, limit=len(uids), fields=fields
+            project_query({"terms": {ID_FIELD: uids}}, project), limit=len(uids), fields=fields
         )
         by_uid = {hit[ID_FIELD]: hit for hit in found.hits}
         return [by_uid.get(uid, {ID_FIELD: uid}) for uid in uids]

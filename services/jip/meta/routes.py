@@ -212,9 +212,10 @@ def values(
 
 # -- index state -------------------------------------------------------------------------
 @router.get("/status")
-def status(ledger: LedgerDep, index: IndexDep, _user: CurrentUserDep) -> IndexStatusOut:
-    """How far indexing is: instances waiting, failed, and series documents indexed."""
-    progress = ledger.progress(index)
+def status(ledger: LedgerDep, index: IndexDep, user: CurrentUserDep) -> IndexStatusOut:
+    """How far indexing is: instances waiting, failed, and series documents indexed (of the
+    series the caller may see)."""
+    progress = ledger.progress(index, project_scope(user))
     return IndexStatusOut(
         pending=progress.pending, failed=progress.failed, documents=progress.documents
     )
@@ -223,12 +224,13 @@ def status(ledger: LedgerDep, index: IndexDep, _user: CurrentUserDep) -> IndexSt
 @router.get("/errors")
 def errors(
     ledger: LedgerDep,
-    _user: CurrentUserDep,
+    user: CurrentUserDep,
     offset: int = Query(0, ge=0, le=MAX_ROW_ID),
     limit: int = Query(100, ge=1, le=1000),
 ) -> IndexErrorsOut:
-    """Instances whose header could not be indexed, newest first, with the reason."""
-    total, failures = ledger.failures(offset, limit)
+    """Instances whose header could not be indexed (of the series the caller may see),
+    newest first, with the reason."""
+    total, failures = ledger.failures(offset, limit, project_scope(user))
     return IndexErrorsOut(
         total=total, errors=[IndexErrorOut(**vars(failure)) for failure in failures]
     )

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, case, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Engine, case, delete, func, insert, select, true, update
 
 from jip.meta.fields import FIELDS, ID_FIELD, KEYWORD_SUFFIX, FieldType, lookup
 from jip.meta.index import MetaIndex
 from jip.meta.query import Bool, MatchAll, Terms, parse_query
 from jip.meta.schema import DeletedSeries, InstanceSummary
 from jip.store.catalog_schema import Instance, Series
+from jip.store.projects import visible_series
 
 PROJECTS_FIELD = "Projects"
 NO_PROJECT = "-"  # no project is named so: an empty scope matches no series
@@ -130,9 +131,12 @@ class IndexLedger:
             )
 
     # -- the outbox, read ---------------------------------------------------------------
-    def failures(self, offset: int = 0, limit: int = 100) -> tuple[int, list[IndexFailure]]:
-        """Instances whose header failed, newest first, and how many there are."""
-        failed = Instance.index_error.is_not(None)
+    def failures(
+        self, offset: int = 0, limit: int = 100, scope: Collection[str] | None = None
+    ) -> tuple[int, list[IndexFailure]]:
+        """Instances whose header failed, newest first, and how many there are (of the
+        series of the projects in ``scope``)."""
+        failed = Instance.index_error.is_not(None) & _instances_in(scope)
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).where(failed)).scalar_one()
             rows = conn.execute(
@@ -151,16 +155,22 @@ class IndexLedger:
                 IndexFailure(uid, series, str(error), _utc(at)) for uid, series, error, at in rows
             ]
 
-    def progress(self, index: MetaIndex) -> IndexProgress:
+    def progress(self, index: MetaIndex, scope: Collection[str] | None = None) -> IndexProgress:
+        """How far indexing is over the series of the projects in ``scope`` (None: all)."""
         # Both counts read only rows not yet indexed (the outbox index finds them), so
         # they stay cheap however large the catalog grows.
         failed = Instance.index_error.is_not(None)
         query = select(func.count(case((~failed, 1))), func.count(case((failed, 1)))).where(
-            Instance.indexed_at.is_(None)
+            Instance.indexed_at.is_(None), _instances_in(scope)
         )
         with self.engine.connect() as conn:
             pending, errors = conn.execute(query).one()
-        return IndexProgress(pending=int(pending), failed=int(errors), documents=index.count())
+        documents = (
+            index.count()
+            if scope is None
+            else index.search(scoped_query(None, scope), limit=0).total
+        )
+        return IndexProgress(pending=int(pending), failed=int(errors), documents=documents)
 
     def requeue(self) -> int:
         """Put every instance back into the outbox (errors included); returns how many.
@@ -171,6 +181,12 @@ class IndexLedger:
         with self.engine.begin() as conn:
             result = conn.execute(update(Instance).values(indexed_at=None, index_error=None))
             return int(result.rowcount)
+
+
+def _instances_in(scope: Collection[str] | None) -> ColumnElement[bool]:
+    if scope is None:
+        return true()
+    return Instance.series_instance_uid.in_(visible_series(scope))
 
 
 def _utc(value: datetime) -> datetime:

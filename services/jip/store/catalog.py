@@ -1,21 +1,25 @@
 """The catalog: what is stored, where, and how it hangs together.
 
 Writes come in batches (see :mod:`jip.store.group_commit`) so that one transaction, and
-one fsync, covers all instances that arrived while the previous batch committed.
+one fsync, covers all instances that arrived while the previous batch committed; the
+rows themselves are written by :mod:`jip.store.catalog_add`.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
-from jip.db import insert_ignoring_duplicates
 from jip.errors import NotFound
+from jip.store.catalog_add import AddOutcome as AddOutcome
+from jip.store.catalog_add import AddResult as AddResult
+from jip.store.catalog_add import DuplicatePolicy as DuplicatePolicy
+from jip.store.catalog_add import NewInstance as NewInstance
+from jip.store.catalog_add import add_instances
 from jip.store.catalog_schema import (
     IngestConflict,
     Instance,
@@ -24,41 +28,12 @@ from jip.store.catalog_schema import (
     SeriesProject,
     Study,
 )
-from jip.store.dicom_file import InstanceHeader
-from jip.store.projects import Scope, as_scope, assign_new_series, series_in_scope
-
-
-class AddOutcome(enum.StrEnum):
-    STORED = "stored"
-    DUPLICATE = "duplicate"  # same SOP Instance UID, same bytes: nothing to do
-    CONFLICT = "conflict"  # same UID, different bytes, the first kept
-    OVERWRITTEN = "overwritten"  # same UID, different bytes, replaced by policy
-
-
-class DuplicatePolicy(enum.StrEnum):
-    KEEP_FIRST = "keep_first"
-    OVERWRITE = "overwrite"
-
-
-@dataclass(frozen=True)
-class NewInstance:
-    """A received instance whose bytes are already durable under ``blob_key``."""
-
-    header: InstanceHeader
-    size_bytes: int
-    sha256: str
-    blob_key: str
-    calling_ae_title: str = ""
-    # The project a new series goes to (STOW-RS ``?project=``); None: the rules decide.
-    project: str | None = None
-
-
-@dataclass(frozen=True)
-class AddResult:
-    outcome: AddOutcome
-    # The blob the caller must discard (or keep as quarantine) after the commit: the new
-    # bytes for DUPLICATE and CONFLICT, the replaced bytes for OVERWRITTEN.
-    displaced_blob_key: str | None = None
+from jip.store.projects import (
+    Scope,
+    as_scope,
+    series_in_scope,
+    visible_series,
+)
 
 
 @dataclass(frozen=True)
@@ -104,147 +79,7 @@ class Catalog:
     ) -> list[AddResult]:
         """Record ``items`` in one transaction; the result list matches ``items``."""
         with self.engine.begin() as conn:
-            return [self._add_one(conn, item, policy) for item in items]
-
-    def _add_one(self, conn: Connection, item: NewInstance, policy: DuplicatePolicy) -> AddResult:
-        h, now = item.header, _now()
-        existing = conn.execute(
-            select(Instance.sha256, Instance.blob_key).where(
-                Instance.sop_instance_uid == h.sop_instance_uid
-            )
-        ).first()
-        if existing is not None:
-            return self._add_known(conn, item, policy, existing.sha256, existing.blob_key, now)
-        if self._ensure_parents(conn, h, now):
-            assign_new_series(
-                conn,
-                h,
-                item.calling_ae_title,
-                project=item.project,
-                default_project=self.default_project,
-            )
-        inserted = conn.execute(
-            insert_ignoring_duplicates(conn, Instance.__table__).values(
-                sop_instance_uid=h.sop_instance_uid,
-                series_instance_uid=h.series_instance_uid,
-                sop_class_uid=h.sop_class_uid,
-                transfer_syntax_uid=h.transfer_syntax_uid,
-                instance_number=h.instance_number,
-                rows=h.rows,
-                columns=h.columns,
-                bits_allocated=h.bits_allocated,
-                number_of_frames=h.number_of_frames,
-                size_bytes=item.size_bytes,
-                sha256=item.sha256,
-                blob_key=item.blob_key,
-                calling_ae_title=item.calling_ae_title[:16],
-                received_at=now,
-            )
-        )
-        if inserted.rowcount == 0:
-            # Another process (listener or API) committed this UID since the check above:
-            # decide against its row, or this instance would vanish unrecorded.
-            existing = conn.execute(
-                select(Instance.sha256, Instance.blob_key).where(
-                    Instance.sop_instance_uid == h.sop_instance_uid
-                )
-            ).one()
-            return self._add_known(conn, item, policy, existing.sha256, existing.blob_key, now)
-        return AddResult(AddOutcome.STORED)
-
-    def _add_known(
-        self,
-        conn: Connection,
-        item: NewInstance,
-        policy: DuplicatePolicy,
-        stored_sha: str,
-        stored_key: str,
-        now: datetime,
-    ) -> AddResult:
-        if stored_sha == item.sha256:
-            keep = item.blob_key == stored_key
-            return AddResult(AddOutcome.DUPLICATE, None if keep else item.blob_key)
-        if policy is DuplicatePolicy.OVERWRITE:
-            conn.execute(
-                update(Instance)
-                .where(Instance.sop_instance_uid == item.header.sop_instance_uid)
-                .values(
-                    sha256=item.sha256,
-                    blob_key=item.blob_key,
-                    size_bytes=item.size_bytes,
-                    transfer_syntax_uid=item.header.transfer_syntax_uid,
-                    received_at=now,
-                    indexed_at=None,
-                    header_json=None,
-                )
-            )
-            outcome, quarantine = AddOutcome.OVERWRITTEN, stored_key
-        else:
-            outcome, quarantine = AddOutcome.CONFLICT, item.blob_key
-        conn.execute(
-            insert(IngestConflict).values(
-                sop_instance_uid=item.header.sop_instance_uid,
-                stored_sha256=stored_sha,
-                received_sha256=item.sha256,
-                quarantine_key=quarantine,
-                resolution=outcome.value,
-                calling_ae_title=item.calling_ae_title[:16],
-                received_at=now,
-            )
-        )
-        return AddResult(outcome, quarantine)
-
-    def _ensure_parents(self, conn: Connection, h: InstanceHeader, now: datetime) -> bool:
-        """Insert the patient, study and series rows as needed; True for a new series."""
-        conn.execute(
-            insert_ignoring_duplicates(conn, Patient.__table__).values(
-                patient_id=h.patient_id[:64],
-                patient_name=h.patient_name[:324],
-                patient_birth_date=h.patient_birth_date[:8],
-                patient_sex=h.patient_sex[:16],
-                created_at=now,
-            )
-        )
-        patient_pk = conn.execute(
-            select(Patient.pk).where(Patient.patient_id == h.patient_id[:64])
-        ).scalar_one()
-        conn.execute(
-            insert_ignoring_duplicates(conn, Study.__table__).values(
-                study_instance_uid=h.study_instance_uid,
-                patient_pk=patient_pk,
-                study_date=h.study_date[:8],
-                study_time=h.study_time[:16],
-                accession_number=h.accession_number[:16],
-                study_id=h.study_id[:16],
-                study_description=h.study_description[:64],
-                referring_physician_name=h.referring_physician_name[:324],
-                specific_character_set=h.specific_character_set[:128],
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        inserted = conn.execute(
-            insert_ignoring_duplicates(conn, Series.__table__).values(
-                series_instance_uid=h.series_instance_uid,
-                study_instance_uid=h.study_instance_uid,
-                modality=h.modality[:16],
-                series_number=h.series_number,
-                series_description=h.series_description[:64],
-                body_part_examined=h.body_part_examined[:16],
-                performed_procedure_step_start_date=h.performed_procedure_step_start_date[:8],
-                performed_procedure_step_start_time=h.performed_procedure_step_start_time[:16],
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        if inserted.rowcount == 0:
-            conn.execute(
-                update(Series)
-                .where(Series.series_instance_uid == h.series_instance_uid)
-                .values(updated_at=now)
-            )
-            return False
-        return True
+            return add_instances(conn, items, policy, self.default_project)
 
     def set_header_json(self, sop_instance_uid: str, header_json: str) -> None:
         with self.engine.begin() as conn:
@@ -319,7 +154,10 @@ class Catalog:
             )
             return {row.sop_instance_uid: row.header_json for row in rows}
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, scope: Scope = None) -> dict[str, int]:
+        """How many of each are catalogued (of the series of the projects in ``scope``)."""
+        if scope is not None:
+            return self._counts_in(scope)
         with self.engine.connect() as conn:
             return {
                 "patients": conn.execute(select(func.count()).select_from(Patient)).scalar_one(),
@@ -330,6 +168,28 @@ class Catalog:
                     select(func.count()).select_from(IngestConflict)
                 ).scalar_one(),
             }
+
+    def _counts_in(self, scope: frozenset[str]) -> dict[str, int]:
+        visible = visible_series(scope)
+        in_series = Series.series_instance_uid.in_(visible)
+        in_instances = Instance.series_instance_uid.in_(visible)
+        queries = {
+            "patients": select(func.count(func.distinct(Study.patient_pk)))
+            .select_from(Series)
+            .join(Study, Study.study_instance_uid == Series.study_instance_uid)
+            .where(in_series),
+            "studies": select(func.count(func.distinct(Series.study_instance_uid))).where(
+                in_series
+            ),
+            "series": select(func.count()).select_from(Series).where(in_series),
+            "instances": select(func.count()).select_from(Instance).where(in_instances),
+            "conflicts": select(func.count())
+            .select_from(IngestConflict)
+            .join(Instance, Instance.sop_instance_uid == IngestConflict.sop_instance_uid)
+            .where(in_instances),
+        }
+        with self.engine.connect() as conn:
+            return {name: int(conn.execute(query).scalar_one()) for name, query in queries.items()}
 
     def conflicts(self, limit: int = 100) -> list[dict[str, object]]:
         with self.engine.connect() as conn:

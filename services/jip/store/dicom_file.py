@@ -1,42 +1,40 @@
 """Reading and checking one received DICOM Part 10 file, without touching pixel data.
 
-pydicom parses a truncated dataset without raising, so :func:`read_instance` checks that
-the file ends exactly where its last element says it does (PS3.5 §7.1) before anything
-is stored. UIDs become storage keys and URL segments, so they are checked against the
-PS3.5 §9.1 grammar: a path-like "UID" never reaches the disk.
+pydicom parses a truncated dataset without raising, so every reader here first checks
+that the file ends exactly where its last element says it does (PS3.5 §7.1), in the
+same pass that picks up the catalogued values (:mod:`jip.store.dicom_header`). UIDs
+become storage keys and URL segments, so they are checked against the PS3.5 §9.1
+grammar: a path-like "UID" never reaches the disk.
+
+The ingest path (:func:`read_header`) builds no pydicom Dataset: plain ASCII values are
+decoded here, exactly as pydicom would; anything else (another character set, a VR
+other than the dictionary's, odd numbers) is handed to pydicom itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-import re
-import struct
-import zlib
+import mmap
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from jip.errors import Invalid
+from jip.store.dicom_header import Scan, scan
+from jip.store.dicom_header import check_uid as check_uid
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 PIXEL_DATA_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
-
-
-def check_uid(value: object, keyword: str) -> str:
-    """A UID as PS3.5 §9.1 allows it (digits and dots, ≤ 64 chars), else :class:`Invalid`."""
-    text = str(value or "").strip().rstrip("\x00")
-    if not text:
-        raise Invalid(f"{keyword} is missing")
-    if len(text) > 64 or not _UID.match(text):
-        raise Invalid(f"{keyword} {text[:80]!r} is not a valid DICOM UID")
-    return text
 
 
 @dataclass(frozen=True)
@@ -73,188 +71,221 @@ class InstanceHeader:
     institution_name: str = ""  # for project assignment rules, not catalogued
 
 
-def read_instance(path: Path) -> tuple[InstanceHeader, Dataset]:
-    """Parse and check the file at ``path``; :class:`Invalid` names what is wrong."""
-    size = path.stat().st_size
+# The catalogued top-level attributes, in the order the pydicom reading checks them.
+_UID_FIELDS = {
+    0x00080018: "sop_instance_uid",
+    0x00080016: "sop_class_uid",
+    0x0020000E: "series_instance_uid",
+    0x0020000D: "study_instance_uid",
+}
+_TEXT_FIELDS = {
+    0x00100020: "patient_id",
+    0x00100010: "patient_name",
+    0x00100030: "patient_birth_date",
+    0x00100040: "patient_sex",
+    0x00080020: "study_date",
+    0x00080030: "study_time",
+    0x00080050: "accession_number",
+    0x00200010: "study_id",
+    0x00081030: "study_description",
+    0x00080090: "referring_physician_name",
+    0x00080060: "modality",
+    0x0008103E: "series_description",
+    0x00180015: "body_part_examined",
+    0x00400244: "performed_procedure_step_start_date",
+    0x00400245: "performed_procedure_step_start_time",
+    0x00080005: "specific_character_set",
+    0x00080080: "institution_name",
+}
+_INT_FIELDS = {
+    0x00200011: "series_number",
+    0x00200013: "instance_number",
+    0x00280010: "rows",
+    0x00280011: "columns",
+    0x00280100: "bits_allocated",
+    0x00280008: "number_of_frames",
+}
+_ROWS = 0x00280010  # present at all: an image, one frame unless NumberOfFrames says more
+_WANTED = frozenset(_UID_FIELDS) | frozenset(_TEXT_FIELDS) | frozenset(_INT_FIELDS)
+_VR = {tag: dictionary_VR(tag).encode("ascii") for tag in _WANTED}
+_TEXTS = [(tag, name, _VR[tag]) for tag, name in _TEXT_FIELDS.items()]
+_KEYWORD = {tag: keyword_for_tag(tag) for tag in _WANTED}
+# Bytes every character set pydicom knows decodes as ASCII (no ESC, no 8-bit codes).
+_PLAIN = bytes(range(0x20, 0x7F)) + b"\x00"
+_DIGITS = frozenset(b"0123456789")
+# Files up to this size are read into memory; larger ones are mapped, page by page.
+_MAP_FROM = 1024 * 1024
+
+
+class _NotPlain(Exception):
+    """A value only pydicom can decode exactly as pydicom does."""
+
+
+def read_header(path: Path) -> InstanceHeader:
+    """Check the file at ``path`` and return its header; :class:`Invalid` names what is wrong."""
+    with open_part10(path) as data:
+        return header_of(data, path)
+
+
+def read_header_bytes(data: bytes) -> InstanceHeader:
+    """As :func:`read_header`, for bytes already in memory (STOW-RS parts)."""
+    return header_of(data, data)
+
+
+def header_of(data: Any, source: Path | bytes) -> InstanceHeader:
+    """The header of the Part 10 file held in ``data`` (bytes or an mmap of ``source``).
+
+    pydicom reads ``source`` itself where only it can tell what the values are (odd files).
+    """
+    found = scan(data, _WANTED)
+    if found.odd is not None:
+        return _read_pydicom(source)[0]
+    if not found.top_level_count:
+        raise Invalid("DICOM file holds no dataset")
+    try:
+        return _header_of_scan(found)
+    except _NotPlain:
+        return _decoded(_dataset_of_scan(found))
+
+
+@contextlib.contextmanager
+def open_part10(path: Path) -> Iterator[Any]:
+    """The file's bytes: small files read at once, large ones mapped.
+
+    A mapping keeps memory flat for a 500 MB instance (DESIGN, "Facts about DICOM
+    ingest"): the header walk touches only element headers, and pages are file-backed.
+    """
     with path.open("rb") as handle:
-        return _read(handle, size)
+        size = os.fstat(handle.fileno()).st_size
+        if size < _MAP_FROM:
+            yield handle.read()
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            yield mapped
+
+
+def read_instance(path: Path) -> tuple[InstanceHeader, Dataset]:
+    """As :func:`read_header`, plus the dataset as pydicom reads it (no pixel data)."""
+    with open_part10(path) as data:
+        scan(data, _WANTED)
+    return _read_pydicom(path)
 
 
 def read_instance_bytes(data: bytes) -> tuple[InstanceHeader, Dataset]:
-    """As :func:`read_instance`, for bytes already in memory (STOW-RS parts)."""
-    return _read(io.BytesIO(data), len(data))
+    """As :func:`read_instance`, for bytes already in memory."""
+    scan(data, _WANTED)
+    return _read_pydicom(data)
 
 
-def _read(handle: BinaryIO, size: int) -> tuple[InstanceHeader, Dataset]:
-    if size < 132:
-        raise Invalid(f"not a DICOM file: only {size} bytes")
-    handle.seek(128)
-    if handle.read(4) != b"DICM":
-        raise Invalid("not a DICOM Part 10 file: no 'DICM' prefix at byte 128 (PS3.10 §7.1)")
-    # pydicom reads a cut file with at most a warning, and warning filters are
-    # process-wide (useless on the listener's threads): walk the element structure first.
-    _check_complete(handle, size)
-    handle.seek(0)
+def _read_pydicom(source: Path | bytes) -> tuple[InstanceHeader, Dataset]:
+    """pydicom's reading of a file whose structure :func:`scan` has checked.
+
+    Deferred values are read later from ``source``: a path is reopened by name, and the
+    in-memory stream is left open for that.
+    """
     try:
-        dataset = pydicom.dcmread(handle, defer_size=1024)
+        dataset = pydicom.dcmread(
+            io.BytesIO(source) if isinstance(source, bytes) else source, defer_size=1024
+        )
     except InvalidDicomError as exc:
         raise Invalid(f"not a DICOM Part 10 file: {exc}") from exc
     except Exception as exc:
         raise Invalid(f"cannot parse DICOM file: {exc}") from exc
     if not dataset._dict:
         raise Invalid("DICOM file holds no dataset")
+    return _decoded(dataset), dataset
+
+
+def _decoded(dataset: Dataset) -> InstanceHeader:
     try:
-        return _header(dataset), dataset
+        return _header(dataset)
     except Invalid:
         raise
     except Exception as exc:
         raise Invalid(f"cannot decode DICOM header: {exc}") from exc
 
 
-def _check_complete(handle: BinaryIO, size: int) -> None:
-    """Every element, item and delimiter is whole, and the last one ends at end of file."""
-    handle.seek(132)
-    meta = _ElementWalker(handle, size, implicit=False, little=True)
-    syntax_value: bytes | None = None
-    while handle.tell() < size and meta.peek_group() == 0x0002:
-        at = handle.tell()
-        if meta.element() == 0x00020010:  # Transfer Syntax UID, a short-VR element
-            end = handle.tell()
-            handle.seek(at + 8)
-            syntax_value = handle.read(end - at - 8)
-    start = handle.tell()
-    if start == 132:
-        raise Invalid("not a DICOM Part 10 file: no File Meta Information after 'DICM'")
-    syntax = UID(
-        check_uid(syntax_value and syntax_value.decode("ascii", "replace"), "TransferSyntaxUID")
-    )
-    try:
-        implicit = syntax.is_implicit_VR
-        little = syntax.is_little_endian
-        deflated = syntax.is_deflated
-    except ValueError:  # a private transfer syntax: explicit VR little endian (PS3.5 §10)
-        implicit, little, deflated = False, True, False
-    if deflated:
-        handle = _inflate(handle, start)
-        size, start = len(handle.getbuffer()), 0
-    walker = _ElementWalker(handle, size, implicit=implicit, little=little)
-    handle.seek(start)
-    walker.implicit = walker.found_implicit(implicit)
-    while handle.tell() < size:
-        walker.element()
+def _header_of_scan(found: Scan) -> InstanceHeader:
+    """The header from plain values, decoded as pydicom would; :class:`_NotPlain` else."""
+    values = found.values
+    fields: dict[str, Any] = {"transfer_syntax_uid": found.transfer_syntax_uid}
+    for tag, name in _UID_FIELDS.items():
+        text = _plain(values, tag)
+        fields[name] = check_uid(text and text.rstrip("\0 "), _KEYWORD[tag])
+    for tag, name, vr in _TEXTS:
+        entry = values.get(tag)
+        if entry is None or not entry[1]:
+            fields[name] = ""
+            continue
+        if (entry[0] is not None and entry[0] != vr) or entry[1].translate(None, _PLAIN):
+            raise _NotPlain(tag)
+        text = entry[1].decode("ascii")
+        if vr == b"PN" and "=" in text:
+            raise _NotPlain(tag)  # ideographic/phonetic groups: pydicom's turn
+        if vr in (b"SH", b"LO") and "\\" in text:  # pydicom strips each value
+            text = "\\".join(value.rstrip("\0 ") for value in text.split("\\"))
+        fields[name] = text.replace("\x00", "").strip()
+    for tag, name in _INT_FIELDS.items():
+        fields[name] = _number(values, tag, found.little)
+    fields["number_of_frames"] = fields["number_of_frames"] or (1 if _ROWS in values else None)
+    return InstanceHeader(**fields)
 
 
-def _inflate(handle: BinaryIO, start: int) -> io.BytesIO:
-    """The deflated dataset (PS3.5 §A.5); a cut deflate stream is :class:`Invalid`."""
-    handle.seek(start)
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    out = io.BytesIO()
-    try:
-        while not inflater.eof and (chunk := handle.read(1024 * 1024)):
-            out.write(inflater.decompress(chunk))
-    except zlib.error as exc:
-        raise Invalid(f"corrupt deflated DICOM dataset: {exc}") from exc
-    if not inflater.eof:
-        raise Invalid("truncated DICOM file: the deflated dataset ends early")
-    return out
+def _plain(values: dict[int, tuple[bytes | None, bytes]], tag: int) -> str:
+    """The value as text where every character set decodes it alike; "" when absent."""
+    entry = values.get(tag)
+    if entry is None:
+        return ""
+    vr, raw = entry
+    if vr is not None and vr != _VR[tag]:
+        raise _NotPlain(tag)
+    if raw.translate(None, _PLAIN):
+        raise _NotPlain(tag)
+    text = raw.decode("ascii")
+    # Several UIDs, or a person name with ideographic/phonetic groups: pydicom's turn.
+    if ("\\" in text and _VR[tag] == b"UI") or ("=" in text and _VR[tag] == b"PN"):
+        raise _NotPlain(tag)
+    return text
 
 
-_ITEM = 0xFFFEE000
-_ITEM_DELIMITER = 0xFFFEE00D
-_SEQUENCE_DELIMITER = 0xFFFEE0DD
-# Explicit VRs with a reserved field and a 4-byte length (PS3.5 §7.1.2).
-_LONG_VRS = frozenset(
-    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
-)
+def _number(values: dict[int, tuple[bytes | None, bytes]], tag: int, little: bool) -> int | None:
+    entry = values.get(tag)
+    if entry is None or not entry[1]:
+        return None
+    vr, raw = entry
+    if _VR[tag] == b"US":
+        if (vr is not None and vr != b"US") or len(raw) != 2:
+            raise _NotPlain(tag)
+        return int.from_bytes(raw, "little" if little else "big")
+    text = _plain(values, tag).rstrip(" \x00")
+    digits = text.lstrip(" ")
+    digits = digits[1:] if digits[:1] in ("+", "-") else digits
+    if not text:
+        return None
+    if not digits or not _DIGITS.issuperset(digits.encode("ascii")):
+        raise _NotPlain(tag)
+    number = int(text)
+    return number if -(2**31) <= number < 2**31 else None
 
 
-class _ElementWalker:
-    """Steps over element headers (PS3.5 §7.1, §7.5) without reading any value."""
-
-    def __init__(self, handle: BinaryIO, size: int, *, implicit: bool, little: bool) -> None:
-        self.handle = handle
-        self.size = size
-        self.implicit = implicit
-        self.order = "<" if little else ">"
-
-    def _read(self, count: int) -> bytes:
-        at = self.handle.tell()
-        data = self.handle.read(count)
-        if len(data) < count:
-            raise Invalid(
-                f"truncated DICOM file: ends at byte {self.size} inside the element "
-                f"header at byte {at}"
-            )
-        return data
-
-    def _skip(self, length: int, tag: int) -> None:
-        end = self.handle.tell() + length
-        if end > self.size:
-            raise Invalid(
-                f"truncated DICOM file: element {tag:08X} ends at byte {end}, file has {self.size}"
-            )
-        self.handle.seek(end)
-
-    def found_implicit(self, implicit: bool) -> bool:
-        """Whether the dataset starting here is implicit VR.
-
-        pydicom reads a dataset whose VR encoding contradicts its transfer syntax (it
-        looks at the first element), so the structure check does the same.
-        """
-        at = self.handle.tell()
-        head = self.handle.read(6)
-        self.handle.seek(at)
-        if implicit or len(head) < 6:
-            return implicit
-        (group,) = struct.unpack(self.order + "H", head[:2])
-        if group == 0xFFFE:  # an empty item
-            return implicit
-        return not (head[4:5].isupper() and head[5:6].isupper())
-
-    def peek_group(self) -> int:
-        at = self.handle.tell()
-        group: int = struct.unpack(self.order + "H", self._read(2))[0]
-        self.handle.seek(at)
-        return group
-
-    def element(self, implicit: bool | None = None) -> int:
-        """Step over one element, recursing into undefined-length values; its tag."""
-        implicit = self.implicit if implicit is None else implicit
-        group, number = struct.unpack(self.order + "HH", self._read(4))
-        tag = (group << 16) | number
-        vr = b""
-        if implicit or group == 0xFFFE:  # items and delimiters carry no VR (PS3.5 §7.5)
-            (length,) = struct.unpack(self.order + "L", self._read(4))
-        else:
-            vr = self._read(2)
-            if vr in _LONG_VRS:
-                (length,) = struct.unpack(self.order + "2xL", self._read(6))
-            else:
-                (length,) = struct.unpack(self.order + "H", self._read(2))
-        if length != _UNDEFINED_LENGTH:
-            self._skip(length, tag)
-        elif group != 0xFFFE:
-            # SQ, encapsulated pixel data, or UN holding implicit VR items (PS3.5 §6.2.2)
-            self._sequence(tag, implicit or vr == b"UN")
-        return tag
-
-    def _sequence(self, tag: int, implicit: bool) -> None:
-        while True:
-            group, number, length = struct.unpack(self.order + "HHL", self._read(8))
-            item_tag = (group << 16) | number
-            if item_tag == _SEQUENCE_DELIMITER:
-                return
-            if item_tag != _ITEM:
-                raise Invalid(
-                    f"malformed DICOM file: element {item_tag:08X} where sequence "
-                    f"{tag:08X} needs an item"
-                )
-            if length != _UNDEFINED_LENGTH:
-                self._skip(length, tag)
-                continue
-            item_implicit = self.found_implicit(implicit)
-            while self.element(item_implicit) != _ITEM_DELIMITER:
-                pass
+def _dataset_of_scan(found: Scan) -> Dataset:
+    """A Dataset of just the captured raw elements: pydicom decodes them as in the file."""
+    raw: dict[BaseTag, DataElement | RawDataElement] = {}
+    for tag, (vr, value) in found.values.items():
+        key = BaseTag(tag)
+        raw[key] = RawDataElement(
+            key,
+            vr.decode("latin-1") if vr is not None else None,
+            len(value),
+            value,
+            0,
+            found.implicit,
+            found.little,
+        )
+    dataset = Dataset(raw)
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = UID(found.transfer_syntax_uid)
+    return dataset
 
 
 def _text(dataset: Dataset, keyword: str) -> str:

@@ -19,6 +19,7 @@ peer's delayed ACK of the command: 44 ms per instance measured, against 2.3 ms w
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import select
 import socket
@@ -54,6 +55,9 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from jip.config import StoreSettings
 from jip.runtime import Runtime
 from jip.store import dimse_handlers as handlers
+from jip.store import peers
+from jip.store.dimse_handlers import set_no_delay
+from jip.store.store_scp import FastPath, storage_offer
 
 # The largest PDU we accept. Peers send P-DATA up to this size, so a larger value
 # means fewer PDUs (and fewer trips through pynetdicom's reactor) per instance.
@@ -185,12 +189,15 @@ class _WaitingSocket(AssociationSocket):
     """An association socket whose readiness check waits for data or a wake-up."""
 
     _wake: socket.socket
+    _pending: bytes = b""  # read by the fast path before handing over (see handle())
 
     @property
     def ready(self) -> bool:
         sock = self.socket
         if sock is None or not self._is_connected:
             return False
+        if self._pending:
+            return True
         try:
             readable, _, _ = select.select([sock, self._wake], [], [], _WAIT_S)
         except (OSError, ValueError):
@@ -211,7 +218,8 @@ class _WaitingSocket(AssociationSocket):
         assert sock is not None
         buffer = bytearray(nr_bytes)
         view = memoryview(buffer)
-        done = 0
+        done = min(nr_bytes, len(self._pending))
+        buffer[:done], self._pending = self._pending[:done], self._pending[done:]
         while done < nr_bytes:
             count = sock.recv_into(view[done:], nr_bytes - done)
             if not count:
@@ -248,6 +256,25 @@ def _make_event_driven(assoc: Association, sock: AssociationSocket) -> None:
 
 
 class _RequestHandler(RequestHandler):
+    server: SharedPortServer
+
+    def handle(self) -> None:
+        """Storage-only associations go to the fast path; the rest to pynetdicom."""
+        set_no_delay(self.request)
+        pending = b""
+        fast_path = self.server.fast_path
+        if fast_path is not None:
+            taken = fast_path.take(self.request)
+            if taken is None:
+                return
+            pending = taken
+            self.request.settimeout(self.ae.network_timeout)
+        assoc = self._create_association()
+        assert isinstance(assoc.dul.socket, _WaitingSocket)
+        assoc.dul.socket._pending = pending
+        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+        assoc.start()
+
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         assoc.__class__ = StreamingAssociation  # C-GET sends on the acceptor association
@@ -274,6 +301,11 @@ class SharedPortServer(ThreadedAssociationServer):
     """
 
     request_queue_size = 128
+    fast_path: FastPath | None = None
+    # Fast-path associations run on the request threads: server_close() must not wait
+    # for them (drain() does, with a deadline).
+    daemon_threads = True
+    block_on_close = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["request_handler"] = _RequestHandler
@@ -333,14 +365,18 @@ def build_ae(settings: StoreSettings) -> JipAE:
 def server_handlers(runtime: Runtime) -> list[EventHandler]:
     """The one list of (event, handler, collaborators) the listener serves."""
     store = runtime.settings.store
+    destinations = functools.partial(peers.peer_for_ae_title, runtime.engine, store.peers)
+    catalogs = functools.partial(
+        peers.callers_catalog, runtime.catalog, store.peers, unknown=store.unknown_ae_queries
+    )
     return [
         (evt.EVT_CONN_OPEN, handlers.on_connection_open, []),
         (evt.EVT_REQUESTED, handlers.on_association_requested, []),
         (evt.EVT_C_ECHO, handlers.on_c_echo, []),
         (evt.EVT_C_STORE, handlers.on_c_store, [runtime.ingestor]),
-        (evt.EVT_C_FIND, handlers.on_c_find, [runtime.catalog]),
-        (evt.EVT_C_MOVE, handlers.on_c_move, [runtime.catalog, runtime.storage, store.peers]),
-        (evt.EVT_C_GET, handlers.on_c_get, [runtime.catalog, runtime.storage]),
+        (evt.EVT_C_FIND, handlers.on_c_find, [catalogs]),
+        (evt.EVT_C_MOVE, handlers.on_c_move, [catalogs, runtime.storage, destinations]),
+        (evt.EVT_C_GET, handlers.on_c_get, [catalogs, runtime.storage]),
     ]
 
 
@@ -352,6 +388,16 @@ def start_server(ae: JipAE, runtime: Runtime, host: str, port: int) -> ThreadedA
         server_class=SharedPortServer,
     )
     ae._servers.append(server)  # so that ae.shutdown() stops it too
+    assert isinstance(server, SharedPortServer)
+    server.fast_path = FastPath(
+        storage_offer(server.contexts, ae.require_calling_aet),
+        functools.partial(handlers.store_file, runtime.ingestor),
+        max_pdu=MAXIMUM_PDU_SIZE,
+        acse_timeout_s=ae.acse_timeout or 30.0,
+        network_timeout_s=ae.network_timeout or 60.0,
+        max_associations=ae.maximum_associations,
+        others_active=lambda: len(server.active_associations),
+    )
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicom-accept"
     )

@@ -14,7 +14,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,11 @@ from jip.store.ingest import Ingestor
 from jip.store.storage import BlobStorage
 
 log = logging.getLogger(__name__)
+
+# A C-MOVE destination AE title -> the peer it names, or None.
+PeerLookup = Callable[[str], DicomPeer | None]
+# A calling AE title -> the catalog as that AE may see it (jip.store.peers.callers_catalog).
+CatalogFor = Callable[[str], Catalog]
 
 
 class IdentifierMismatch(errors.Invalid):
@@ -144,15 +149,23 @@ def on_c_echo(event: Event) -> int:
 
 
 def on_c_store(event: Event, ingestor: Ingestor) -> int | Dataset:
-    """C-STORE (PS3.4 B.2.2): ingest the spooled file; answer once it is durable.
+    """C-STORE (PS3.4 B.2.2) through pynetdicom (associations the fast path does not take)."""
+    status, comment = store_file(
+        ingestor, Path(event.dataset_path), str(event.assoc.requestor.ae_title)
+    )
+    return status_dataset(status, comment) if comment else status
+
+
+def store_file(ingestor: Ingestor, path: Path, calling_ae: str) -> tuple[int, str | None]:
+    """Ingest a spooled C-STORE data set; (status, error comment) once it is durable.
 
     A known SOP Instance UID, with the same or different bytes, is a success: the
     ingest keeps the first and records the conflict (DESIGN.md, "Facts about DICOM
     ingest"). Truncated or unparseable data is a 0xC000 failure naming the problem.
+    Shared by pynetdicom's handler and :mod:`jip.store.store_scp`.
     """
-    calling_ae = str(event.assoc.requestor.ae_title)
     try:
-        ingestor.ingest_file(Path(event.dataset_path), calling_ae)
+        ingestor.ingest_file(path, calling_ae)
     except Exception as exc:
         status = status_for(exc, STORE_ERROR_STATUS)
         if isinstance(exc, errors.JipError):
@@ -160,22 +173,23 @@ def on_c_store(event: Event, ingestor: Ingestor) -> int | Dataset:
                 "C-STORE refused",
                 extra={"calling_ae": calling_ae, "status": f"0x{status:04X}", "error": str(exc)},
             )
-            return status_dataset(status, str(exc))
+            return status, str(exc)
         log.exception("C-STORE failed", extra={"calling_ae": calling_ae})
-        return status_dataset(status, f"internal error: {type(exc).__name__}")
-    return StorageStatus.SUCCESS
+        return status, f"internal error: {type(exc).__name__}"
+    return StorageStatus.SUCCESS, None
 
 
 # -- query/retrieve ------------------------------------------------------------------------------
-def on_c_find(event: Event, catalog: Catalog) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+def on_c_find(event: Event, catalogs: CatalogFor) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """C-FIND (PS3.4 C.4.1): one pending response per match, then success.
 
     Each response holds exactly the requested keys (PS3.4 C.4.1.1.3.2), empty where the
-    catalog has no value; 0xFF01 says an optional matching key was not supported.
+    catalog has no value; 0xFF01 says an optional matching key was not supported. Only
+    the series the calling AE may see match.
     """
     try:
         level, keys = query_keys(event)
-        matches = catalog_query.find(catalog, level, keys)
+        matches = catalog_query.find(catalogs(calling_ae(event)), level, keys)
     except Exception as exc:
         yield _failure(exc, QUERY_ERROR_STATUS, "C-FIND"), None
         return
@@ -191,22 +205,23 @@ def on_c_find(event: Event, catalog: Catalog) -> Iterator[tuple[int | Dataset, D
 
 
 def on_c_move(
-    event: Event, catalog: Catalog, storage: BlobStorage, peers: dict[str, DicomPeer]
+    event: Event, catalogs: CatalogFor, storage: BlobStorage, destinations: PeerLookup
 ) -> Iterator[Any]:
-    """C-MOVE (PS3.4 C.4.2): C-STORE the matches to a configured peer.
+    """C-MOVE (PS3.4 C.4.2): C-STORE the matches to a known peer.
 
     pynetdicom's protocol: yield the destination, then the number of sub-operations,
     then one (pending status, dataset) per instance; it sends and counts. The
-    destination must be one of ``store.peers``, whatever the calling AE.
+    destination must be a peer (``store.peers`` or added at runtime, looked up by
+    ``destinations`` at each request); the matches are those the calling AE may see.
     """
     destination = str(event.move_destination or "").strip()
-    peer = next((p for p in peers.values() if p.ae_title == destination), None)
+    peer = destinations(destination)
     if peer is None:
         log.warning("C-MOVE to unknown destination", extra={"move_destination": destination})
         yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
         return
     try:
-        instances = retrieve_instances(event, catalog)
+        instances = retrieve_instances(event, catalogs(calling_ae(event)))
     except Exception as exc:
         yield peer.host, peer.port
         yield 1
@@ -220,20 +235,25 @@ def on_c_move(
     yield from _sub_operations(event, instances, storage, MoveStatus.PENDING)
 
 
-def on_c_get(event: Event, catalog: Catalog, storage: BlobStorage) -> Iterator[Any]:
+def on_c_get(event: Event, catalogs: CatalogFor, storage: BlobStorage) -> Iterator[Any]:
     """C-GET (PS3.4 C.4.3): C-STORE the matches back over the same association.
 
     The requestor must have proposed storage contexts with the SCP role for the
     stored SOP classes and transfer syntaxes; an instance without one fails.
     """
     try:
-        instances = retrieve_instances(event, catalog)
+        instances = retrieve_instances(event, catalogs(calling_ae(event)))
     except Exception as exc:
         yield 1
         yield _failure(exc, RETRIEVE_ERROR_STATUS, "C-GET"), None
         return
     yield len(instances)
     yield from _sub_operations(event, instances, storage, GetStatus.PENDING)
+
+
+def calling_ae(event: Event) -> str:
+    """Who asks: the calling AE title (PS3.8 9.3.2); senders rarely offer a User Identity."""
+    return str(event.assoc.requestor.ae_title).strip()
 
 
 def _sub_operations(

@@ -91,5 +91,10 @@ def status_dataset(status: int, comment: str = "") -> Dataset:
     ds = Dataset()
     ds.Status = int(status)
     if comment:
-        ds.ErrorComment = comment.replace("\\", "/")[:_ERROR_COMMENT_MAX]
+        ds.ErrorComment = error_comment(comment)
     return ds
+
+
+def error_comment(text: str) -> str:
+    """Text fit for Error Comment: LO, one value (no backslash), at most 64 characters."""
+    return text.replace("\\", "/")[:_ERROR_COMMENT_MAX]

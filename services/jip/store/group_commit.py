@@ -1,14 +1,16 @@
 """Group commit: one catalog transaction for every instance that arrived meanwhile.
 
-Each association thread submits its row and waits; one writer thread commits whatever
-queued up while the previous commit ran. A lone sender pays one commit per instance,
-and concurrent senders share commits (and fsyncs) instead of queueing for the lock.
+Each association thread submits its row. When no commit is running, the submitting
+thread commits at once, itself; rows submitted while a commit runs wait, and the first
+of them to wake commits all of them in one transaction. A lone sender thus pays no
+hand-off to another thread, and concurrent senders share commits (and fsyncs) instead
+of queueing for the database lock.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -18,47 +20,50 @@ Result = TypeVar("Result")
 
 
 class GroupCommitter(Generic[Item, Result]):
-    """Runs ``commit(batch)`` on a writer thread for batches of submitted items."""
+    """Runs ``commit(batch)`` for batches of submitted items, on the submitting threads."""
 
     def __init__(self, commit: Callable[[Sequence[Item]], list[Result]], max_batch: int = 256):
         self._commit = commit
         self._max_batch = max_batch
         self._closed = False
-        self._queue: queue.Queue[tuple[Item, Future[Result]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="catalog-writer", daemon=True)
-        self._thread.start()
+        self._committing = False
+        self._pending: deque[tuple[Item, Future[Result]]] = deque()
+        self._changed = threading.Condition()
 
     def submit(self, item: Item) -> Result:
-        """Queue ``item`` and wait until its batch is committed (or failed)."""
-        if self._closed:
-            raise RuntimeError("the catalog writer is closed")
+        """Commit ``item`` (with whatever else is pending) and return its result."""
         future: Future[Result] = Future()
-        self._queue.put((item, future))
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the catalog writer is closed")
+            self._pending.append((item, future))
+            while not future.done():
+                if self._committing:
+                    self._changed.wait()
+                    continue
+                self._committing = True
+                count = min(len(self._pending), self._max_batch)
+                batch = [self._pending.popleft() for _ in range(count)]
+                self._changed.release()
+                try:
+                    self._commit_batch(batch)
+                finally:
+                    self._changed.acquire()
+                    self._committing = False
+                    self._changed.notify_all()
         return future.result()
 
-    def close(self) -> None:
-        """Commit what is queued, then stop the writer thread."""
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join()
+    def pending(self) -> int:
+        """How many submitted items wait for a commit to finish."""
+        with self._changed:
+            return len(self._pending)
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            self._commit_batch(batch)
+    def close(self) -> None:
+        """Refuse new items; return once everything submitted is committed."""
+        with self._changed:
+            self._closed = True
+            while self._committing or self._pending:
+                self._changed.wait()
 
     def _commit_batch(self, batch: list[tuple[Item, Future[Result]]]) -> None:
         try:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jip.store.catalog import AddOutcome, AddResult, Catalog, DuplicatePolicy, NewInstance
-from jip.store.dicom_file import InstanceHeader, read_instance, read_instance_bytes
+from jip.store.dicom_file import InstanceHeader, header_of, open_part10, read_header_bytes
 from jip.store.group_commit import GroupCommitter
 from jip.store.storage import BlobStorage
 
@@ -40,11 +42,22 @@ def blob_key(header: InstanceHeader, sha256: str) -> str:
     )
 
 
-def _sha256_of_file(path: Path) -> str:
+_CHUNK = 1024 * 1024  # a multiple of the page size, as madvise wants
+
+
+def _sha256_of(data: Any) -> str:
+    """The digest of the bytes (or mmap) that were parsed: the file is read once.
+
+    A mapped file is hashed a chunk at a time and each chunk's pages dropped from this
+    process afterwards, so memory stays flat for a 500 MB instance.
+    """
+    if not isinstance(data, mmap.mmap):
+        return hashlib.sha256(data).hexdigest()
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
+    with memoryview(data) as view:
+        for at in range(0, len(view), _CHUNK):
+            digest.update(view[at : at + _CHUNK])
+            data.madvise(mmap.MADV_DONTNEED, at, min(_CHUNK, len(view) - at))
     return digest.hexdigest()
 
 
@@ -75,24 +88,26 @@ class Ingestor:
         Raises :class:`jip.errors.Invalid` for unparseable or truncated input, leaving
         everything already stored untouched.
         """
+        moved = False
         try:
-            header, _ = read_instance(path)
-            size_bytes = path.stat().st_size
-            sha256 = _sha256_of_file(path)
+            with open_part10(path) as data:
+                header = header_of(data, path)
+                size_bytes, sha256 = len(data), _sha256_of(data)
             key = blob_key(header, sha256)
-            if self.storage.exists(key):
-                path.unlink(missing_ok=True)  # identical bytes already durable
-            else:
-                self.storage.move_in(key, path)
+            # The key names the content: storing identical bytes again under it is
+            # harmless, and cheaper than asking first whether they are there.
+            self.storage.move_in(key, path)
+            moved = True
         finally:
-            path.unlink(missing_ok=True)
+            if not moved:
+                path.unlink(missing_ok=True)
         return self._record(NewInstance(header, size_bytes, sha256, key, calling_ae_title, project))
 
     def ingest_bytes(
         self, data: bytes, calling_ae_title: str = "", *, project: str | None = None
     ) -> IngestResult:
         """Ingest a Part 10 file held in memory (a STOW-RS part)."""
-        header, _ = read_instance_bytes(data)
+        header = read_header_bytes(data)
         sha256 = hashlib.sha256(data).hexdigest()
         key = blob_key(header, sha256)
         if not self.storage.exists(key):

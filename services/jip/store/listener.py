@@ -237,6 +237,9 @@ def drain(server: object, grace_s: float) -> None:
     assert isinstance(server, ThreadedAssociationServer)
     server.shutdown()
     deadline = time.monotonic() + grace_s
+    fast_path = getattr(server, "fast_path", None)
+    if fast_path is not None:
+        fast_path.drain(deadline)
     for assoc in server.active_associations:
         assoc.join(max(0.0, deadline - time.monotonic()))
     for assoc in server.active_associations:

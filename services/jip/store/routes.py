@@ -6,16 +6,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from jip.base.deps import AdminDep
+from jip.base.auth import project_scope
+from jip.base.deps import AdminDep, CurrentUserDep
 from jip.store.deps import CatalogDep
+from jip.store.projects import as_scope
 
 router = APIRouter(prefix="/api/store", tags=["store"])
 
 
 @router.get("/stats")
-def stats(catalog: CatalogDep) -> dict[str, int]:
-    """How many patients, studies, series, instances and conflicts are catalogued."""
-    return catalog.counts()
+def stats(catalog: CatalogDep, user: CurrentUserDep) -> dict[str, int]:
+    """How many patients, studies, series, instances and conflicts are catalogued (of the
+    series the caller may see: counts tell what exists)."""
+    return catalog.counts(as_scope(project_scope(user)))
 
 
 @router.get("/conflicts")

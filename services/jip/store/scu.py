@@ -92,15 +92,6 @@ class MoveResult:
     error_comment: str = ""
 
 
-def resolve_peer(settings: Settings, name: str) -> DicomPeer:
-    """The configured peer ``name`` (``store.peers``), else :class:`NotFound` listing them."""
-    peer = settings.store.peers.get(name)
-    if peer is None:
-        known = ", ".join(sorted(settings.store.peers)) or "none configured (store.peers)"
-        raise errors.NotFound(f"unknown DICOM peer {name!r}; known peers: {known}")
-    return peer
-
-
 def scu_ae(settings: Settings) -> JipAE:
     """Our AE as association requestor, with the site's AE title and timeouts."""
     configure_pynetdicom()

@@ -33,20 +33,37 @@ class FileStorage:
     def move_in(self, key: str, source: Path) -> None:
         target = self._path(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _fsync(source)
             try:
-                _fsync(source)
-                os.replace(source, target)
+                self._replace(source, target)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
                 # Different filesystem: copy into our tmp dir first, then rename.
-                staged = self._stage_copy(source)
-                os.replace(staged, target)
+                self._replace(self._stage_copy(source), target)
                 source.unlink(missing_ok=True)
             _fsync(target.parent)
         except OSError as exc:
             raise _storage_error(exc, key) from exc
+
+    def _replace(self, source: Path, target: Path) -> None:
+        """Rename into place; a missing folder (a new study or series) is made first.
+
+        Trying the rename first spares a mkdir per instance; the folders made are
+        fsync'ed into their parents, so the new path survives a crash too.
+        """
+        try:
+            os.replace(source, target)
+            return
+        except FileNotFoundError:
+            if not source.exists():
+                raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        folder = target.parent
+        while folder != self.root and self.root in folder.parents:
+            _fsync(folder.parent)
+            folder = folder.parent
 
     def put_bytes(self, key: str, data: bytes) -> None:
         target = self._path(key)

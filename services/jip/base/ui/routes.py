@@ -15,10 +15,8 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from pydicom.datadict import keyword_for_tag
 
 from jip import errors
-from jip.api_types import RowIdPath
 from jip.base.auth import CurrentUser
 from jip.base.deps import IssuerDep
 from jip.base.ui import explore, workflow_form
@@ -38,14 +36,6 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 STATIC = {path.name: path for path in (HERE / "static").iterdir() if path.is_file()}
 
-WINDOW_PRESETS = {
-    "default": None,
-    "soft tissue": "40,400,linear",
-    "lung": "-600,1500,linear",
-    "bone": "400,1800,linear",
-    "brain": "40,80,linear",
-}
-FINISHED_RUN_STATES = frozenset({"success", "failed", "cancelled"})
 UserDep = Annotated[CurrentUser, Depends(session_user)]
 CsrfField = Annotated[str, Form(alias=CSRF_FIELD)]
 
@@ -306,102 +296,6 @@ async def export_cohort(
     )
 
 
-# -- series ----------------------------------------------------------------------------------
-@router.get("/ui/series/{study}/{series}")
-async def series_page(
-    request: Request,
-    user: UserDep,
-    study: str,
-    series: str,
-    window: Annotated[str, Query()] = "default",
-) -> Response:
-    _user(request, user)
-    api = Api(request)
-    base = f"/dicom-web/studies/{quote(study)}/series/{quote(series)}"
-    instances = await api.get(f"{base}/metadata", headers={"Accept": "application/dicom+json"})
-    instances.sort(key=lambda item: _number(_value(item, "00200013")))
-    header = _header(instances[0]) if instances else []
-    preset = WINDOW_PRESETS.get(window)
-    frames = [
-        f"/ui/frame/{quote(study)}/{quote(series)}/{quote(str(_value(item, '00080018')))}"
-        + (f"?{urlencode({'window': preset})}" if preset else "")
-        for item in instances
-    ]
-    found = await api.post(
-        "/api/meta/search",
-        json={
-            "query": {"term": {"ReferencedSeriesInstanceUID": series}},
-            "limit": 50,
-            "fields": explore.RESULT_FIELDS,
-        },
-    )
-    return render(
-        request,
-        "series.html",
-        study=study,
-        series=series,
-        header=header,
-        frames=frames,
-        presets=list(WINDOW_PRESETS),
-        window=window,
-        linked=found["hits"],
-    )
-
-
-@router.get("/ui/frame/{study}/{series}/{instance}")
-async def frame(
-    request: Request,
-    user: UserDep,
-    study: str,
-    series: str,
-    instance: str,
-    window: Annotated[str | None, Query()] = None,
-) -> Response:
-    path = f"/dicom-web/studies/{quote(study)}/series/{quote(series)}/instances/{quote(instance)}"
-    response = await Api(request).call(
-        "GET",
-        f"{path}/rendered",
-        params={"window": window} if window else None,
-        headers={"Accept": "image/png"},
-    )
-    return Response(
-        response.content,
-        media_type=response.headers.get("content-type"),
-        headers={"Cache-Control": "private, max-age=300"},
-    )
-
-
-def _value(item: dict[str, Any], tag: str) -> Any:
-    values = item.get(tag, {}).get("Value") or [""]
-    return values[0]
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _header(item: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(tag, keyword, VR, value) rows of one instance's DICOM JSON (bulk data left out)."""
-    rows = []
-    for tag in sorted(item):
-        element = item[tag]
-        values = element.get("Value")
-        if values is None:
-            shown = "(bulk data)" if "BulkDataURI" in element else ""
-        elif element.get("vr") == "SQ":
-            shown = f"({len(values)} item(s))"
-        elif element.get("vr") == "PN":
-            shown = "\\".join(str(v.get("Alphabetic", "")) for v in values)
-        else:
-            shown = "\\".join(str(v) for v in values)
-        keyword = keyword_for_tag(int(tag, 16)) or ""
-        rows.append((f"({tag[:4]},{tag[4:]})", keyword, element.get("vr", ""), shown[:200]))
-    return rows
-
-
 # -- workflows -----------------------------------------------------------------------------------
 @router.get("/ui/workflows")
 async def workflows_page(
@@ -442,70 +336,3 @@ async def start_workflow(request: Request, user: UserDep, dag_id: str) -> Respon
     body = {"cohort_id": fields.get("cohort_id") or None, "params": params}
     run = await Api(request).post(f"/api/flow/workflows/{quote(dag_id)}/runs", json=body)
     return see_other(f"/ui/runs/{quote(run['run_id'])}")
-
-
-@router.get("/ui/runs/{run_id}")
-async def run_page(request: Request, user: UserDep, run_id: str) -> Response:
-    _user(request, user)
-    api = Api(request)
-    run = await api.get(f"/api/flow/runs/{quote(run_id)}")
-    logs = (await api.call("GET", f"/api/flow/runs/{quote(run_id)}/logs")).text
-    results = await api.get(f"/api/flow/runs/{quote(run_id)}/results")
-    task_names = sorted({name for row in run["per_series"] for name in row["tasks"]})
-    waiting = sorted(
-        {task["task_id"].rsplit(".", 1)[-1] for task in run["tasks"] if task["state"] == "waiting"}
-    )
-    return render(
-        request,
-        "run.html",
-        run=run,
-        logs=logs,
-        results=results,
-        task_names=task_names,
-        waiting=waiting,
-        finished=run["state"] in FINISHED_RUN_STATES,
-    )
-
-
-@router.post("/ui/runs/{run_id}/cancel")
-async def cancel_run(
-    request: Request, user: UserDep, run_id: str, csrf_token: CsrfField = ""
-) -> Response:
-    check_csrf(request, csrf_token)
-    await Api(request).post(f"/api/flow/runs/{quote(run_id)}/cancel")
-    return see_other(f"/ui/runs/{quote(run_id)}")
-
-
-@router.post("/ui/runs/{run_id}/tasks/{task}/done")
-async def mark_done(
-    request: Request, user: UserDep, run_id: str, task: str, csrf_token: CsrfField = ""
-) -> Response:
-    check_csrf(request, csrf_token)
-    await Api(request).post(f"/api/flow/runs/{quote(run_id)}/tasks/{quote(task)}/done")
-    return see_other(f"/ui/runs/{quote(run_id)}")
-
-
-@router.get("/ui/runs/{run_id}/results/{result_id}")
-async def download_result(
-    request: Request, user: UserDep, run_id: str, result_id: RowIdPath
-) -> Response:
-    response = await Api(request).call("GET", f"/api/flow/runs/{quote(run_id)}/results/{result_id}")
-    if response.status_code == 303:  # a DICOM result: show its series
-        location = response.headers["location"].removeprefix("/dicom-web/studies/")
-        study, _, series = location.partition("/series/")
-        return see_other(f"/ui/series/{quote(study)}/{quote(series)}")
-    headers = {"Content-Disposition": response.headers.get("content-disposition", "attachment")}
-    return Response(
-        response.content, media_type=response.headers.get("content-type"), headers=headers
-    )
-
-
-# -- admin ---------------------------------------------------------------------------------------
-@router.get("/ui/admin")
-async def admin_page(request: Request, user: UserDep) -> Response:
-    _user(request, user)
-    api = Api(request)
-    users = await api.get("/api/users") if user.is_admin else []
-    projects = await api.get("/api/projects")
-    audit = await api.get("/api/audit", params={"limit": 100}) if user.is_admin else []
-    return render(request, "admin.html", users=users, projects=projects, audit=audit)

@@ -53,7 +53,7 @@ def operators(schema: Mapping[str, Any]) -> list[Operator]:
 
 
 def _field(name: str, prop: str, spec: Mapping[str, Any], required: bool) -> Field:
-    kind = spec.get("type")
+    kind = _kind(spec.get("type"))
     if "enum" in spec:
         return Field(
             name,
@@ -64,8 +64,6 @@ def _field(name: str, prop: str, spec: Mapping[str, Any], required: bool) -> Fie
             str(spec.get("description", "")),
             required,
         )
-    if kind not in SCALARS:
-        kind = "json"
     default = spec.get("default")
     if kind == "json" and default is not None:
         default = json.dumps(default)
@@ -77,6 +75,15 @@ def _field(name: str, prop: str, spec: Mapping[str, Any], required: bool) -> Fie
         description=str(spec.get("description", "")),
         required=required,
     )
+
+
+def _kind(declared: Any) -> str:
+    """A nullable type (``["string", "null"]``) is its other type: an empty field already
+    means "not set". Anything but one scalar type is edited as JSON."""
+    if isinstance(declared, list):
+        types = [t for t in declared if t != "null"]
+        declared = types[0] if len(types) == 1 else None
+    return declared if declared in SCALARS else "json"
 
 
 def params(schema: Mapping[str, Any], form: Mapping[str, str]) -> dict[str, Any]:
