@@ -26,7 +26,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 
 from jip.config import AuthSettings, Settings, StoreSettings
 from jip.runtime import build_runtime
-from jip.store import scu, store_scp
+from jip.store import dimse_pdu, scu
 from jip.store.dimse import build_ae, start_server
 from jip.store.dimse_handlers import VERIFICATION
 
@@ -64,7 +64,7 @@ def associate_raw(port: int, abstract: str, syntax: str = ExplicitVRLittleEndian
     pdu.from_primitive(request)
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(pdu.encode())
-    pdu_type, _ = store_scp.read_pdu(sock, 1 << 20)
+    pdu_type, _ = dimse_pdu.read_pdu(sock, 1 << 20)
     assert pdu_type == 0x02, "A-ASSOCIATE-AC expected"
     return sock
 
@@ -97,15 +97,15 @@ def p_data(*pdvs: bytes) -> bytes:
 
 
 def response(sock: socket.socket) -> dict[int, int | str]:
-    pdu_type, pdu = store_scp.read_pdu(sock, 1 << 20)
+    pdu_type, pdu = dimse_pdu.read_pdu(sock, 1 << 20)
     assert pdu_type == 0x04, f"P-DATA-TF expected, got PDU type {pdu_type:#x}"
     length, _, control = struct.unpack_from(">LBB", pdu, 6)
     assert control == 0x03  # last fragment of a command
-    return store_scp.decode_command(bytes(pdu[12 : 6 + 4 + length]))
+    return dimse_pdu.decode_command(bytes(pdu[12 : 6 + 4 + length]))
 
 
 def expect_abort(sock: socket.socket) -> None:
-    pdu_type, _ = store_scp.read_pdu(sock, 1 << 20)
+    pdu_type, _ = dimse_pdu.read_pdu(sock, 1 << 20)
     assert pdu_type == 0x07, f"A-ABORT expected, got PDU type {pdu_type:#x}"
 
 
@@ -238,7 +238,7 @@ def test_fragments_split_across_pdvs_and_pdus_are_reassembled(raw) -> None:
     assert answer[0x00000900] == 0x0000
     assert answer[0x00001000] == sop
     sock.sendall(bytes.fromhex("05 00 00000004 00000000"))  # A-RELEASE-RQ
-    assert store_scp.read_pdu(sock, 64)[0] == 0x06  # A-RELEASE-RP
+    assert dimse_pdu.read_pdu(sock, 64)[0] == 0x06  # A-RELEASE-RP
     assert stored_count(settings) == 1
 
 
@@ -260,10 +260,10 @@ def test_a_truncated_data_set_fails_naming_the_problem_and_stores_nothing(raw) -
     data = dataset_bytes(CT_SMALL)
     sock.sendall(p_data(pdv(1, 0x03, command_bytes(1, sop))))
     sock.sendall(p_data(pdv(1, 0x02, data[: len(data) - 100])))
-    pdu_type, pdu = store_scp.read_pdu(sock, 1 << 20)
+    pdu_type, pdu = dimse_pdu.read_pdu(sock, 1 << 20)
     assert pdu_type == 0x04
     command = bytes(pdu[12:])
-    assert 0xC000 <= store_scp.decode_command(command)[0x00000900] <= 0xCFFF
+    assert 0xC000 <= dimse_pdu.decode_command(command)[0x00000900] <= 0xCFFF
     assert b"truncated" in command  # the Error Comment names the problem
     assert stored_count(settings) == 0
 

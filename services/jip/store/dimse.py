@@ -57,7 +57,8 @@ from jip.runtime import Runtime
 from jip.store import dimse_handlers as handlers
 from jip.store import peers
 from jip.store.dimse_handlers import set_no_delay
-from jip.store.store_scp import FastPath, storage_offer
+from jip.store.dimse_pdu import storage_offer
+from jip.store.store_scp import FastPath
 
 # The largest PDU we accept. Peers send P-DATA up to this size, so a larger value
 # means fewer PDUs (and fewer trips through pynetdicom's reactor) per instance.
