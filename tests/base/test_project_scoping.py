@@ -8,6 +8,7 @@ every DICOMweb route, never 403, so a series' existence does not leak.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.base.support import DW, Site, ingest_series, series_datasets
 from tests.store.dicomweb_support import part10
 
 from jip.app import build_app
+from jip.errors import NotFound
 from jip.runtime import build_runtime
 from jip.store.multipart import Part, new_boundary, write_parts
 
@@ -232,3 +234,156 @@ def test_a_study_shared_by_two_projects_shows_each_only_its_series(site: Site) -
 def test_ingest_conflicts_are_for_site_admins(site: Site) -> None:
     assert site.client.get("/api/store/conflicts", headers=site.tokens["alice"]).status_code == 403
     assert site.client.get("/api/store/conflicts", headers=site.tokens["root"]).status_code == 200
+
+
+# -- STOW-RS into another project's data --------------------------------------------------
+FAILED, REFERENCED, FAILURE_REASON, ERROR_COMMENT = "00081198", "00081199", "00081197", "00000902"
+NOT_AUTHORISED = 0x0124  # PS3.7 Annex C, "Refused: Not Authorized"
+
+
+def _failures(response: Any) -> list[tuple[int, str]]:
+    """(FailureReason, ErrorComment without its "part N: " prefix) of each failed part."""
+    items = response.json().get(FAILED, {}).get("Value", [])
+    return [(item[FAILURE_REASON]["Value"][0],
+             item[ERROR_COMMENT]["Value"][0].split(": ", 1)[1]) for item in items]
+
+
+def _warnings(response: Any) -> list[str]:
+    return [re.sub(r"part \d+", "part N", w) for w in response.headers.get_list("warning")]
+
+
+def _sop_uids(datasets: list[Any]) -> list[str]:
+    return [str(ds.SOPInstanceUID) for ds in datasets]
+
+
+def _stored_anywhere(site: Site, sop: str) -> bool:
+    try:
+        site.runtime.catalog.instance(sop)
+    except NotFound:
+        return any(Path(str(site.runtime.settings.data_dir)).rglob(f"{sop}.*"))
+    return True
+
+
+def _as_part_of(datasets: list[Any], **uids: str) -> list[Any]:
+    for ds in datasets:
+        for keyword, value in uids.items():
+            setattr(ds, keyword, value)
+    return datasets
+
+
+def test_stow_into_another_projects_series_or_study_fails_alone_and_tells_nothing(
+    site: Site,
+) -> None:
+    liver = site.series["liver"]
+    a_before = site.client.get(f"{liver.path}/metadata", headers=site.tokens["alice"]).json()
+    attempts = {
+        "A's series": _as_part_of(series_datasets(30), StudyInstanceUID=liver.study,
+                                  SeriesInstanceUID=liver.series),
+        "A's series, another study": _as_part_of(series_datasets(31),
+                                                 SeriesInstanceUID=liver.series),
+        "A's SOP Instance UID": _as_part_of(series_datasets(32)[:1],
+                                            SOPInstanceUID=liver.sops[0]),
+        "a new series in A's study": _as_part_of(series_datasets(33),
+                                                 StudyInstanceUID=liver.study),
+    }
+    answers = set()
+    for what, datasets in attempts.items():
+        response = _stow(site, "bob", datasets)
+        assert response.status_code == 409, (what, response.text)
+        assert REFERENCED not in response.json(), what
+        failures = _failures(response)
+        assert len(failures) == len(datasets), (what, failures)
+        assert {reason for reason, _ in failures} == {NOT_AUTHORISED}, what
+        answers |= {(reason, comment, frozenset(_warnings(response))) for reason, comment in failures}
+        assert liver.series not in response.text and liver.study not in str(_warnings(response))
+    # One answer whichever UID was taken: it tells nothing of what exists where.
+    assert len(answers) == 1, answers
+    for what, datasets in attempts.items():
+        sops = _sop_uids(datasets)
+        if what != "A's SOP Instance UID":
+            assert not [sop for sop in sops if _stored_anywhere(site, sop)], what
+    after = site.client.get(f"{liver.path}/metadata", headers=site.tokens["alice"]).json()
+    assert after == a_before
+    assert {i.sop_instance_uid for i in site.runtime.catalog.instances_of_series(liver.series)} \
+        == set(liver.sops)
+    assert _projects_of(site, "liver") == {"liver"}
+
+
+def test_stow_refuses_only_the_parts_into_another_projects_series(site: Site) -> None:
+    liver = site.series["liver"]
+    intruder = _as_part_of(series_datasets(34)[:1], StudyInstanceUID=liver.study,
+                           SeriesInstanceUID=liver.series)
+    own = series_datasets(35)
+    response = _stow(site, "bob", [*intruder, *own])
+    assert response.status_code == 202, response.text
+    assert [reason for reason, _ in _failures(response)] == [NOT_AUTHORISED]
+    referenced = response.json()[REFERENCED]["Value"]
+    assert [item["00081155"]["Value"][0] for item in referenced] == _sop_uids(own)
+    assert str(own[0].SeriesInstanceUID) in _qido_series(site, "bob")
+    assert not _stored_anywhere(site, _sop_uids(intruder)[0])
+    # B's own series and study, once stored, take more of B's instances.
+    more = _as_part_of(series_datasets(36), StudyInstanceUID=str(own[0].StudyInstanceUID),
+                       SeriesInstanceUID=str(own[0].SeriesInstanceUID))
+    assert _stow(site, "bob", more).status_code == 200
+
+
+def test_stow_into_a_series_needs_the_researcher_role_in_its_project(site: Site) -> None:
+    from tests.base.support import add_user, auth_for
+
+    from jip.base.schema import ProjectRole
+
+    add_user(site.runtime, "vera", projects={"liver": ProjectRole.VIEWER,
+                                             "lung": ProjectRole.RESEARCHER})
+    site.tokens["vera"] = auth_for(site.client, "vera")
+    liver = site.series["liver"]
+    into_series = _as_part_of(series_datasets(37), StudyInstanceUID=liver.study,
+                              SeriesInstanceUID=liver.series)
+    response = _stow(site, "vera", into_series)
+    assert response.status_code == 409 and {r for r, _ in _failures(response)} == {NOT_AUTHORISED}
+    # A study she sees takes a new series of hers (in her project, not in A's).
+    new_series = _as_part_of(series_datasets(38), StudyInstanceUID=liver.study)
+    assert _stow(site, "vera", new_series).status_code == 200
+    uid = str(new_series[0].SeriesInstanceUID)
+    from jip.store.projects import SeriesProjects
+
+    assert SeriesProjects(site.runtime.engine).projects_of([uid])[uid] == {"lung"}
+    # carol, a researcher of both, may add to A's series.
+    joined = _as_part_of(series_datasets(39), StudyInstanceUID=liver.study,
+                         SeriesInstanceUID=liver.series)
+    assert _stow(site, "carol", joined, project="lung").status_code == 200
+    assert set(_sop_uids(joined)) <= {
+        i.sop_instance_uid for i in site.runtime.catalog.instances_of_series(liver.series)}
+
+
+def test_a_site_admin_stows_into_any_projects_series(site: Site) -> None:
+    liver = site.series["liver"]
+    added = _as_part_of(series_datasets(40), StudyInstanceUID=liver.study,
+                        SeriesInstanceUID=liver.series)
+    response = _stow(site, "root", added)
+    assert response.status_code == 200, response.text
+    seen = site.client.get(f"{liver.path}/metadata", headers=site.tokens["alice"]).json()
+    assert {obj["00080018"]["Value"][0] for obj in seen} == {*liver.sops, *_sop_uids(added)}
+    assert _projects_of(site, "liver") == {"liver"}
+    # Naming a project that does not exist stores nothing (the series would be in none).
+    assert _stow(site, "root", series_datasets(41), project="nowhere").status_code == 404
+
+
+def test_without_auth_stow_adds_to_any_series(tmp_path: Path) -> None:
+    from jip.config import Settings
+
+    runtime = build_runtime(Settings(data_dir=tmp_path / "data", auth={"enabled": False}))
+    try:
+        stored = ingest_series(runtime, tmp_path / "spool", series_datasets(42))
+        added = _as_part_of(series_datasets(43), StudyInstanceUID=stored.study,
+                            SeriesInstanceUID=stored.series)
+        boundary = new_boundary()
+        body = b"".join(write_parts([Part("application/dicom", [part10(ds)]) for ds in added],
+                                    boundary))
+        response = TestClient(build_app(runtime)).post(
+            f"{DW}/studies", content=body,
+            headers={"Content-Type": f'multipart/related; type="application/dicom"; '
+                                     f"boundary={boundary}"})
+        assert response.status_code == 200, response.text
+        assert len(runtime.catalog.instances_of_series(stored.series)) == 4
+    finally:
+        runtime.close()

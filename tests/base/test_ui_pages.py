@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from tests.base.support import PASSWORD, add_user
+from tests.base.support import PASSWORD, add_user, auth_for
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
 
 from jip.base.auth import is_ui
@@ -280,3 +281,47 @@ def test_an_expired_session_is_renewed_with_the_refresh_cookie(logged_in: TestCl
     assert logged_in.get("/ui/cohorts").status_code == 200
     logged_in.cookies.set("jip_session", "garbage", domain=domain)
     assert logged_in.get("/ui/cohorts", follow_redirects=False).headers["location"] == "/ui/login"
+
+
+def test_a_site_admin_in_no_project_saves_a_cohort_from_explore(
+    site: Runtime, client: TestClient
+) -> None:
+    # As after the first `jip up`: a site admin who is a member of no project.
+    add_user(site, "ada", admin=True)
+    site.identity.projects.create("lung")
+    browser_login(client, "ada")
+    for page in ("/ui/explore", "/ui/cohorts"):  # save as cohort; import a cohort
+        choice = re.search(r'<select name="project">(.*?)</select>', client.get(page).text, re.S)
+        assert choice is not None, page
+        assert re.findall(r"<option>(.*?)</option>", choice[1]) == [PROJECT, "lung"], page
+    explore = client.get("/ui/explore", params={"Modality": "CT"}).text
+    query = re.search(r'name="query" value="([^"]*)"', explore)
+    found = re.search(r'id="total">(\d+) series', explore)
+    assert query is not None and found is not None and int(found[1]) > 0
+    saved = client.post("/ui/cohorts", data={"name": "ct", "query": html.unescape(query[1]),
+                                             "project": PROJECT, "csrf_token": csrf_of(explore)},
+                        follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    cohort = client.get(saved.headers["location"]).text
+    assert f'ct <span class="total">{found[1]} series</span>' in cohort
+    assert f"Project <b>{PROJECT}</b> · created by ada" in cohort
+
+
+def test_the_cohort_api_lets_a_site_admin_save_into_any_existing_project(
+    site: Runtime, client: TestClient
+) -> None:
+    add_user(site, "ada", admin=True)
+    headers = auth_for(client, "ada")
+    # The site's only project needs no naming, as for a member of one project.
+    saved = client.post("/api/meta/cohorts", json={"name": "all"}, headers=headers)
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["project"] == PROJECT
+    site.identity.projects.create("lung")
+    unnamed = client.post("/api/meta/cohorts", json={"name": "which"}, headers=headers)
+    assert unnamed.status_code == 400 and f"one of {PROJECT}, lung" in unnamed.text
+    into_lung = client.post("/api/meta/cohorts", json={"name": "all", "project": "lung"},
+                            headers=headers)
+    assert into_lung.status_code == 201 and into_lung.json()["project"] == "lung"
+    missing = client.post("/api/meta/cohorts", json={"name": "x", "project": "nowhere"},
+                          headers=headers)
+    assert missing.status_code == 404

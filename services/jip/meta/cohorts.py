@@ -303,8 +303,18 @@ class Cohorts:
 
     # -- helpers ------------------------------------------------------------------------
     def _owner(self, user: CurrentUser, project: str | None) -> str:
+        """The project a new cohort goes to: the one named, else the caller's only one.
+
+        Site admins may act in every project, member or not (the first admin of a new
+        site belongs to none), so their choice is every project of the site.
+        """
         if project is None:
-            mine = sorted(user.projects)
+            with Session(self.engine) as session:
+                mine = (
+                    list(session.scalars(select(Project.name).order_by(Project.name)))
+                    if user.is_admin
+                    else sorted(user.projects)
+                )
             if len(mine) != 1:
                 raise Invalid(
                     "project: name the project that owns the cohort"

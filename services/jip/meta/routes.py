@@ -109,7 +109,8 @@ class CohortIn(BaseModel):
 
     name: str
     description: str = ""
-    project: str | None = None  # the caller's only project when unset
+    # Unset: the caller's only project (a site admin's: the site's only project).
+    project: str | None = None
     query: dict[str, Any] | None = None
     freeze: bool = False
 

@@ -7,6 +7,14 @@ ingest path (:mod:`jip.store.ingest`) and gets its own entry in the response:
 ReferencedSOPSequence on success, FailedSOPSequence with a FailureReason and an
 ErrorComment naming the problem otherwise. Instances are stored as received; nothing is
 coerced, so no OriginalAttributesSequence is written.
+
+A caller limited to projects stores only into what is theirs
+(:meth:`jip.store.projects.SeriesProjects.may_add_instance`): a part that would join a
+series outside their writable projects, reuse a SOP Instance UID of such a series, or add
+a series to a study of which they see no series, fails alone with one failure reason and
+one comment, whichever UID it was and whether it exists, and nothing of it is stored. The
+check runs just before the part's ingest; a series another project starts in between
+may still take the part.
 """
 
 from __future__ import annotations
@@ -24,19 +32,20 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from jip.base.auth import CurrentUser, require_project_role
-from jip.base.deps import CurrentUserDep
-from jip.base.projects import check_project_name
+from jip.base.auth import CurrentUser, project_scope, require_project_role
+from jip.base.deps import CurrentUserDep, ProjectsDep
+from jip.base.projects import Projects, check_project_name
 from jip.base.schema import ProjectRole
 from jip.errors import Forbidden, Invalid, OutOfResources, TooLarge, UnsupportedMediaType
 from jip.store.catalog import AddOutcome
 from jip.store.deps import IngestorDep, SettingsDep
-from jip.store.dicom_file import check_uid
+from jip.store.dicom_file import check_uid, read_header
 from jip.store.dicomweb_deps import BaseUrlDep
 from jip.store.dicomweb_targets import accepted, dataset_response
 from jip.store.ingest import Ingestor, IngestResult
 from jip.store.media_types import DICOM, DICOM_JSON, DICOM_XML, JSON, choose
 from jip.store.multipart import ReceivedPart, boundary_of, read_parts
+from jip.store.projects import SeriesProjects
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["dicomweb: STOW-RS"])
@@ -46,10 +55,41 @@ class FailureReason(enum.IntEnum):
     """Failure Reason (0008,1197) values, PS3.18 §10.5.3 with PS3.4 Annex B statuses."""
 
     PROCESSING_FAILURE = 0x0110
+    # PS3.7 Annex C general status "Refused: Not Authorized".
+    NOT_AUTHORISED = 0x0124
     OUT_OF_RESOURCES = 0xA700
     CANNOT_UNDERSTAND = 0xC000
     # Not in the SOP Class' status table; dcm4chee-arc uses the same code.
     STUDY_INSTANCE_UID_MISMATCH = 0xC409
+
+
+# One comment for every refusal by project, so it tells nothing of which UID was taken;
+# short enough for the 64 characters of an ErrorComment with its "part N: " prefix.
+NOT_YOURS = "no right to store into its study, series or instance"
+
+
+@dataclass(frozen=True)
+class StoreAccess:
+    """The projects whose series a caller sees, and those they may store into."""
+
+    visible: frozenset[str]
+    writable: frozenset[str]
+
+
+def store_access(user: CurrentUser) -> StoreAccess | None:
+    """None where nothing limits what the caller stores into (site admins, auth off)."""
+    visible = project_scope(user)
+    if visible is None:
+        return None
+    writable = (p for p, role in user.projects.items() if role.at_least(ProjectRole.RESEARCHER))
+    return StoreAccess(frozenset(visible), frozenset(writable))
+
+
+def _may_store(ingestor: Ingestor, path: Path, access: StoreAccess) -> bool:
+    header = read_header(path)  # Invalid, as the ingest would raise it
+    return SeriesProjects(ingestor.catalog.engine).may_add_instance(
+        header, visible=access.visible, writable=access.writable
+    )
 
 
 @dataclass(frozen=True)
@@ -85,8 +125,13 @@ def store_part(
     part: ReceivedPart,
     expected_study: str | None,
     project: str | None = None,
+    access: StoreAccess | None = None,
 ) -> PartOutcome:
-    """Check and ingest one spooled part; every problem becomes a failure entry."""
+    """Check and ingest one spooled part; every problem becomes a failure entry.
+
+    With ``access``, a part outside what the caller may store into fails with
+    :data:`NOT_YOURS` before anything of it is stored.
+    """
     sop_class, sop_instance, study = _loose_uids(part.path)
 
     def failed(reason: FailureReason, message: str) -> PartOutcome:
@@ -106,6 +151,8 @@ def store_part(
             f"StudyInstanceUID {study} differs from {expected_study} in the request URL",
         )
     try:
+        if access is not None and not _may_store(ingestor, part.path, access):
+            return failed(FailureReason.NOT_AUTHORISED, NOT_YOURS)
         result = ingestor.ingest_file(part.path, project=project)
     except OutOfResources as exc:
         return failed(FailureReason.OUT_OF_RESOURCES, str(exc))
@@ -214,6 +261,7 @@ async def _store(
     base_url: str,
     expected_study: str | None,
     project: str | None,
+    access: StoreAccess | None,
 ) -> Response:
     boundary = _check_request(request, max_bytes)
     spool_root.mkdir(parents=True, exist_ok=True)
@@ -223,7 +271,7 @@ async def _store(
         if not parts:
             raise Invalid("STOW-RS request holds no parts")
         outcomes = [
-            await run_in_threadpool(store_part, ingestor, part, expected_study, project)
+            await run_in_threadpool(store_part, ingestor, part, expected_study, project, access)
             for part in parts
         ]
     finally:
@@ -236,15 +284,17 @@ async def _store(
     return response
 
 
-def target_project(user: CurrentUser, requested: str | None) -> str | None:
+def target_project(user: CurrentUser, requested: str | None, projects: Projects) -> str | None:
     """The project new series of a STOW-RS request go to; None lets the rules decide.
 
-    A named project needs the researcher role (admins may name any); without one, a
-    caller with exactly one project where they are researcher or owner stores there.
+    A named project needs the researcher role (site admins may name any project of the
+    site, member or not); without one, a caller with exactly one project where they are
+    researcher or owner stores there.
     """
     if requested is not None:
         check_project_name(requested)
         require_project_role(user, requested, ProjectRole.RESEARCHER)
+        projects.get(requested)  # NotFound: a series must not land in no project
         return requested
     if user.is_admin:
         return None
@@ -268,6 +318,7 @@ async def store_instances(
     settings: SettingsDep,
     base_url: BaseUrlDep,
     user: CurrentUserDep,
+    projects: ProjectsDep,
     project: ProjectQuery = None,
 ) -> Response:
     return await _store(
@@ -277,7 +328,8 @@ async def store_instances(
         settings.store.max_upload_bytes,
         base_url,
         None,
-        target_project(user, project),
+        target_project(user, project, projects),
+        store_access(user),
     )
 
 
@@ -289,6 +341,7 @@ async def store_study_instances(
     settings: SettingsDep,
     base_url: BaseUrlDep,
     user: CurrentUserDep,
+    projects: ProjectsDep,
     project: ProjectQuery = None,
 ) -> Response:
     return await _store(
@@ -298,5 +351,6 @@ async def store_study_instances(
         settings.store.max_upload_bytes,
         base_url,
         check_uid(study, "StudyInstanceUID"),
-        target_project(user, project),
+        target_project(user, project, projects),
+        store_access(user),
     )

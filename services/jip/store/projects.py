@@ -210,6 +210,50 @@ class SeriesProjects:
                 raise NotFound(f"series {series_uid} not found in project {project!r}")
             _reindex(conn, series_uid)
 
+    def may_add_instance(
+        self,
+        header: InstanceHeader,
+        *,
+        visible: Collection[str],
+        writable: Collection[str],
+    ) -> bool:
+        """Whether a caller who sees the series of the ``visible`` projects, and writes
+        those of ``writable``, may store this instance (a STOW-RS part).
+
+        The instance may join, or with a known SOP Instance UID replace or duplicate an
+        instance of, only series of ``writable``; and it may start a new series only in
+        a new study or in one where the caller sees a series. Everything else is the
+        same refusal, so that it tells nothing of which UID is taken, or by whom.
+        """
+        with self.engine.connect() as conn:
+            known_sop = select(Instance.series_instance_uid).where(
+                Instance.sop_instance_uid == header.sop_instance_uid
+            )
+            touched = {header.series_instance_uid, *conn.execute(known_sop).scalars()}
+            existing = set(
+                conn.execute(
+                    select(Series.series_instance_uid).where(
+                        Series.series_instance_uid.in_(sorted(touched))
+                    )
+                ).scalars()
+            )
+            if existing - set(
+                conn.execute(
+                    select(SeriesProject.series_instance_uid).where(
+                        SeriesProject.series_instance_uid.in_(sorted(existing)),
+                        SeriesProject.project.in_(sorted(writable)),
+                    )
+                ).scalars()
+            ):
+                return False
+            of_study = select(Series.series_instance_uid).where(
+                Series.study_instance_uid == header.study_instance_uid
+            )
+            if conn.execute(of_study.limit(1)).first() is None:
+                return True
+            seen = of_study.where(Series.series_instance_uid.in_(visible_series(visible)))
+            return conn.execute(seen.limit(1)).first() is not None
+
     @staticmethod
     def _series_exists(conn: Connection, series_uid: str) -> None:
         found = conn.execute(

@@ -148,7 +148,7 @@ async def explore_page(
             "sort": "StudyDate",
         },
     )
-    me = await api.get("/api/me")
+    projects = await _projects_to_choose(api)
     base = [(k, v) for k, values in params.items() if k != "offset" for v in values]
     return render(
         request,
@@ -160,9 +160,16 @@ async def explore_page(
         offset=offset,
         page_size=explore.PAGE_SIZE,
         query_json=json.dumps(query or {}, indent=None),
-        projects=sorted(me["projects"]),
+        projects=projects,
         page_url=lambda new_offset: "/ui/explore?" + urlencode([*base, ("offset", new_offset)]),
     )
+
+
+async def _projects_to_choose(api: Api) -> list[str]:
+    """The projects a page offers to save into: the caller's own, and every project for
+    a site admin, who may act in all of them without being a member (the first admin
+    of a new site belongs to none)."""
+    return sorted(str(project["name"]) for project in await api.get("/api/projects"))
 
 
 @router.get("/ui/thumb/{study}/{series}")
@@ -186,8 +193,8 @@ async def cohorts_page(request: Request, user: UserDep) -> Response:
     _user(request, user)
     api = Api(request)
     cohorts = await api.get("/api/meta/cohorts")
-    me = await api.get("/api/me")
-    return render(request, "cohorts.html", cohorts=cohorts, projects=sorted(me["projects"]))
+    projects = await _projects_to_choose(api)
+    return render(request, "cohorts.html", cohorts=cohorts, projects=projects)
 
 
 @router.post("/ui/cohorts")
