@@ -14,16 +14,16 @@ decoded, and its per-PDU logging handlers are off. Every socket, accepted or
 connected, gets ``TCP_NODELAY``: pynetdicom never sets it, and a C-STORE request is two
 writes (command, then dataset), so with Nagle's algorithm the dataset waits for the
 peer's delayed ACK of the command: 44 ms per instance measured, against 2.3 ms without.
+
+Storage-only associations never reach pynetdicom: :mod:`jip.store.store_scp` takes them
+in ``_RequestHandler.handle``; the threads of the rest wait on events
+(:mod:`jip.store.dimse_reactor`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import queue
-import select
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,6 +58,7 @@ from jip.store import dimse_handlers as handlers
 from jip.store import peers
 from jip.store.dimse_handlers import set_no_delay
 from jip.store.dimse_pdu import storage_offer
+from jip.store.dimse_reactor import WaitingSocket, make_event_driven
 from jip.store.store_scp import FastPath
 
 # The largest PDU we accept. Peers send P-DATA up to this size, so a larger value
@@ -154,108 +155,6 @@ def send_path(assoc: Association, path: Path, transfer_syntax: str, **kwargs: An
         return Association.send_c_store(assoc, dcmread(path), **kwargs)
 
 
-# -- event-driven reactors ------------------------------------------------------------------
-# pynetdicom's DUL thread polls its socket and sleeps 1 ms whenever nothing happened,
-# and the acceptor's reactor sleeps 1 ms before each look at the message queue. On a
-# busy machine every such sleep costs a trip through the scheduler, several per
-# C-STORE. Here the DUL thread waits in select() on the socket and on a wake-up
-# socket that every queued outgoing primitive writes to, and the reactor waits on its
-# message queue; both still wake every few ms to check pynetdicom's timers.
-_WAIT_S = 0.005
-
-
-class _WakingQueue(queue.Queue[Any]):
-    """The DUL's outgoing queue: a put also wakes the DUL thread out of select()."""
-
-    def __init__(self, wake: socket.socket) -> None:
-        super().__init__()
-        self._wake = wake
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        with contextlib.suppress(OSError):  # full buffer: a wake-up is pending anyway
-            self._wake.send(b"\0")
-
-
-class _WaitingQueue(queue.Queue[Any]):
-    """The DIMSE message queue: a non-blocking get waits briefly for a message."""
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if not block:
-            return super().get(True, _WAIT_S)
-        return super().get(block, timeout)
-
-
-class _WaitingSocket(AssociationSocket):
-    """An association socket whose readiness check waits for data or a wake-up."""
-
-    _wake: socket.socket
-    _pending: bytes = b""  # read by the fast path before handing over (see handle())
-
-    @property
-    def ready(self) -> bool:
-        sock = self.socket
-        if sock is None or not self._is_connected:
-            return False
-        if self._pending:
-            return True
-        try:
-            readable, _, _ = select.select([sock, self._wake], [], [], _WAIT_S)
-        except (OSError, ValueError):
-            self.event_queue.put("Evt17")  # transport closed
-            return False
-        if self._wake in readable:
-            with contextlib.suppress(OSError):
-                self._wake.recv(4096)
-        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-        return sock in readable or pending
-
-    def recv(self, nr_bytes: int) -> bytearray:
-        """Read ``nr_bytes`` straight into one buffer (pynetdicom reads 4 KiB at a time).
-
-        Returns fewer bytes only when the peer closed the connection, as pynetdicom's.
-        """
-        sock = self.socket
-        assert sock is not None
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        done = min(nr_bytes, len(self._pending))
-        buffer[:done], self._pending = self._pending[:done], self._pending[done:]
-        while done < nr_bytes:
-            count = sock.recv_into(view[done:], nr_bytes - done)
-            if not count:
-                del view
-                return buffer[:done]
-            done += count
-        return buffer
-
-    def close(self) -> None:
-        super().close()
-        for wake in getattr(self, "_wake_pair", ()):
-            wake.close()
-
-
-def _make_event_driven(assoc: Association, sock: AssociationSocket) -> None:
-    """Install the waking queues and socket on a not yet started association.
-
-    Only an acceptor's reactor waits on its message queue: a requestor's send_* methods
-    take their responses from that queue themselves, and a reactor waiting there could
-    take a response first (pynetdicom pauses its reactor, but only between turns).
-    An acceptor only sends requests (C-GET sub-operations) from its reactor thread.
-    """
-    dul = assoc.dul
-    wake_reader, wake_writer = socket.socketpair()
-    wake_reader.setblocking(False)
-    wake_writer.setblocking(False)
-    dul._run_loop_delay = 0
-    dul.to_provider_queue = _WakingQueue(wake_writer)
-    if assoc.is_acceptor:
-        assoc.dimse.msg_queue = _WaitingQueue()
-    sock.__class__ = _WaitingSocket
-    sock._wake = wake_reader  # type: ignore[attr-defined]
-    sock._wake_pair = (wake_reader, wake_writer)  # type: ignore[attr-defined]
-
-
 class _RequestHandler(RequestHandler):
     server: SharedPortServer
 
@@ -271,7 +170,7 @@ class _RequestHandler(RequestHandler):
             pending = taken
             self.request.settimeout(self.ae.network_timeout)
         assoc = self._create_association()
-        assert isinstance(assoc.dul.socket, _WaitingSocket)
+        assert isinstance(assoc.dul.socket, WaitingSocket)
         assoc.dul.socket._pending = pending
         evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
         assoc.start()
@@ -280,7 +179,7 @@ class _RequestHandler(RequestHandler):
         assoc = super()._create_association()
         assoc.__class__ = StreamingAssociation  # C-GET sends on the acceptor association
         assert assoc.dul.socket is not None
-        _make_event_driven(assoc, assoc.dul.socket)
+        make_event_driven(assoc, assoc.dul.socket)
         return assoc
 
 
@@ -325,7 +224,7 @@ class JipAE(AE):
 
     def _create_socket(self, assoc: Association, *args: Any, **kwargs: Any) -> AssociationSocket:
         sock = super()._create_socket(assoc, *args, **kwargs)
-        _make_event_driven(assoc, sock)
+        make_event_driven(assoc, sock)
         return sock
 
     def associate(self, *args: Any, **kwargs: Any) -> Association:

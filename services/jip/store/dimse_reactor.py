@@ -1,0 +1,115 @@
+"""Event-driven waits for pynetdicom's threads (the associations it still serves).
+
+pynetdicom's DUL thread polls its socket and sleeps 1 ms whenever nothing happened,
+and the acceptor's reactor sleeps 1 ms before each look at the message queue. On a
+busy machine every such sleep costs a trip through the scheduler, several per
+C-STORE. Here the DUL thread waits in select() on the socket and on a wake-up
+socket that every queued outgoing primitive writes to, and the reactor waits on its
+message queue; both still wake every few ms to check pynetdicom's timers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import select
+import socket
+import ssl
+from typing import Any
+
+from pynetdicom.association import Association
+from pynetdicom.transport import AssociationSocket
+
+_WAIT_S = 0.005
+
+
+class _WakingQueue(queue.Queue[Any]):
+    """The DUL's outgoing queue: a put also wakes the DUL thread out of select()."""
+
+    def __init__(self, wake: socket.socket) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        with contextlib.suppress(OSError):  # full buffer: a wake-up is pending anyway
+            self._wake.send(b"\0")
+
+
+class _WaitingQueue(queue.Queue[Any]):
+    """The DIMSE message queue: a non-blocking get waits briefly for a message."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if not block:
+            return super().get(True, _WAIT_S)
+        return super().get(block, timeout)
+
+
+class WaitingSocket(AssociationSocket):
+    """An association socket whose readiness check waits for data or a wake-up."""
+
+    _wake: socket.socket
+    _pending: bytes = b""  # read by the fast path before handing over (see handle())
+
+    @property
+    def ready(self) -> bool:
+        sock = self.socket
+        if sock is None or not self._is_connected:
+            return False
+        if self._pending:
+            return True
+        try:
+            readable, _, _ = select.select([sock, self._wake], [], [], _WAIT_S)
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")  # transport closed
+            return False
+        if self._wake in readable:
+            with contextlib.suppress(OSError):
+                self._wake.recv(4096)
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+        return sock in readable or pending
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read ``nr_bytes`` straight into one buffer (pynetdicom reads 4 KiB at a time).
+
+        Returns fewer bytes only when the peer closed the connection, as pynetdicom's.
+        """
+        sock = self.socket
+        assert sock is not None
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        done = min(nr_bytes, len(self._pending))
+        buffer[:done], self._pending = self._pending[:done], self._pending[done:]
+        while done < nr_bytes:
+            count = sock.recv_into(view[done:], nr_bytes - done)
+            if not count:
+                del view
+                return buffer[:done]
+            done += count
+        return buffer
+
+    def close(self) -> None:
+        super().close()
+        for wake in getattr(self, "_wake_pair", ()):
+            wake.close()
+
+
+def make_event_driven(assoc: Association, sock: AssociationSocket) -> None:
+    """Install the waking queues and socket on a not yet started association.
+
+    Only an acceptor's reactor waits on its message queue: a requestor's send_* methods
+    take their responses from that queue themselves, and a reactor waiting there could
+    take a response first (pynetdicom pauses its reactor, but only between turns).
+    An acceptor only sends requests (C-GET sub-operations) from its reactor thread.
+    """
+    dul = assoc.dul
+    wake_reader, wake_writer = socket.socketpair()
+    wake_reader.setblocking(False)
+    wake_writer.setblocking(False)
+    dul._run_loop_delay = 0
+    dul.to_provider_queue = _WakingQueue(wake_writer)
+    if assoc.is_acceptor:
+        assoc.dimse.msg_queue = _WaitingQueue()
+    sock.__class__ = WaitingSocket
+    sock._wake = wake_reader  # type: ignore[attr-defined]
+    sock._wake_pair = (wake_reader, wake_writer)  # type: ignore[attr-defined]
