@@ -142,6 +142,19 @@ def test_storage_takes_the_fast_path_and_queries_go_to_pynetdicom(server) -> Non
         assoc.release()
 
 
+def test_storage_classes_outside_the_image_storage_arc_take_the_fast_path(server) -> None:
+    """PS3.4 storage classes such as RT Beams Delivery Instruction (1.2.840.10008.5.1.4.34.7)."""
+    _, port, running = server
+    ae = AE(ae_title="SENDER")
+    context = build_context("1.2.840.10008.5.1.4.34.7", [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", port, contexts=[context], ae_title="JIP")
+    try:
+        assert assoc.is_established
+        assert len(running.fast_path.sessions) == 1
+    finally:
+        assoc.release()
+
+
 def test_a_stored_instance_is_catalogued_with_its_bytes_as_sent(server) -> None:
     settings, port, _ = server
     ae = AE(ae_title="SENDER")

@@ -270,7 +270,6 @@ def server_handlers(runtime: Runtime) -> list[EventHandler]:
         peers.callers_catalog, runtime.catalog, store.peers, unknown=store.unknown_ae_queries
     )
     return [
-        (evt.EVT_CONN_OPEN, handlers.on_connection_open, []),
         (evt.EVT_REQUESTED, handlers.on_association_requested, []),
         (evt.EVT_C_ECHO, handlers.on_c_echo, []),
         (evt.EVT_C_STORE, handlers.on_c_store, [runtime.ingestor]),

@@ -89,7 +89,10 @@ def set_no_delay(sock: socket.socket | None) -> None:
 
 # -- transport -----------------------------------------------------------------------------
 def on_connection_open(event: Event) -> None:
-    """EVT_CONN_OPEN, accepted or connected: TCP_NODELAY before the first PDU."""
+    """EVT_CONN_OPEN of our requestor associations: TCP_NODELAY before the first PDU.
+
+    Accepted sockets get it in ``jip.store.dimse._RequestHandler.handle``.
+    """
     sock = event.assoc.dul.socket
     set_no_delay(sock.socket if sock is not None else None)
 

@@ -23,8 +23,9 @@ from pynetdicom.pdu_primitives import (
     MaximumLengthNotification,
     UserIdentityNegotiation,
 )
-from pynetdicom.presentation import PresentationContext
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 
+from jip.store.dimse_handlers import VERIFICATION
 from jip.store.dimse_status import error_comment
 
 # PS3.8 §9.3.1: PDU types.
@@ -260,13 +261,13 @@ def storage_offer(
     syntaxes = {
         str(cx.abstract_syntax): frozenset(str(ts) for ts in cx.transfer_syntax)
         for cx in supported
-        if is_storage_or_verification(str(cx.abstract_syntax))
+        if str(cx.abstract_syntax) in _STORAGE_OR_VERIFICATION
     }
     return Offer(syntaxes, frozenset(a.strip() for a in allowed_calling_aets))
 
 
-def is_storage_or_verification(abstract_syntax: str) -> bool:
-    """Storage SOP classes live under 1.2.840.10008.5.1.4.1.1 (PS3.4 B.5); Verification."""
-    return abstract_syntax == "1.2.840.10008.1.1" or (
-        abstract_syntax.startswith("1.2.840.10008.5.1.4.1.1.")
-    )
+# pynetdicom's list of storage SOP classes (not all live under 1.2.840.10008.5.1.4.1.1),
+# the one the AE's storage contexts are built from, and Verification.
+_STORAGE_OR_VERIFICATION = frozenset(
+    [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts] + [VERIFICATION]
+)
