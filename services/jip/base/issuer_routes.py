@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from pydantic import BaseModel
 
 from jip.base.deps import ClientIpDep, IssuerDep, OptionalUserDep
 from jip.base.issuer import AuthorizeRequest, Issuer, OAuthError
@@ -98,29 +99,36 @@ def _need(**fields: str) -> None:
         raise OAuthError("invalid_request", f"missing form field(s): {', '.join(missing)}")
 
 
+class AuthorizeParams(BaseModel):
+    """An authorization request as the browser sends it: query on GET, form on POST.
+
+    Missing parameters are empty, so that :meth:`Issuer.check_authorize` names them.
+    """
+
+    client_id: str = ""
+    redirect_uri: str = ""
+    response_type: str = ""
+    code_challenge: str = ""
+    code_challenge_method: str = ""
+    state: str = ""
+    scope: str = ""
+    nonce: str = ""
+
+    def request(self) -> AuthorizeRequest:
+        return AuthorizeRequest(**self.model_dump(include=set(AuthorizeParams.model_fields)))
+
+
+class LoginForm(AuthorizeParams):
+    """The login page's form: the request it was shown for, and the credentials."""
+
+    username: str = ""
+    password: str = ""
+
+
 @router.get("/auth/authorize", response_class=HTMLResponse)
-def authorize_form(
-    issuer: IssuerDep,
-    client_id: Annotated[str, Query()] = "",
-    redirect_uri: Annotated[str, Query()] = "",
-    response_type: Annotated[str, Query()] = "",
-    code_challenge: Annotated[str, Query()] = "",
-    code_challenge_method: Annotated[str, Query()] = "",
-    state: Annotated[str, Query()] = "",
-    scope: Annotated[str, Query()] = "",
-    nonce: Annotated[str, Query()] = "",
-) -> Response:
+def authorize_form(issuer: IssuerDep, params: Annotated[AuthorizeParams, Query()]) -> Response:
     """The login page of the browser flow (authorization code with PKCE)."""
-    request = AuthorizeRequest(
-        client_id=client_id,
-        redirect_uri=redirect_uri,
-        response_type=response_type,
-        code_challenge=code_challenge,
-        code_challenge_method=code_challenge_method,
-        state=state,
-        scope=scope,
-        nonce=nonce,
-    )
+    request = params.request()
     try:
         issuer.check_authorize(request)
     except OAuthError as exc:
@@ -130,36 +138,16 @@ def authorize_form(
 
 @router.post("/auth/authorize", response_class=HTMLResponse)
 def authorize_submit(
-    issuer: IssuerDep,
-    ip: ClientIpDep,
-    client_id: FormField = "",
-    redirect_uri: FormField = "",
-    response_type: FormField = "",
-    code_challenge: FormField = "",
-    code_challenge_method: FormField = "",
-    state: FormField = "",
-    scope: FormField = "",
-    nonce: FormField = "",
-    username: FormField = "",
-    password: FormField = "",
+    issuer: IssuerDep, ip: ClientIpDep, form: Annotated[LoginForm, Form()]
 ) -> Response:
     """Check the login form; redirect to ``redirect_uri`` with a code, or show the error."""
-    request = AuthorizeRequest(
-        client_id=client_id,
-        redirect_uri=redirect_uri,
-        response_type=response_type,
-        code_challenge=code_challenge,
-        code_challenge_method=code_challenge_method,
-        state=state,
-        scope=scope,
-        nonce=nonce,
-    )
+    request, username = form.request(), form.username
     try:
         issuer.check_authorize(request)
     except OAuthError as exc:
         return _refuse(issuer, request, exc)
     try:
-        location = issuer.authorize(request, username, password, client_ip=ip)
+        location = issuer.authorize(request, username, form.password, client_ip=ip)
     except TooManyAttempts as exc:
         page = _page(request, username=username, error=str(exc), status=429)
         page.headers["Retry-After"] = str(exc.retry_after_s)
