@@ -112,6 +112,16 @@ def api_call(method: str, *segments: str, **kwargs: Any) -> Action:
     return lambda api: api.call(method, path, **kwargs)
 
 
+async def set_enabled(
+    request: Request, csrf_token: str, back: str, rule: tuple[str, str], *, enabled: bool
+) -> Response:
+    """Enable or disable a rule: ``rule`` is (the API's service, the rule's id)."""
+    service, rule_id = rule
+    action = api_call("PATCH", service, "rules", rule_id, json={"enabled": enabled})
+    done = said(f"rule {rule_id} {'enabled' if enabled else 'disabled'}")
+    return await act(request, csrf_token, back, action, done)
+
+
 # -- overview ------------------------------------------------------------------------------
 @router.get(ADMIN)
 async def overview(request: Request, user: MemberUserDep) -> Response:

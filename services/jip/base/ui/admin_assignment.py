@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Form, Request, Response
 from jip import errors
 from jip.base.auth import CurrentUser
 from jip.base.schema import ProjectRole
-from jip.base.ui.admin import ADMIN, AdminUserDep, act, api_call, page, said
+from jip.base.ui.admin import ADMIN, AdminUserDep, act, api_call, page, said, set_enabled
 from jip.base.ui.api import Api
 from jip.base.ui.routes import CsrfField, PageRoute, UserDep
 from jip.store.projects import RULE_FIELDS
@@ -87,22 +87,14 @@ async def create_rule(
 async def enable_rule(
     request: Request, user: AdminUserDep, rule_id: str, csrf_token: CsrfField = ""
 ) -> Response:
-    return await _set_enabled(request, csrf_token, rule_id, enabled=True)
+    return await set_enabled(request, csrf_token, ASSIGNMENT, ("projects", rule_id), enabled=True)
 
 
 @router.post(RULES + "/{rule_id}/disable")
 async def disable_rule(
     request: Request, user: AdminUserDep, rule_id: str, csrf_token: CsrfField = ""
 ) -> Response:
-    return await _set_enabled(request, csrf_token, rule_id, enabled=False)
-
-
-async def _set_enabled(
-    request: Request, csrf_token: str, rule_id: str, *, enabled: bool
-) -> Response:
-    action = api_call("PATCH", "projects", "rules", rule_id, json={"enabled": enabled})
-    done = said(f"rule {rule_id} {'enabled' if enabled else 'disabled'}")
-    return await act(request, csrf_token, ASSIGNMENT, action, done)
+    return await set_enabled(request, csrf_token, ASSIGNMENT, ("projects", rule_id), enabled=False)
 
 
 @router.post(RULES + "/{rule_id}/delete")

@@ -16,7 +16,16 @@ import httpx
 from fastapi import APIRouter, Form, Query, Request, Response
 
 from jip import errors
-from jip.base.ui.admin import ADMIN, AdminUserDep, act, api_call, error_message, page, said
+from jip.base.ui.admin import (
+    ADMIN,
+    AdminUserDep,
+    act,
+    api_call,
+    error_message,
+    page,
+    said,
+    set_enabled,
+)
 from jip.base.ui.api import Api, ApiError
 from jip.base.ui.routes import CsrfField, PageRoute
 from jip.config import DicomPeer
@@ -133,22 +142,14 @@ async def create_rule(
 async def enable_rule(
     request: Request, user: AdminUserDep, rule: str, csrf_token: CsrfField = ""
 ) -> Response:
-    return await _set_rule_enabled(request, csrf_token, rule, enabled=True)
+    return await set_enabled(request, csrf_token, RULES, ("flow", rule), enabled=True)
 
 
 @router.post(RULES + "/{rule}/disable")
 async def disable_rule(
     request: Request, user: AdminUserDep, rule: str, csrf_token: CsrfField = ""
 ) -> Response:
-    return await _set_rule_enabled(request, csrf_token, rule, enabled=False)
-
-
-async def _set_rule_enabled(
-    request: Request, csrf_token: str, rule: str, *, enabled: bool
-) -> Response:
-    action = api_call("PATCH", "flow", "rules", rule, json={"enabled": enabled})
-    done = said(f"rule {rule} {'enabled' if enabled else 'disabled'}")
-    return await act(request, csrf_token, RULES, action, done)
+    return await set_enabled(request, csrf_token, RULES, ("flow", rule), enabled=False)
 
 
 @router.post(RULES + "/{rule}/delete")
