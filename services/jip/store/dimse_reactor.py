@@ -15,6 +15,7 @@ import queue
 import select
 import socket
 import ssl
+import threading
 from typing import Any
 
 from pynetdicom.association import Association
@@ -42,6 +43,28 @@ class _WaitingQueue(queue.Queue[Any]):
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if not block:
             return super().get(True, _WAIT_S)
+        return super().get(block, timeout)
+
+
+class _ResponsesForSenders(queue.Queue[Any]):
+    """A requestor's DIMSE message queue, which its own reactor thread never reads.
+
+    pynetdicom's pause of the reactor around ``send_*`` has a gap: the reactor may
+    already be past its checkpoint, between turns, when the sender sees it "paused";
+    preempted there (the GIL hands over every few ms), it wakes to find the response and
+    serves it as an unexpected request, and the sender times out. A fast peer (our own
+    storage fast path answers in about a millisecond) hits that gap. Our requestor
+    associations only send requests and read their responses in ``send_*`` (C-GET's
+    incoming C-STOREs included), so the reactor has nothing to take.
+    """
+
+    def __init__(self, owner: Association) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if threading.current_thread() is self._owner:
+            raise queue.Empty
         return super().get(block, timeout)
 
 
@@ -98,8 +121,8 @@ def make_event_driven(assoc: Association, sock: AssociationSocket) -> None:
     """Install the waking queues and socket on a not yet started association.
 
     Only an acceptor's reactor waits on its message queue: a requestor's send_* methods
-    take their responses from that queue themselves, and a reactor waiting there could
-    take a response first (pynetdicom pauses its reactor, but only between turns).
+    take their responses from that queue themselves, and its reactor must not take them
+    (:class:`_ResponsesForSenders`).
     An acceptor only sends requests (C-GET sub-operations) from its reactor thread.
     """
     dul = assoc.dul
@@ -110,6 +133,8 @@ def make_event_driven(assoc: Association, sock: AssociationSocket) -> None:
     dul.to_provider_queue = _WakingQueue(wake_writer)
     if assoc.is_acceptor:
         assoc.dimse.msg_queue = _WaitingQueue()
+    else:
+        assoc.dimse.msg_queue = _ResponsesForSenders(assoc)
     sock.__class__ = WaitingSocket
     sock._wake = wake_reader  # type: ignore[attr-defined]
     sock._wake_pair = (wake_reader, wake_writer)  # type: ignore[attr-defined]
