@@ -404,3 +404,60 @@ def test_file_storage_never_lists_its_temp_folder(tmp_path: Path) -> None:
     storage.put_bytes(KEY, b"y")
     assert list(storage.keys()) == [KEY]
     assert os.path.isdir(storage.tmp_dir)
+
+
+def _record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What each fsync of the file storage flushed: 'dir' or the file's bytes."""
+    flushed: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        flushed.append("dir" if path.is_dir() else path.read_bytes().decode())
+
+    monkeypatch.setattr(storage_file.os, "fsync", fsync)
+    return flushed
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new key", "existing key"])
+def test_file_storage_returns_only_once_bytes_and_folder_are_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    storage = FileStorage(tmp_path / "blobs")
+    if existing:
+        storage.put_bytes(KEY, b"old")
+    flushed = _record_fsyncs(monkeypatch)
+    storage.move_in(KEY, _write(tmp_path / "spool.dcm", b"new"))
+    assert storage.read_bytes(KEY) == b"new"
+    # The bytes first, then the folder holding their name; a replaced object is only
+    # ever swapped for bytes that were flushed before the swap.
+    assert flushed[-2:] == ["new", "dir"]
+    assert not (tmp_path / "spool.dcm").exists()
+
+
+def test_file_storage_without_hard_links_renames_fsynced_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(_source: Any, _target: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(storage_file.os, "link", no_links)
+    storage = FileStorage(tmp_path / "blobs")
+    flushed = _record_fsyncs(monkeypatch)
+    storage.move_in("1.2/3.4/5.dcm", _write(tmp_path / "spool.dcm", b"bytes"))
+    storage.put_bytes(KEY, b"more")
+    assert storage.read_bytes("1.2/3.4/5.dcm") == b"bytes"
+    assert storage.read_bytes(KEY) == b"more"
+    assert "bytes" in flushed and "more" in flushed and flushed[-1] == "dir"
+    assert list(storage.tmp_dir.iterdir()) == []
+
+
+def test_file_storage_replaces_a_fragment_left_under_a_key(tmp_path: Path) -> None:
+    """A power cut may leave a new key's name over unflushed bytes; the next store fixes it."""
+    storage = FileStorage(tmp_path / "blobs")
+    fragment = storage.root / KEY
+    fragment.parent.mkdir(parents=True)
+    fragment.write_bytes(b"\0" * 10)
+    storage.move_in(KEY, _write(tmp_path / "spool.dcm", b"the whole object"))
+    assert storage.read_bytes(KEY) == b"the whole object"

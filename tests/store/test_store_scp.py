@@ -300,6 +300,32 @@ def test_protocol_violations_abort_and_the_listener_keeps_serving(raw, bad) -> N
     assert echo_works(port)
 
 
+def test_a_released_association_leaves_no_spool_file(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stored instance's successor file is made ahead; release removes the unused one."""
+    settings, port, _ = server
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where the listener spools
+    ae = AE(ae_title="SENDER")
+    assoc = ae.associate(
+        "127.0.0.1", port, contexts=[build_context(CTImageStorage, [ExplicitVRLittleEndian])],
+        ae_title="JIP",
+    )  # fmt: skip
+    try:
+        statuses = [assoc.send_c_store(CT_SMALL).Status for _ in range(3)]
+        assert len(list(spool.glob("*.dcm"))) == 1  # the next instance's, made ahead
+    finally:
+        assoc.release()
+    assert statuses == [0, 0, 0]
+    deadline = time.monotonic() + 10
+    while list(spool.glob("*.dcm")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(spool.glob("*.dcm")) == []
+    assert stored_count(settings) == 1
+
+
 def test_a_connection_cut_mid_data_set_leaves_no_spool_file(
     raw, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
