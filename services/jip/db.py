@@ -7,11 +7,13 @@ Engines are built by callers from settings, never at import, so tests never shar
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
@@ -91,3 +93,60 @@ def insert_ignoring_duplicates(engine_or_dialect: Any, table: Any) -> Any:
     when asked to (``preserve_rowcount``), else psycopg reports -1.
     """
     return InsertIgnoringDuplicates(table).execution_options(preserve_rowcount=True)
+
+
+_ROWCOUNT = {"preserve_rowcount": True}
+
+
+class DriverStatement:
+    """A Core statement compiled once per dialect, then run as the driver's SQL text.
+
+    For statements on the ingest path, run once per received instance: compiling from
+    SQLAlchemy's cache (cache key, parameter processing) cost more than the database's
+    own work (about 0.18 ms against 0.05 ms for the catalog's two statements on SQLite).
+    The statement stays a Core construct, and runs through ``exec_driver_sql`` (same
+    transaction, same error wrapping), with the column types' bind processors applied.
+    """
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> int:
+        """Run in ``conn``'s transaction; returns the driver's row count."""
+        compiled = self._compiled.get(conn.dialect.name)
+        if compiled is None:
+            compiled = self._compiled[conn.dialect.name] = _Compiled.of(self.statement, conn)
+        values = compiled.defaults | params
+        for name, processor in compiled.processors.items():
+            values[name] = processor(values[name])
+        result = conn.exec_driver_sql(
+            compiled.sql,
+            tuple(values[name] for name in compiled.order) if compiled.order else values,
+            execution_options=_ROWCOUNT,
+        )
+        return int(result.rowcount)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    order: tuple[str, ...] | None  # parameter names in order, for positional drivers
+    processors: dict[str, Callable[[Any], Any]]  # the types' bind processors
+    defaults: dict[str, Any]  # values given in the statement itself
+
+    @classmethod
+    def of(cls, statement: ClauseElement, conn: Connection) -> _Compiled:
+        dialect = conn.dialect
+        compiled: Any = statement.compile(dialect=dialect)
+        binds = compiled.binds.items()
+        return cls(
+            sql=compiled.string,
+            order=tuple(compiled.positiontup) if compiled.positional else None,
+            processors={
+                name: processor
+                for name, bind in binds
+                if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))
+            },
+            defaults={name: bind.value for name, bind in binds if not bind.required},
+        )

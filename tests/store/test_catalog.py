@@ -586,3 +586,30 @@ def test_alembic_upgrade_is_idempotent_and_matches_the_orm(catalog_url: str) -> 
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_a_driver_statement_stores_what_sqlalchemy_would_and_raises_its_errors(
+    engine: Engine,
+) -> None:
+    """The ingest path's statements skip SQLAlchemy's compiler, not its types or errors."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import bindparam, insert
+
+    from jip.db import DriverStatement
+
+    table = Patient.__table__
+    statement = insert(table).values(
+        patient_id=bindparam("patient_id"), patient_name=bindparam("name"),
+        patient_birth_date="", patient_sex="", created_at=bindparam("at", type_=table.c.created_at.type),
+    )  # fmt: skip
+    when = datetime(2026, 12, 6, 17, 45, 1, 123456, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(statement, {"patient_id": "BY-SQLALCHEMY", "name": "A^B", "at": when})
+        driver = DriverStatement(statement)
+        assert driver.execute(conn, {"patient_id": "BY-DRIVER", "name": "A^B", "at": when}) == 1
+        rows = dict(conn.execute(select(Patient.patient_id, Patient.created_at)).tuples().all())
+    assert rows["BY-DRIVER"] == rows["BY-SQLALCHEMY"]
+    assert rows["BY-DRIVER"].replace(tzinfo=UTC) == when
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # the same id again
+        driver.execute(conn, {"patient_id": "BY-DRIVER", "name": "A^B", "at": when})

@@ -6,7 +6,8 @@ are already there (exactly when the parents' own inserts would do nothing), and 
 series' ``updated_at`` is refreshed. Everything else (a series' first instance, a known
 SOP Instance UID, a series deleted meanwhile by another process) takes the full path
 below. Statements are built once with bind parameters, so SQLAlchemy's compiled cache
-serves them: building them per row cost more than the database work.
+serves them: building them per row cost more than the database work; the two of the
+common case are run on the driver's cursor (:class:`jip.db.DriverStatement`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.engine import Connection
 
-from jip.db import insert_ignoring_duplicates
+from jip.db import DriverStatement, insert_ignoring_duplicates
 from jip.store.catalog_schema import IngestConflict, Instance, Patient, Series, Study
 from jip.store.dicom_file import InstanceHeader
 from jip.store.projects import assign_new_series
@@ -84,18 +85,20 @@ _INSTANCE_VALUES = _columns(
     ),
 )
 _INSERT_INSTANCE = insert_ignoring_duplicates(None, _INSTANCE).values(_INSTANCE_VALUES)
-_INSERT_INSTANCE_OF_KNOWN_SERIES = insert_ignoring_duplicates(None, _INSTANCE).from_select(
-    list(_INSTANCE_VALUES),
-    select(*_INSTANCE_VALUES.values()).where(
-        exists().where(Series.series_instance_uid == bindparam("series")),
-        exists().where(Study.study_instance_uid == bindparam("study")),
-        exists().where(Patient.patient_id == bindparam("patient")),
-    ),
+_INSERT_INSTANCE_OF_KNOWN_SERIES = DriverStatement(
+    insert_ignoring_duplicates(None, _INSTANCE).from_select(
+        list(_INSTANCE_VALUES),
+        select(*_INSTANCE_VALUES.values()).where(
+            exists().where(Series.series_instance_uid == bindparam("series")),
+            exists().where(Study.study_instance_uid == bindparam("study")),
+            exists().where(Patient.patient_id == bindparam("patient")),
+        ),
+    )
 )
-_TOUCH_SERIES = (
+_TOUCH_SERIES = DriverStatement(
     update(Series)
     .where(Series.series_instance_uid == bindparam("series"))
-    .values(updated_at=bindparam("now"))
+    .values(updated_at=bindparam("now", type_=Series.__table__.c.updated_at.type))
 )
 _STORED = select(Instance.sha256, Instance.blob_key).where(
     Instance.sop_instance_uid == bindparam("sop_instance_uid")
@@ -174,8 +177,8 @@ def _add_one(
     }
     series = {"series": h.series_instance_uid, "now": now}
     parents = {"study": h.study_instance_uid, "patient": h.patient_id[:64]}
-    if conn.execute(_INSERT_INSTANCE_OF_KNOWN_SERIES, row | series | parents).rowcount == 1:
-        conn.execute(_TOUCH_SERIES, series)
+    if _INSERT_INSTANCE_OF_KNOWN_SERIES.execute(conn, row | series | parents) == 1:
+        _TOUCH_SERIES.execute(conn, series)
         return AddResult(AddOutcome.STORED)
     stored = conn.execute(_STORED, row).first()
     if stored is not None:
@@ -279,6 +282,6 @@ def _ensure_parents(conn: Connection, h: InstanceHeader, now: datetime) -> bool:
         },
     )
     if inserted.rowcount == 0:
-        conn.execute(_TOUCH_SERIES, {"series": h.series_instance_uid, "now": now})
+        _TOUCH_SERIES.execute(conn, {"series": h.series_instance_uid, "now": now})
         return False
     return True
