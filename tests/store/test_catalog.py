@@ -613,3 +613,26 @@ def test_a_driver_statement_stores_what_sqlalchemy_would_and_raises_its_errors(
     assert rows["BY-DRIVER"].replace(tzinfo=UTC) == when
     with pytest.raises(IntegrityError), engine.begin() as conn:  # the same id again
         driver.execute(conn, {"patient_id": "BY-DRIVER", "name": "A^B", "at": when})
+
+
+def test_the_ingest_writer_survives_losing_its_connection(engine: Engine, catalog: Catalog) -> None:
+    """It holds one connection between batches; a database restart must not fail a sender."""
+    from jip.store.catalog_add import CatalogWriter
+
+    writer = CatalogWriter(engine, DuplicatePolicy.KEEP_FIRST, "default")
+    try:
+        assert writer.add([instance(header(sop(1)))])[0].outcome is AddOutcome.STORED
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as other:  # what a server restart does to the session
+                other.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+        else:
+            writer._conn.connection.dbapi_connection.close()  # type: ignore[union-attr]
+        assert writer.add([instance(header(sop(2)))])[0].outcome is AddOutcome.STORED
+    finally:
+        writer.close()
+    assert catalog.counts()["instances"] == 2

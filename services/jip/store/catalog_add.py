@@ -13,13 +13,15 @@ common case are run on the driver's cursor (:class:`jip.db.DriverStatement`).
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, exists, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from jip.db import DriverStatement, insert_ignoring_duplicates
 from jip.store.catalog_schema import IngestConflict, Instance, Patient, Series, Study
@@ -143,6 +145,47 @@ _INSERT_SERIES = insert_ignoring_duplicates(None, Series.__table__).values(
         ),
     )
 )
+
+
+class CatalogWriter:
+    """The ingest path's own connection, held from one batch to the next.
+
+    Checking a pooled connection out and back in for each batch cost ~0.05 ms, a tenth
+    of the CPU a small instance takes. Batches come one at a time from the group
+    committer (the lock only guards other callers). A connection lost with its database
+    (a PostgreSQL restart) is replaced, and the batch it held tried again.
+    """
+
+    def __init__(self, engine: Engine, policy: DuplicatePolicy, default_project: str) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.default_project = default_project
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    def add(self, items: Sequence[NewInstance]) -> list[AddResult]:
+        """Record ``items`` in one transaction; the result list matches ``items``."""
+        with self._lock:
+            if self._conn is None:
+                self._conn = self.engine.connect()
+            try:
+                return self._add(self._conn, items)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            # The connection was lost (a database restart) and the batch rolled back
+            # with it: once more on a new one, as a pooled checkout's ping would have.
+            return self._add(self._conn, items)
+
+    def _add(self, conn: Connection, items: Sequence[NewInstance]) -> list[AddResult]:
+        with conn.begin():
+            return add_instances(conn, items, self.policy, self.default_project)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 def add_instances(

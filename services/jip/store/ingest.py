@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jip.store.catalog import AddOutcome, AddResult, Catalog, DuplicatePolicy, NewInstance
+from jip.store.catalog_add import CatalogWriter
 from jip.store.dicom_file import InstanceHeader, header_of, open_part10, read_header_bytes
 from jip.store.group_commit import GroupCommitter
 from jip.store.storage import BlobStorage
@@ -73,9 +74,8 @@ class Ingestor:
         self.storage = storage
         self.catalog = catalog
         self.policy = policy
-        self._committer: GroupCommitter[NewInstance, AddResult] = GroupCommitter(
-            lambda items: catalog.add(items, policy)
-        )
+        self._writer = CatalogWriter(catalog.engine, policy, catalog.default_project)
+        self._committer: GroupCommitter[NewInstance, AddResult] = GroupCommitter(self._writer.add)
 
     def ingest_file(
         self, path: Path, calling_ae_title: str = "", *, project: str | None = None
@@ -133,3 +133,4 @@ class Ingestor:
 
     def close(self) -> None:
         self._committer.close()
+        self._writer.close()
