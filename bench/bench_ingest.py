@@ -8,7 +8,7 @@ the environment) to Orthanc and to JIP's listener (``jip up --no-airflow`` runs 
 same ``ListenerGroup``), each started on a fresh data directory for every
 measurement. First with one sender, then with ``--senders`` concurrent storescu
 processes. Each measurement runs ``--repeat`` times with the targets alternating
-(other load on the machine drifts); prints the medians of instances/s and MB/s and
+(other load on the machine drifts), and starts after an ``os.sync()``; prints the medians of instances/s and MB/s and
 the ratio JIP/Orthanc, and the CPU time the receiving server used per instance (less
 sensitive than throughput to other load on the machine).
 """
@@ -218,6 +218,10 @@ def measure(
     with tempfile.TemporaryDirectory(prefix=f"bench-{target}-") as tmp:
         workdir = Path(tmp)
         with server(workdir) as (aet, port, count, cpu):
+            # Start with nothing left to write back from the previous measurement (the
+            # other server's unflushed files, the removed data directory): it would
+            # slow this one's fsyncs down.
+            os.sync()
             cpu_before = cpu()
             seconds = send(files, aet, port, senders)
             cpu_used = cpu() - cpu_before

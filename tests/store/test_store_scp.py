@@ -7,12 +7,15 @@ data on a context that was not accepted, a connection cut in the middle of a dat
 
 from __future__ import annotations
 
+import errno
+import io
 import socket
 import struct
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -26,7 +29,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 
 from jip.config import AuthSettings, Settings, StoreSettings
 from jip.runtime import build_runtime
-from jip.store import dimse_pdu, scu
+from jip.store import dimse_pdu, scu, store_scp
 from jip.store.dimse import build_ae, start_server
 from jip.store.dimse_handlers import VERIFICATION
 
@@ -298,6 +301,51 @@ def test_protocol_violations_abort_and_the_listener_keeps_serving(raw, bad) -> N
     assert sock.recv(1) == b""  # and the connection is closed
     assert stored_count(settings) == 0
     assert echo_works(port)
+
+
+class _FillingSpool(io.BufferedWriter):
+    """A spool file on a disk that fills up after the file meta."""
+
+    def write(self, data: Any) -> int:
+        if self.tell() > 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+@pytest.mark.parametrize("where", ["no spool file", "disk fills mid data set"])
+def test_a_full_disk_answers_out_of_resources_and_the_association_goes_on(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    settings, port, _ = server
+    made_ahead = store_scp._new_spool
+    calls = 0
+
+    def new_spool() -> tuple[Path, Any]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return made_ahead()
+        if where == "no spool file":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        path = tmp_path / "filling.dcm"
+        return path, _FillingSpool(io.FileIO(path, "w"))
+
+    monkeypatch.setattr(store_scp, "_new_spool", new_spool)
+    ae = AE(ae_title="SENDER")
+    assoc = ae.associate(
+        "127.0.0.1", port, contexts=[build_context(CTImageStorage, [ExplicitVRLittleEndian])],
+        ae_title="JIP",
+    )  # fmt: skip
+    try:
+        refused = assoc.send_c_store(CT_SMALL)
+        stored = assoc.send_c_store(CT_SMALL)  # the disk has room again
+    finally:
+        assoc.release()
+    assert refused.Status == 0xA700
+    assert "No space left on device" in refused.ErrorComment
+    assert stored.Status == 0x0000
+    assert stored_count(settings) == 1
+    assert not (tmp_path / "filling.dcm").exists()
 
 
 def test_a_released_association_leaves_no_spool_file(

@@ -69,7 +69,7 @@ from jip.store.dimse_pdu import (
     p_data_pdu,
     read_pdu,
 )
-from jip.store.dimse_status import GeneralStatus
+from jip.store.dimse_status import GeneralStatus, StorageStatus
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,9 @@ class _Incoming:
     fields: dict[int, int | str] | None = None
     spool: BinaryIO | None = None
     path: Path | None = None
+    # Why the data set can't be kept (no disk space for the spool file): its remaining
+    # fragments are read and dropped, then the C-STORE is answered Out of Resources.
+    refused: str | None = None
 
 
 class StoreSession:
@@ -190,9 +193,17 @@ class StoreSession:
             if is_last:
                 self._command_complete(incoming)
             return
-        if incoming is None or incoming.spool is None or context_id != incoming.context_id:
+        if (
+            incoming is None
+            or context_id != incoming.context_id
+            or (incoming.spool is None and incoming.refused is None)
+        ):
             raise ProtocolError("a data set fragment without a C-STORE command before it")
-        incoming.spool.write(data)
+        if incoming.spool is not None:
+            try:
+                incoming.spool.write(data)
+            except OSError as exc:
+                self._refuse(incoming, exc)
         if is_last:
             self._store(incoming)
 
@@ -206,7 +217,10 @@ class StoreSession:
         elif field == C_CANCEL_RQ:
             self._incoming = None  # nothing to cancel: C-STORE and C-ECHO are answered at once
         elif field == C_STORE_RQ and has_data:
-            incoming.path, incoming.spool = self._open_spool(incoming)
+            try:
+                incoming.path, incoming.spool = self._open_spool(incoming)
+            except OSError as exc:
+                self._refuse(incoming, exc)
         else:
             raise ProtocolError(
                 f"unsupported DIMSE command 0x{field or 0:04X} on a storage association"
@@ -232,16 +246,32 @@ class StoreSession:
             raise
         return path, spool
 
+    def _refuse(self, incoming: _Incoming, exc: OSError) -> None:
+        log.warning(
+            "cannot spool a C-STORE data set", extra={"peer": self.calling_ae, "error": str(exc)}
+        )
+        incoming.refused = f"cannot keep the data set: {exc.strerror}; free disk space and retry"
+        _drop_spool(incoming)
+
     def _store(self, incoming: _Incoming) -> None:
-        assert incoming.spool is not None and incoming.path is not None
-        incoming.spool.close()
-        incoming.spool = None
         self._incoming = None
+        if incoming.spool is not None:
+            try:
+                incoming.spool.close()
+                incoming.spool = None
+            except OSError as exc:  # the last buffered bytes did not fit
+                self._refuse(incoming, exc)
+        if incoming.refused is not None:
+            self._respond(incoming, C_STORE_RSP, StorageStatus.OUT_OF_RESOURCES, incoming.refused)
+            return
+        assert incoming.path is not None
         status, comment = self.store(incoming.path, self.calling_ae)  # consumes the file
         self._respond(incoming, C_STORE_RSP, status, comment)
         # The next instance's file is made now, while the peer is busy reading it: a
         # new file (inode) costs ~0.1 ms that would otherwise come after its command.
-        self._spare = _new_spool()
+        # Best effort: if it can't be made, the next command tries and says why.
+        with contextlib.suppress(OSError):
+            self._spare = _new_spool()
 
     def _respond(
         self, incoming: _Incoming, field: int, status: int, comment: str | None = None
@@ -265,14 +295,23 @@ class StoreSession:
             self._spare[0].unlink(missing_ok=True)
             self._spare = None
         incoming, self._incoming = self._incoming, None
-        if incoming is not None and incoming.spool is not None:
-            incoming.spool.close()
-        if incoming is not None and incoming.path is not None:
-            incoming.path.unlink(missing_ok=True)
+        if incoming is not None:
+            _drop_spool(incoming)
 
     def _send_quietly(self, pdu: bytes) -> None:
         with contextlib.suppress(OSError):
             self.sock.sendall(pdu)
+
+
+def _drop_spool(incoming: _Incoming) -> None:
+    """Close and remove the message's spool file, if it has one."""
+    spool, incoming.spool = incoming.spool, None
+    if spool is not None:
+        with contextlib.suppress(OSError):  # a failed flush still closes the file
+            spool.close()
+    if incoming.path is not None:
+        incoming.path.unlink(missing_ok=True)
+        incoming.path = None
 
 
 def _new_spool() -> tuple[Path, BinaryIO]:
