@@ -121,6 +121,12 @@ def echo_works(port: int) -> bool:
         assoc.release()
 
 
+def ct_storage_association(port: int) -> Any:
+    """An association from SENDER proposing CT Image Storage, explicit VR only."""
+    context = build_context(CTImageStorage, [ExplicitVRLittleEndian])
+    return AE(ae_title="SENDER").associate("127.0.0.1", port, contexts=[context], ae_title="JIP")
+
+
 # -- through pynetdicom --------------------------------------------------------------
 def test_storage_takes_the_fast_path_and_queries_go_to_pynetdicom(server) -> None:
     _, port, running = server
@@ -160,9 +166,7 @@ def test_storage_classes_outside_the_image_storage_arc_take_the_fast_path(server
 
 def test_a_stored_instance_is_catalogued_with_its_bytes_as_sent(server) -> None:
     settings, port, _ = server
-    ae = AE(ae_title="SENDER")
-    context = build_context(CTImageStorage, [ExplicitVRLittleEndian])
-    assoc = ae.associate("127.0.0.1", port, contexts=[context], ae_title="JIP")
+    assoc = ct_storage_association(port)
     try:
         status = assoc.send_c_store(CT_SMALL)
     finally:
@@ -331,11 +335,7 @@ def test_a_full_disk_answers_out_of_resources_and_the_association_goes_on(
         return path, _FillingSpool(io.FileIO(path, "w"))
 
     monkeypatch.setattr(store_scp, "_new_spool", new_spool)
-    ae = AE(ae_title="SENDER")
-    assoc = ae.associate(
-        "127.0.0.1", port, contexts=[build_context(CTImageStorage, [ExplicitVRLittleEndian])],
-        ae_title="JIP",
-    )  # fmt: skip
+    assoc = ct_storage_association(port)
     try:
         refused = assoc.send_c_store(CT_SMALL)
         stored = assoc.send_c_store(CT_SMALL)  # the disk has room again
@@ -356,11 +356,7 @@ def test_a_released_association_leaves_no_spool_file(
     spool = tmp_path / "spool"
     spool.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where the listener spools
-    ae = AE(ae_title="SENDER")
-    assoc = ae.associate(
-        "127.0.0.1", port, contexts=[build_context(CTImageStorage, [ExplicitVRLittleEndian])],
-        ae_title="JIP",
-    )  # fmt: skip
+    assoc = ct_storage_association(port)
     try:
         statuses = [assoc.send_c_store(CT_SMALL).Status for _ in range(3)]
         assert len(list(spool.glob("*.dcm"))) == 1  # the next instance's, made ahead
