@@ -173,3 +173,19 @@ def test_an_ae_that_is_no_peer_sees_all_or_nothing_as_configured(engine: Engine)
 def test_peer_projects_are_project_names(name: str) -> None:
     with pytest.raises(ValueError, match="project name"):
         ward([name])
+
+
+def test_a_peer_whose_host_does_not_resolve_is_unavailable_naming_it(tmp_path: Path) -> None:
+    """Hosts are taken as typed (DNS may know them later); using one that fails says so."""
+    from jip.config import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    nowhere = DicomPeer(ae_title="NOWHERE", host="no-such-host.invalid", port=104)
+    calls: list[Callable[[], object]] = [
+        lambda: scu.echo(settings, nowhere),
+        lambda: scu.find(settings, nowhere, QueryLevel.STUDY, {"PatientID": "X"}),
+        lambda: scu.move(settings, nowhere, "JIP", QueryLevel.STUDY, {"StudyInstanceUID": "1.2"}),
+    ]
+    for call in calls:
+        with pytest.raises(errors.Unavailable, match=r"NOWHERE@no-such-host\.invalid:104.*host"):
+            call()

@@ -103,10 +103,15 @@ def scu_ae(settings: Settings) -> JipAE:
 
 
 def _associate(ae: JipAE, peer: DicomPeer, contexts: list[object]) -> Association:
-    assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title)
+    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
+    try:
+        assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title)
+    except OSError as exc:  # a host name that does not resolve, among others
+        raise errors.Unavailable(
+            f"cannot reach {where}: {exc.strerror or exc}; check the peer's host and port"
+        ) from exc
     if assoc.is_established:
         return assoc
-    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
     if assoc.is_rejected:
         raise errors.Forbidden(f"{where} rejected the association (is our AE title known there?)")
     raise errors.Unavailable(f"no association with {where}: connection failed or aborted")
