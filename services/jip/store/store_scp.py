@@ -241,8 +241,7 @@ class StoreSession:
         try:
             spool.write(meta)
         except BaseException:
-            spool.close()
-            path.unlink(missing_ok=True)
+            _remove_spool(path, spool)
             raise
         return path, spool
 
@@ -291,8 +290,7 @@ class StoreSession:
 
     def _discard_incoming(self) -> None:
         if self._spare is not None:
-            self._spare[1].close()
-            self._spare[0].unlink(missing_ok=True)
+            _remove_spool(*self._spare)
             self._spare = None
         incoming, self._incoming = self._incoming, None
         if incoming is not None:
@@ -305,13 +303,16 @@ class StoreSession:
 
 def _drop_spool(incoming: _Incoming) -> None:
     """Close and remove the message's spool file, if it has one."""
-    spool, incoming.spool = incoming.spool, None
+    if incoming.path is not None:
+        _remove_spool(incoming.path, incoming.spool)
+    incoming.path = incoming.spool = None
+
+
+def _remove_spool(path: Path, spool: BinaryIO | None) -> None:
     if spool is not None:
         with contextlib.suppress(OSError):  # a failed flush still closes the file
             spool.close()
-    if incoming.path is not None:
-        incoming.path.unlink(missing_ok=True)
-        incoming.path = None
+    path.unlink(missing_ok=True)
 
 
 def _new_spool() -> tuple[Path, BinaryIO]:
