@@ -8,9 +8,10 @@ the environment) to Orthanc and to JIP's listener (``jip up --no-airflow`` runs 
 same ``ListenerGroup``), each started on a fresh data directory for every
 measurement. First with one sender, then with ``--senders`` concurrent storescu
 processes. Each measurement runs ``--repeat`` times with the targets alternating
-(other load on the machine drifts), and starts after an ``os.sync()``; prints the medians of instances/s and MB/s and
-the ratio JIP/Orthanc, and the CPU time the receiving server used per instance (less
-sensitive than throughput to other load on the machine).
+(other load on the machine drifts), and starts after an ``os.sync()``; prints the
+medians of instances/s and MB/s and the ratio JIP/Orthanc, and the CPU time the
+receiving server used per instance (less sensitive than throughput to other load on
+the machine).
 """
 
 from __future__ import annotations

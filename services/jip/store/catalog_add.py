@@ -7,7 +7,8 @@ series' ``updated_at`` is refreshed. Everything else (a series' first instance, 
 SOP Instance UID, a series deleted meanwhile by another process) takes the full path
 below. Statements are built once with bind parameters, so SQLAlchemy's compiled cache
 serves them: building them per row cost more than the database work; the two of the
-common case are run on the driver's cursor (:class:`jip.db.DriverStatement`).
+common case skip even that cache and run as SQL text compiled once
+(:class:`jip.db.DriverStatement`).
 """
 
 from __future__ import annotations

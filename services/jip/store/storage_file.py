@@ -179,7 +179,7 @@ def _link(source: Path, target: Path) -> bool:
 
 
 def _fsync(path: Path) -> None:
-    """fsync a file or a directory (the latter makes a rename durable)."""
+    """fsync a file or a directory (the latter makes a new name in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
