@@ -37,14 +37,14 @@ from jip.app import build_app
 from jip.backends import storage_for
 from jip.config import AuthSettings, FlowSettings, MetaSettings, Settings
 from jip.errors import NotFound
-from jip.flow import steps
-from jip.flow.airflow_process import EmbeddedAirflow
-from jip.flow.api_client import JipClient
 from jip.flow.component import task_environment
+from jip.flow.embedded_airflow import EmbeddedAirflow
 from jip.flow.engine_airflow import AirflowEngine
-from jip.flow.runner import OperatorJob
-from jip.flow.runner_subprocess import SubprocessRunner
 from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
+from jip.flow.worker import steps
+from jip.flow.worker.api_client import JipClient
+from jip.flow.worker.runner import OperatorJob
+from jip.flow.worker.runner_subprocess import SubprocessRunner
 from jip.runtime import Runtime, build_runtime
 
 NOOP_MAIN = '''"""noop: notes when it started, does nothing else."""
@@ -69,7 +69,7 @@ NOOP_SCHEMA = """{"type": "object", "additionalProperties": false,
  "properties": {"stamp_file": {"type": "string", "default": "/dev/null"}}}
 """
 DAGS = '''from airflow.sdk import dag, task_group
-from jip.flow.airflow.tasks import fan_out, get_input, put_output, run_operator, workflow_params
+from jip.flow.worker.tasks import fan_out, get_input, put_output, run_operator, workflow_params
 
 
 def make(dag_id, max_active_tasks):

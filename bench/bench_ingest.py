@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 from jip.config import Settings, StoreSettings
 from jip.runtime import build_runtime
 from jip.samples import image_series, random_patient, write_datasets
-from jip.store.listener import ListenerGroup
+from jip.store.dimse.listener import ListenerGroup
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 SERIES_SIZE = 100

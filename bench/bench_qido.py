@@ -32,7 +32,7 @@ from timing import percentile, timed  # noqa: E402
 from jip.app import build_app  # noqa: E402
 from jip.config import AuthSettings, Settings  # noqa: E402
 from jip.runtime import build_runtime  # noqa: E402
-from jip.store.catalog import Catalog, NewInstance  # noqa: E402
+from jip.store.catalog.catalog import Catalog, NewInstance  # noqa: E402
 from jip.store.dicom_file import InstanceHeader  # noqa: E402
 
 FAMILY = ["Meyer", "Schmidt", "Novak", "Rossi", "Dubois", "Jansen", "Kowalski", "Garcia"]

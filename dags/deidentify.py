@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task_group
 
-from jip.flow.airflow.tasks import (
+from jip.flow.worker.tasks import (
     fan_out,
     get_input,
     put_output,

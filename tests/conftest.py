@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from tests.up_site import LAST, abdomen_ct, run_shared_site_tests_last, up_site
 
-from jip.store.storage import BlobStorage
+from jip.store.storage.port import BlobStorage
 
 __all__ = ["abdomen_ct", "up_site"]  # session fixtures: one `jip up` for every test using it
 
@@ -73,10 +73,10 @@ def s3_storage_url(s3_endpoint: str) -> Callable[..., str]:
 def blob_storage(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStorage:
     """Empty blob storage: a temp directory, or a fresh bucket on the moto server."""
     if request.param == "file":
-        from jip.store.storage_file import FileStorage
+        from jip.store.storage.file import FileStorage
 
         return FileStorage(tmp_path / "blobs")
-    from jip.store.storage_s3 import S3Storage
+    from jip.store.storage.s3 import S3Storage
 
     url = request.getfixturevalue("s3_storage_url")()
     return S3Storage.from_url(

@@ -55,9 +55,9 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     from jip.base.auth import require_token
     from jip.base.routes import API_ROUTERS, PUBLIC_ROUTERS
     from jip.meta.routes import router as meta_router
+    from jip.store.dimse.scu_routes import router as dicom_scu_router
     from jip.store.projects_routes import router as projects_data_router
     from jip.store.routes import router as store_router
-    from jip.store.scu_routes import router as dicom_scu_router
 
     # Deny by default: with auth enabled every route, including those added below by any
     # service, needs a valid bearer token unless jip.base.auth names it public (probes,
@@ -83,11 +83,11 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     from jip.flow.routes import router as flow_router
 
     app.include_router(flow_router)
-    from jip.base.site_status import router as site_status_router
-    from jip.base.ui import admin, admin_assignment, admin_peers, runs, series
-    from jip.base.ui.routes import router as ui_router
-    from jip.base.ui.routes import templates
-    from jip.base.ui.viewer import add_template_globals
+    from jip.ui import admin, admin_assignment, admin_peers, runs, series
+    from jip.ui.routes import router as ui_router
+    from jip.ui.routes import templates
+    from jip.ui.status import router as site_status_router
+    from jip.ui.viewer import add_template_globals
 
     app.include_router(site_status_router)
     app.include_router(ui_router)
@@ -134,7 +134,7 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
 
 def _include_dicomweb(app: FastAPI) -> None:
     try:
-        from jip.store.dicomweb import router as dicomweb_router
+        from jip.store.dicomweb.routes import router as dicomweb_router
     except ImportError:  # pragma: no cover - DICOMweb lands with its own module
         log.warning("DICOMweb router not available")
         return

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from jip.config import Settings
 from jip.db import make_engine
-from jip.store.storage import BlobStorage
+from jip.store.storage.port import BlobStorage
 
 if TYPE_CHECKING:
     from jip.meta.index import MetaIndex
@@ -25,11 +25,11 @@ def storage_for(url: str, settings: Settings) -> BlobStorage:
     """Blob storage for ``file:///path`` or ``s3://bucket/prefix?endpoint=host:port``."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        from jip.store.storage_file import FileStorage
+        from jip.store.storage.file import FileStorage
 
         return FileStorage(Path(unquote(parsed.path)))
     if parsed.scheme == "s3":
-        from jip.store.storage_s3 import S3Storage
+        from jip.store.storage.s3 import S3Storage
 
         return S3Storage.from_url(
             url,

@@ -76,7 +76,7 @@ def embedded_components(settings: Settings, role: Role = Role.ALL) -> list[Compo
     """The components a `jip up` process runs besides the HTTP API, in start order."""
     components: list[Component] = []
     if role in (Role.ALL, Role.DICOM):
-        from jip.store.listener import ListenerGroup
+        from jip.store.dimse.listener import ListenerGroup
 
         components.append(ListenerGroup(settings))
     if role in (Role.ALL, Role.INDEXER):

@@ -16,9 +16,9 @@ from jip.base.identity import Identity, build_identity
 from jip.config import Settings
 from jip.meta.index import MetaIndex
 from jip.migrations import upgrade
-from jip.store.catalog import Catalog, DuplicatePolicy
+from jip.store.catalog.catalog import Catalog, DuplicatePolicy
 from jip.store.ingest import Ingestor
-from jip.store.storage import BlobStorage
+from jip.store.storage.port import BlobStorage
 
 
 @dataclass

@@ -46,10 +46,10 @@ from jip.config import Settings
 from jip.flow import records, rules
 from jip.flow.engine import RunState, TaskState
 from jip.flow.matching import SeriesMatcher
-from jip.flow.runner import operators_dir
 from jip.flow.service import FlowService
+from jip.flow.worker.runner import operators_dir
 from jip.runtime import build_runtime
-from jip.store.multipart import Part, new_boundary, write_parts
+from jip.store.dicomweb.multipart import Part, new_boundary, write_parts
 from jip.store.projects import SeriesProjects
 
 A, B = "liver", "lung"

@@ -19,7 +19,7 @@ from tests.store.dicomweb_support import part10
 from jip.app import build_app
 from jip.errors import NotFound
 from jip.runtime import build_runtime
-from jip.store.multipart import Part, new_boundary, write_parts
+from jip.store.dicomweb.multipart import Part, new_boundary, write_parts
 
 
 def _projects_of(site: Site, key: str) -> set[str]:

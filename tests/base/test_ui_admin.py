@@ -19,11 +19,11 @@ from tests.base.test_ui_pages import browser_login, csrf_of
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
 
 from jip.base.schema import ProjectRole
-from jip.base.ui.routes import templates
-from jip.base.ui.viewer import format_viewer_url
 from jip.meta.indexer import Indexer
 from jip.runtime import Runtime
 from jip.samples import synthetic_site, write_datasets
+from jip.ui.routes import templates
+from jip.ui.viewer import format_viewer_url
 
 ADMIN_ONLY = [
     "/ui/admin/users",
@@ -309,7 +309,7 @@ def test_admin_status_api_reports_counts_backends_backlog_and_airflow(
 
 
 def test_backend_locations_hide_credentials() -> None:
-    from jip.base.site_status import backend
+    from jip.ui.status import backend
 
     pg = backend("postgresql://jip:secret@db:5432/jip?sslmode=require")
     assert pg.kind == "postgresql" and "secret" not in pg.location and "db:5432/jip" in pg.location

@@ -21,7 +21,6 @@ from tests.base.test_ui_pages import browser_login
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
 
 from jip.base.schema import ProjectRole
-from jip.base.ui import overlay
 from jip.flow import records
 from jip.flow.schema import ResultKind
 from jip.flow.sdk.phantom import (
@@ -35,6 +34,7 @@ from jip.flow.sdk.phantom import (
 from jip.flow.sdk.series import read_datasets, sort_slices
 from jip.meta.indexer import Indexer
 from jip.runtime import Runtime
+from jip.ui import overlay
 
 ORGANS = ("liver", "spleen")  # segment numbers 1 and 2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jip.base.ui import workflow_form
+from jip.ui import workflow_form
 
 SCHEMA = {
     "properties": {

@@ -12,7 +12,7 @@ from jip.flow.engine import RunState, TaskInstance, TaskState, WorkflowInfo, Wor
 
 
 def series_workflow(dag_id: str, *operators: str, review: bool = False) -> WorkflowInfo:
-    """A workflow as `jip.flow.airflow.tasks.workflow_params` declares it."""
+    """A workflow as `jip.flow.worker.tasks.workflow_params` declares it."""
     properties: dict[str, Any] = {
         "series": {"type": "array", "items": {"type": "string"}, "default": []}
     }

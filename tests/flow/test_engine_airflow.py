@@ -17,7 +17,7 @@ import pytest
 
 from jip.config import FlowSettings, Settings
 from jip.errors import Conflict, Invalid, NotFound, Unavailable
-from jip.flow.airflow_process import (
+from jip.flow.embedded_airflow import (
     EmbeddedAirflow,
     airflow_environment,
     ensure_password,

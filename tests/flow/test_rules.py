@@ -17,12 +17,12 @@ from jip.errors import Invalid
 from jip.flow import records, rules
 from jip.flow.matching import SeriesMatcher
 from jip.flow.models import RuleIn
-from jip.flow.runner import repository_operators_dir
 from jip.flow.schema import ResultKind
 from jip.flow.sdk.phantom import build_abdomen_phantom
 from jip.flow.service import FlowService
+from jip.flow.worker.runner import repository_operators_dir
 from jip.runtime import Runtime, build_runtime
-from jip.store.catalog_schema import Series
+from jip.store.catalog.tables import Series
 
 QUIET_S = 60.0
 CT_QUERY = {"bool": {"filter": [{"term": {"Modality": "CT"}}, {"term": {"BodyPartExamined": "ABDOMEN"}}]}}

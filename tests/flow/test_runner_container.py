@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from jip.flow.runner import OperatorJob
-from jip.flow.runner_container import ContainerRunner, container_name
 from jip.flow.sdk.contract import PARAMS_VAR
+from jip.flow.worker.runner import OperatorJob
+from jip.flow.worker.runner_container import ContainerRunner, container_name
 
 
 def job(tmp_path: Path) -> OperatorJob:

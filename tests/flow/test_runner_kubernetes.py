@@ -13,8 +13,8 @@ from kubernetes.client import ApiClient
 
 from jip.config import FlowSettings, Settings
 from jip.errors import Unavailable
-from jip.flow.runner import OperatorJob, runner_for
-from jip.flow.runner_kubernetes import (
+from jip.flow.worker.runner import OperatorJob, runner_for
+from jip.flow.worker.runner_kubernetes import (
     KubernetesRunner,
     PodSettings,
     build_pod,
@@ -105,7 +105,7 @@ def test_pod_without_shared_volume_stages_through_the_store(tmp_path: Path) -> N
     (stage_out,) = spec["containers"]
     assert stage_in["command"][-3:] == ["--dest", "/jip/input", SERIES]
     assert operator["name"] == "operator"
-    assert stage_out["command"][:5] == ["python", "-m", "jip.flow.stage", "push", "--source"]
+    assert stage_out["command"][:5] == ["python", "-m", "jip.flow.worker.stage", "push", "--source"]
     assert "--run-id" in stage_out["command"]
     env = {e["name"]: e["value"] for e in stage_in["env"]}
     assert env["JIP_API_URL"] == "http://jip:8000" and env["JIP_API_TOKEN"] == "t0k"

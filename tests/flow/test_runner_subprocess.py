@@ -11,7 +11,8 @@ import pytest
 
 from jip.config import FlowSettings, Settings
 from jip.errors import Invalid, NotFound
-from jip.flow.runner import (
+from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
+from jip.flow.worker.runner import (
     OperatorFailed,
     OperatorJob,
     OperatorOutcome,
@@ -20,8 +21,7 @@ from jip.flow.runner import (
     repository_operators_dir,
     runner_for,
 )
-from jip.flow.runner_subprocess import SubprocessRunner
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
+from jip.flow.worker.runner_subprocess import SubprocessRunner
 
 ECHO_OPERATOR = """
 import json, os, sys, time

@@ -17,11 +17,12 @@ from jip.app import build_app
 from jip.backends import storage_for
 from jip.config import AuthSettings, Settings
 from jip.errors import NotFound
-from jip.flow import records, steps
-from jip.flow.api_client import JipClient
-from jip.flow.runner import OperatorFailed, OperatorJob, repository_operators_dir
-from jip.flow.runner_subprocess import SubprocessRunner
+from jip.flow import records
 from jip.flow.sdk.phantom import build_abdomen_phantom
+from jip.flow.worker import steps
+from jip.flow.worker.api_client import JipClient
+from jip.flow.worker.runner import OperatorFailed, OperatorJob, repository_operators_dir
+from jip.flow.worker.runner_subprocess import SubprocessRunner
 from jip.runtime import Runtime, build_runtime
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"

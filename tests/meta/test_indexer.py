@@ -23,10 +23,10 @@ from jip.meta.indexer import Indexer, MetaIndexer
 from jip.meta.service import IndexLedger, sweep_orphans
 from jip.runtime import Runtime, build_runtime
 from jip.samples import PatientInfo, image_series, write_datasets
-from jip.store.catalog import Catalog, StoredInstance
+from jip.store.catalog.catalog import Catalog, StoredInstance
 from jip.store.dicom_file import read_instance
 from jip.store.ingest import blob_key
-from jip.store.storage import BlobStorage
+from jip.store.storage.port import BlobStorage
 
 MANUFACTURERS = [
     ("SIEMENS", "SOMATOM Force"),

@@ -1,6 +1,6 @@
 """Fixtures of the DIMSE tests: a running listener and real peers (dcmtk, Orthanc).
 
-- ``make_listener(**store)``: JIP's :class:`~jip.store.listener.ListenerGroup` (real
+- ``make_listener(**store)``: JIP's :class:`~jip.store.dimse.listener.ListenerGroup` (real
   listener processes) on a free port in a temp data dir, migrated as `jip up` does.
 - ``make_storescp(aet)``: dcmtk's storescp writing what it receives to a folder.
 - ``make_orthanc(modalities)``: Orthanc from a generated JSON config on free ports,
@@ -30,8 +30,8 @@ import pytest
 
 from jip.config import AuthSettings, DicomPeer, Settings, StoreSettings
 from jip.runtime import Runtime, build_runtime
-from jip.store.dimse import build_ae, start_server
-from jip.store.listener import ListenerGroup
+from jip.store.dimse.ae import build_ae, start_server
+from jip.store.dimse.listener import ListenerGroup
 
 ORTHANC_PLUGINS = Path("/usr/share/orthanc/plugins")
 

@@ -20,16 +20,16 @@ from sqlalchemy.exc import IntegrityError
 from jip.db import Base, make_engine
 from jip.errors import NotFound
 from jip.migrations import alembic_config, upgrade
-from jip.store.catalog import (
+from jip.store.catalog.catalog import (
     AddOutcome,
     AddResult,
     Catalog,
     DuplicatePolicy,
     NewInstance,
 )
-from jip.store.catalog_schema import Instance, Patient, Series, Study
+from jip.store.catalog.group_commit import GroupCommitter
+from jip.store.catalog.tables import Instance, Patient, Series, Study
 from jip.store.dicom_file import InstanceHeader
-from jip.store.group_commit import GroupCommitter
 from jip.store.projects import SeriesProjects
 
 STUDY = "1.2.826.0.1.3680043.9.7433.1"
@@ -617,7 +617,7 @@ def test_a_driver_statement_stores_what_sqlalchemy_would_and_raises_its_errors(
 
 def test_the_ingest_writer_survives_losing_its_connection(engine: Engine, catalog: Catalog) -> None:
     """It holds one connection between batches; a database restart must not fail a sender."""
-    from jip.store.catalog_add import CatalogWriter
+    from jip.store.catalog.add import CatalogWriter
 
     writer = CatalogWriter(engine, DuplicatePolicy.KEEP_FIRST, "default")
     try:

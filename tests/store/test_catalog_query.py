@@ -13,7 +13,7 @@ from jip.config import Settings
 from jip.errors import Invalid
 from jip.runtime import Runtime, build_runtime
 from jip.samples import image_series, random_patient, synthetic_site, write_datasets
-from jip.store.catalog_query import QueryLevel, find
+from jip.store.catalog.queries import QueryLevel, find
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import pydicom
 import pytest
 
 from jip.errors import Invalid, NotAcceptable, TooLarge
-from jip.store.dicom_xml import NAMESPACE, native_model
-from jip.store.dicomweb_stow import FailureReason, PartOutcome, response_dataset
-from jip.store.dicomweb_wado import plan_frames
-from jip.store.media_types import parse_accept
-from jip.store.multipart import Part, new_boundary, read_parts, write_parts
+from jip.store.dicomweb.dicom_xml import NAMESPACE, native_model
+from jip.store.dicomweb.media_types import parse_accept
+from jip.store.dicomweb.multipart import Part, new_boundary, read_parts, write_parts
+from jip.store.dicomweb.stow import FailureReason, PartOutcome, response_dataset
+from jip.store.dicomweb.wado import plan_frames
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 EXPLICIT = "1.2.840.10008.1.2.1"

@@ -19,7 +19,7 @@ from tests.store.dicomweb_support import (
     uids_of,
 )
 
-from jip.store.series_metadata import SeriesMetadata, absolute_bulk_uris, read_header
+from jip.store.dicomweb.series_metadata import SeriesMetadata, absolute_bulk_uris, read_header
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from tests.store.dicomweb_support import (
     uids_of,
 )
 
-from jip.store.multipart import Part, new_boundary, write_parts
+from jip.store.dicomweb.multipart import Part, new_boundary, write_parts
 
 FAILED, REFERENCED, FAILURE_REASON, ERROR_COMMENT = "00081198", "00081199", "00081197", "00000902"
 

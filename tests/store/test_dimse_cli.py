@@ -23,7 +23,7 @@ from jip.app import status_for
 from jip.base.auth import ANONYMOUS_ADMIN, require_admin
 from jip.cli.main import _register, cli
 from jip.samples import image_series, random_patient, write_datasets
-from jip.store.scu_routes import router
+from jip.store.dimse.scu_routes import router
 
 if TYPE_CHECKING:
     from tests.store.conftest import Listener
@@ -106,7 +106,7 @@ def test_move_needs_a_level_or_a_unique_key(jip: Callable[..., Listener]) -> Non
 
 
 def test_http_api_echo_find_move_for_configured_peers(site: Listener, study: list[Path]) -> None:
-    from jip.store import scu
+    from jip.store.dimse import scu
 
     settings = site.settings
     assert not scu.send(settings, site.peer(), study).failed

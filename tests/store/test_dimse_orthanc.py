@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 from pynetdicom.dsutils import split_dataset
 
 from jip.samples import image_series, random_patient, write_datasets
-from jip.store import scu
-from jip.store.catalog_query import QueryLevel
+from jip.store.catalog.queries import QueryLevel
+from jip.store.dimse import scu
 
 if TYPE_CHECKING:
     from tests.store.conftest import Listener, Orthanc

@@ -23,8 +23,8 @@ from pynetdicom.dsutils import split_dataset
 from jip import errors
 from jip.config import DicomPeer
 from jip.samples import synthetic_site, write_datasets
-from jip.store import scu
-from jip.store.catalog_query import QueryLevel
+from jip.store.catalog.queries import QueryLevel
+from jip.store.dimse import scu
 
 if TYPE_CHECKING:
     from tests.store.conftest import Listener, StoreSCP

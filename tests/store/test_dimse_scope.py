@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from jip.config import DicomPeer
 from jip.samples import image_series, random_patient, write_datasets
-from jip.store import peers, scu
+from jip.store.dimse import peers, scu
 from jip.store.projects import SeriesProjects
 
 if TYPE_CHECKING:

@@ -21,9 +21,9 @@ from pynetdicom.dsutils import split_dataset
 from jip.config import Settings, StoreSettings
 from jip.errors import Unavailable
 from jip.samples import image_series, random_patient, write_datasets
-from jip.store import scu
-from jip.store.dimse import configure_pynetdicom
-from jip.store.listener import ListenerGroup
+from jip.store.dimse import scu
+from jip.store.dimse.ae import configure_pynetdicom
+from jip.store.dimse.listener import ListenerGroup
 
 if TYPE_CHECKING:
     from tests.store.conftest import Listener

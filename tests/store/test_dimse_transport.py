@@ -1,4 +1,4 @@
-"""The AE set up by jip.store.dimse, in-process: TCP_NODELAY and transfer syntax choice."""
+"""The AE set up by jip.store.dimse.ae, in-process: TCP_NODELAY and transfer syntax choice."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, build_context
 
-from jip.store import scu
-from jip.store.dimse_handlers import VERIFICATION
+from jip.store.dimse import scu
+from jip.store.dimse.handlers import VERIFICATION
 
 
 def nodelay(sock: socket.socket) -> bool:

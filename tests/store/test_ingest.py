@@ -24,10 +24,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from jip.db import make_engine
 from jip.errors import Invalid, Unavailable
 from jip.migrations import upgrade
-from jip.store.catalog import AddOutcome, Catalog, DuplicatePolicy
+from jip.store.catalog.catalog import AddOutcome, Catalog, DuplicatePolicy
 from jip.store.dicom_file import check_uid
 from jip.store.ingest import Ingestor, IngestResult
-from jip.store.storage import BlobStorage
+from jip.store.storage.port import BlobStorage
 
 UID_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID")
 # pydicom reads these (with at most a warning) but they are cut short: they must be refused.

@@ -23,8 +23,8 @@ from jip.config import DicomPeer
 from jip.db import Base, make_engine
 from jip.migrations import alembic_config, upgrade
 from jip.samples import image_series, random_patient, write_datasets
-from jip.store import peers, scu
-from jip.store.catalog_query import QueryLevel
+from jip.store.catalog.queries import QueryLevel
+from jip.store.dimse import peers, scu
 
 if TYPE_CHECKING:
     from tests.store.conftest import Listener

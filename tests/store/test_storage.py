@@ -22,10 +22,10 @@ from urllib3.exceptions import ProtocolError
 from jip.backends import storage_for
 from jip.config import Settings
 from jip.errors import Invalid, NotFound, Unavailable
-from jip.store import storage_file
-from jip.store.storage import BlobStorage
-from jip.store.storage_file import FileStorage
-from jip.store.storage_s3 import S3Storage
+from jip.store.storage import file as storage_file
+from jip.store.storage.file import FileStorage
+from jip.store.storage.port import BlobStorage
+from jip.store.storage.s3 import S3Storage
 
 S3_ACCESS_KEY = "jip-test"  # moto takes any credentials
 S3_SECRET_KEY = "jip-test-secret"

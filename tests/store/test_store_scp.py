@@ -1,4 +1,4 @@
-"""The storage fast path (jip.store.store_scp) against pynetdicom peers and raw PDUs.
+"""The storage fast path (jip.store.dimse.fast_path) against pynetdicom peers and raw PDUs.
 
 pynetdicom as the requestor checks that what it negotiates and sends is stored as sent;
 hand-made PDUs check the cases no well-behaved peer produces: fragments split oddly,
@@ -29,9 +29,11 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 
 from jip.config import AuthSettings, Settings, StoreSettings
 from jip.runtime import build_runtime
-from jip.store import dimse_pdu, scu, store_scp
-from jip.store.dimse import build_ae, start_server
-from jip.store.dimse_handlers import VERIFICATION
+from jip.store.dimse import fast_path as store_scp
+from jip.store.dimse import pdu as dimse_pdu
+from jip.store.dimse import scu
+from jip.store.dimse.ae import build_ae, start_server
+from jip.store.dimse.handlers import VERIFICATION
 
 CT_SMALL = Path(str(get_testdata_file("CT_small.dcm")))
 STUDY_ROOT_FIND = scu.QueryRetrieveModel.STUDY_ROOT_FIND.value

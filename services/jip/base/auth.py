@@ -35,7 +35,7 @@ CLUSTER_ALGORITHMS = ["RS256", "PS256", "ES256"]
 # Reached without a token: probes, metrics, the issuer's own endpoints and discovery.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 PUBLIC_PREFIXES = ("/auth/", "/.well-known/")
-# The web UI's pages check their own cookie session instead (jip.base.ui.session).
+# The web UI's pages check their own cookie session instead (jip.ui.session).
 UI_PATHS = frozenset({"/"})
 UI_PREFIXES = ("/ui/",)
 

@@ -26,8 +26,8 @@ from pydicom.dataset import Dataset
 from jip.cli.main import settings_from
 from jip.config import DicomPeer, Settings
 from jip.errors import JipError
-from jip.store import scu
-from jip.store.catalog_query import QueryLevel
+from jip.store.catalog.queries import QueryLevel
+from jip.store.dimse import scu
 
 # Returned when the command names no return keys, per level (PS3.4 C.6.2.1).
 DEFAULT_KEYS: dict[QueryLevel, list[str]] = {
@@ -94,7 +94,7 @@ def _named_peer(settings: Settings, name: str) -> DicomPeer:
     """A peer by name, from store.peers and those added over the API (site catalog)."""
     from jip.backends import catalog_engine_for
     from jip.migrations import upgrade
-    from jip.store import peers
+    from jip.store.dimse import peers
 
     url = settings.resolved_catalog_url
     upgrade(url)

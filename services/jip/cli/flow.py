@@ -26,7 +26,7 @@ POLL_S = 2.0
 def api(ctx: click.Context) -> Iterator[httpx.Client]:
     """An HTTP client of the site's API with the caller's token."""
     from jip.cli.user import bearer_token, token_path
-    from jip.flow.api_client import api_url_of
+    from jip.flow.worker.api_client import api_url_of
 
     settings = settings_from(ctx)
     headers = {}

@@ -209,7 +209,7 @@ def _reindex_local(settings: Settings) -> None:
     from jip.meta.indexer import Indexer
     from jip.meta.service import IndexLedger, sweep_orphans
     from jip.migrations import upgrade
-    from jip.store.catalog import Catalog
+    from jip.store.catalog.catalog import Catalog
 
     upgrade(settings.resolved_catalog_url)
     engine = catalog_engine_for(settings.resolved_catalog_url)

@@ -36,8 +36,8 @@ def operator() -> None:
 @click.pass_context
 def new(ctx: click.Context, name: str, root: Path | None) -> None:
     """Create operators/NAME/ with main.py, Dockerfile, params.schema.json, README, a test."""
-    from jip.flow.runner import operators_dir
     from jip.flow.scaffold import scaffold_operator
+    from jip.flow.worker.runner import operators_dir
 
     target = root or operators_dir(settings_from(ctx))
     try:
@@ -73,10 +73,10 @@ def test(
 ) -> None:
     """Run operator NAME on series of the local store through the subprocess runner."""
     from jip.backends import catalog_engine_for, storage_for
-    from jip.flow.runner import OperatorJob, describe_exit, operators_dir
-    from jip.flow.runner_subprocess import SubprocessRunner
-    from jip.flow.steps import export_local
-    from jip.store.catalog import Catalog
+    from jip.flow.worker.runner import OperatorJob, describe_exit, operators_dir
+    from jip.flow.worker.runner_subprocess import SubprocessRunner
+    from jip.flow.worker.steps import export_local
+    from jip.store.catalog.catalog import Catalog
 
     settings = settings_from(ctx)
     work = Path(tempfile.mkdtemp(prefix=f"jip-operator-{name}-"))

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from jip.config import Settings
-from jip.flow.airflow_process import EmbeddedAirflow
-from jip.flow.api_client import local_api_url
-from jip.flow.runner import operators_dir
+from jip.flow.embedded_airflow import EmbeddedAirflow
+from jip.flow.worker.api_client import local_api_url
+from jip.flow.worker.runner import operators_dir
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def build_evaluator(settings: Settings, closers: list[Any]) -> Any:
     from jip.flow.matching import SeriesMatcher
     from jip.flow.rules import RuleEvaluator
     from jip.flow.service import FlowService
-    from jip.store.catalog import Catalog
+    from jip.store.catalog.catalog import Catalog
 
     db = catalog_engine_for(settings.resolved_catalog_url)
     closers.append(db.dispose)

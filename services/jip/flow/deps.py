@@ -17,10 +17,10 @@ from jip.backends import storage_for
 from jip.base.auth import CurrentUser, project_scope
 from jip.base.deps import CurrentUserDep
 from jip.flow.engine import WorkflowEngine
-from jip.flow.runner import operators_dir
 from jip.flow.service import CohortResolver, FlowService
+from jip.flow.worker.runner import operators_dir
 from jip.runtime import Runtime
-from jip.store.storage import BlobStorage
+from jip.store.storage.port import BlobStorage
 
 _lock = threading.Lock()
 

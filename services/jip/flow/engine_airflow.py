@@ -20,7 +20,7 @@ import httpx
 
 from jip.config import Settings
 from jip.errors import Conflict, Invalid, NotFound, Unavailable
-from jip.flow.airflow_process import api_url, read_password
+from jip.flow.embedded_airflow import api_url, read_password
 from jip.flow.engine import RunState, TaskInstance, TaskState, WorkflowInfo, WorkflowRun
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from jip.meta.fields import ID_FIELD
 from jip.meta.index import MetaIndex
 from jip.meta.index_sqlite import SqliteIndex
 from jip.meta.query import parse_query
-from jip.store.catalog import Catalog
-from jip.store.catalog_schema import Instance
-from jip.store.storage import BlobStorage
+from jip.store.catalog.catalog import Catalog
+from jip.store.catalog.tables import Instance
+from jip.store.storage.port import BlobStorage
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Human steps: a run waits at its ``annotate`` task until a person says it may go on.
 
-The task (:class:`jip.flow.airflow.operators.AwaitReviewOperator`) defers to a trigger
+The task (:class:`jip.flow.worker.operators.AwaitReviewOperator`) defers to a trigger
 that asks ``GET /api/flow/runs/{run}/reviews/{series}`` until the series is marked done.
 A person marks it done (``POST .../tasks/annotate/done``) or uploads a corrected SEG
 (``POST .../tasks/annotate/seg``): the SEG is recorded as a result of the run (so

@@ -32,7 +32,7 @@ from jip.flow.models import (
 from jip.flow.schema import ResultKind
 from jip.flow.workflows import check_params
 from jip.store.deps import IngestorDep
-from jip.store.multipart import file_chunks
+from jip.store.dicomweb.multipart import file_chunks
 
 router = APIRouter(prefix="/api/flow", tags=["flow"])
 

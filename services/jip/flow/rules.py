@@ -28,7 +28,7 @@ from jip.flow.matching import SeriesMatcher, check_query
 from jip.flow.models import FiringModel, RuleIn, RuleModel, StartRun
 from jip.flow.schema import FiringOutcome, FlowRule, FlowRuleFiring, FlowRun
 from jip.flow.service import FlowService
-from jip.store.catalog_schema import Series
+from jip.store.catalog.tables import Series
 from jip.store.projects import visible_series
 
 log = logging.getLogger(__name__)

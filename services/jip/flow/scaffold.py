@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jip.errors import Conflict
-from jip.flow.runner import check_operator_name
+from jip.flow.worker.runner import check_operator_name
 
 _MAIN = '''"""{name}: what it does, in one line (replace this).
 

@@ -30,7 +30,7 @@ from jip.flow.models import (
 )
 from jip.flow.schema import ResultKind
 from jip.flow.workflows import SERIES_KEY, STUDIES_KEY, TOKEN_KEY, check_params, resolve_schema
-from jip.store.catalog_schema import Series
+from jip.store.catalog.tables import Series
 from jip.store.projects import SeriesProjects, as_scope, series_in_scope
 
 log = logging.getLogger(__name__)

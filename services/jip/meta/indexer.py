@@ -36,9 +36,9 @@ from jip.meta.extract import instance_summary, read_summary, series_document
 from jip.meta.fields import ID_FIELD
 from jip.meta.index import MetaIndex
 from jip.meta.service import PROJECTS_FIELD, IndexLedger
-from jip.store.catalog import Catalog, StoredInstance
+from jip.store.catalog.catalog import Catalog, StoredInstance
 from jip.store.projects import SeriesProjects
-from jip.store.storage import BlobStorage
+from jip.store.storage.port import BlobStorage
 
 log = logging.getLogger(__name__)
 

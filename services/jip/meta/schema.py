@@ -24,7 +24,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
 import jip.base.schema  # the projects table cohorts refer to
-import jip.store.catalog_schema  # noqa: F401  (the instances table summaries refer to)
+import jip.store.catalog.tables  # noqa: F401  (the instances table summaries refer to)
 from jip.db import Base
 
 UID = String(64)

@@ -4,7 +4,7 @@
 tombstones of deleted series, the instances whose header failed, how far the outbox is,
 and the re-queueing of everything for a reindex. The outbox columns themselves
 (``instances.indexed_at`` / ``index_error``) belong to the store's catalog and are written
-through :meth:`jip.store.catalog.Catalog.mark_indexed`; this module only reads them,
+through :meth:`jip.store.catalog.catalog.Catalog.mark_indexed`; this module only reads them,
 apart from :meth:`IndexLedger.requeue`.
 """
 
@@ -23,7 +23,7 @@ from jip.meta.fields import FIELDS, ID_FIELD, KEYWORD_SUFFIX, FieldType, lookup
 from jip.meta.index import MetaIndex
 from jip.meta.query import Bool, MatchAll, Terms, parse_query
 from jip.meta.schema import DeletedSeries, InstanceSummary
-from jip.store.catalog_schema import Instance, Series
+from jip.store.catalog.tables import Instance, Series
 from jip.store.projects import visible_series
 
 PROJECTS_FIELD = "Projects"

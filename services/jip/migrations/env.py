@@ -7,7 +7,7 @@ from alembic import context
 import jip.base.schema  # registers the identity tables on Base.metadata
 import jip.flow.schema  # registers the flow tables on Base.metadata
 import jip.meta.schema  # registers the meta tables on Base.metadata
-import jip.store.catalog_schema  # noqa: F401  (registers the tables on Base.metadata)
+import jip.store.catalog.tables  # noqa: F401  (registers the tables on Base.metadata)
 from jip.db import Base, make_engine
 
 config = context.config

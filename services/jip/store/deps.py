@@ -8,9 +8,9 @@ from fastapi import Depends, Request
 
 from jip.config import Settings
 from jip.runtime import Runtime
-from jip.store.catalog import Catalog
+from jip.store.catalog.catalog import Catalog
 from jip.store.ingest import Ingestor
-from jip.store.storage import BlobStorage
+from jip.store.storage.port import BlobStorage
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jip.store.catalog import AddOutcome, AddResult, Catalog, DuplicatePolicy, NewInstance
-from jip.store.catalog_add import CatalogWriter
+from jip.store.catalog.add import CatalogWriter
+from jip.store.catalog.catalog import AddOutcome, AddResult, Catalog, DuplicatePolicy, NewInstance
+from jip.store.catalog.group_commit import GroupCommitter
 from jip.store.dicom_file import InstanceHeader, header_of, open_part10, read_header_bytes
-from jip.store.group_commit import GroupCommitter
-from jip.store.storage import BlobStorage
+from jip.store.storage.port import BlobStorage
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Which projects a series belongs to: assignment rules, manual assignment, visibility.
 
 A series is assigned when it is first catalogued, inside the catalog's own transaction
-(:meth:`jip.store.catalog.Catalog.add`): to the project a STOW-RS caller named, else to
+(:meth:`jip.store.catalog.catalog.Catalog.add`): to the project a STOW-RS caller named, else to
 the project of every enabled rule that matches, else to ``store.default_project``. A
 rule matches on the calling AE title, on one header field (a wildcard pattern, ``*`` and
 ``?``, case-insensitive, as PS3.4 C.2.2.2.4 matches strings), or on both.
@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 
 from jip.db import insert_ignoring_duplicates
 from jip.errors import Invalid, NotFound
-from jip.store.catalog_schema import Instance, ProjectRule, Series, SeriesProject
+from jip.store.catalog.tables import Instance, ProjectRule, Series, SeriesProject
 from jip.store.dicom_file import InstanceHeader
 
 log = logging.getLogger(__name__)

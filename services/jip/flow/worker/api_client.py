@@ -1,0 +1,276 @@
+"""How workflow tasks talk to their site: DICOMweb for data, the flow API for bookkeeping.
+
+Tasks run in Airflow's workers (embedded: processes beside `jip up`; cluster: pods of
+Airflow's chart) and reach the site only through its HTTP API, at ``JIP_API_URL`` with
+the bearer token ``JIP_API_TOKEN`` (both read by :class:`jip.config.Settings`; a run's
+conf may carry its own token). One mechanism for both shapes: a worker never needs the
+catalog's database or the DICOM storage's credentials.
+
+- get-input: QIDO-RS finds a series' study, WADO-RS (PS3.18 §10.4) streams its
+  instances as ``multipart/related; type="application/dicom"`` in their stored transfer
+  syntax (``transfer-syntax=*``), written byte for byte, one file per instance.
+- put-output: STOW-RS (PS3.18 §10.5) stores DICOM results; ``/api/flow`` records them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pydicom
+
+from jip.config import Settings
+from jip.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
+from jip.store.dicomweb.multipart import (
+    Part,
+    boundary_of,
+    file_chunks,
+    new_boundary,
+    read_parts,
+    write_parts,
+)
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+ACCEPT_SERIES = f'multipart/related; type="{DICOM}"; transfer-syntax=*'
+MAX_SERIES_BYTES = 64 * 1024**3
+_FAILED_SOP_SEQUENCE = "00081198"
+_FAILURE_REASON = "00081197"
+_REFERENCED_SOP_INSTANCE_UID = "00081155"
+_STUDY_INSTANCE_UID = "0020000D"
+
+
+def local_api_url(settings: Settings) -> str:
+    """The site's API on this machine (`jip up`'s own tasks): ``api_url`` or loopback."""
+    if settings.api_url:
+        return settings.api_url.rstrip("/")
+    host = settings.http_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http_port}"
+
+
+def api_url_of(settings: Settings) -> str:
+    """Where this process reaches the site's API: ``api_url`` or the site's own URL."""
+    if settings.api_url:
+        return settings.api_url.rstrip("/")
+    from jip.base.identity import site_url
+
+    return site_url(settings)
+
+
+class JipClient:
+    """A small synchronous client of one site's API; ``token`` is a bearer token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, token: str | None = None) -> JipClient:
+        if token is None and settings.api_token is not None:
+            token = settings.api_token.get_secret_value()
+        return cls(api_url_of(settings), token=token)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> JipClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- DICOMweb ------------------------------------------------------------------------
+
+    def study_of(self, series_uid: str) -> str:
+        """The StudyInstanceUID of a stored series (QIDO-RS)."""
+        found = self._json(
+            "GET",
+            "/dicom-web/series",
+            params={"SeriesInstanceUID": series_uid, "includefield": "StudyInstanceUID"},
+            headers={"Accept": "application/dicom+json"},
+            what=f"series {series_uid}",
+        )
+        for item in found or []:
+            values = item.get(_STUDY_INSTANCE_UID, {}).get("Value") or []
+            if values:
+                return str(values[0])
+        raise NotFound(f"series {series_uid} is not in the store at {self.base_url}")
+
+    def fetch_series(self, series_uid: str, dest: Path, *, study_uid: str | None = None) -> Path:
+        """Write every instance of the series to ``dest/<series_uid>/<SOPInstanceUID>.dcm``."""
+        study = study_uid or self.study_of(series_uid)
+        folder = dest / series_uid
+        folder.mkdir(parents=True, exist_ok=True)
+        path = f"/dicom-web/studies/{_seg(study)}/series/{_seg(series_uid)}"
+        count = asyncio.run(self._fetch(path, folder, f"series {series_uid}"))
+        log.info("series fetched", extra={"series_instance_uid": series_uid, "instances": count})
+        return folder
+
+    async def _fetch(self, path: str, folder: Path, what: str) -> int:
+        headers = dict(self._client.headers) | {"Accept": ACCEPT_SERIES}
+        spool = Path(tempfile.mkdtemp(dir=folder, prefix=".wado-"))
+        try:
+            async with (
+                httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s) as client,
+                client.stream("GET", path, headers=headers) as response,
+            ):
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for_status(response, what)
+                boundary, _ = boundary_of(response.headers.get("content-type", ""))
+                parts = await read_parts(response.aiter_bytes(), boundary, spool, MAX_SERIES_BYTES)
+            for index, part in enumerate(parts, start=1):
+                part.path.replace(folder / f"{_instance_name(part.path, index)}.dcm")
+            return len(parts)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"fetching {what} from {self.base_url} failed: {exc}") from exc
+        finally:
+            for leftover in spool.iterdir():
+                leftover.unlink(missing_ok=True)
+            spool.rmdir()
+
+    def store_instances(self, paths: Sequence[Path]) -> int:
+        """Store Part 10 files with STOW-RS, streamed; raises unless every one was stored."""
+        if not paths:
+            return 0
+        boundary = new_boundary()
+        parts = (Part(DICOM, file_chunks(p.open("rb"))) for p in paths)
+        body = write_parts(parts, boundary)
+        content_type = f'multipart/related; type="{DICOM}"; boundary={boundary}'
+        try:
+            response = self._client.post(
+                "/dicom-web/studies",
+                content=body,
+                headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+            )
+        except httpx.TransportError as exc:
+            raise Unavailable(f"storing results at {self.base_url} failed: {exc}") from exc
+        failures = _stow_failures(response)
+        if failures or response.status_code >= 400:
+            detail = "; ".join(failures) or _detail(response)
+            raise Invalid(f"STOW-RS stored not all {len(paths)} result instances: {detail}")
+        return len(paths)
+
+    # -- flow bookkeeping ----------------------------------------------------------------
+
+    def record_results(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> list[Any]:
+        if not records:
+            return []
+        answer = self._json(
+            "POST",
+            f"/api/flow/runs/{_seg(run_id)}/results",
+            json={"results": list(records)},
+            what=f"results of run {run_id}",
+        )
+        return list(answer or [])
+
+    def results(self, run_id: str, *, series: str | None = None) -> list[dict[str, Any]]:
+        params = {"series": series} if series else None
+        answer = self._json(
+            "GET", f"/api/flow/runs/{_seg(run_id)}/results", params=params, what=f"run {run_id}"
+        )
+        return list(answer or [])
+
+    def review(self, run_id: str, series_uid: str) -> dict[str, Any]:
+        answer = self._json(
+            "GET",
+            review_path(run_id, series_uid),
+            what=f"review of series {series_uid} in run {run_id}",
+        )
+        return dict(answer or {})
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        try:
+            response = self._client.request(method, path, params=params, json=json, headers=headers)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"JIP at {self.base_url} is not reachable ({exc})") from exc
+        _raise_for_status(response, what)
+        return response.json() if response.content else None
+
+
+def review_path(run_id: str, series_uid: str) -> str:
+    return f"/api/flow/runs/{_seg(run_id)}/reviews/{_seg(series_uid)}"
+
+
+def _instance_name(path: Path, index: int) -> str:
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        uid = str(header.get("SOPInstanceUID", ""))
+    except Exception:  # the operator reports unreadable files; keep the bytes
+        uid = ""
+    return uid or f"instance-{index:06d}"
+
+
+def _stow_failures(response: httpx.Response) -> list[str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    failures = []
+    for item in (body or {}).get(_FAILED_SOP_SEQUENCE, {}).get("Value") or []:
+        uid = (item.get(_REFERENCED_SOP_INSTANCE_UID, {}).get("Value") or ["?"])[0]
+        reason = (item.get(_FAILURE_REASON, {}).get("Value") or ["?"])[0]
+        failures.append(f"instance {uid}: failure reason {reason}")
+    return failures
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    code = response.status_code
+    if code < 400:
+        return
+    detail = _detail(response)
+    errors: dict[int, type[Exception]] = {
+        400: Invalid,
+        401: Unauthorized,
+        403: Forbidden,
+        404: NotFound,
+        409: Conflict,
+    }
+    kind = errors.get(code, Invalid if code < 500 else Unavailable)
+    raise kind(f"{what}: JIP answered {code}: {detail}")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return str(body)[:300]
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")

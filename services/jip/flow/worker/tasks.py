@@ -1,0 +1,226 @@
+"""DAG building blocks: list the run's series, get-input, run-operator, put-output, cleanup.
+
+A workflow maps a task group over the run's series (dynamic task mapping, ``.expand``):
+one instance of each step per series, labelled with its Series Instance UID, and a
+failing series stops only its own later steps. How many run at once is Airflow's
+``parallelism``, which `jip up` sets from ``flow.max_parallel_series``::
+
+    @task_group(group_id="series")
+    def per_series(series_uid):
+        staged = get_input(series_uid)
+        produced = run_operator.override(task_id="organ-seg")(staged, operator="organ-seg")
+        put_output.override(task_id="put-seg")(produced)
+
+    fan_out(per_series)
+
+Each step reads settings (``JIP_*`` variables of Airflow's processes) when it runs, and
+the run's conf for its series, their studies and, when the run was started by a person
+on a site with authentication, the token to reach the site's API.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Param, get_current_context, task
+
+from jip.config import Settings
+from jip.flow.schema import ResultKind
+from jip.flow.worker import steps
+from jip.flow.worker.api_client import JipClient
+from jip.flow.worker.runner import OperatorJob, runner_for
+from jip.flow.workflows import OPERATOR_KEY, SERIES_KEY, STUDIES_KEY, TOKEN_KEY
+
+log = logging.getLogger(__name__)
+operator_log = logging.getLogger("jip.operator")
+
+# Mapped instances are labelled with their series (Airflow renders it when one ends).
+SERIES_LABEL = "{{ jip_series }}"
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+
+
+def workflow_params(*operators: str) -> dict[str, Param]:
+    """The ``params`` of a workflow: its series and one object per operator step.
+
+    Operator objects carry only a reference (``x-jip-operator``); the flow service fills
+    in the operator's ``params.schema.json`` (no file is read when the DAG is parsed).
+    """
+    params: dict[str, Param] = {
+        SERIES_KEY: Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": UID_PATTERN, "maxLength": 64},
+            description="Series Instance UIDs; the workflow runs once per series.",
+        )
+    }
+    for name in operators:
+        params[name] = Param(
+            {},
+            type="object",
+            description=f"Parameters of the {name} operator (its params.schema.json).",
+            **{OPERATOR_KEY: name},  # type: ignore[arg-type]
+        )
+    return params
+
+
+# -- context helpers ---------------------------------------------------------------------------
+
+
+def _context() -> Any:
+    return get_current_context()
+
+
+def _conf(context: Any) -> Mapping[str, Any]:
+    return context["dag_run"].conf or {}
+
+
+def run_id_of(context: Any) -> str:
+    return str(context["dag_run"].run_id)
+
+
+def _step(context: Any) -> str:
+    return str(context["ti"].task_id).rsplit(".", 1)[-1]
+
+
+def _label(context: Any, series_uid: str) -> None:
+    context["jip_series"] = series_uid
+
+
+def _settings() -> Settings:
+    from jip.config import get_settings
+
+    return get_settings()
+
+
+def task_client(context: Any, settings: Settings | None = None) -> JipClient:
+    """A client of the site's API, with the run's token when it has one."""
+    token = _conf(context).get(TOKEN_KEY)
+    return JipClient.from_settings(settings or _settings(), token=token or None)
+
+
+def _series_of(value: Any) -> list[str]:
+    """Series UIDs from a put-output result (its DICOM series), a list or one UID."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return [str(uid) for uid in value.get("dicom") or []]
+    if isinstance(value, str):
+        return [value]
+    return [str(uid) for uid in value]
+
+
+# -- the steps -----------------------------------------------------------------------------
+
+
+@task
+def list_series() -> list[str]:
+    """The run's series, in the order given (map index i works on the i-th)."""
+    context = _context()
+    series = list(dict.fromkeys(_conf(context).get(SERIES_KEY) or context["params"][SERIES_KEY]))
+    log.info("run has %d series", len(series))
+    return series
+
+
+@task(map_index_template=SERIES_LABEL)
+def get_input(series_uid: str, also: Any = None) -> dict[str, Any]:
+    """Fetch the series (and ``also``: e.g. a SEG put-output stored) from the store."""
+    context = _context()
+    _label(context, series_uid)
+    settings = _settings()
+    uids = [series_uid, *_series_of(also)]
+    dirs = steps.step_dirs(
+        settings.resolved_flow_work_dir, run_id_of(context), series_uid, _step(context)
+    )
+    studies = dict(_conf(context).get(STUDIES_KEY) or {})
+    with task_client(context, settings) as client:
+        steps.get_input(client, uids, dirs.input_dir, studies=studies)
+    log.info("input staged: %s", ", ".join(uids))
+    return {"series": series_uid, "input_dir": str(dirs.input_dir), "inputs": uids}
+
+
+@task(map_index_template=SERIES_LABEL)
+def run_operator(
+    staged: Mapping[str, Any], *, operator: str, version: str = "latest"
+) -> dict[str, Any]:
+    """Run one operator on the staged input through the runner the settings name."""
+    context = _context()
+    series_uid = str(staged["series"])
+    _label(context, series_uid)
+    settings = _settings()
+    run_id = run_id_of(context)
+    step = _step(context)
+    dirs = steps.step_dirs(settings.resolved_flow_work_dir, run_id, series_uid, step)
+    params = context["params"].get(operator) or {}
+    job = OperatorJob(
+        operator=operator,
+        version=version,
+        input_dir=Path(staged["input_dir"]),
+        output_dir=dirs.output_dir,
+        params=params,
+        labels={"series": series_uid, "task": step},
+        series=tuple(staged.get("inputs") or [series_uid]),
+        run_id=run_id,
+    )
+    outcome = steps.run_operator(
+        runner_for(settings), job, lambda line: operator_log.info("%s", line)
+    )
+    return {
+        "series": series_uid,
+        "operator": operator,
+        "output_dir": str(dirs.output_dir),
+        "delivered": outcome.delivered,
+    }
+
+
+@task(map_index_template=SERIES_LABEL)
+def put_output(produced: Mapping[str, Any]) -> dict[str, Any]:
+    """DICOM results to the store (STOW-RS), other files to the result store; recorded."""
+    from jip.backends import storage_for
+
+    context = _context()
+    series_uid = str(produced["series"])
+    _label(context, series_uid)
+    settings = _settings()
+    run_id = run_id_of(context)
+    operator = str(produced["operator"])
+    with task_client(context, settings) as client:
+        if produced.get("delivered"):  # the runner's pod pushed it already
+            records = [
+                r for r in client.results(run_id, series=series_uid) if r["operator"] == operator
+            ]
+        else:
+            records = steps.put_output(
+                client=client,
+                results=storage_for(settings.resolved_results_url, settings),
+                run_id=run_id,
+                series_uid=series_uid,
+                operator=operator,
+                output_dir=Path(produced["output_dir"]),
+            )
+    dicom = [r["result_series_uid"] for r in records if r["kind"] == ResultKind.DICOM.value]
+    files = [r["key"] for r in records if r["kind"] == ResultKind.FILE.value]
+    log.info("delivered %d DICOM series and %d files", len(dicom), len(files))
+    return {"series": series_uid, "dicom": dicom, "files": files}
+
+
+@task
+def cleanup() -> None:
+    """Remove the run's work folder, however its series ended (logs keep what happened)."""
+    context = _context()
+    folder = steps.run_work_dir(_settings().resolved_flow_work_dir, run_id_of(context))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def fan_out(per_series: Any) -> None:
+    """Map a ``@task_group`` over the run's series, then clean up.
+
+    The cleanup is a teardown of ``list_series``: it runs however the series ended and,
+    unlike an ordinary last task, does not decide the run's state, so a run with a
+    failed series ends failed.
+    """
+    series = list_series()
+    per_series.expand(series_uid=series) >> cleanup().as_teardown(setups=series)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Catalog: the rows of what is stored (tables, the write path, attribute matching)."""

@@ -1,0 +1,322 @@
+"""The site's DICOM application entity: presentation contexts and the event wiring.
+
+What the listener accepts (PS3.8 §9.3.2.2: per presentation context the acceptor
+picks one of the proposed transfer syntaxes):
+
+- every storage SOP class pynetdicom knows, in any transfer syntax pydicom knows,
+  stored as received; the preference order below keeps lossless data lossless;
+- Verification (PS3.4 Annex A);
+- Patient Root and Study Root Query/Retrieve FIND, MOVE and GET (PS3.4 Annex C).
+
+pynetdicom is set up once per process by :func:`configure_pynetdicom`: received
+datasets are spooled to a file instead of memory, stored files are sent without being
+decoded, and its per-PDU logging handlers are off. Every socket, accepted or
+connected, gets ``TCP_NODELAY``: pynetdicom never sets it, and a C-STORE request is two
+writes (command, then dataset), so with Nagle's algorithm the dataset waits for the
+peer's delayed ACK of the command: 44 ms per instance measured, against 2.3 ms without.
+
+Storage-only associations never reach pynetdicom: :mod:`jip.store.dimse.fast_path` takes them
+in ``_RequestHandler.handle``; the threads of the rest wait on events
+(:mod:`jip.store.dimse.reactor`).
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    UID,
+    AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
+from pynetdicom import AE, _config, build_context, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from jip.config import StoreSettings
+from jip.runtime import Runtime
+from jip.store.dimse import handlers, peers
+from jip.store.dimse.fast_path import FastPath
+from jip.store.dimse.handlers import set_no_delay
+from jip.store.dimse.pdu import storage_offer
+from jip.store.dimse.reactor import WaitingSocket, make_event_driven
+
+# The largest PDU we accept. Peers send P-DATA up to this size, so a larger value
+# means fewer PDUs (and fewer trips through pynetdicom's reactor) per instance.
+MAXIMUM_PDU_SIZE = 1024 * 1024
+
+# Our preference where the requestor's order does not decide (see
+# dimse_handlers.on_association_requested): lossless first, so that we never ask for
+# lossy compression; Explicit VR Little Endian first of all because it keeps the VRs.
+_LOSSLESS = [
+    ExplicitVRLittleEndian,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+    JPEG2000MCLossless,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    RLELossless,
+    DeflatedExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+STORAGE_TRANSFER_SYNTAXES: list[UID] = _LOSSLESS + [
+    uid for uid in AllTransferSyntaxes if uid not in _LOSSLESS
+]
+UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian}
+
+EventHandler = tuple[evt.EventType, Callable[..., Any], list[Any]]
+
+_configured = threading.Lock()
+
+
+def configure_pynetdicom() -> None:
+    """Process-wide pynetdicom options; idempotent."""
+    with _configured:
+        # C-STORE datasets go to a temporary file (tempfile.tempdir), never to memory.
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        # send_c_store(path) streams the file's dataset bytes without decoding them.
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        # The standard handlers log every PDU; they cost time on the hot path.
+        _config.LOG_HANDLER_LEVEL = "none"
+        _config.LOG_REQUEST_IDENTIFIERS = False
+        _config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+# -- the application entity ---------------------------------------------------------------
+class StreamingAssociation(Association):
+    """An association that sends stored instances as stored (PS3.4 C.4.2.2, C.4.3.2).
+
+    pynetdicom's Q/R service class hands every dataset a C-MOVE or C-GET handler yields
+    to ``send_c_store``; a :class:`~jip.store.dimse.handlers.StoredFile` placeholder is
+    streamed from its file here instead of being decoded and re-encoded.
+    """
+
+    def send_c_store(
+        self,
+        dataset: Any,
+        msg_id: int = 1,
+        priority: int = 2,
+        originator_aet: str | None = None,
+        originator_id: int | None = None,
+    ) -> Dataset:
+        if isinstance(dataset, handlers.StoredFile):
+            return send_file(
+                self,
+                dataset,
+                msg_id=msg_id,
+                priority=priority,
+                originator_aet=originator_aet,
+                originator_id=originator_id,
+            )
+        return super().send_c_store(dataset, msg_id, priority, originator_aet, originator_id)
+
+
+def send_file(assoc: Association, stored: handlers.StoredFile, **kwargs: Any) -> Dataset:
+    """C-STORE a stored instance (see :func:`send_path`)."""
+    with stored.opened() as path:
+        return send_path(assoc, path, stored.transfer_syntax_uid, **kwargs)
+
+
+def send_path(assoc: Association, path: Path, transfer_syntax: str, **kwargs: Any) -> Dataset:
+    """C-STORE the Part 10 file at ``path``, its dataset bytes as they are on disk.
+
+    Uncompressed data falls back to another uncompressed syntax the peer accepted;
+    compressed data is never decoded here (transcoding is not supported yet), so
+    without a context for its syntax pynetdicom raises ``ValueError``.
+    """
+    try:
+        return Association.send_c_store(assoc, path, **kwargs)
+    except ValueError:  # no context with exactly this transfer syntax
+        if transfer_syntax not in UNCOMPRESSED:
+            raise
+        return Association.send_c_store(assoc, dcmread(path), **kwargs)
+
+
+class _RequestHandler(RequestHandler):
+    server: SharedPortServer
+
+    def handle(self) -> None:
+        """Storage-only associations go to the fast path; the rest to pynetdicom."""
+        set_no_delay(self.request)
+        pending = b""
+        fast_path = self.server.fast_path
+        if fast_path is not None:
+            taken = fast_path.take(self.request)
+            if taken is None:
+                return
+            pending = taken
+            self.request.settimeout(self.ae.network_timeout)
+        assoc = self._create_association()
+        assert isinstance(assoc.dul.socket, WaitingSocket)
+        assoc.dul.socket._pending = pending
+        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+        assoc.start()
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        assoc.__class__ = StreamingAssociation  # C-GET sends on the acceptor association
+        assert assoc.dul.socket is not None
+        make_event_driven(assoc, assoc.dul.socket)
+        return assoc
+
+
+class _SharedContexts(list[Any]):
+    """The server's contexts, shared by every association instead of deep-copied.
+
+    pynetdicom deep-copies the supported contexts for each association (tens of ms for
+    ~180 storage classes x ~40 transfer syntaxes); negotiation only reads them.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return list(self)
+
+
+class SharedPortServer(ThreadedAssociationServer):
+    """An association server whose port other listener processes may bind too.
+
+    ``SO_REUSEPORT`` lets the kernel spread incoming connections over the processes.
+    """
+
+    request_queue_size = 128
+    fast_path: FastPath | None = None
+    # Fast-path associations run on the request threads: server_close() must not wait
+    # for them (drain() does, with a deadline).
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["request_handler"] = _RequestHandler
+        super().__init__(*args, **kwargs)
+        self.contexts = _SharedContexts(self.contexts)
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        if hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class JipAE(AE):
+    """pynetdicom's AE whose outgoing associations stream stored files, with TCP_NODELAY."""
+
+    def _create_socket(self, assoc: Association, *args: Any, **kwargs: Any) -> AssociationSocket:
+        sock = super()._create_socket(assoc, *args, **kwargs)
+        make_event_driven(assoc, sock)
+        return sock
+
+    def associate(self, *args: Any, **kwargs: Any) -> Association:
+        kwargs["evt_handlers"] = [
+            *(kwargs.get("evt_handlers") or []),
+            (evt.EVT_CONN_OPEN, handlers.on_connection_open),
+        ]
+        assoc = super().associate(*args, **kwargs)
+        assoc.__class__ = StreamingAssociation
+        return assoc
+
+
+def build_ae(settings: StoreSettings) -> JipAE:
+    """Our AE with every context we accept, limits and timeouts from ``settings``."""
+    configure_pynetdicom()
+    ae = JipAE(ae_title=settings.ae_title)
+    ae.maximum_associations = settings.max_associations
+    ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
+    ae.network_timeout = settings.network_timeout_s
+    ae.acse_timeout = settings.network_timeout_s
+    ae.dimse_timeout = settings.network_timeout_s
+    ae.connection_timeout = settings.network_timeout_s
+    # Empty list: any calling AE is accepted (PS3.8 A-ASSOCIATE-RJ reason 3 otherwise).
+    ae.require_calling_aet = list(settings.allowed_calling_aets)
+    ae.add_supported_context(handlers.VERIFICATION)
+    for cx in AllStoragePresentationContexts:
+        # scp_role: a C-GET requestor may act as Storage SCP on this association
+        # (PS3.7 D.3.3.4 SCP/SCU role selection).
+        assert cx.abstract_syntax is not None
+        ae.add_supported_context(
+            cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=False, scp_role=True
+        )
+    for model in handlers.QueryRetrieveModel:
+        ae.add_supported_context(model.value)
+    return ae
+
+
+def server_handlers(runtime: Runtime) -> list[EventHandler]:
+    """The one list of (event, handler, collaborators) the listener serves."""
+    store = runtime.settings.store
+    destinations = functools.partial(peers.peer_for_ae_title, runtime.engine, store.peers)
+    catalogs = functools.partial(
+        peers.callers_catalog, runtime.catalog, store.peers, unknown=store.unknown_ae_queries
+    )
+    return [
+        (evt.EVT_REQUESTED, handlers.on_association_requested, []),
+        (evt.EVT_C_ECHO, handlers.on_c_echo, []),
+        (evt.EVT_C_STORE, handlers.on_c_store, [runtime.ingestor]),
+        (evt.EVT_C_FIND, handlers.on_c_find, [catalogs]),
+        (evt.EVT_C_MOVE, handlers.on_c_move, [catalogs, runtime.storage, destinations]),
+        (evt.EVT_C_GET, handlers.on_c_get, [catalogs, runtime.storage]),
+    ]
+
+
+def start_server(ae: JipAE, runtime: Runtime, host: str, port: int) -> ThreadedAssociationServer:
+    """Bind ``host:port`` (shared with sibling processes) and serve on a thread."""
+    server = ae.make_server(
+        (host, port),
+        evt_handlers=server_handlers(runtime),  # type: ignore[arg-type]
+        server_class=SharedPortServer,
+    )
+    ae._servers.append(server)  # so that ae.shutdown() stops it too
+    assert isinstance(server, SharedPortServer)
+    server.fast_path = FastPath(
+        storage_offer(server.contexts, ae.require_calling_aet),
+        functools.partial(handlers.store_file, runtime.ingestor),
+        max_pdu=MAXIMUM_PDU_SIZE,
+        acse_timeout_s=ae.acse_timeout or 30.0,
+        network_timeout_s=ae.network_timeout or 60.0,
+        max_associations=ae.maximum_associations,
+        others_active=lambda: len(server.active_associations),
+    )
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dicom-accept"
+    )
+    thread.daemon = True
+    thread.start()
+    return server
+
+
+def requested_contexts(pairs: Sequence[tuple[str, str]]) -> list[Any]:
+    """Presentation contexts to send instances of the (SOP class, transfer syntax) pairs.
+
+    One context per pair, so that the peer can accept each syntax separately; an
+    uncompressed syntax also offers the other uncompressed ones as fallback. PS3.8
+    §9.3.2.2 allows at most 128 contexts per association.
+    """
+    contexts = []
+    for sop_class, syntax in dict.fromkeys(pairs):
+        offered = [syntax]
+        if syntax in UNCOMPRESSED:
+            offered += [
+                ts for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if ts != syntax
+            ]
+        contexts.append(build_context(sop_class, offered))
+    return contexts[:128]

@@ -1,0 +1,409 @@
+"""One function per DIMSE event; :mod:`jip.errors` become named statuses in one table.
+
+Collaborators (ingestor, catalog, storage, peers) arrive as bound arguments from
+:func:`jip.store.dimse.ae.server_handlers`. Handlers never decode a received dataset:
+C-STORE hands the spooled file to the ingest, which checks it and consumes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import UID
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext
+
+from jip import errors
+from jip.config import DicomPeer
+from jip.store.catalog import queries as catalog_query
+from jip.store.catalog.catalog import Catalog, StoredInstance
+from jip.store.catalog.queries import QueryLevel
+from jip.store.dimse.status import (
+    FindStatus,
+    GeneralStatus,
+    GetStatus,
+    MoveStatus,
+    StorageStatus,
+    status_dataset,
+)
+from jip.store.ingest import Ingestor
+from jip.store.storage.port import BlobStorage
+
+log = logging.getLogger(__name__)
+
+# A C-MOVE destination AE title -> the peer it names, or None.
+PeerLookup = Callable[[str], DicomPeer | None]
+# A calling AE title -> the catalog as that AE may see it (jip.store.dimse.peers.callers_catalog).
+CatalogFor = Callable[[str], Catalog]
+
+
+class IdentifierMismatch(errors.Invalid):
+    """The identifier does not fit the information model (PS3.4 0xA900)."""
+
+
+# jip.errors -> named DIMSE statuses, per service. Most specific first: OutOfResources
+# is an Unavailable, IdentifierMismatch an Invalid.
+STORE_ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
+    (errors.Unavailable, StorageStatus.OUT_OF_RESOURCES),  # incl. OutOfResources
+    (errors.Invalid, StorageStatus.CANNOT_UNDERSTAND),
+]
+QUERY_ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
+    (IdentifierMismatch, FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
+    (errors.Unavailable, FindStatus.OUT_OF_RESOURCES),
+    (errors.Invalid, FindStatus.UNABLE_TO_PROCESS),
+    (errors.NotFound, FindStatus.UNABLE_TO_PROCESS),
+]
+RETRIEVE_ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
+    (IdentifierMismatch, MoveStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
+    (errors.Unavailable, MoveStatus.OUT_OF_RESOURCES_MATCHES),
+    (errors.Invalid, MoveStatus.UNABLE_TO_PROCESS),
+    (errors.NotFound, MoveStatus.UNABLE_TO_PROCESS),
+]
+
+
+def status_for(exc: Exception, table: Sequence[tuple[type[errors.JipError], int]]) -> int:
+    """The table's status for ``exc``; anything unexpected is a processing failure."""
+    for kind, status in table:
+        if isinstance(exc, kind):
+            return status
+    return GeneralStatus.PROCESSING_FAILURE
+
+
+def set_no_delay(sock: socket.socket | None) -> None:
+    """Disable Nagle's algorithm (see jip.store.dimse.ae: a C-STORE is two writes)."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+# -- transport -----------------------------------------------------------------------------
+def on_connection_open(event: Event) -> None:
+    """EVT_CONN_OPEN of our requestor associations: TCP_NODELAY before the first PDU.
+
+    Accepted sockets get it in ``jip.store.dimse.ae._RequestHandler.handle``.
+    """
+    sock = event.assoc.dul.socket
+    set_no_delay(sock.socket if sock is not None else None)
+
+
+def on_association_requested(event: Event) -> None:
+    """EVT_REQUESTED: take the requestor's preferred transfer syntax where we can.
+
+    PS3.8 §9.3.2.2 leaves the choice among proposed syntaxes to the acceptor, and
+    pynetdicom picks by the acceptor's order. A sender that proposes a compressed
+    syntax first, with uncompressed ones as fallback in the same context, wants to send
+    its file as it is; taking the fallback would make it decompress (or fail, as
+    storescu does for JPEG 2000). So for this association each supported context lists
+    first the syntaxes the requestor proposed, in its order.
+    """
+    assoc = event.assoc
+    primitive = assoc.requestor.primitive
+    if primitive is None:
+        return
+    preferred: dict[str, list[str]] = {}
+    for context in primitive.presentation_context_definition_list:
+        order = preferred.setdefault(str(context.abstract_syntax), [])
+        order += [str(ts) for ts in context.transfer_syntax if str(ts) not in order]
+    assoc.acceptor.supported_contexts = [
+        _in_order(cx, tuple(preferred[str(cx.abstract_syntax)]))
+        if str(cx.abstract_syntax) in preferred
+        else cx
+        for cx in assoc.acceptor.supported_contexts
+    ]
+
+
+# Reordered contexts, reused: a process serves one AE, so the supported context of an
+# abstract syntax is always the same, and negotiation only reads them. Building ~120
+# of them per association took ~30 ms.
+_ORDERED: dict[tuple[str, tuple[str, ...]], PresentationContext] = {}
+
+
+def _in_order(supported: PresentationContext, preferred: tuple[str, ...]) -> PresentationContext:
+    key = (str(supported.abstract_syntax), preferred)
+    if (context := _ORDERED.get(key)) is not None:
+        return context
+    ours = [str(ts) for ts in supported.transfer_syntax]
+    context = PresentationContext()
+    context.abstract_syntax = supported.abstract_syntax
+    order: list[str | bytes | UID] = [ts for ts in preferred if ts in ours]
+    context.transfer_syntax = order + [ts for ts in ours if ts not in preferred]
+    context.scu_role, context.scp_role = supported.scu_role, supported.scp_role
+    if len(_ORDERED) > 10_000:
+        _ORDERED.clear()
+    _ORDERED[key] = context
+    return context
+
+
+# -- verification and storage ----------------------------------------------------------------
+def on_c_echo(event: Event) -> int:
+    """C-ECHO (PS3.4 A.4): we are alive."""
+    return GeneralStatus.SUCCESS
+
+
+def on_c_store(event: Event, ingestor: Ingestor) -> int | Dataset:
+    """C-STORE (PS3.4 B.2.2) through pynetdicom (associations the fast path does not take)."""
+    status, comment = store_file(
+        ingestor, Path(event.dataset_path), str(event.assoc.requestor.ae_title)
+    )
+    return status_dataset(status, comment) if comment else status
+
+
+def store_file(ingestor: Ingestor, path: Path, calling_ae: str) -> tuple[int, str | None]:
+    """Ingest a spooled C-STORE data set; (status, error comment) once it is durable.
+
+    A known SOP Instance UID, with the same or different bytes, is a success: the
+    ingest keeps the first and records the conflict (DESIGN.md, "Facts about DICOM
+    ingest"). Truncated or unparseable data is a 0xC000 failure naming the problem.
+    Shared by pynetdicom's handler and :mod:`jip.store.dimse.fast_path`.
+    """
+    try:
+        ingestor.ingest_file(path, calling_ae)
+    except Exception as exc:
+        status = status_for(exc, STORE_ERROR_STATUS)
+        if isinstance(exc, errors.JipError):
+            log.warning(
+                "C-STORE refused",
+                extra={"calling_ae": calling_ae, "status": f"0x{status:04X}", "error": str(exc)},
+            )
+            return status, str(exc)
+        log.exception("C-STORE failed", extra={"calling_ae": calling_ae})
+        return status, f"internal error: {type(exc).__name__}"
+    return StorageStatus.SUCCESS, None
+
+
+# -- query/retrieve ------------------------------------------------------------------------------
+def on_c_find(event: Event, catalogs: CatalogFor) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    """C-FIND (PS3.4 C.4.1): one pending response per match, then success.
+
+    Each response holds exactly the requested keys (PS3.4 C.4.1.1.3.2), empty where the
+    catalog has no value; 0xFF01 says an optional matching key was not supported. Only
+    the series the calling AE may see match.
+    """
+    try:
+        level, keys = query_keys(event)
+        matches = catalog_query.find(catalogs(calling_ae(event)), level, keys)
+    except Exception as exc:
+        yield _failure(exc, QUERY_ERROR_STATUS, "C-FIND"), None
+        return
+    supported = catalog_query.supported_keywords(level) | _ANSWERED_KEYS
+    ignored = any(value and key not in supported for key, value in keys.items())
+    pending = FindStatus.PENDING_OPTIONAL_KEYS_NOT_SUPPORTED if ignored else FindStatus.PENDING
+    our_ae = str(event.assoc.acceptor.ae_title)
+    for match in matches:
+        if event.is_cancelled:
+            yield FindStatus.CANCEL, None
+            return
+        yield pending, find_response(event.identifier, match, level, our_ae)
+
+
+def on_c_move(
+    event: Event, catalogs: CatalogFor, storage: BlobStorage, destinations: PeerLookup
+) -> Iterator[Any]:
+    """C-MOVE (PS3.4 C.4.2): C-STORE the matches to a known peer.
+
+    pynetdicom's protocol: yield the destination, then the number of sub-operations,
+    then one (pending status, dataset) per instance; it sends and counts. The
+    destination must be a peer (``store.peers`` or added at runtime, looked up by
+    ``destinations`` at each request); the matches are those the calling AE may see.
+    """
+    destination = str(event.move_destination or "").strip()
+    peer = destinations(destination)
+    if peer is None:
+        log.warning("C-MOVE to unknown destination", extra={"move_destination": destination})
+        yield None, None  # pynetdicom answers 0xA801 Move Destination Unknown
+        return
+    try:
+        instances = retrieve_instances(event, catalogs(calling_ae(event)))
+    except Exception as exc:
+        yield peer.host, peer.port
+        yield 1
+        yield _failure(exc, RETRIEVE_ERROR_STATUS, "C-MOVE"), None
+        return
+    from jip.store.dimse.ae import requested_contexts  # dimse imports this module
+
+    pairs = [(i.sop_class_uid, i.transfer_syntax_uid) for i in instances]
+    yield peer.host, peer.port, {"contexts": requested_contexts(pairs)}
+    yield len(instances)
+    yield from _sub_operations(event, instances, storage, MoveStatus.PENDING)
+
+
+def on_c_get(event: Event, catalogs: CatalogFor, storage: BlobStorage) -> Iterator[Any]:
+    """C-GET (PS3.4 C.4.3): C-STORE the matches back over the same association.
+
+    The requestor must have proposed storage contexts with the SCP role for the
+    stored SOP classes and transfer syntaxes; an instance without one fails.
+    """
+    try:
+        instances = retrieve_instances(event, catalogs(calling_ae(event)))
+    except Exception as exc:
+        yield 1
+        yield _failure(exc, RETRIEVE_ERROR_STATUS, "C-GET"), None
+        return
+    yield len(instances)
+    yield from _sub_operations(event, instances, storage, GetStatus.PENDING)
+
+
+def calling_ae(event: Event) -> str:
+    """Who asks: the calling AE title (PS3.8 9.3.2); senders rarely offer a User Identity."""
+    return str(event.assoc.requestor.ae_title).strip()
+
+
+def _sub_operations(
+    event: Event, instances: list[StoredInstance], storage: BlobStorage, pending: int
+) -> Iterator[tuple[int, Dataset | None]]:
+    for instance in instances:
+        if event.is_cancelled:
+            yield MoveStatus.CANCEL, None
+            return
+        yield pending, StoredFile(instance, storage)
+
+
+def _failure(
+    exc: Exception, table: Sequence[tuple[type[errors.JipError], int]], service: str
+) -> Dataset:
+    status = status_for(exc, table)
+    if isinstance(exc, errors.JipError):
+        log.warning(f"{service} refused", extra={"status": f"0x{status:04X}", "error": str(exc)})
+        return status_dataset(status, str(exc))
+    log.exception(f"{service} failed")
+    return status_dataset(status, f"internal error: {type(exc).__name__}")
+
+
+# -- identifiers -----------------------------------------------------------------------------------
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+class QueryRetrieveModel(enum.StrEnum):
+    """Patient Root and Study Root information models (PS3.4 C.6.1, C.6.2), by SOP class."""
+
+    PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+    PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+    PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+    STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+    STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+    STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+
+    @property
+    def is_patient_root(self) -> bool:
+        return self.value.startswith("1.2.840.10008.5.1.4.1.2.1.")
+
+
+_NOT_MATCHED = {"QueryRetrieveLevel", "SpecificCharacterSet"}
+# Return keys we fill although the catalog does not hold them.
+_ANSWERED_KEYS = {"RetrieveAETitle", "InstanceAvailability"}
+
+
+def query_keys(event: Event) -> tuple[QueryLevel, dict[str, str]]:
+    """The Query/Retrieve Level and the keys (keyword → PS3.4 C.2.2.2 match string)."""
+    identifier: Dataset = event.identifier
+    text = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+    try:
+        level = QueryLevel(text)
+    except ValueError:
+        raise IdentifierMismatch(
+            f"QueryRetrieveLevel {text!r} is not PATIENT, STUDY, SERIES or IMAGE"
+        ) from None
+    model = QueryRetrieveModel(str(event.request.AffectedSOPClassUID))
+    if level is QueryLevel.PATIENT and not model.is_patient_root:
+        raise IdentifierMismatch("the Study Root model has no PATIENT level (PS3.4 C.6.2)")
+    keys: dict[str, str] = {}
+    for element in identifier:
+        keyword = element.keyword
+        if not keyword or keyword in _NOT_MATCHED or element.VR == "SQ":
+            continue
+        value = element.value
+        if value is None:
+            keys[keyword] = ""
+        elif isinstance(value, MultiValue | list):
+            keys[keyword] = "\\".join(str(v) for v in value)
+        else:
+            keys[keyword] = str(value).strip()
+    return level, keys
+
+
+def find_response(identifier: Dataset, match: Dataset, level: QueryLevel, our_ae: str) -> Dataset:
+    """The requested keys with the match's values (PS3.4 C.4.1.1.3.2), empty if unknown."""
+    response = Dataset()
+    if "SpecificCharacterSet" in match:
+        response.SpecificCharacterSet = match.SpecificCharacterSet
+    response.QueryRetrieveLevel = level.value
+    for element in identifier:
+        keyword = element.keyword
+        if keyword in _NOT_MATCHED:
+            continue
+        if keyword and keyword in match:
+            response.add(match[keyword])
+        elif keyword == "RetrieveAETitle":
+            response.RetrieveAETitle = our_ae
+        elif keyword == "InstanceAvailability":
+            response.InstanceAvailability = "ONLINE"
+        else:
+            response.add(DataElement(element.tag, element.VR, None))
+    return response
+
+
+def retrieve_instances(event: Event, catalog: Catalog) -> list[StoredInstance]:
+    """The stored instances a C-MOVE or C-GET identifier selects (PS3.4 C.4.2.2.1)."""
+    level, keys = query_keys(event)
+    matches = catalog_query.find(catalog, level, keys)
+    found: dict[str, StoredInstance] = {}
+    for match in matches:
+        for instance in _instances_of(catalog, level, match):
+            found.setdefault(instance.sop_instance_uid, instance)
+    return list(found.values())
+
+
+def _instances_of(catalog: Catalog, level: QueryLevel, match: Dataset) -> list[StoredInstance]:
+    if level is QueryLevel.IMAGE:
+        return [catalog.instance(match.SOPInstanceUID)]
+    if level is QueryLevel.SERIES:
+        return catalog.instances_of_series(match.SeriesInstanceUID)
+    if level is QueryLevel.STUDY:
+        return catalog.instances_of_study(match.StudyInstanceUID)
+    studies = catalog_query.find(catalog, QueryLevel.STUDY, {"PatientID": str(match.PatientID)})
+    return [i for study in studies for i in catalog.instances_of_study(study.StudyInstanceUID)]
+
+
+class StoredFile(Dataset):
+    """A stored instance on its way out of a C-MOVE or C-GET.
+
+    A dataset only in name (it holds the two UIDs pynetdicom reports on failure); the
+    association streams the stored file (:class:`jip.store.dimse.ae.StreamingAssociation`).
+    """
+
+    def __init__(self, instance: StoredInstance, storage: BlobStorage) -> None:
+        super().__init__()
+        self.SOPClassUID = instance.sop_class_uid
+        self.SOPInstanceUID = instance.sop_instance_uid
+        self.stored = instance
+        self.storage = storage
+
+    @property
+    def transfer_syntax_uid(self) -> str:
+        return self.stored.transfer_syntax_uid
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Path]:
+        """A local path to the stored file (a temporary copy for remote storage)."""
+        local = self.storage.local_path(self.stored.blob_key)
+        if local is not None and local.is_file():
+            yield local
+            return
+        fd, tmp = tempfile.mkstemp(suffix=".dcm")
+        try:
+            with os.fdopen(fd, "wb") as out, self.storage.open(self.stored.blob_key) as src:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+            yield Path(tmp)
+        finally:
+            Path(tmp).unlink(missing_ok=True)

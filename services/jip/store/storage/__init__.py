@@ -1,0 +1,1 @@
+"""Blob storage: the port and its adapters (file, s3)."""
