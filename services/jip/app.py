@@ -17,32 +17,10 @@ from jip.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Most specific first: TooLarge, NotAcceptable and UnsupportedMediaType are Invalid,
-# OutOfResources an Unavailable.
-ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
-    (errors.TooLarge, 413),
-    (errors.NotAcceptable, 406),
-    (errors.UnsupportedMediaType, 415),
-    (errors.Invalid, 400),
-    (errors.NotFound, 404),
-    (errors.Conflict, 409),
-    (errors.Unauthorized, 401),
-    (errors.Forbidden, 403),
-    (errors.OutOfResources, 507),
-    (errors.Unavailable, 503),
-]
-
-
-def status_for(exc: errors.JipError) -> int:
-    for kind, status in ERROR_STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 500
-
 
 async def _jip_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.JipError)
-    status = status_for(exc)
+    status = errors.status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 

@@ -1,23 +1,31 @@
-"""The one place where a URL scheme picks an adapter.
+"""The one place where settings pick an adapter for each port.
 
-``file://`` and ``s3://`` pick blob storage, ``sqlite://`` and ``postgresql://`` the
-catalog, ``sqlite://`` and ``http(s)://`` the metadata index. No other module knows which
-deployment shape it runs in.
+``file://`` and ``s3://`` pick blob storage (DICOM files and result files),
+``sqlite://`` and ``postgresql://`` the catalog, ``sqlite://`` and ``http(s)://`` the
+metadata index; ``flow.runner`` the operator runner (subprocess, container, Kubernetes
+pod); the workflow engine is Airflow's REST API; ``auth.issuer_url`` picks the identity
+(embedded issuer or Keycloak, :func:`jip.base.build_identity`). No other module knows
+which deployment shape it runs in. This module sits above the services (it imports their
+adapters); services get adapters passed in, never call it, except the Airflow worker's
+task process, which is its own composition root (see pyproject's import contracts).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from sqlalchemy import Engine
 
 from jip.config import Settings
 from jip.db import make_engine
+from jip.errors import Invalid
 from jip.store.storage.port import BlobStorage
 
 if TYPE_CHECKING:
+    from jip.flow.engine import WorkflowEngine
+    from jip.flow.worker.runner import OperatorRunner
     from jip.meta.index import MetaIndex
 
 
@@ -62,3 +70,47 @@ def index_for(url: str) -> MetaIndex:
         index.ensure_index()
         return index
     raise ValueError(f"unsupported index URL {url!r}: use sqlite:///path or https://opensearch…")
+
+
+def results_storage_for(settings: Settings) -> BlobStorage:
+    """The result store of workflow runs (``JIP_RESULTS_URL``, default beside the blobs)."""
+    return storage_for(settings.resolved_results_url, settings)
+
+
+def workflow_engine_for(settings: Settings) -> WorkflowEngine:
+    """The workflow engine: Airflow 3 through its REST API, in both shapes."""
+    from jip.flow.engine_airflow import AirflowEngine
+
+    return AirflowEngine.from_settings(settings)
+
+
+def runner_for(settings: Settings, *, kubernetes_api: Any = None) -> OperatorRunner:
+    """The runner ``settings.flow.runner`` names; ``kubernetes_api`` a CoreV1Api (tests)."""
+    from jip.flow.worker.runner import operators_dir
+
+    flow = settings.flow
+    if flow.runner == "subprocess":
+        from jip.flow.worker.runner_subprocess import SubprocessRunner
+
+        return SubprocessRunner(
+            operators_dir=operators_dir(settings), timeout_s=flow.operator_timeout_s
+        )
+    if flow.runner == "container":
+        from jip.flow.worker.runner_container import ContainerRunner
+
+        return ContainerRunner(
+            engine=flow.container_engine,
+            registry=flow.image_registry,
+            cpus=flow.operator_cpus,
+            memory=flow.operator_memory,
+            timeout_s=flow.operator_timeout_s,
+        )
+    if flow.runner == "kubernetes":
+        from jip.flow.worker.runner_kubernetes import KubernetesRunner, PodSettings
+
+        return KubernetesRunner(
+            api=kubernetes_api,
+            pod=PodSettings.from_settings(settings),
+            timeout_s=flow.operator_timeout_s,
+        )
+    raise Invalid(f"unknown runner {flow.runner!r}: use subprocess, container or kubernetes")

@@ -1,10 +1,14 @@
-"""The errors every service raises; `app.py` and `store/dimse_handlers.py` map them.
+"""The errors every service raises, and the one function that maps them to a protocol.
 
 Services never raise HTTP or DIMSE specifics. Messages name the field or UID at fault
-and, where it helps, what to do next.
+and, where it helps, what to do next. :func:`status_for` looks an error up in a
+protocol's table: :data:`HTTP_STATUS` here (used by `app.py` and the UI), the DIMSE
+tables per service class in :mod:`jip.store.dimse.handlers`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class JipError(Exception):
@@ -49,3 +53,32 @@ class Unavailable(JipError):
 
 class OutOfResources(Unavailable):
     """Disk full, memory exhausted or a similar local resource problem."""
+
+
+StatusTable = Sequence[tuple[type[JipError], int]]
+
+# Most specific first: TooLarge, NotAcceptable and UnsupportedMediaType are Invalid,
+# OutOfResources an Unavailable.
+HTTP_STATUS: StatusTable = [
+    (TooLarge, 413),
+    (NotAcceptable, 406),
+    (UnsupportedMediaType, 415),
+    (Invalid, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (OutOfResources, 507),
+    (Unavailable, 503),
+]
+HTTP_INTERNAL_ERROR = 500
+
+
+def status_for(
+    exc: BaseException, table: StatusTable = HTTP_STATUS, default: int = HTTP_INTERNAL_ERROR
+) -> int:
+    """The first status in ``table`` whose error class ``exc`` is; ``default`` otherwise."""
+    for kind, status in table:
+        if isinstance(exc, kind):
+            return status
+    return default

@@ -1,7 +1,10 @@
 """The adapters of one running site, built once from settings.
 
 `jip up`, each listener process and the tests build a :class:`Runtime`; HTTP routes
-get it through ``app.state`` and DIMSE handlers as bound arguments.
+get it through ``app.state.runtime`` (each service's ``deps.py`` reads the attributes it
+needs through a small Protocol, so no service imports this module) and DIMSE handlers
+as bound arguments. Adapters a process may never need (index, result store, workflow
+engine) are opened on first use; tests may set them beforehand.
 """
 
 from __future__ import annotations
@@ -11,9 +14,16 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from jip.backends import catalog_engine_for, index_for, storage_for
+from jip.backends import (
+    catalog_engine_for,
+    index_for,
+    results_storage_for,
+    storage_for,
+    workflow_engine_for,
+)
 from jip.base.identity import Identity, build_identity
 from jip.config import Settings
+from jip.flow.engine import WorkflowEngine
 from jip.meta.index import MetaIndex
 from jip.migrations import upgrade
 from jip.store.catalog.catalog import Catalog, DuplicatePolicy
@@ -30,20 +40,48 @@ class Runtime:
     ingestor: Ingestor
     identity: Identity
     _index: MetaIndex | None = field(default=None, repr=False)
-    _index_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _results: BlobStorage | None = field(default=None, repr=False)
+    _workflow_engine: WorkflowEngine | None = field(default=None, repr=False)
+    _lazy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def index(self) -> MetaIndex:
         """The metadata index, opened on first use (listener processes never need it)."""
-        with self._index_lock:
+        with self._lazy_lock:
             if self._index is None:
                 self._index = index_for(self.settings.resolved_index_url)
             return self._index
+
+    @property
+    def results(self) -> BlobStorage:
+        """The result store of workflow runs, opened on first use."""
+        with self._lazy_lock:
+            if self._results is None:
+                self._results = results_storage_for(self.settings)
+            return self._results
+
+    @results.setter
+    def results(self, storage: BlobStorage) -> None:
+        self._results = storage
+
+    @property
+    def workflow_engine(self) -> WorkflowEngine:
+        """The workflow engine (Airflow's REST API), connected on first use."""
+        with self._lazy_lock:
+            if self._workflow_engine is None:
+                self._workflow_engine = workflow_engine_for(self.settings)
+            return self._workflow_engine
+
+    @workflow_engine.setter
+    def workflow_engine(self, engine: WorkflowEngine) -> None:
+        self._workflow_engine = engine
 
     def close(self) -> None:
         self.ingestor.close()
         if self._index is not None:
             self._index.close()
+        if self._workflow_engine is not None:
+            self._workflow_engine.close()
         self.engine.dispose()
 
 

@@ -44,6 +44,9 @@ class FakeEngine:
     def healthy(self) -> bool:
         return self.available
 
+    def close(self) -> None:
+        """Nothing to release: the fake holds no connections."""
+
     def health(self) -> Mapping[str, str]:
         return {"scheduler": "healthy" if self.available else "unhealthy"}
 

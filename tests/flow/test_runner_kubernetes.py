@@ -11,9 +11,10 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 
+from jip.backends import runner_for
 from jip.config import FlowSettings, Settings
 from jip.errors import Unavailable
-from jip.flow.worker.runner import OperatorJob, runner_for
+from jip.flow.worker.runner import OperatorJob
 from jip.flow.worker.runner_kubernetes import (
     KubernetesRunner,
     PodSettings,

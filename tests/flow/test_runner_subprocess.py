@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from jip.backends import runner_for
 from jip.config import FlowSettings, Settings
 from jip.errors import Invalid, NotFound
 from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
@@ -19,7 +20,6 @@ from jip.flow.worker.runner import (
     check_outcome,
     describe_exit,
     repository_operators_dir,
-    runner_for,
 )
 from jip.flow.worker.runner_subprocess import SubprocessRunner
 

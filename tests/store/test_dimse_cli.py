@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from jip import errors
-from jip.app import status_for
 from jip.base.auth import ANONYMOUS_ADMIN, require_admin
 from jip.cli.main import _register, cli
+from jip.errors import status_for
 from jip.samples import image_series, random_patient, write_datasets
 from jip.store.dimse.scu_routes import router
 

@@ -123,6 +123,10 @@ class WorkflowEngine(Protocol):
         """True when the engine can start and run workflows now."""
         ...
 
+    def close(self) -> None:
+        """Release the engine's connections."""
+        ...
+
     def health(self) -> Mapping[str, str]:
         """Each engine component and its status ("healthy", "unhealthy", "unknown")."""
         ...

@@ -48,9 +48,7 @@ class PageRoute(UiRoute):
             status, message = exc.status, exc.detail
         else:
             assert isinstance(exc, errors.JipError)
-            from jip.app import status_for
-
-            status, message = status_for(exc), str(exc)
+            status, message = errors.status_for(exc), str(exc)
         return render(request, "error.html", status_code=status, status=status, message=message)
 
 

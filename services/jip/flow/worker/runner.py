@@ -2,7 +2,7 @@
 
 An operator is the same program everywhere (DESIGN.md, "Operator contract"); only the
 runner differs: a local subprocess, a container (podman, docker) or a Kubernetes pod.
-The runner is chosen by ``settings.flow.runner`` in :func:`runner_for`, never by the
+The runner is chosen by ``settings.flow.runner`` in :func:`jip.backends.runner_for`, never by the
 operator or the DAG. Every runner sets the three contract variables, sends each line the
 operator writes to stdout to a log sink, and recognises progress lines
 (``{"jip_progress": ...}``) in that stream.
@@ -154,33 +154,3 @@ def relay_lines(lines: Iterable[str], log: LogSink) -> Progress | None:
         if progress is not None:
             last = progress
     return last
-
-
-def runner_for(settings: Settings, *, kubernetes_api: Any = None) -> OperatorRunner:
-    """The runner ``settings.flow.runner`` names; ``kubernetes_api`` a CoreV1Api (tests)."""
-    flow = settings.flow
-    if flow.runner == "subprocess":
-        from jip.flow.worker.runner_subprocess import SubprocessRunner
-
-        return SubprocessRunner(
-            operators_dir=operators_dir(settings), timeout_s=flow.operator_timeout_s
-        )
-    if flow.runner == "container":
-        from jip.flow.worker.runner_container import ContainerRunner
-
-        return ContainerRunner(
-            engine=flow.container_engine,
-            registry=flow.image_registry,
-            cpus=flow.operator_cpus,
-            memory=flow.operator_memory,
-            timeout_s=flow.operator_timeout_s,
-        )
-    if flow.runner == "kubernetes":
-        from jip.flow.worker.runner_kubernetes import KubernetesRunner, PodSettings
-
-        return KubernetesRunner(
-            api=kubernetes_api,
-            pod=PodSettings.from_settings(settings),
-            timeout_s=flow.operator_timeout_s,
-        )
-    raise Invalid(f"unknown runner {flow.runner!r}: use subprocess, container or kubernetes")

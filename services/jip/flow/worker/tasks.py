@@ -28,11 +28,12 @@ from typing import Any
 
 from airflow.sdk import Param, get_current_context, task
 
+from jip.backends import runner_for
 from jip.config import Settings
 from jip.flow.schema import ResultKind
 from jip.flow.worker import steps
 from jip.flow.worker.api_client import JipClient
-from jip.flow.worker.runner import OperatorJob, runner_for
+from jip.flow.worker.runner import OperatorJob
 from jip.flow.workflows import OPERATOR_KEY, SERIES_KEY, STUDIES_KEY, TOKEN_KEY
 
 log = logging.getLogger(__name__)

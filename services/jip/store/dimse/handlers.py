@@ -73,12 +73,9 @@ RETRIEVE_ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
 ]
 
 
-def status_for(exc: Exception, table: Sequence[tuple[type[errors.JipError], int]]) -> int:
+def status_for(exc: Exception, table: errors.StatusTable) -> int:
     """The table's status for ``exc``; anything unexpected is a processing failure."""
-    for kind, status in table:
-        if isinstance(exc, kind):
-            return status
-    return GeneralStatus.PROCESSING_FAILURE
+    return errors.status_for(exc, table, default=GeneralStatus.PROCESSING_FAILURE)
 
 
 def set_no_delay(sock: socket.socket | None) -> None:
