@@ -8,15 +8,17 @@ PY := $(BIN)/python
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The operator SDK (jip-sdk) comes from sdk/ in the same resolution, never from an index.
+$(VENV)/.installed: pyproject.toml sdk/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(PY) -e '.[workflow,dev]'
+	$(BIN)/uv pip install --python $(PY) -e ./sdk -e '.[workflow,dev]'
 	touch $@
 
 lint: install
-	$(BIN)/ruff check services tests bench operators dags
-	$(BIN)/ruff format --check services/jip
+	$(BIN)/ruff check services sdk tests bench operators dags
+	$(BIN)/ruff format --check services/jip sdk/src
+	$(BIN)/lint-imports  # the layers and public interfaces of DESIGN.md (pyproject.toml)
 
 typecheck: install
 	$(BIN)/mypy

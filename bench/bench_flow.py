@@ -33,6 +33,8 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
+from jip_sdk.phantom import build_abdomen_phantom, write_ct_series
+
 from jip.app import build_app
 from jip.backends import storage_for
 from jip.config import AuthSettings, FlowSettings, MetaSettings, Settings
@@ -40,7 +42,6 @@ from jip.errors import NotFound
 from jip.flow.component import task_environment
 from jip.flow.embedded_airflow import EmbeddedAirflow
 from jip.flow.engine_airflow import AirflowEngine
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
 from jip.flow.worker import steps
 from jip.flow.worker.api_client import JipClient
 from jip.flow.worker.runner import OperatorJob
@@ -50,7 +51,7 @@ from jip.runtime import Runtime, build_runtime
 NOOP_MAIN = '''"""noop: notes when it started, does nothing else."""
 import time
 from pathlib import Path
-from jip.flow.sdk import iter_series, report_progress, run_operator
+from jip_sdk import iter_series, report_progress, run_operator
 
 STARTED = time.time()
 

@@ -30,7 +30,7 @@ _ROOT = Path(tempfile.mkdtemp(prefix="jip-schema-"))
 _SETTINGS = Settings(data_dir=_ROOT / "data")
 _RUNTIME = build_runtime(_SETTINGS)
 _APP = build_app(_RUNTIME)
-_APP.state.flow_engine = FakeEngine(series_workflow("organ-seg-radiomics", "organ-seg"))
+_APP.state.runtime.workflow_engine = FakeEngine(series_workflow("organ-seg-radiomics", "organ-seg"))
 _TOKEN = with_service_token(_SETTINGS, _RUNTIME).api_token
 
 schema = schemathesis.openapi.from_asgi("/api/openapi.json", _APP)

@@ -27,7 +27,7 @@ import pytest
 from tests.test_embedded import JIP, free_port
 
 if TYPE_CHECKING:
-    from jip.flow.sdk.phantom import PhantomSeries
+    from jip_sdk.phantom import PhantomSeries
 
 PASSWORD = "e2e-admin-password-1"
 ADMIN = "admin"
@@ -71,7 +71,7 @@ class AbdomenCt:
     def send(self) -> PhantomSeries:
         if self.sent is None:
             # Imported here: every session loads this module through tests/conftest.py.
-            from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
+            from jip_sdk.phantom import build_abdomen_phantom, write_ct_series
 
             written = write_ct_series(build_abdomen_phantom(), self.folder)
             files = sorted(str(p) for p in written.series.path.glob("*.dcm"))

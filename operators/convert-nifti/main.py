@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from pydicom.dataset import Dataset
-
-from jip.flow.sdk import (
+from jip_sdk import (
     OperatorContext,
     SeriesError,
     iter_series,
@@ -30,6 +28,7 @@ from jip.flow.sdk import (
     run_operator,
     sort_slices,
 )
+from pydicom.dataset import Dataset
 
 logger = logging.getLogger("convert-nifti")
 

@@ -21,9 +21,7 @@ from pathlib import Path
 
 # A sibling module: `python main.py` puts this folder first on sys.path.
 from confidentiality import Policy, deidentify
-from pydicom.uid import PYDICOM_ROOT_UID
-
-from jip.flow.sdk import (
+from jip_sdk import (
     OperatorContext,
     SeriesError,
     iter_datasets,
@@ -31,6 +29,7 @@ from jip.flow.sdk import (
     report_progress,
     run_operator,
 )
+from pydicom.uid import PYDICOM_ROOT_UID
 
 logger = logging.getLogger("deidentify")
 

@@ -24,11 +24,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
-
-from jip.flow.sdk import (
+from jip_sdk import (
     InputSeries,
     OperatorContext,
     SeriesError,
@@ -40,7 +36,10 @@ from jip.flow.sdk import (
     run_operator,
     sort_slices,
 )
-from jip.flow.sdk.seg import LEFT, RIGHT, SegAlgorithm, SegmentSpec, build_segmentation
+from jip_sdk.seg import LEFT, RIGHT, SegAlgorithm, SegmentSpec, build_segmentation
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 logger = logging.getLogger("organ-seg")
 

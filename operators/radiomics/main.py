@@ -22,10 +22,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.dataset import Dataset
-from radiomics import featureextractor
-
-from jip.flow.sdk import (
+from jip_sdk import (
     InputSeries,
     OperatorContext,
     SeriesError,
@@ -37,7 +34,9 @@ from jip.flow.sdk import (
     run_operator,
     sort_slices,
 )
-from jip.flow.sdk.seg import SegmentMask, read_segment_masks
+from jip_sdk.seg import SegmentMask, read_segment_masks
+from pydicom.dataset import Dataset
+from radiomics import featureextractor
 
 logger = logging.getLogger("radiomics-operator")
 

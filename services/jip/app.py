@@ -8,12 +8,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from jip import errors
+from jip.base.auth import require_token
+from jip.base.routes import API_ROUTERS, PUBLIC_ROUTERS
+from jip.flow.routes import router as flow_router
+from jip.meta.cohort_routes import router as cohort_router
+from jip.meta.routes import router as meta_router
 from jip.runtime import Runtime
+from jip.store.dicomweb.routes import router as dicomweb_router
+from jip.store.dimse.scu_routes import router as dicom_scu_router
+from jip.store.projects_routes import router as projects_data_router
+from jip.store.routes import router as store_router
+from jip.ui import admin, admin_assignment, admin_peers, runs, series
+from jip.ui.routes import router as ui_router
+from jip.ui.routes import templates
+from jip.ui.status import router as site_status_router
+from jip.ui.viewer import add_template_globals
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +42,30 @@ async def _jip_error(_request: Request, exc: Exception) -> JSONResponse:
 ReadinessCheck = Callable[[], str | None]  # returns None when ready, else why not
 
 
+# Every router of the site, in the order FastAPI matches them. Store's
+# /api/projects/rules comes before BASE's /api/projects/{name}: "rules" is no project.
+ROUTERS: list[APIRouter] = [
+    store_router,
+    dicom_scu_router,
+    projects_data_router,
+    dicomweb_router,
+    *PUBLIC_ROUTERS,
+    *API_ROUTERS,
+    meta_router,
+    cohort_router,
+    flow_router,
+    site_status_router,
+    ui_router,
+    admin.router,
+    admin_peers.router,
+    admin_assignment.router,
+    series.router,
+    runs.router,
+]
+
+
 def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -> FastAPI:
     """The site's API; ``readiness`` checks gate ``/healthz`` and ``/readyz``."""
-    from jip.base.auth import require_token
-    from jip.base.routes import API_ROUTERS, PUBLIC_ROUTERS
-    from jip.meta.routes import router as meta_router
-    from jip.store.dimse.scu_routes import router as dicom_scu_router
-    from jip.store.projects_routes import router as projects_data_router
-    from jip.store.routes import router as store_router
-
     # Deny by default: with auth enabled every route, including those added below by any
     # service, needs a valid bearer token unless jip.base.auth names it public (probes,
     # /metrics, /auth/*, /.well-known/*).
@@ -51,29 +80,8 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
     app.state.runtime = runtime
     app.state.readiness = list(readiness or [])
     app.add_exception_handler(errors.JipError, _jip_error)
-    app.include_router(store_router)
-    app.include_router(dicom_scu_router)
-    # Before BASE's /api/projects/{name}: /api/projects/rules is no project.
-    app.include_router(projects_data_router)
-    _include_dicomweb(app)
-    for router in [*PUBLIC_ROUTERS, *API_ROUTERS, meta_router]:
+    for router in ROUTERS:
         app.include_router(router)
-    from jip.flow.routes import router as flow_router
-
-    app.include_router(flow_router)
-    from jip.ui import admin, admin_assignment, admin_peers, runs, series
-    from jip.ui.routes import router as ui_router
-    from jip.ui.routes import templates
-    from jip.ui.status import router as site_status_router
-    from jip.ui.viewer import add_template_globals
-
-    app.include_router(site_status_router)
-    app.include_router(ui_router)
-    app.include_router(admin.router)
-    app.include_router(admin_peers.router)
-    app.include_router(admin_assignment.router)
-    app.include_router(series.router)
-    app.include_router(runs.router)
     add_template_globals(templates.env)
 
     def not_ready() -> list[str]:
@@ -108,12 +116,3 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _include_dicomweb(app: FastAPI) -> None:
-    try:
-        from jip.store.dicomweb.routes import router as dicomweb_router
-    except ImportError:  # pragma: no cover - DICOMweb lands with its own module
-        log.warning("DICOMweb router not available")
-        return
-    app.include_router(dicomweb_router)

@@ -4,7 +4,7 @@
 ``sqlite://`` and ``postgresql://`` the catalog, ``sqlite://`` and ``http(s)://`` the
 metadata index; ``flow.runner`` the operator runner (subprocess, container, Kubernetes
 pod); the workflow engine is Airflow's REST API; ``auth.issuer_url`` picks the identity
-(embedded issuer or Keycloak, :func:`jip.base.build_identity`). No other module knows
+(embedded issuer or Keycloak, :func:`identity_for`). No other module knows
 which deployment shape it runs in. This module sits above the services (it imports their
 adapters); services get adapters passed in, never call it, except the Airflow worker's
 task process, which is its own composition root (see pyproject's import contracts).
@@ -24,6 +24,7 @@ from jip.errors import Invalid
 from jip.store.storage.port import BlobStorage
 
 if TYPE_CHECKING:
+    from jip.base import Authenticator, Identity, SigningKeys
     from jip.flow.engine import WorkflowEngine
     from jip.flow.worker.runner import OperatorRunner
     from jip.meta.index import MetaIndex
@@ -114,3 +115,49 @@ def runner_for(settings: Settings, *, kubernetes_api: Any = None) -> OperatorRun
             timeout_s=flow.operator_timeout_s,
         )
     raise Invalid(f"unknown runner {flow.runner!r}: use subprocess, container or kubernetes")
+
+
+def identity_for(settings: Settings, engine: Engine) -> Identity:
+    """Users, projects, audit log and token checks over the catalog ``engine``: with the
+    embedded issuer, unless ``auth.issuer_url`` names an external one (Keycloak).
+
+    The signing key is read (or created) only when a token is first issued or checked.
+    """
+    from jip.base import AuditLog, Identity, Issuer, Projects, SigningKeys, Users, site_url
+
+    users = Users(engine)
+    audit = AuditLog(engine)
+    keys = SigningKeys(settings.data_dir / "keys")
+    issuer_id = site_url(settings)
+    issuer = None
+    if not settings.auth.issuer_url:
+        issuer = Issuer(
+            issuer=issuer_id,
+            settings=settings.auth,
+            engine=engine,
+            users=users,
+            audit=audit,
+            keys=keys,
+        )
+    return Identity(
+        users=users,
+        projects=Projects(engine),
+        audit=audit,
+        authenticator=authenticator_for(settings, keys, issuer_id),
+        issuer=issuer,
+    )
+
+
+def authenticator_for(settings: Settings, keys: SigningKeys, issuer: str) -> Authenticator:
+    """The embedded issuer's key unless ``auth.issuer_url`` names an external issuer."""
+    from jip.base import Authenticator, JwksVerifier, LocalKeyVerifier, TokenVerifier
+
+    auth = settings.auth
+    verifier: TokenVerifier
+    if auth.issuer_url:
+        verifier = JwksVerifier(
+            issuer=auth.issuer_url, audience=auth.audience, jwks_url=auth.jwks_url
+        )
+    else:
+        verifier = LocalKeyVerifier(keys, issuer=issuer, audience=auth.audience)
+    return Authenticator(enabled=auth.enabled, verifier=verifier)

@@ -261,3 +261,14 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once (tests build ``Settings(...)`` instead)."""
     return Settings()
+
+
+# What a client on this machine reaches when a server listens on every address.
+_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def reachable_host(bind_host: str) -> str:
+    """The host, ready for a URL, that reaches a server bound to ``bind_host`` from this
+    machine: a wildcard address becomes loopback, an IPv6 literal gets its brackets."""
+    host = _WILDCARD_HOSTS.get(bind_host, bind_host)
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

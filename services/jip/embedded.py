@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import uvicorn
 from pydantic import SecretStr
@@ -24,6 +24,10 @@ from pydantic import SecretStr
 from jip.app import build_app
 from jip.config import Settings
 from jip.runtime import Runtime, build_runtime
+
+if TYPE_CHECKING:
+    from jip.flow.component import RuleComponent
+    from jip.meta import MetaIndexer
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +82,50 @@ def embedded_components(settings: Settings, role: Role = Role.ALL) -> list[Compo
     if role in (Role.ALL, Role.DICOM):
         from jip.store.dimse.listener import ListenerGroup
 
-        components.append(ListenerGroup(settings))
+        components.append(ListenerGroup(settings, build_runtime))
     if role in (Role.ALL, Role.INDEXER):
-        from jip.meta.indexer import MetaIndexer
-
-        components.append(MetaIndexer(settings))
+        components.append(meta_indexer(settings))
     if settings.flow.airflow_enabled and role in (Role.ALL, Role.INDEXER):
-        from jip.flow.component import AirflowComponent, RuleComponent
+        from jip.flow.component import AirflowComponent
 
         if not settings.flow.airflow_url and role is Role.ALL:  # else Airflow runs elsewhere
             components.append(AirflowComponent(settings))
-        components.append(RuleComponent(settings))
+        components.append(rule_component(settings))
     return components
+
+
+def rule_component(settings: Settings) -> RuleComponent:
+    """The auto-rule evaluator; it opens its own catalog engine, storage, index and
+    workflow engine (the adapters ``settings`` name) when it starts, and closes them when
+    it stops."""
+    from jip.backends import catalog_engine_for, index_for, storage_for, workflow_engine_for
+    from jip.flow.component import RuleAdapters, RuleComponent
+
+    def open_adapters() -> RuleAdapters:
+        return RuleAdapters(
+            db=catalog_engine_for(settings.resolved_catalog_url),
+            storage=storage_for(settings.resolved_storage_url, settings),
+            index=index_for(settings.resolved_index_url),
+            workflow_engine=workflow_engine_for(settings),
+        )
+
+    return RuleComponent(settings, open_adapters)
+
+
+def meta_indexer(settings: Settings) -> MetaIndexer:
+    """The metadata indexer component; it opens its own catalog engine, storage and index
+    (the adapters ``settings`` name) when it starts, and closes them when it stops."""
+    from jip.backends import catalog_engine_for, index_for, storage_for
+    from jip.meta import IndexerAdapters, MetaIndexer
+
+    def open_adapters() -> IndexerAdapters:
+        return IndexerAdapters(
+            engine=catalog_engine_for(settings.resolved_catalog_url),
+            storage=storage_for(settings.resolved_storage_url, settings),
+            index=index_for(settings.resolved_index_url),
+        )
+
+    return MetaIndexer(settings, open_adapters)
 
 
 def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.ALL) -> None:

@@ -3,12 +3,17 @@
 Services never raise HTTP or DIMSE specifics. Messages name the field or UID at fault
 and, where it helps, what to do next. :func:`status_for` looks an error up in a
 protocol's table: :data:`HTTP_STATUS` here (used by `app.py` and the UI), the DIMSE
-tables per service class in :mod:`jip.store.dimse.handlers`.
+tables per service class in :mod:`jip.store.dimse.handlers`. :func:`detail_of` goes the
+other way, for every client of an HTTP API (CLI, UI, workflow tasks, the Airflow
+adapter): the message of an error answer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any, Protocol
 
 
 class JipError(Exception):
@@ -82,3 +87,44 @@ def status_for(
         if isinstance(exc, kind):
             return status
     return default
+
+
+class HttpAnswer(Protocol):
+    """What :func:`detail_of` reads of an HTTP response (``httpx.Response`` has it)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+def detail_of(response: HttpAnswer, limit: int = 500) -> str:
+    """The message of an error answer, for a person to read.
+
+    FastAPI's and Airflow's ``{"detail": ...}`` (validation errors as ``loc: msg``
+    joined by ``; ``), OAuth's ``error_description`` or ``error`` (RFC 6749 §5.2), else
+    the body itself cut at ``limit`` characters, else the status's reason phrase.
+    """
+    try:
+        body: Any = json.loads(response.text)
+    except ValueError:
+        return response.text[:limit] or _reason(response.status_code)
+    if not isinstance(body, dict):
+        return str(body)[:limit]
+    detail = body.get("detail") or body.get("error_description") or body.get("error")
+    if isinstance(detail, list):  # request validation errors
+        return "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}"
+            if isinstance(item, dict)
+            else str(item)
+            for item in detail
+        )
+    return str(detail) if detail else str(body)[:limit]
+
+
+def _reason(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return f"HTTP {status_code}"

@@ -16,12 +16,13 @@ from sqlalchemy import Engine
 
 from jip.backends import (
     catalog_engine_for,
+    identity_for,
     index_for,
     results_storage_for,
     storage_for,
     workflow_engine_for,
 )
-from jip.base.identity import Identity, build_identity
+from jip.base import Identity
 from jip.config import Settings
 from jip.flow.engine import WorkflowEngine
 from jip.meta.index import MetaIndex
@@ -95,7 +96,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     catalog = Catalog(engine, default_project=settings.store.default_project)
     storage = storage_for(settings.resolved_storage_url, settings)
     ingestor = Ingestor(storage, catalog, DuplicatePolicy(settings.store.duplicate_policy))
-    identity = build_identity(settings, engine)
+    identity = identity_for(settings, engine)
     if migrate:
         identity.projects.ensure(
             settings.store.default_project, "Series that no assignment rule matches"

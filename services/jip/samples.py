@@ -3,7 +3,7 @@
 Series carry the headers real scanners write (patient, study, series, equipment,
 geometry, rescale, windowing) so that C-FIND, QIDO, metadata extraction and rendering
 see what they would see from a hospital. Pixel data is a cheap smooth pattern, not
-anatomy (``jip.flow.sdk.phantom`` makes an abdominal phantom with organs).
+anatomy (``jip_sdk.phantom`` makes an abdominal phantom with organs).
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ from unittest import mock
 import jwt
 import pytest
 
+from jip.backends import authenticator_for
 from jip.base.auth import (
     ANONYMOUS_ADMIN,
     Authenticator,
     CurrentUser,
     JwksVerifier,
-    authenticator_for,
     project_scope,
     require_project_role,
     user_from_claims,

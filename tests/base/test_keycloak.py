@@ -121,14 +121,23 @@ def test_bootstrap_twice_creates_nothing_new(
     assert "/projects/brain/viewer" in fake.groups
 
 
-def test_projects_default_to_those_in_the_catalog(
-    cluster_settings: Settings, fake: FakeKeycloak
+def test_cli_bootstrap_makes_a_group_per_catalog_project(
+    tmp_path: Path, fake: FakeKeycloak
 ) -> None:
-    runtime = build_runtime(cluster_settings)
+    runtime = build_runtime(Settings(data_dir=tmp_path / "data"))
     runtime.identity.projects.create("liver")
     runtime.close()
+    cli.add_command(user_cli.keycloak)  # without the other services' commands
     admin = KeycloakAdmin(connection=fake)  # type: ignore[arg-type]
-    bootstrap_realm(cluster_settings, "https://kc.example", "admin", "pw", admin=admin)
+    with mock.patch("jip.base.keycloak.KeycloakAdmin", return_value=admin):
+        result = CliRunner().invoke(
+            cli,
+            [
+                *("--data-dir", str(tmp_path / "data"), "keycloak", "bootstrap"),
+                *("--admin-url", "https://kc.example", "--admin-password", "pw"),
+            ],
+        )
+    assert result.exit_code == 0, result.output
     assert "/projects/liver/owner" in fake.groups
 
 

@@ -45,12 +45,12 @@ from jip.base.schema import ProjectRole
 from jip.config import Settings
 from jip.flow import records, rules
 from jip.flow.engine import RunState, TaskState
-from jip.flow.matching import SeriesMatcher
 from jip.flow.service import FlowService
 from jip.flow.worker.runner import operators_dir
+from jip.meta import SeriesMatcher
 from jip.runtime import build_runtime
+from jip.store import SeriesProjects
 from jip.store.dicomweb.multipart import Part, new_boundary, write_parts
-from jip.store.projects import SeriesProjects
 
 A, B = "liver", "lung"
 WORKFLOW = "annotate-review"
@@ -218,7 +218,7 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def world(site: Site, tmp_path: Path) -> World:
     runtime, client = site.runtime, site.client
     engine = FakeEngine(series_workflow(WORKFLOW, "organ-seg", review=True))
-    client.app.state.flow_engine = engine  # type: ignore[attr-defined]
+    client.app.state.runtime.workflow_engine = engine  # type: ignore[attr-defined]
     add_user(runtime, CALLERS["owner"], projects={B: ProjectRole.OWNER})
     site.tokens[CALLERS["owner"]] = auth_for(client, CALLERS["owner"])
     a = site.series[A]

@@ -23,7 +23,7 @@ from jip.store.dicomweb.multipart import Part, new_boundary, write_parts
 
 
 def _projects_of(site: Site, key: str) -> set[str]:
-    from jip.store.projects import SeriesProjects
+    from jip.store import SeriesProjects
 
     uid = site.series[key].series
     return SeriesProjects(site.runtime.engine).projects_of([uid])[uid]
@@ -57,9 +57,11 @@ def test_each_researcher_finds_only_the_series_of_their_projects(site: Site) -> 
     instances = site.client.get(f"{DW}/instances", headers=site.tokens["bob"]).json()
     assert {i["00080018"]["Value"][0] for i in instances} == set(s["lung"].sops)
     # The other's study by its UID, at every QIDO level, finds nothing.
-    for path in (f"{DW}/studies?StudyInstanceUID={s['lung'].study}",
-                 f"{DW}/studies/{s['lung'].study}/series",
-                 f"{DW}/studies/{s['lung'].study}/instances"):
+    for path in (
+        f"{DW}/studies?StudyInstanceUID={s['lung'].study}",
+        f"{DW}/studies/{s['lung'].study}/series",
+        f"{DW}/studies/{s['lung'].study}/instances",
+    ):
         response = site.client.get(path, headers=site.tokens["alice"])
         assert response.status_code in (200, 204) and not (response.content and response.json())
 
@@ -68,11 +70,21 @@ def test_the_other_projects_series_is_404_on_every_dicomweb_route(site: Site) ->
     lung = site.series["lung"]
     instance = f"{lung.path}/instances/{lung.sops[0]}"
     routes = [
-        f"{DW}/studies/{lung.study}", f"{DW}/studies/{lung.study}/metadata",
-        f"{DW}/studies/{lung.study}/rendered", f"{DW}/studies/{lung.study}/thumbnail",
-        lung.path, f"{lung.path}/metadata", f"{lung.path}/rendered", f"{lung.path}/thumbnail",
-        instance, f"{instance}/metadata", f"{instance}/frames/1", f"{instance}/rendered",
-        f"{instance}/thumbnail", f"{instance}/pixeldata", f"{instance}/bulkdata/7FE00010",
+        f"{DW}/studies/{lung.study}",
+        f"{DW}/studies/{lung.study}/metadata",
+        f"{DW}/studies/{lung.study}/rendered",
+        f"{DW}/studies/{lung.study}/thumbnail",
+        lung.path,
+        f"{lung.path}/metadata",
+        f"{lung.path}/rendered",
+        f"{lung.path}/thumbnail",
+        instance,
+        f"{instance}/metadata",
+        f"{instance}/frames/1",
+        f"{instance}/rendered",
+        f"{instance}/thumbnail",
+        f"{instance}/pixeldata",
+        f"{instance}/bulkdata/7FE00010",
     ]
     for route in routes:
         response = site.client.get(route, headers=site.tokens["alice"])
@@ -104,24 +116,32 @@ def test_meta_search_facets_and_values_see_only_the_callers_projects(site: Site)
     assert _search(site, "alice") == {s["liver"].series}
     assert _search(site, "bob") == {s["lung"].series}
     assert _search(site, "root") == {x.series for x in s.values()}
-    facets = site.client.post("/api/meta/aggregate", headers=site.tokens["bob"], json={
-        "aggs": {"n": {"terms": {"field": "StudyInstanceUID"}}}})
+    facets = site.client.post(
+        "/api/meta/aggregate",
+        headers=site.tokens["bob"],
+        json={"aggs": {"n": {"terms": {"field": "StudyInstanceUID"}}}},
+    )
     assert facets.status_code == 200, facets.text
     buckets = facets.json()["aggregations"]["n"]["buckets"]
     assert [b["key"] for b in buckets] == [s["lung"].study]
-    values = site.client.get("/api/meta/fields/SeriesInstanceUID/values",
-                             headers=site.tokens["alice"])
+    values = site.client.get(
+        "/api/meta/fields/SeriesInstanceUID/values", headers=site.tokens["alice"]
+    )
     assert [v["key"] for v in values.json()["values"]] == [s["liver"].series]
 
 
 def test_a_cohort_runs_over_the_series_of_its_project(site: Site) -> None:
     site.index()
-    created = site.client.post("/api/meta/cohorts", headers=site.tokens["alice"],
-                               json={"name": "everything", "query": None, "freeze": True})
+    created = site.client.post(
+        "/api/meta/cohorts",
+        headers=site.tokens["alice"],
+        json={"name": "everything", "query": None, "freeze": True},
+    )
     assert created.status_code == 201, created.text
     assert created.json()["frozen_series"] == 1
-    series = site.client.get(f"/api/meta/cohorts/{created.json()['id']}/series",
-                             headers=site.tokens["alice"]).json()
+    series = site.client.get(
+        f"/api/meta/cohorts/{created.json()['id']}/series", headers=site.tokens["alice"]
+    ).json()
     assert [hit["SeriesInstanceUID"] for hit in series["hits"]] == [site.series["liver"].series]
 
 
@@ -131,8 +151,9 @@ def test_manual_assignment_by_an_owner_or_admin_shows_the_series(site: Site) -> 
     url = f"/api/projects/lung/series/{other.series}"
     assert site.client.put(url, headers=site.tokens["bob"]).status_code == 403  # researcher
     # An owner cannot pull a series they cannot see into their project.
-    response = site.client.put(f"/api/projects/liver/series/{other.series}",
-                               headers=site.tokens["olga"])
+    response = site.client.put(
+        f"/api/projects/liver/series/{other.series}", headers=site.tokens["olga"]
+    )
     assert response.status_code == 404
     response = site.client.put(url, headers=site.tokens["root"])
     assert response.status_code == 200, response.text
@@ -152,32 +173,47 @@ def test_rules_are_for_site_admins_and_checked(site: Site) -> None:
     assert client.get("/api/projects/rules", headers=tokens["olga"]).status_code == 403
     rules = client.get("/api/projects/rules", headers=tokens["root"]).json()
     assert [(r["project"], r["calling_ae_title"], r["field"]) for r in rules] == [
-        ("liver", "LIVER_CT", ""), ("lung", "", "StudyDescription")]
-    bad = client.post("/api/projects/rules", headers=tokens["root"],
-                      json={"project": "lung", "field": "PixelData", "pattern": "*"})
+        ("liver", "LIVER_CT", ""),
+        ("lung", "", "StudyDescription"),
+    ]
+    bad = client.post(
+        "/api/projects/rules",
+        headers=tokens["root"],
+        json={"project": "lung", "field": "PixelData", "pattern": "*"},
+    )
     assert bad.status_code == 400 and "PixelData" in bad.text
-    unknown = client.post("/api/projects/rules", headers=tokens["root"],
-                          json={"project": "nope", "calling_ae_title": "X"})
+    unknown = client.post(
+        "/api/projects/rules",
+        headers=tokens["root"],
+        json={"project": "nope", "calling_ae_title": "X"},
+    )
     assert unknown.status_code == 404
     rule_id = rules[0]["id"]
-    patched = client.patch(f"/api/projects/rules/{rule_id}", headers=tokens["root"],
-                           json={"enabled": False})
+    patched = client.patch(
+        f"/api/projects/rules/{rule_id}", headers=tokens["root"], json={"enabled": False}
+    )
     assert patched.json()["enabled"] is False
     spool = Path(str(site.runtime.settings.data_dir)) / "spool-late"
     late = ingest_series(site.runtime, spool, series_datasets(4), "LIVER_CT")
     assert late.series not in _qido_series(site, "alice")  # the rule is off: default
-    assert client.delete(f"/api/projects/rules/{rule_id}",
-                         headers=tokens["root"]).status_code == 204
+    assert (
+        client.delete(f"/api/projects/rules/{rule_id}", headers=tokens["root"]).status_code == 204
+    )
 
 
 def _stow(site: Site, user: str, datasets: list[Any], project: str | None = None) -> Any:
     boundary = new_boundary()
-    body = b"".join(write_parts([Part("application/dicom", [part10(ds)]) for ds in datasets],
-                                boundary))
+    body = b"".join(
+        write_parts([Part("application/dicom", [part10(ds)]) for ds in datasets], boundary)
+    )
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
     params = {"project": project} if project else {}
-    return site.client.post(f"{DW}/studies", content=body, params=params,
-                            headers={**site.tokens[user], "Content-Type": content_type})
+    return site.client.post(
+        f"{DW}/studies",
+        content=body,
+        params=params,
+        headers={**site.tokens[user], "Content-Type": content_type},
+    )
 
 
 def test_stow_assigns_to_the_named_or_the_single_project(site: Site) -> None:
@@ -215,19 +251,22 @@ def test_a_study_shared_by_two_projects_shows_each_only_its_series(site: Site) -
     shared = series_datasets(1, StudyDescription="Chest LUNG", SeriesDescription="LUNG SECRET")
     for ds in shared:
         ds.StudyInstanceUID = liver.study
-    lung_part = ingest_series(site.runtime, Path(str(site.runtime.settings.data_dir)) / "spool-2",
-                        shared, "MR_ROOM")
+    lung_part = ingest_series(
+        site.runtime, Path(str(site.runtime.settings.data_dir)) / "spool-2", shared, "MR_ROOM"
+    )
     for user, visible in (("alice", liver.series), ("bob", lung_part.series)):
         response = site.client.get(
             f"{DW}/studies",
             params={"StudyInstanceUID": liver.study, "includefield": "SeriesDescription"},
-            headers=site.tokens[user])
+            headers=site.tokens[user],
+        )
         (study,) = response.json()
         assert study["00201206"]["Value"] == [1], user  # NumberOfStudyRelatedSeries
         assert "LUNG SECRET" not in str(study) or user == "bob"
         assert _qido_series(site, user) & {liver.series, lung_part.series} == {visible}
-    response = site.client.get(f"{DW}/studies", params={"StudyInstanceUID": liver.study},
-                               headers=site.tokens["root"])
+    response = site.client.get(
+        f"{DW}/studies", params={"StudyInstanceUID": liver.study}, headers=site.tokens["root"]
+    )
     assert response.json()[0]["00201206"]["Value"] == [2]
 
 
@@ -244,8 +283,10 @@ NOT_AUTHORISED = 0x0124  # PS3.7 Annex C, "Refused: Not Authorized"
 def _failures(response: Any) -> list[tuple[int, str]]:
     """(FailureReason, ErrorComment without its "part N: " prefix) of each failed part."""
     items = response.json().get(FAILED, {}).get("Value", [])
-    return [(item[FAILURE_REASON]["Value"][0],
-             item[ERROR_COMMENT]["Value"][0].split(": ", 1)[1]) for item in items]
+    return [
+        (item[FAILURE_REASON]["Value"][0], item[ERROR_COMMENT]["Value"][0].split(": ", 1)[1])
+        for item in items
+    ]
 
 
 def _warnings(response: Any) -> list[str]:
@@ -277,14 +318,14 @@ def test_stow_into_another_projects_series_or_study_fails_alone_and_tells_nothin
     liver = site.series["liver"]
     a_before = site.client.get(f"{liver.path}/metadata", headers=site.tokens["alice"]).json()
     attempts = {
-        "A's series": _as_part_of(series_datasets(30), StudyInstanceUID=liver.study,
-                                  SeriesInstanceUID=liver.series),
-        "A's series, another study": _as_part_of(series_datasets(31),
-                                                 SeriesInstanceUID=liver.series),
-        "A's SOP Instance UID": _as_part_of(series_datasets(32)[:1],
-                                            SOPInstanceUID=liver.sops[0]),
-        "a new series in A's study": _as_part_of(series_datasets(33),
-                                                 StudyInstanceUID=liver.study),
+        "A's series": _as_part_of(
+            series_datasets(30), StudyInstanceUID=liver.study, SeriesInstanceUID=liver.series
+        ),
+        "A's series, another study": _as_part_of(
+            series_datasets(31), SeriesInstanceUID=liver.series
+        ),
+        "A's SOP Instance UID": _as_part_of(series_datasets(32)[:1], SOPInstanceUID=liver.sops[0]),
+        "a new series in A's study": _as_part_of(series_datasets(33), StudyInstanceUID=liver.study),
     }
     answers = set()
     for what, datasets in attempts.items():
@@ -294,7 +335,9 @@ def test_stow_into_another_projects_series_or_study_fails_alone_and_tells_nothin
         failures = _failures(response)
         assert len(failures) == len(datasets), (what, failures)
         assert {reason for reason, _ in failures} == {NOT_AUTHORISED}, what
-        answers |= {(reason, comment, frozenset(_warnings(response))) for reason, comment in failures}
+        answers |= {
+            (reason, comment, frozenset(_warnings(response))) for reason, comment in failures
+        }
         assert liver.series not in response.text and liver.study not in str(_warnings(response))
     # One answer whichever UID was taken: it tells nothing of what exists where.
     assert len(answers) == 1, answers
@@ -304,15 +347,17 @@ def test_stow_into_another_projects_series_or_study_fails_alone_and_tells_nothin
             assert not [sop for sop in sops if _stored_anywhere(site, sop)], what
     after = site.client.get(f"{liver.path}/metadata", headers=site.tokens["alice"]).json()
     assert after == a_before
-    assert {i.sop_instance_uid for i in site.runtime.catalog.instances_of_series(liver.series)} \
-        == set(liver.sops)
+    assert {
+        i.sop_instance_uid for i in site.runtime.catalog.instances_of_series(liver.series)
+    } == set(liver.sops)
     assert _projects_of(site, "liver") == {"liver"}
 
 
 def test_stow_refuses_only_the_parts_into_another_projects_series(site: Site) -> None:
     liver = site.series["liver"]
-    intruder = _as_part_of(series_datasets(34)[:1], StudyInstanceUID=liver.study,
-                           SeriesInstanceUID=liver.series)
+    intruder = _as_part_of(
+        series_datasets(34)[:1], StudyInstanceUID=liver.study, SeriesInstanceUID=liver.series
+    )
     own = series_datasets(35)
     response = _stow(site, "bob", [*intruder, *own])
     assert response.status_code == 202, response.text
@@ -322,8 +367,11 @@ def test_stow_refuses_only_the_parts_into_another_projects_series(site: Site) ->
     assert str(own[0].SeriesInstanceUID) in _qido_series(site, "bob")
     assert not _stored_anywhere(site, _sop_uids(intruder)[0])
     # B's own series and study, once stored, take more of B's instances.
-    more = _as_part_of(series_datasets(36), StudyInstanceUID=str(own[0].StudyInstanceUID),
-                       SeriesInstanceUID=str(own[0].SeriesInstanceUID))
+    more = _as_part_of(
+        series_datasets(36),
+        StudyInstanceUID=str(own[0].StudyInstanceUID),
+        SeriesInstanceUID=str(own[0].SeriesInstanceUID),
+    )
     assert _stow(site, "bob", more).status_code == 200
 
 
@@ -332,33 +380,38 @@ def test_stow_into_a_series_needs_the_researcher_role_in_its_project(site: Site)
 
     from jip.base.schema import ProjectRole
 
-    add_user(site.runtime, "vera", projects={"liver": ProjectRole.VIEWER,
-                                             "lung": ProjectRole.RESEARCHER})
+    add_user(
+        site.runtime, "vera", projects={"liver": ProjectRole.VIEWER, "lung": ProjectRole.RESEARCHER}
+    )
     site.tokens["vera"] = auth_for(site.client, "vera")
     liver = site.series["liver"]
-    into_series = _as_part_of(series_datasets(37), StudyInstanceUID=liver.study,
-                              SeriesInstanceUID=liver.series)
+    into_series = _as_part_of(
+        series_datasets(37), StudyInstanceUID=liver.study, SeriesInstanceUID=liver.series
+    )
     response = _stow(site, "vera", into_series)
     assert response.status_code == 409 and {r for r, _ in _failures(response)} == {NOT_AUTHORISED}
     # A study she sees takes a new series of hers (in her project, not in A's).
     new_series = _as_part_of(series_datasets(38), StudyInstanceUID=liver.study)
     assert _stow(site, "vera", new_series).status_code == 200
     uid = str(new_series[0].SeriesInstanceUID)
-    from jip.store.projects import SeriesProjects
+    from jip.store import SeriesProjects
 
     assert SeriesProjects(site.runtime.engine).projects_of([uid])[uid] == {"lung"}
     # carol, a researcher of both, may add to A's series.
-    joined = _as_part_of(series_datasets(39), StudyInstanceUID=liver.study,
-                         SeriesInstanceUID=liver.series)
+    joined = _as_part_of(
+        series_datasets(39), StudyInstanceUID=liver.study, SeriesInstanceUID=liver.series
+    )
     assert _stow(site, "carol", joined, project="lung").status_code == 200
     assert set(_sop_uids(joined)) <= {
-        i.sop_instance_uid for i in site.runtime.catalog.instances_of_series(liver.series)}
+        i.sop_instance_uid for i in site.runtime.catalog.instances_of_series(liver.series)
+    }
 
 
 def test_a_site_admin_stows_into_any_projects_series(site: Site) -> None:
     liver = site.series["liver"]
-    added = _as_part_of(series_datasets(40), StudyInstanceUID=liver.study,
-                        SeriesInstanceUID=liver.series)
+    added = _as_part_of(
+        series_datasets(40), StudyInstanceUID=liver.study, SeriesInstanceUID=liver.series
+    )
     response = _stow(site, "root", added)
     assert response.status_code == 200, response.text
     seen = site.client.get(f"{liver.path}/metadata", headers=site.tokens["alice"]).json()
@@ -374,15 +427,20 @@ def test_without_auth_stow_adds_to_any_series(tmp_path: Path) -> None:
     runtime = build_runtime(Settings(data_dir=tmp_path / "data", auth={"enabled": False}))
     try:
         stored = ingest_series(runtime, tmp_path / "spool", series_datasets(42))
-        added = _as_part_of(series_datasets(43), StudyInstanceUID=stored.study,
-                            SeriesInstanceUID=stored.series)
+        added = _as_part_of(
+            series_datasets(43), StudyInstanceUID=stored.study, SeriesInstanceUID=stored.series
+        )
         boundary = new_boundary()
-        body = b"".join(write_parts([Part("application/dicom", [part10(ds)]) for ds in added],
-                                    boundary))
+        body = b"".join(
+            write_parts([Part("application/dicom", [part10(ds)]) for ds in added], boundary)
+        )
         response = TestClient(build_app(runtime)).post(
-            f"{DW}/studies", content=body,
-            headers={"Content-Type": f'multipart/related; type="application/dicom"; '
-                                     f"boundary={boundary}"})
+            f"{DW}/studies",
+            content=body,
+            headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
+            },
+        )
         assert response.status_code == 200, response.text
         assert len(runtime.catalog.instances_of_series(stored.series)) == 4
     finally:

@@ -104,9 +104,18 @@ def test_disable_reset_password_and_remove_a_user(admin: TestClient, runtime: Ru
     page = post_form(admin, "/ui/admin/users/tom/password", password="a new long password")
     assert "password of tom set" in flash_of(page)
     fresh = TestClient(admin.app)
-    assert fresh.post("/auth/token", data={"grant_type": "password", "client_id": "jip-cli",
-                                           "username": "tom",
-                                           "password": "a new long password"}).status_code == 200
+    assert (
+        fresh.post(
+            "/auth/token",
+            data={
+                "grant_type": "password",
+                "client_id": "jip-cli",
+                "username": "tom",
+                "password": "a new long password",
+            },
+        ).status_code
+        == 200
+    )
     assert flash_of(post_form(admin, "/ui/admin/users/tom/remove")) == "user tom removed"
     assert "tom" not in [u.username for u in users.list()]
 
@@ -127,8 +136,9 @@ def test_admin_forms_refuse_a_post_without_the_csrf_token(
                  {"username": "eve", "password": PASSWORD, "csrf_token": "guess"}):  # fmt: skip
         refused = admin.post("/ui/admin/users", data=data, follow_redirects=False)
         assert refused.status_code == 403
-    refused = admin.post("/ui/admin/peers", data={"name": "x", "ae_title": "X",
-                                                  "host": "127.0.0.1", "port": "104"})
+    refused = admin.post(
+        "/ui/admin/peers", data={"name": "x", "ae_title": "X", "host": "127.0.0.1", "port": "104"}
+    )
     assert refused.status_code == 403
     assert "eve" not in [u.username for u in runtime.identity.users.list()]
     assert admin.get("/api/dicom/peers", headers=auth_for(admin, "ada")).json() == []
@@ -229,7 +239,7 @@ def test_peer_names_are_checked_and_the_ui_shows_field_errors(admin: TestClient)
 
 # -- auto-rules -------------------------------------------------------------------------------
 def test_rules_are_created_disabled_enabled_and_deleted(admin: TestClient, app: FastAPI) -> None:
-    app.state.flow_engine = FakeEngine(series_workflow("organ-seg", "fake-op"))
+    app.state.runtime.workflow_engine = FakeEngine(series_workflow("organ-seg", "fake-op"))
     page = admin.get("/ui/admin/rules").text
     assert "<option>organ-seg</option>" in page
     page = post_form(admin, "/ui/admin/rules", name="ct-seg", dag_id="organ-seg",
@@ -238,7 +248,9 @@ def test_rules_are_created_disabled_enabled_and_deleted(admin: TestClient, app: 
     token = auth_for(admin, "ada")
     [rule] = admin.get("/api/flow/rules", headers=token).json()
     assert (rule["dag_id"], rule["query"], rule["enabled"]) == (
-        "organ-seg", {"term": {"Modality": "CT"}}, True
+        "organ-seg",
+        {"term": {"Modality": "CT"}},
+        True,
     )
     assert flash_of(post_form(admin, "/ui/admin/rules/ct-seg/disable")) == "rule ct-seg disabled"
     assert admin.get("/api/flow/rules", headers=token).json()[0]["enabled"] is False
@@ -250,12 +262,10 @@ def test_rules_are_created_disabled_enabled_and_deleted(admin: TestClient, app: 
     assert admin.get("/api/flow/rules", headers=token).json() == []
 
 
-def test_rules_page_works_when_the_workflow_engine_is_away(
-    admin: TestClient, app: FastAPI
-) -> None:
+def test_rules_page_works_when_the_workflow_engine_is_away(admin: TestClient, app: FastAPI) -> None:
     engine = FakeEngine()
     engine.available = False
-    app.state.flow_engine = engine
+    app.state.runtime.workflow_engine = engine
     page = admin.get("/ui/admin/rules")
     assert page.status_code == 200
     assert "Workflows could not be listed" in page.text and 'name="dag_id"' in page.text
@@ -288,7 +298,7 @@ def test_audit_page_filters_and_exports_csv(admin: TestClient) -> None:
 def test_admin_status_api_reports_counts_backends_backlog_and_airflow(
     admin: TestClient, app: FastAPI, runtime: Runtime
 ) -> None:
-    app.state.flow_engine = FakeEngine()
+    app.state.runtime.workflow_engine = FakeEngine()
     app.state.readiness = [lambda: None, lambda: "waiting for the indexer"]
     body = admin.get("/api/admin/status", headers=auth_for(admin, "ada")).json()
     counts = runtime.catalog.counts()

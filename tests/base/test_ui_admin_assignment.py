@@ -13,7 +13,7 @@ from tests.base.test_ui_pages import browser_login, csrf_of
 from jip.base.schema import ProjectRole
 from jip.runtime import Runtime
 from jip.samples import synthetic_site, write_datasets
-from jip.store.projects import SeriesProjects
+from jip.store import SeriesProjects
 
 RULES = "/ui/admin/assignment/rules"
 SERIES = "/ui/admin/assignment/series"

@@ -14,6 +14,15 @@ import pydicom
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from jip_sdk.phantom import (
+    TRUTH_SEGMENTS,
+    AbdomenPhantom,
+    PhantomSeries,
+    build_abdomen_phantom,
+    write_ct_series,
+    write_truth_seg,
+)
+from jip_sdk.series import read_datasets, sort_slices
 from PIL import Image
 from pydicom.sr.codedict import codes
 from tests.base.support import add_user, auth_for
@@ -23,15 +32,6 @@ from tests.fakes.workflow_engine import FakeEngine, series_workflow
 from jip.base.schema import ProjectRole
 from jip.flow import records
 from jip.flow.schema import ResultKind
-from jip.flow.sdk.phantom import (
-    TRUTH_SEGMENTS,
-    AbdomenPhantom,
-    PhantomSeries,
-    build_abdomen_phantom,
-    write_ct_series,
-    write_truth_seg,
-)
-from jip.flow.sdk.series import read_datasets, sort_slices
 from jip.meta.indexer import Indexer
 from jip.runtime import Runtime
 from jip.ui import overlay
@@ -84,7 +84,9 @@ def site(runtime: Runtime, tmp_path: Path, phantom: AbdomenPhantom, app: FastAPI
     _ingest(runtime, [*sorted(ct.series.path.glob("*.dcm")), seg_path])  # moves the files
     add_user(runtime, "rita", projects={"default": ProjectRole.RESEARCHER})
     add_user(runtime, "otto", projects={"elsewhere": ProjectRole.RESEARCHER})
-    app.state.flow_engine = FakeEngine(series_workflow("organ-seg-radiomics", "organ-seg"))
+    app.state.runtime.workflow_engine = FakeEngine(
+        series_workflow("organ-seg-radiomics", "organ-seg")
+    )
     return PhantomSite(runtime, ct, seg, phantom, source)
 
 

@@ -54,8 +54,9 @@ def csrf_of(page: str) -> str:
 
 @pytest.fixture
 def site(runtime: Runtime, tmp_path: Path) -> Runtime:
-    datasets = synthetic_site(patients=2, studies_per_patient=1, series_per_study=2, slices=2,
-                              rows=16, columns=16, seed=3)
+    datasets = synthetic_site(
+        patients=2, studies_per_patient=1, series_per_study=2, slices=2, rows=16, columns=16, seed=3
+    )
     for path in write_datasets(datasets, tmp_path / "spool"):
         runtime.ingestor.ingest_file(path)
     Indexer(catalog=runtime.catalog, storage=runtime.storage, index=runtime.index).run_once()
@@ -103,9 +104,11 @@ def test_a_forged_session_cookie_redirects_to_the_login(client: TestClient) -> N
 def test_login_sets_an_httponly_strict_session_cookie(site: Runtime, client: TestClient) -> None:
     start = client.get("/ui/login", follow_redirects=False)
     form = dict(parse_qsl(urlsplit(start.headers["location"]).query))
-    submitted = client.post("/auth/authorize", data={**form, "username": "rita",
-                                                     "password": PASSWORD},
-                            follow_redirects=False)
+    submitted = client.post(
+        "/auth/authorize",
+        data={**form, "username": "rita", "password": PASSWORD},
+        follow_redirects=False,
+    )
     done = client.get(submitted.headers["location"], follow_redirects=False)
     cookies = done.headers.get_list("set-cookie")
     session = next(c for c in cookies if c.startswith("jip_session="))
@@ -115,9 +118,11 @@ def test_login_sets_an_httponly_strict_session_cookie(site: Runtime, client: Tes
 def test_callback_with_a_wrong_state_opens_no_session(site: Runtime, client: TestClient) -> None:
     start = client.get("/ui/login", follow_redirects=False)
     form = dict(parse_qsl(urlsplit(start.headers["location"]).query))
-    submitted = client.post("/auth/authorize", data={**form, "state": "forged-state",
-                                                     "username": "rita", "password": PASSWORD},
-                            follow_redirects=False)
+    submitted = client.post(
+        "/auth/authorize",
+        data={**form, "state": "forged-state", "username": "rita", "password": PASSWORD},
+        follow_redirects=False,
+    )
     done = client.get(submitted.headers["location"], follow_redirects=False)
     assert done.status_code == 401
     assert "jip_session" not in client.cookies
@@ -153,11 +158,15 @@ def test_explore_free_query_error_is_shown(logged_in: TestClient) -> None:
 
 def test_save_cohort_needs_the_csrf_token(logged_in: TestClient) -> None:
     query = json.dumps({"term": {"Modality": "CT"}})
-    refused = logged_in.post("/ui/cohorts", data={"name": "ct", "query": query},
-                             follow_redirects=False)
+    refused = logged_in.post(
+        "/ui/cohorts", data={"name": "ct", "query": query}, follow_redirects=False
+    )
     assert refused.status_code == 403
-    wrong = logged_in.post("/ui/cohorts", data={"name": "ct", "query": query,
-                                                "csrf_token": "guess"}, follow_redirects=False)
+    wrong = logged_in.post(
+        "/ui/cohorts",
+        data={"name": "ct", "query": query, "csrf_token": "guess"},
+        follow_redirects=False,
+    )
     assert wrong.status_code == 403
     assert "No cohorts yet" in logged_in.get("/ui/cohorts").text
 
@@ -165,25 +174,31 @@ def test_save_cohort_needs_the_csrf_token(logged_in: TestClient) -> None:
 def test_cohort_save_rename_freeze_export_import(logged_in: TestClient) -> None:
     csrf = csrf_of(logged_in.get("/ui/explore").text)
     query = json.dumps({"bool": {"filter": [{"terms": {"Modality": ["CT", "MR"]}}]}})
-    saved = logged_in.post("/ui/cohorts", data={"name": "all images", "query": query,
-                                                "project": PROJECT, "csrf_token": csrf},
-                           follow_redirects=False)
+    saved = logged_in.post(
+        "/ui/cohorts",
+        data={"name": "all images", "query": query, "project": PROJECT, "csrf_token": csrf},
+        follow_redirects=False,
+    )
     assert saved.status_code == 303, saved.text
     cohort_url = saved.headers["location"]
     assert "all images" in logged_in.get("/ui/cohorts").text
     page = logged_in.get(cohort_url).text
     assert "4 series" in page and "/ui/thumb/" in page
-    renamed = logged_in.post(f"{cohort_url}/rename", data={"name": "everything",
-                                                           "csrf_token": csrf})
+    renamed = logged_in.post(
+        f"{cohort_url}/rename", data={"name": "everything", "csrf_token": csrf}
+    )
     assert "everything" in renamed.text
     frozen = logged_in.post(f"{cohort_url}/freeze", data={"csrf_token": csrf})
     assert "frozen" in frozen.text
     export = logged_in.get(f"{cohort_url}/export")
     assert export.headers["content-disposition"].startswith("attachment")
     document = export.json()
-    imported = logged_in.post("/ui/cohorts/import", data={"project": PROJECT, "name": "copy", "csrf_token": csrf},
-                              files={"document": ("c.json", json.dumps(document).encode())},
-                              follow_redirects=False)
+    imported = logged_in.post(
+        "/ui/cohorts/import",
+        data={"project": PROJECT, "name": "copy", "csrf_token": csrf},
+        files={"document": ("c.json", json.dumps(document).encode())},
+        follow_redirects=False,
+    )
     assert imported.status_code == 303, imported.text
     assert imported.headers["location"] != cohort_url
 
@@ -218,8 +233,10 @@ def test_logout_needs_csrf_then_revokes_and_clears(logged_in: TestClient, site: 
     assert out.status_code == 303
     assert "jip_session" not in logged_in.cookies
     assert logged_in.get("/ui/explore", follow_redirects=False).status_code == 303
-    reuse = logged_in.post("/auth/token", data={"grant_type": "refresh_token", "client_id": "jip",
-                                                "refresh_token": refresh})
+    reuse = logged_in.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "client_id": "jip", "refresh_token": refresh},
+    )
     assert reuse.status_code == 400
 
 
@@ -238,28 +255,28 @@ def test_workflow_form_start_run_page_mark_done_and_cancel(
         "median_radius": {"type": "integer", "default": 2},
         "label": {"enum": ["liver", "spleen"], "default": "liver"},
     }
-    app.state.flow_engine = fake
+    app.state.runtime.workflow_engine = fake
     csrf = csrf_of(logged_in.get("/ui/explore").text)
-    saved = logged_in.post("/ui/cohorts", data={"name": "everything", "query": "{}",
-                                                "project": PROJECT, "csrf_token": csrf},
-                           follow_redirects=False)
+    saved = logged_in.post(
+        "/ui/cohorts",
+        data={"name": "everything", "query": "{}", "project": PROJECT, "csrf_token": csrf},
+        follow_redirects=False,
+    )
     cohort_id = saved.headers["location"].rsplit("/", 1)[-1]
     assert "annotate-review" in logged_in.get("/ui/workflows").text
     form = logged_in.get("/ui/workflows/annotate-review", params={"cohort": cohort_id}).text
     assert 'name="fake-op.median_radius"' in form and "spleen" in form
-    fields = {"cohort_id": cohort_id, "fake-op.median_radius": "3",
-              "fake-op.label": "spleen"}
-    refused = logged_in.post("/ui/workflows/annotate-review", data=fields,
-                             follow_redirects=False)
+    fields = {"cohort_id": cohort_id, "fake-op.median_radius": "3", "fake-op.label": "spleen"}
+    refused = logged_in.post("/ui/workflows/annotate-review", data=fields, follow_redirects=False)
     assert refused.status_code == 403
-    started = logged_in.post("/ui/workflows/annotate-review",
-                             data={**fields, "csrf_token": csrf}, follow_redirects=False)
+    started = logged_in.post(
+        "/ui/workflows/annotate-review", data={**fields, "csrf_token": csrf}, follow_redirects=False
+    )
     assert started.status_code == 303, started.text
     run_url = started.headers["location"]
     run_id = run_url.rsplit("/", 1)[-1]
     conf = fake.runs[run_id].conf
-    assert conf["fake-op"] == {"median_radius": 3,
-                                 "label": "spleen"}, conf
+    assert conf["fake-op"] == {"median_radius": 3, "label": "spleen"}, conf
     fake.set_run(run_id, RunState.RUNNING)
     fake.add_task(run_id, "series.annotate", TaskState.WAITING, 0, "0", log="waiting for you")
     page = logged_in.get(run_url).text
@@ -298,9 +315,16 @@ def test_a_site_admin_in_no_project_saves_a_cohort_from_explore(
     query = re.search(r'name="query" value="([^"]*)"', explore)
     found = re.search(r'id="total">(\d+) series', explore)
     assert query is not None and found is not None and int(found[1]) > 0
-    saved = client.post("/ui/cohorts", data={"name": "ct", "query": html.unescape(query[1]),
-                                             "project": PROJECT, "csrf_token": csrf_of(explore)},
-                        follow_redirects=False)
+    saved = client.post(
+        "/ui/cohorts",
+        data={
+            "name": "ct",
+            "query": html.unescape(query[1]),
+            "project": PROJECT,
+            "csrf_token": csrf_of(explore),
+        },
+        follow_redirects=False,
+    )
     assert saved.status_code == 303, saved.text
     cohort = client.get(saved.headers["location"]).text
     assert f'ct <span class="total">{found[1]} series</span>' in cohort
@@ -319,9 +343,11 @@ def test_the_cohort_api_lets_a_site_admin_save_into_any_existing_project(
     site.identity.projects.create("lung")
     unnamed = client.post("/api/meta/cohorts", json={"name": "which"}, headers=headers)
     assert unnamed.status_code == 400 and f"one of {PROJECT}, lung" in unnamed.text
-    into_lung = client.post("/api/meta/cohorts", json={"name": "all", "project": "lung"},
-                            headers=headers)
+    into_lung = client.post(
+        "/api/meta/cohorts", json={"name": "all", "project": "lung"}, headers=headers
+    )
     assert into_lung.status_code == 201 and into_lung.json()["project"] == "lung"
-    missing = client.post("/api/meta/cohorts", json={"name": "x", "project": "nowhere"},
-                          headers=headers)
+    missing = client.post(
+        "/api/meta/cohorts", json={"name": "x", "project": "nowhere"}, headers=headers
+    )
     assert missing.status_code == 404

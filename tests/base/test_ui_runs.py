@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from jip_sdk.phantom import build_abdomen_phantom, write_ct_series, write_truth_seg
 from tests.base.support import add_user, auth_for
 from tests.base.test_ui_pages import browser_login, csrf_of
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
 
 from jip.base.schema import ProjectRole
 from jip.flow.engine import RunState, TaskState
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series, write_truth_seg
 from jip.meta.indexer import Indexer
 from jip.runtime import Runtime
 
@@ -31,7 +31,7 @@ def waiting_run(
     Indexer(catalog=runtime.catalog, storage=runtime.storage, index=runtime.index).run_once()
     add_user(runtime, "rita", projects={"default": ProjectRole.RESEARCHER})
     engine = FakeEngine(series_workflow("annotate-review", "fake-op", review=True))
-    app.state.flow_engine = engine
+    app.state.runtime.workflow_engine = engine
     started = client.post(
         "/api/flow/workflows/annotate-review/runs",
         json={"series": [ct.series_instance_uid]},

@@ -23,8 +23,9 @@ import uvicorn
 from jip.app import build_app
 from jip.config import AuthSettings, FlowSettings, MetaSettings, Settings
 from jip.errors import NotFound
+from jip.flow.airflow_home import repository_dags_folder
 from jip.flow.component import task_environment
-from jip.flow.embedded_airflow import EmbeddedAirflow, repository_dags_folder
+from jip.flow.embedded_airflow import EmbeddedAirflow
 from jip.flow.engine_airflow import AirflowEngine
 from jip.runtime import Runtime, build_runtime
 

@@ -15,8 +15,8 @@ import pydicom
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from jip_sdk.phantom import AbdomenPhantom, PhantomSeries, write_ct_series
 
-from jip.flow.sdk.phantom import AbdomenPhantom, PhantomSeries, write_ct_series
 from jip.runtime import Runtime
 
 T = TypeVar("T")

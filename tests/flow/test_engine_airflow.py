@@ -1,85 +1,34 @@
 """`AirflowEngine` against a real embedded Airflow running `dags/jip_selftest.py`.
 
-The last tests cover `airflow_process` without starting Airflow.
+What every `WorkflowEngine` promises is tests/flow/test_engine_contract.py's, on Airflow
+and on the fake alike; these tests cover what is Airflow's own (the self-test DAG's
+mapping, labels and logs, signing in). The last tests cover the embedded Airflow's home
+and supervisor without starting Airflow.
 """
 
 from __future__ import annotations
 
 import socket
 import stat
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.flow.selftest import MAPPED, SELFTEST, mapped, series_uids, wait_for_run
 
 from jip.config import FlowSettings, Settings
-from jip.errors import Conflict, Invalid, NotFound, Unavailable
-from jip.flow.embedded_airflow import (
-    EmbeddedAirflow,
+from jip.errors import Conflict, Invalid, Unavailable
+from jip.flow.airflow_home import (
     airflow_environment,
     ensure_password,
     passwords_file,
     read_password,
     repository_dags_folder,
 )
-from jip.flow.engine import (
-    RunState,
-    TaskInstance,
-    TaskState,
-    WorkflowEngine,
-    WorkflowRun,
-)
+from jip.flow.embedded_airflow import EmbeddedAirflow
+from jip.flow.engine import RunState, TaskState
 from jip.flow.engine_airflow import AirflowEngine
-
-SELFTEST = "jip-selftest"
-MAPPED = "process_series"
-
-
-def series_uids(count: int) -> list[str]:
-    # UIDs as DICOM writes them (PS3.5 9.1): digits and dots only.
-    return [f"1.2.826.0.1.3680043.10.{uuid.uuid4().int % 10**12}.{n}" for n in range(count)]
-
-
-def wait_for_run(engine: WorkflowEngine, run_id: str, timeout_s: float = 180.0) -> WorkflowRun:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        run = engine.get_run(SELFTEST, run_id)
-        if run.state.finished:
-            return run
-        if time.monotonic() > deadline:
-            pytest.fail(f"run {run_id} still {run.state} after {timeout_s:.0f} s")
-        time.sleep(0.5)
-
-
-def wait_for_tasks(
-    engine: WorkflowEngine,
-    run_id: str,
-    condition: Callable[[list[TaskInstance]], bool],
-    timeout_s: float = 120.0,
-) -> list[TaskInstance]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        tasks = engine.task_instances(SELFTEST, run_id)
-        if condition(tasks):
-            return tasks
-        if time.monotonic() > deadline:
-            states = [(t.task_id, t.map_index, t.state) for t in tasks]
-            pytest.fail(f"task instances of {run_id} never got there: {states}")
-        time.sleep(0.5)
-
-
-def mapped(tasks: list[TaskInstance]) -> list[TaskInstance]:
-    return [t for t in tasks if t.task_id == MAPPED]
-
-
-@pytest.mark.slow
-def test_engine_satisfies_the_workflow_engine_port(engine: AirflowEngine) -> None:
-    assert isinstance(engine, WorkflowEngine)
-    assert engine.healthy()
-    assert set(engine.health().values()) == {"healthy"}
 
 
 @pytest.mark.slow
@@ -161,37 +110,6 @@ def test_failing_series_fails_the_run_but_not_the_other_series(engine: AirflowEn
     assert "RuntimeError" in text
 
 
-@pytest.mark.slow
-def test_cancel_stops_running_tasks_and_skips_waiting_ones(engine: AirflowEngine) -> None:
-    run = engine.trigger(SELFTEST, {"series": series_uids(2), "sleep_s": 300})
-    wait_for_tasks(
-        engine, run.run_id, lambda ts: any(t.state is TaskState.RUNNING for t in mapped(ts))
-    )
-
-    cancelled = engine.cancel(SELFTEST, run.run_id)
-
-    assert cancelled.state is RunState.CANCELLED
-    assert engine.get_run(SELFTEST, run.run_id).state is RunState.CANCELLED
-    tasks = mapped(engine.task_instances(SELFTEST, run.run_id))
-    assert all(t.state in (TaskState.FAILED, TaskState.SKIPPED) for t in tasks)
-    with pytest.raises(Conflict, match="already finished"):
-        engine.cancel(SELFTEST, run.run_id)
-
-
-@pytest.mark.slow
-def test_marking_a_waiting_step_done_lets_the_run_finish(engine: AirflowEngine) -> None:
-    # A sleeping task stands in for a human step waiting for someone to sign off.
-    run = engine.trigger(SELFTEST, {"series": series_uids(1), "sleep_s": 300})
-    wait_for_tasks(
-        engine, run.run_id, lambda ts: any(t.state is TaskState.RUNNING for t in mapped(ts))
-    )
-
-    marked = engine.set_task_state(SELFTEST, run.run_id, MAPPED, TaskState.SUCCESS, map_index=0)
-
-    assert marked.state is TaskState.SUCCESS
-    assert wait_for_run(engine, run.run_id).state is RunState.SUCCESS
-
-
 def test_only_success_failed_and_skipped_can_be_set(unused_port: int) -> None:
     client = AirflowEngine(f"http://127.0.0.1:{unused_port}", username="jip", password="x")
     try:
@@ -202,31 +120,12 @@ def test_only_success_failed_and_skipped_can_be_set(unused_port: int) -> None:
 
 
 @pytest.mark.slow
-def test_conf_the_params_reject_is_invalid(engine: AirflowEngine) -> None:
-    with pytest.raises(Invalid, match="series"):
-        engine.trigger(SELFTEST, {"series": "1.2.3"})
-
-
-@pytest.mark.slow
-def test_unknown_workflow_run_and_task_are_not_found(engine: AirflowEngine) -> None:
-    with pytest.raises(NotFound, match="no-such-workflow"):
-        engine.trigger("no-such-workflow", {})
-    with pytest.raises(NotFound, match="no-such-run"):
-        engine.get_run(SELFTEST, "no-such-run")
-    with pytest.raises(NotFound, match="no-such-run"):
-        engine.task_instances(SELFTEST, "no-such-run")
-    run = engine.list_runs(SELFTEST, limit=1)[0]
-    with pytest.raises(NotFound, match="no_such_task"):
-        engine.task_log(SELFTEST, run.run_id, "no_such_task")
-
-
-@pytest.mark.slow
 def test_token_signed_with_another_key_is_fetched_again(engine: AirflowEngine) -> None:
-    client = AirflowEngine(engine.base_url, username=engine.username, password=engine._password)
-    client._token = "signed.with.another-key"
+    client = AirflowEngine(engine.base_url, username=engine.username, password=engine.rest.password)
+    client.rest._token = "signed.with.another-key"
     try:
         assert client.get_workflow(SELFTEST).dag_id == SELFTEST
-        assert client._token not in (None, "signed.with.another-key")
+        assert client.rest._token not in (None, "signed.with.another-key")
     finally:
         client.close()
 
@@ -274,7 +173,7 @@ def test_unreachable_airflow_is_unavailable(unused_port: int) -> None:
         client.close()
 
 
-# -- the embedded Airflow process (jip/flow/airflow_process.py) ------------------------
+# -- the embedded Airflow (jip/flow/airflow_home.py, jip/flow/embedded_airflow.py) -----
 
 
 def test_airflow_is_not_started_on_a_taken_port(tmp_path: Path, unused_port: int) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import pydicom
 import pytest
+from jip_sdk.phantom import AbdomenPhantom, build_abdomen_phantom
+from jip_sdk.seg import read_segment_masks
+from jip_sdk.series import read_datasets
 from tests.flow.conftest import Site
 from tests.flow.support import ingest_phantom, series_state, wait_for_run
 
-from jip.flow.sdk.phantom import AbdomenPhantom, build_abdomen_phantom
-from jip.flow.sdk.seg import read_segment_masks
-from jip.flow.sdk.series import read_datasets
 from jip.flow.worker.api_client import JipClient
 
 pytestmark = pytest.mark.slow

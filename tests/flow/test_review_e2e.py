@@ -12,10 +12,9 @@ import time
 from typing import Any
 
 import pytest
+from jip_sdk.phantom import build_abdomen_phantom, write_truth_seg
 from tests.flow.conftest import Site
 from tests.flow.support import ingest_phantom, run_detail, series_state, wait_for, wait_for_run
-
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_truth_seg
 
 pytestmark = pytest.mark.slow
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from jip_sdk.phantom import build_abdomen_phantom, write_truth_seg
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
 from tests.flow.support import ingest_phantom
 
 from jip.app import build_app
 from jip.config import AuthSettings, Settings
 from jip.flow.engine import RunState, TaskState
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_truth_seg
 from jip.runtime import Runtime, build_runtime
 
 SMALL = (6, 64, 64)
@@ -38,7 +38,7 @@ def fake() -> FakeEngine:
 @pytest.fixture
 def client(runtime: Runtime, fake: FakeEngine) -> Iterator[TestClient]:
     app = build_app(runtime)
-    app.state.flow_engine = fake
+    app.state.runtime.workflow_engine = fake
     with TestClient(app) as client:
         yield client
 
@@ -259,7 +259,7 @@ def test_with_auth_the_callers_token_goes_to_the_runs_tasks_and_rules_need_an_ad
     add_user(runtime, "rita", projects={"default": ProjectRole.RESEARCHER})
     ct = ingest_phantom(runtime, build_abdomen_phantom(shape=SMALL), tmp_path / "ct")
     app = build_app(runtime)
-    app.state.flow_engine = fake
+    app.state.runtime.workflow_engine = fake
     try:
         with TestClient(app) as client:
             assert client.get("/api/flow/workflows").status_code == 401

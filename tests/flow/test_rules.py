@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jip_sdk.phantom import build_abdomen_phantom
 from sqlalchemy import update
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
 from tests.flow.support import ingest_phantom
@@ -15,12 +16,11 @@ from tests.flow.support import ingest_phantom
 from jip.config import AuthSettings, Settings
 from jip.errors import Invalid
 from jip.flow import records, rules
-from jip.flow.matching import SeriesMatcher
 from jip.flow.models import RuleIn
 from jip.flow.schema import ResultKind
-from jip.flow.sdk.phantom import build_abdomen_phantom
 from jip.flow.service import FlowService
 from jip.flow.worker.runner import repository_operators_dir
+from jip.meta import SeriesMatcher
 from jip.runtime import Runtime, build_runtime
 from jip.store.catalog.tables import Series
 

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from jip_sdk.phantom import build_abdomen_phantom
 from tests.flow.conftest import Site
 from tests.flow.support import ingest_phantom, wait_for, wait_for_run
 
+from jip.embedded import rule_component
 from jip.flow.component import RuleComponent
-from jip.flow.matching import SeriesMatcher
-from jip.flow.sdk.phantom import build_abdomen_phantom
+from jip.meta import SeriesMatcher
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ QUERY = {
 
 @pytest.fixture
 def rules_running(site: Site) -> Iterator[RuleComponent]:
-    component = RuleComponent(site.settings)
+    component = rule_component(site.settings)
     component.start()
     yield component
     component.stop()

@@ -11,8 +11,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from jip_sdk.contract import PARAMS_VAR
 
-from jip.flow.sdk.contract import PARAMS_VAR
 from jip.flow.worker.runner import OperatorJob
 from jip.flow.worker.runner_container import ContainerRunner, container_name
 

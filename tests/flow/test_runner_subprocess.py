@@ -8,11 +8,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from jip_sdk.phantom import build_abdomen_phantom, write_ct_series
 
 from jip.backends import runner_for
 from jip.config import FlowSettings, Settings
 from jip.errors import Invalid, NotFound
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
 from jip.flow.worker.runner import (
     OperatorFailed,
     OperatorJob,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from jip_sdk.phantom import build_abdomen_phantom
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
 from tests.flow.conftest import free_port
 from tests.flow.support import ingest_phantom, serve
@@ -18,7 +19,6 @@ from jip.backends import storage_for
 from jip.config import AuthSettings, Settings
 from jip.errors import NotFound
 from jip.flow import records
-from jip.flow.sdk.phantom import build_abdomen_phantom
 from jip.flow.worker import steps
 from jip.flow.worker.api_client import JipClient
 from jip.flow.worker.runner import OperatorFailed, OperatorJob, repository_operators_dir
@@ -37,7 +37,9 @@ def local_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runti
     )
     runtime = build_runtime(settings)
     app = build_app(runtime)
-    app.state.flow_engine = FakeEngine(series_workflow("organ-seg-radiomics", "organ-seg"))
+    app.state.runtime.workflow_engine = FakeEngine(
+        series_workflow("organ-seg-radiomics", "organ-seg")
+    )
     with serve(app, "127.0.0.1", settings.http_port) as url, JipClient(url) as client:
         yield runtime, client
     runtime.close()

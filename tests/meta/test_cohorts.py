@@ -17,8 +17,10 @@ from jip.base.schema import ProjectRole
 from jip.config import Settings
 from jip.db import Base
 from jip.errors import Conflict, Forbidden, Invalid, NotFound
-from jip.meta.cohorts import EXPORT_FORMAT, Cohorts, parse_export
+from jip.meta.cohort_export import EXPORT_FORMAT, parse_export
+from jip.meta.cohorts import Cohorts
 from jip.meta.fields import ID_FIELD
+from jip.meta.query import MATCH_ALL
 from jip.meta.service import matching_uids
 from jip.runtime import Runtime, build_runtime
 
@@ -140,7 +142,7 @@ def test_a_frozen_series_gone_from_the_index_still_shows_its_uid(
 def test_matching_uids_walks_past_any_page_size(
     runtime: Runtime, docs: list[dict[str, Any]]
 ) -> None:
-    pages = list(matching_uids(runtime.index, None, page=7))
+    pages = list(matching_uids(runtime.index, MATCH_ALL, page=7))
     assert all(len(p) == 7 for p in pages[:-1])
     assert [uid for p in pages for uid in p] == sorted(d[ID_FIELD] for d in docs)
 

@@ -26,10 +26,11 @@ from jip.app import build_app
 from jip.base import users as users_module
 from jip.base.schema import ProjectRole
 from jip.config import Settings
+from jip.embedded import meta_indexer
+from jip.meta import MetaIndexer
 from jip.meta.fields import ID_FIELD
-from jip.meta.indexer import MetaIndexer
 from jip.runtime import Runtime, build_runtime
-from jip.store.projects import SeriesProjects
+from jip.store import SeriesProjects
 
 QUESTION = {"bool": {"filter": [
     {"term": {"Modality": "CT"}},
@@ -59,7 +60,7 @@ def start_site(tmp_path: Path) -> Iterator[Any]:
         settings = Settings(data_dir=tmp_path / name, auth={"public_url": url},
                             meta={"index_interval_s": 0.05})
         runtime = build_runtime(settings)
-        indexer = MetaIndexer(settings)  # as `jip up` runs it
+        indexer = meta_indexer(settings)  # as `jip up` runs it
         indexer.start()
         started.append((runtime, indexer))
         runtime.identity.projects.create(project)  # every series is the user's to search

@@ -8,7 +8,9 @@ import pytest
 from tests.meta import reference
 
 from jip.errors import Invalid
+from jip.meta.aggs import parse_aggs, parse_sort
 from jip.meta.index import MetaIndex
+from jip.meta.query import MATCH_ALL, parse_query
 
 RESEARCHER_QUERY = {
     "bool": {
@@ -116,7 +118,7 @@ def test_search_finds_what_the_reference_finds(
 ) -> None:
     query = QUERIES[name]
     expected = reference.search(corpus, query)
-    result = loaded_index.search(query, limit=1000, fields=["SeriesInstanceUID"])
+    result = loaded_index.search(parse_query(query), limit=1000, fields=["SeriesInstanceUID"])
     assert result.total == len(expected)
     assert _uids(result.hits) == _uids(expected)
 
@@ -136,7 +138,7 @@ def test_researcher_cohort_by_manufacturer(
     """All CT abdomen series, slice thickness <= 3 mm, patients aged 50-70, by manufacturer."""
     aggs = {"by_manufacturer": {"terms": {"field": "Manufacturer"}}}
     cohort = reference.search(corpus, RESEARCHER_QUERY)
-    result = loaded_index.aggregate(RESEARCHER_QUERY, aggs)
+    result = loaded_index.aggregate(parse_query(RESEARCHER_QUERY), parse_aggs(aggs))
     assert result["by_manufacturer"] == reference.terms(cohort, "Manufacturer")
     assert sum(b["doc_count"] for b in result["by_manufacturer"]["buckets"]) == len(cohort)
 
@@ -200,13 +202,13 @@ def test_aggregation_counts_what_the_reference_counts(
     if agg_name == "histogram_day" and query_name == "everything":
         pytest.skip("a bucket per day over 95 years: covered on narrower queries")
     query, (agg, expected) = AGG_QUERIES[query_name], AGGS[agg_name]
-    result = loaded_index.aggregate(query, {agg_name: agg})
+    result = loaded_index.aggregate(parse_query(query), parse_aggs({agg_name: agg}))
     assert result[agg_name] == expected(reference.search(corpus, query))
 
 
 def test_several_aggregations_in_one_call(loaded_index: MetaIndex, corpus: list[dict]) -> None:
     aggs = {name: AGGS[name][0] for name in ("terms_keyword", "histogram_year", "range_multi")}
-    result = loaded_index.aggregate({"term": {"Modality": "MR"}}, aggs)
+    result = loaded_index.aggregate(parse_query({"term": {"Modality": "MR"}}), parse_aggs(aggs))
     matched = reference.search(corpus, {"term": {"Modality": "MR"}})
     assert result == {name: AGGS[name][1](matched) for name in aggs}
 
@@ -219,22 +221,23 @@ def test_sort_orders_by_field_missing_last_ties_by_uid(
     loaded_index: MetaIndex, corpus: list[dict[str, Any]], field: str, descending: bool
 ) -> None:
     order = "desc" if descending else "asc"
-    result = loaded_index.search(None, sort=[{field: {"order": order}}], limit=1000,
-                                 fields=["SeriesInstanceUID"])
+    result = loaded_index.search(MATCH_ALL, sort=parse_sort([{field: {"order": order}}]),
+                                 limit=1000, fields=["SeriesInstanceUID"])
     got = [h["SeriesInstanceUID"] for h in result.hits]
     assert got == reference.sort(corpus, field, descending)
 
 
 def test_pages_are_stable_and_complete(loaded_index: MetaIndex, corpus: list[dict]) -> None:
     query = {"term": {"Modality": "CT"}}
-    pages = [loaded_index.search(query, sort="StudyDate", offset=o, limit=50)
+    pages = [loaded_index.search(parse_query(query), sort=parse_sort("StudyDate"), offset=o,
+                                 limit=50)
              for o in range(0, 300, 50)]
     uids = [h["SeriesInstanceUID"] for p in pages for h in p.hits]
     assert len(uids) == len(set(uids)) == pages[0].total == len(reference.search(corpus, query))
 
 
 def test_fields_selects_what_each_hit_holds(loaded_index: MetaIndex) -> None:
-    result = loaded_index.search({"term": {"Modality": "MR"}}, limit=5,
+    result = loaded_index.search(parse_query({"term": {"Modality": "MR"}}), limit=5,
                                  fields=["Modality", "MagneticFieldStrength"])
     assert result.hits
     for hit in result.hits:
@@ -244,7 +247,9 @@ def test_fields_selects_what_each_hit_holds(loaded_index: MetaIndex) -> None:
 
 def test_full_hits_are_the_stored_documents(loaded_index: MetaIndex, corpus: list[dict]) -> None:
     ct = next(d for d in corpus if d.get("PatientID") == "1CT1")
-    result = loaded_index.search({"term": {"SeriesInstanceUID": ct["SeriesInstanceUID"]}})
+    result = loaded_index.search(
+        parse_query({"term": {"SeriesInstanceUID": ct["SeriesInstanceUID"]}})
+    )
     assert result.hits == [ct]
 
 
@@ -255,12 +260,15 @@ def test_field_values_are_the_most_frequent(loaded_index: MetaIndex, corpus: lis
 
 
 def test_bad_queries_are_refused_alike(loaded_index: MetaIndex) -> None:
+    # Queries are parsed before any index sees them: one parser, one message.
     with pytest.raises(Invalid, match="unknown field 'Modalty'"):
-        loaded_index.search({"term": {"Modalty": "CT"}})
+        loaded_index.search(parse_query({"term": {"Modalty": "CT"}}))
     with pytest.raises(Invalid, match="unknown query clause 'fuzzy'"):
-        loaded_index.aggregate({"fuzzy": {"Modality": "CT"}}, {})
+        loaded_index.aggregate(parse_query({"fuzzy": {"Modality": "CT"}}), {})
     with pytest.raises(Invalid, match="offset"):
-        loaded_index.search(None, offset=9990, limit=20)
+        loaded_index.search(MATCH_ALL, offset=9990, limit=20)
+    with pytest.raises(Invalid, match="fields: unknown field 'Modalty'"):
+        loaded_index.search(MATCH_ALL, fields=["Modalty"])
 
 
 # --- writes --------------------------------------------------------------------------
@@ -277,10 +285,11 @@ def test_upsert_replaces_a_document_everywhere(
     assert empty_index.count() == 20
     for query in ({"term": {"Modality": "XA"}}, {"match": {"SeriesDescription": "zebra"}},
                   {"term": {"ImageType": "UNIQUE"}}):
-        assert empty_index.search(query).hits == [changed]
+        assert empty_index.search(parse_query(query)).hits == [changed]
     old_words = reference.tokens(docs[0].get("SeriesDescription", "")) - {"zebra", "crossing"}
     for word in old_words:
-        hits = empty_index.search({"match": {"SeriesDescription": word}}, limit=100).hits
+        match = parse_query({"match": {"SeriesDescription": word}})
+        hits = empty_index.search(match, limit=100).hits
         assert changed["SeriesInstanceUID"] not in _uids(hits)
 
 
@@ -289,7 +298,7 @@ def test_upsert_of_the_same_uid_twice_keeps_the_last(
 ) -> None:
     first, second = dict(corpus[0]), dict(corpus[0]) | {"SeriesNumber": 99}
     assert empty_index.upsert([first, second]) == 1
-    assert empty_index.search(None).hits == [second]
+    assert empty_index.search().hits == [second]
 
 
 def test_delete_removes_documents_from_search_and_facets(
@@ -299,8 +308,8 @@ def test_delete_removes_documents_from_search_and_facets(
     gone = [d["SeriesInstanceUID"] for d in corpus[:10]]
     assert empty_index.delete([*gone, "1.2.3.unknown"]) == 10
     assert empty_index.count() == 20
-    assert empty_index.search({"terms": {"SeriesInstanceUID": gone}}).total == 0
-    facets = empty_index.aggregate(None, {"m": {"terms": {"field": "Modality"}}})
+    assert empty_index.search(parse_query({"terms": {"SeriesInstanceUID": gone}})).total == 0
+    facets = empty_index.aggregate(MATCH_ALL, parse_aggs({"m": {"terms": {"field": "Modality"}}}))
     assert facets["m"] == reference.terms(corpus[10:30], "Modality")
 
 
@@ -308,7 +317,7 @@ def test_clear_empties_the_index(empty_index: MetaIndex, corpus: list[dict[str, 
     empty_index.upsert(corpus[:5])
     empty_index.clear()
     assert empty_index.count() == 0
-    assert empty_index.search(None).total == 0
+    assert empty_index.search().total == 0
     assert empty_index.field_values("Modality") == []
 
 
@@ -327,7 +336,9 @@ def test_search_with_aggregations_answers_a_search_page_in_one_call(
     aggs = {name: AGGS[name][0] for name in ("terms_keyword", "histogram_year", "range_multi",
                                               "cardinality_patients")}
     matched = reference.search(corpus, query)
-    result = loaded_index.search(query, sort=sort, limit=5, aggs=aggs)
+    result = loaded_index.search(
+        parse_query(query), sort=parse_sort(sort), limit=5, aggs=parse_aggs(aggs)
+    )
     assert result.total == len(matched)
     assert len(result.hits) == min(5, len(matched))
     assert _uids(result.hits) <= _uids(matched)
@@ -338,7 +349,7 @@ def test_search_without_sort_pages_through_everything_once(
     loaded_index: MetaIndex, corpus: list[dict[str, Any]]
 ) -> None:
     query = {"term": {"Modality": "MR"}}
-    total = loaded_index.search(query, limit=0).total
+    total = loaded_index.search(parse_query(query), limit=0).total
     uids = [h["SeriesInstanceUID"] for offset in range(0, total, 7)
-            for h in loaded_index.search(query, offset=offset, limit=7).hits]
+            for h in loaded_index.search(parse_query(query), offset=offset, limit=7).hits]
     assert sorted(uids) == sorted(_uids(reference.search(corpus, query)))

@@ -12,8 +12,10 @@ import pytest
 from opensearchpy.exceptions import ConnectionError as TransportDown
 
 from jip.errors import Invalid, Unavailable
+from jip.meta.aggs import parse_aggs, parse_sort
 from jip.meta.fields import FIELDS
 from jip.meta.index_opensearch import OpenSearchIndex, mappings
+from jip.meta.query import MATCH_ALL, parse_query
 
 
 class FakeIndices:
@@ -126,8 +128,8 @@ def test_search_sends_the_normalised_query() -> None:
     query = {"bool": {"filter": [{"term": {"Modality": "CT"}},
                                  {"range": {"StudyDate": {"gte": "20200101"}}}],
                       "should": {"match": {"SeriesDescription": "venous"}}}}
-    result = index.search(query, sort={"StudyDate": "desc"}, offset=20, limit=10,
-                          fields=["Modality"])
+    result = index.search(parse_query(query), sort=parse_sort({"StudyDate": "desc"}),
+                          offset=20, limit=10, fields=["Modality"])
     assert (result.total, result.hits) == (42, [{"SeriesInstanceUID": "9"}])
     ((method, kwargs),) = client.calls
     assert method == "search" and kwargs["index"] == "jip-series"
@@ -151,8 +153,8 @@ def test_search_with_aggregations_is_one_request() -> None:
     answer = {"hits": {"total": {"value": 3}, "hits": []},
               "aggregations": {"m": {"buckets": [{"key": "GE", "doc_count": 3}]}}}
     index, client = _index(search=answer)
-    result = index.search({"term": {"Modality": "CT"}}, limit=0,
-                          aggs={"m": {"terms": {"field": "Manufacturer"}}})
+    result = index.search(parse_query({"term": {"Modality": "CT"}}), limit=0,
+                          aggs=parse_aggs({"m": {"terms": {"field": "Manufacturer"}}}))
     assert result.aggregations == {"m": {"doc_count_error_upper_bound": 0,
                                          "sum_other_doc_count": 0,
                                          "buckets": [{"key": "GE", "doc_count": 3}]}}
@@ -164,9 +166,9 @@ def test_search_with_aggregations_is_one_request() -> None:
 def test_bad_queries_never_reach_the_server() -> None:
     index, client = _index()
     with pytest.raises(Invalid, match="unknown field 'Modalty'"):
-        index.search({"term": {"Modalty": "CT"}})
+        index.search(parse_query({"term": {"Modalty": "CT"}}))
     with pytest.raises(Invalid, match="unknown aggregation 'avg'"):
-        index.aggregate(None, {"x": {"avg": {"field": "SliceThickness"}}})
+        index.aggregate(MATCH_ALL, parse_aggs({"x": {"avg": {"field": "SliceThickness"}}}))
     assert client.calls == []
 
 
@@ -186,14 +188,14 @@ def test_aggregation_answers_are_trimmed_to_the_common_shape() -> None:
         "patients": {"value": 12},
     }}
     index, client = _index(search=answer)
-    result = index.aggregate({"term": {"Modality": "CT"}}, {
+    result = index.aggregate(parse_query({"term": {"Modality": "CT"}}), parse_aggs({
         "contrast": {"terms": {"field": "Contrast"}},
         "days": {"terms": {"field": "StudyDate", "size": 1}},
         "thick": {"range": {"field": "SliceThickness",
                             "ranges": [{"to": 3}, {"key": "thick", "from": 3}]}},
         "years": {"date_histogram": {"field": "StudyDate", "calendar_interval": "year"}},
         "patients": {"cardinality": {"field": "PatientID"}},
-    })
+    }))
     body = client.calls[0][1]["body"]
     assert body["size"] == 0
     assert body["aggs"]["thick"] == {"range": {"field": "SliceThickness", "ranges": [
@@ -258,7 +260,8 @@ def test_requests_reach_the_right_endpoints() -> None:
     index.ensure_index()
     index.upsert([{"SeriesInstanceUID": "1.2"}])
     index.delete(["1.2"])
-    index.search({"term": {"Modality": "CT"}}, aggs={"m": {"terms": {"field": "Modality"}}})
+    index.search(parse_query({"term": {"Modality": "CT"}}),
+                 aggs=parse_aggs({"m": {"terms": {"field": "Modality"}}}))
     index.count()
     index.clear()
     assert [(m, u) for m, u, _ in sent] == [

@@ -10,7 +10,9 @@ import pytest
 from tests.meta.corpus import make_series_docs
 
 from jip.errors import Invalid
-from jip.meta.index_sqlite import SqliteIndex, _glob
+from jip.meta.index_sqlite import SqliteIndex
+from jip.meta.index_sqlite_query import _glob
+from jip.meta.query import parse_query
 
 
 def _doc(uid: str, **fields: object) -> dict[str, object]:
@@ -58,7 +60,7 @@ def test_a_changed_catalogue_rebuilds_the_tables_from_the_stored_documents(
     rebuilt = SqliteIndex(tmp_path / "index.db")
     assert rebuilt.count() == 30
     ct = [d for d in docs if d["Modality"] == "CT"]
-    assert rebuilt.search({"term": {"Modality": "CT"}}, limit=100).total == len(ct)
+    assert rebuilt.search(parse_query({"term": {"Modality": "CT"}}), limit=100).total == len(ct)
     rebuilt.close()
 
 
@@ -70,7 +72,8 @@ def test_values_are_bound_never_spliced_into_sql(tmp_path: Path) -> None:
                   {"prefix": {"InstitutionName": "O'Br"}},
                   {"wildcard": {"InstitutionName": "*DROP TABLE*"}},
                   {"terms": {"InstitutionName": [nasty, "x'y"]}}):
-        assert [h["SeriesInstanceUID"] for h in index.search(query).hits] == ["1.1"]
+        hits = index.search(parse_query(query)).hits
+        assert [h["SeriesInstanceUID"] for h in hits] == ["1.1"]
     assert index.count() == 2
     index.close()
 
@@ -78,9 +81,9 @@ def test_values_are_bound_never_spliced_into_sql(tmp_path: Path) -> None:
 def test_wildcard_escapes_and_brackets_are_literal(tmp_path: Path) -> None:
     index = SqliteIndex(tmp_path / "index.db")
     index.upsert([_doc("1", StationName="CT[1]*"), _doc("2", StationName="CT11x")])
-    assert index.search({"wildcard": {"StationName": "CT[1]\\*"}}).total == 1
-    assert index.search({"wildcard": {"StationName": "CT?1?*"}}).total == 2
-    assert index.search({"wildcard": {"StationName": "CT1*"}}).total == 1
+    assert index.search(parse_query({"wildcard": {"StationName": "CT[1]\\*"}})).total == 1
+    assert index.search(parse_query({"wildcard": {"StationName": "CT?1?*"}})).total == 2
+    assert index.search(parse_query({"wildcard": {"StationName": "CT1*"}})).total == 1
     index.close()
 
 
@@ -93,9 +96,9 @@ def test_prefix_works_up_to_the_last_code_point(tmp_path: Path) -> None:
     index = SqliteIndex(tmp_path / "index.db")
     index.upsert([_doc("1", StationName="a\U0010ffffz"), _doc("2", StationName="a\ud7ffz"),
                   _doc("3", StationName="b")])
-    assert index.search({"prefix": {"StationName": "a\U0010ffff"}}).total == 1
-    assert index.search({"prefix": {"StationName": "a\ud7ff"}}).total == 1
-    assert index.search({"prefix": {"StationName": ""}}).total == 3
+    assert index.search(parse_query({"prefix": {"StationName": "a\U0010ffff"}})).total == 1
+    assert index.search(parse_query({"prefix": {"StationName": "a\ud7ff"}})).total == 1
+    assert index.search(parse_query({"prefix": {"StationName": ""}})).total == 3
     index.close()
 
 
@@ -109,7 +112,7 @@ def test_searches_run_while_the_indexer_writes(tmp_path: Path, where: str) -> No
     def read() -> None:
         try:
             for _ in range(20):
-                total = index.search({"term": {"Modality": "CT"}}, limit=1).total
+                total = index.search(parse_query({"term": {"Modality": "CT"}}), limit=1).total
                 assert total >= 1
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)

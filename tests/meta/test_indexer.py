@@ -18,8 +18,11 @@ from sqlalchemy import create_engine
 from tests.meta import reference
 
 from jip.config import Settings
+from jip.embedded import meta_indexer
+from jip.meta.aggs import parse_aggs, parse_sort
 from jip.meta.fields import ID_FIELD
-from jip.meta.indexer import Indexer, MetaIndexer
+from jip.meta.indexer import Indexer
+from jip.meta.query import MATCH_ALL, parse_query
 from jip.meta.service import IndexLedger, sweep_orphans
 from jip.runtime import Runtime, build_runtime
 from jip.samples import PatientInfo, image_series, write_datasets
@@ -157,7 +160,7 @@ def uids(docs: list[dict[str, Any]]) -> set[str]:
 # -- every series, every clause, every aggregation ------------------------------------------
 def test_every_ingested_series_is_indexed_with_its_header_values(corpus_site: Any) -> None:
     runtime, expected = corpus_site
-    found = runtime.index.search(None, limit=1000)
+    found = runtime.index.search(limit=1000)
     assert found.total == len(expected) == 240
     by_uid = {hit[ID_FIELD]: hit for hit in found.hits}
     for doc in expected:
@@ -203,7 +206,7 @@ def test_each_clause_matches_the_series_computed_here(corpus_site: Any,
     runtime, expected = corpus_site
     wanted = uids(reference.search(expected, query))
     assert 0 < len(wanted) < len(expected)  # the corpus makes the clause discriminate
-    found = runtime.index.search(query, limit=1000, fields=[ID_FIELD])
+    found = runtime.index.search(parse_query(query), limit=1000, fields=[ID_FIELD])
     assert found.total == len(wanted)
     assert uids(found.hits) == wanted
 
@@ -211,7 +214,7 @@ def test_each_clause_matches_the_series_computed_here(corpus_site: Any,
 def test_sorted_pages_follow_the_sort_field(corpus_site: Any) -> None:
     runtime, expected = corpus_site
     order = reference.sort(expected, "SliceThickness", descending=True)
-    pages = [runtime.index.search(None, sort=[{"SliceThickness": "desc"}], offset=offset,
+    pages = [runtime.index.search(sort=parse_sort([{"SliceThickness": "desc"}]), offset=offset,
                                   limit=50, fields=[ID_FIELD]).hits for offset in (0, 50)]
     assert [h[ID_FIELD] for page in pages for h in page] == order[:100]
 
@@ -239,9 +242,10 @@ def test_each_aggregation_counts_what_is_computed_here(corpus_site: Any, name: s
     runtime, expected = corpus_site
     spec, compute = AGGREGATIONS[name]
     ct = {"term": {"Modality": "CT"}}
-    assert runtime.index.aggregate(None, {name: spec})[name] == compute(expected)
+    aggs = parse_aggs({name: spec})
+    assert runtime.index.aggregate(MATCH_ALL, aggs)[name] == compute(expected)
     subset = reference.search(expected, ct)
-    assert runtime.index.aggregate(ct, {name: spec})[name] == compute(subset)
+    assert runtime.index.aggregate(parse_query(ct), aggs)[name] == compute(subset)
 
 
 # -- failures, deletions, crashes -----------------------------------------------------------
@@ -259,7 +263,7 @@ def test_unparseable_header_is_recorded_and_does_not_stop_the_indexer(
     done = indexer_of(site).drain()
     assert done.failed == 1
     assert site.index.count() == 3
-    (doc,) = site.index.search({"term": {ID_FIELD: series_uid}}).hits
+    (doc,) = site.index.search(parse_query({"term": {ID_FIELD: series_uid}})).hits
     assert doc["NumberOfInstances"] == len(planned[0].datasets) - 1  # the others count
     total, failures = IndexLedger(site.engine).failures()
     assert total == 1 and failures[0].sop_instance_uid == broken.sop_instance_uid
@@ -279,7 +283,7 @@ def test_deleted_series_and_studies_leave_the_index(site: Runtime, tmp_path: Pat
     gone = {first[ID_FIELD]} | {p.expected[ID_FIELD] for p in planned
                                 if p.expected["StudyInstanceUID"] == other["StudyInstanceUID"]}
     assert indexer.run_once().removed == len(gone)
-    assert uids(site.index.search(None, limit=100).hits) == uids(
+    assert uids(site.index.search(limit=100).hits) == uids(
         [p.expected for p in planned]) - gone
     assert IndexLedger(site.engine).deleted_series(10) == []
 
@@ -298,7 +302,7 @@ def test_outbox_summaries_and_deletions_work_on_every_catalog(
         runtime.catalog.delete_series(gone)  # the trigger leaves a tombstone
         assert IndexLedger(runtime.engine).summaries_of([gone]) == {}  # cascaded
         assert indexer.run_once().removed == 1
-        assert uids(runtime.index.search(None).hits) == uids([p.expected for p in planned[1:]])
+        assert uids(runtime.index.search().hits) == uids([p.expected for p in planned[1:]])
     finally:
         runtime.close()
 
@@ -315,7 +319,7 @@ def test_series_deleted_and_received_again_is_indexed_with_the_new_instances(
     ingest(site, [PlannedSeries(planned[0].expected, planned[0].datasets[:1])],
            tmp_path / "again")
     indexer.drain()
-    (doc,) = site.index.search({"term": {ID_FIELD: series_uid}}).hits
+    (doc,) = site.index.search(parse_query({"term": {ID_FIELD: series_uid}})).hits
     assert doc["NumberOfInstances"] == 1
 
 
@@ -331,11 +335,11 @@ def test_a_pass_cut_short_is_repeated_with_the_same_documents(
     monkeypatch.setattr(site.catalog, "mark_indexed", crash)
     with pytest.raises(RuntimeError):
         indexer.run_once()
-    before = sorted(site.index.search(None, limit=100).hits, key=lambda d: d[ID_FIELD])
+    before = sorted(site.index.search(limit=100).hits, key=lambda d: d[ID_FIELD])
     monkeypatch.undo()
     assert len(site.catalog.unindexed(100)) == sum(d["NumberOfInstances"] for d in before)
     indexer.drain()
-    after = sorted(site.index.search(None, limit=100).hits, key=lambda d: d[ID_FIELD])
+    after = sorted(site.index.search(limit=100).hits, key=lambda d: d[ID_FIELD])
     assert after == before
     assert site.catalog.unindexed(100) == []
 
@@ -347,7 +351,7 @@ def test_series_arriving_over_many_batches_counts_every_instance(
     ingest(site, planned, tmp_path / "spool")
     done = indexer_of(site, batch_size=2).drain()
     assert done.instances == 6
-    counts = {h[ID_FIELD]: h["NumberOfInstances"] for h in site.index.search(None).hits}
+    counts = {h[ID_FIELD]: h["NumberOfInstances"] for h in site.index.search().hits}
     assert counts == {p.expected[ID_FIELD]: 3 for p in planned}
 
 
@@ -357,13 +361,13 @@ def test_requeued_instances_are_indexed_again_while_search_answers(
     ingest(site, plan_series(5, seed=12), tmp_path / "spool")
     indexer = indexer_of(site)
     indexer.drain()
-    before = site.index.search(None, limit=100).hits
+    before = site.index.search(limit=100).hits
     ledger = IndexLedger(site.engine)
     queued = ledger.requeue()
     assert ledger.progress(site.index).pending == queued > 0
-    assert site.index.search(None, limit=100).hits == before  # still searchable
+    assert site.index.search(limit=100).hits == before  # still searchable
     assert indexer.drain().instances == queued
-    assert site.index.search(None, limit=100).hits == before
+    assert site.index.search(limit=100).hits == before
 
 
 def test_sweep_removes_documents_of_series_the_catalog_does_not_hold(
@@ -374,7 +378,7 @@ def test_sweep_removes_documents_of_series_the_catalog_does_not_hold(
     indexer_of(site).drain()
     site.index.upsert([{ID_FIELD: "1.2.3.999", "Modality": "CT"}])
     assert sweep_orphans(site.index, IndexLedger(site.engine)) == 1
-    assert uids(site.index.search(None).hits) == uids([p.expected for p in planned])
+    assert uids(site.index.search().hits) == uids([p.expected for p in planned])
 
 
 def test_headers_are_read_up_to_the_pixel_data_from_any_storage(
@@ -399,7 +403,7 @@ def test_headers_are_read_up_to_the_pixel_data_from_any_storage(
 
 # -- the component of `jip up` --------------------------------------------------------------
 def test_indexer_component_keeps_up_while_running(site: Runtime, tmp_path: Path) -> None:
-    component = MetaIndexer(site.settings.model_copy(
+    component = meta_indexer(site.settings.model_copy(  # as `jip up` builds it
         update={"meta": site.settings.meta.model_copy(update={"index_interval_s": 0.05})}))
     component.start()
     try:
@@ -410,7 +414,7 @@ def test_indexer_component_keeps_up_while_running(site: Runtime, tmp_path: Path)
         deadline = time.monotonic() + 20
         while site.index.count() < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert uids(site.index.search(None).hits) == uids([p.expected for p in planned])
+        assert uids(site.index.search().hits) == uids([p.expected for p in planned])
     finally:
         component.stop()
     assert component.not_ready() is not None

@@ -7,23 +7,25 @@ from typing import Any
 import pytest
 
 from jip.errors import Invalid
-from jip.meta.fields import lookup
-from jip.meta.query import (
-    Bool,
+from jip.meta.aggs import (
     CardinalityAgg,
     DateHistogramAgg,
-    Match,
-    MatchAll,
-    Range,
     RangeAgg,
     RangeSpec,
     SortKey,
-    Term,
-    Terms,
     TermsAgg,
     parse_aggs,
-    parse_query,
     parse_sort,
+)
+from jip.meta.fields import lookup
+from jip.meta.query import (
+    Bool,
+    Match,
+    MatchAll,
+    Range,
+    Term,
+    Terms,
+    parse_query,
 )
 
 

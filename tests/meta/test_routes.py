@@ -17,7 +17,7 @@ from jip.base.schema import ProjectRole
 from jip.config import Settings
 from jip.meta.fields import ID_FIELD
 from jip.runtime import Runtime, build_runtime
-from jip.store.projects import SeriesProjects
+from jip.store import SeriesProjects
 
 CT_THIN = {"bool": {"filter": [{"term": {"Modality": "CT"}},
                                {"range": {"SliceThickness": {"lte": 3}}}]}}

@@ -105,7 +105,7 @@ def running_listener(data_dir: Path, processes: int = 1, **store: Any) -> Iterat
         auth=AuthSettings(enabled=False),
     )
     runtime = build_runtime(settings)  # migrates, as `jip up` does before starting it
-    group = ListenerGroup(settings)
+    group = ListenerGroup(settings, build_runtime)
     try:
         group.start()
         group.wait_ready(90)

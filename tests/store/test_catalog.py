@@ -28,9 +28,9 @@ from jip.store.catalog.catalog import (
     NewInstance,
 )
 from jip.store.catalog.group_commit import GroupCommitter
+from jip.store.catalog.projects import SeriesProjects
 from jip.store.catalog.tables import Instance, Patient, Series, Study
 from jip.store.dicom_file import InstanceHeader
-from jip.store.projects import SeriesProjects
 
 STUDY = "1.2.826.0.1.3680043.9.7433.1"
 SERIES = f"{STUDY}.1"

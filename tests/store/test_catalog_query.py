@@ -20,7 +20,9 @@ from jip.store.catalog.queries import QueryLevel, find
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, list[Dataset]]]:
     root = tmp_path_factory.mktemp("site")
     runtime = build_runtime(Settings(data_dir=root / "data"))
-    datasets = synthetic_site(patients=6, studies_per_patient=2, series_per_study=2, slices=3, seed=7)
+    datasets = synthetic_site(
+        patients=6, studies_per_patient=2, series_per_study=2, slices=3, seed=7
+    )
     for path in write_datasets(datasets, root / "in"):
         runtime.ingestor.ingest_file(path)
     yield runtime, datasets
@@ -38,7 +40,9 @@ def _expected(datasets: list[Dataset], keyword: str, predicate: object) -> set[s
 def test_empty_identifier_matches_every_study(site: tuple[Runtime, list[Dataset]]) -> None:
     runtime, datasets = site
     found = find(runtime.catalog, QueryLevel.STUDY, {})
-    assert _uids(found, "StudyInstanceUID") == _expected(datasets, "StudyInstanceUID", lambda d: True)
+    assert _uids(found, "StudyInstanceUID") == _expected(
+        datasets, "StudyInstanceUID", lambda d: True
+    )
 
 
 def test_date_range_is_inclusive(site: tuple[Runtime, list[Dataset]]) -> None:
@@ -118,7 +122,9 @@ def test_image_level_returns_instances_in_order(site: tuple[Runtime, list[Datase
 def test_limit_and_offset_page_through_results(site: tuple[Runtime, list[Dataset]]) -> None:
     runtime, _ = site
     everything = find(runtime.catalog, QueryLevel.SERIES, {})
-    pages = [find(runtime.catalog, QueryLevel.SERIES, {}, limit=5, offset=o) for o in range(0, 30, 5)]
+    pages = [
+        find(runtime.catalog, QueryLevel.SERIES, {}, limit=5, offset=o) for o in range(0, 30, 5)
+    ]
     assert [ds.SeriesInstanceUID for page in pages for ds in page] == [
         ds.SeriesInstanceUID for ds in everything
     ]
@@ -139,7 +145,9 @@ def test_unsupported_keys_do_not_restrict_matches(site: tuple[Runtime, list[Data
 def test_time_range_upper_bound_covers_the_whole_minute(tmp_path: Path) -> None:
     runtime = build_runtime(Settings(data_dir=tmp_path / "data"))
     try:
-        series = image_series(patient=random_patient(random.Random(1), 1), slices=1, rows=16, columns=16)
+        series = image_series(
+            patient=random_patient(random.Random(1), 1), slices=1, rows=16, columns=16
+        )
         series[0].StudyTime = "101530"
         (path,) = write_datasets(series, tmp_path / "in")
         runtime.ingestor.ingest_file(path)

@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset
 
 from jip.config import DicomPeer
 from jip.samples import image_series, random_patient, write_datasets
+from jip.store.catalog.projects import SeriesProjects
 from jip.store.dimse import peers, scu
-from jip.store.projects import SeriesProjects
 
 if TYPE_CHECKING:
     from tests.store.conftest import Listener, StoreSCP

@@ -20,6 +20,7 @@ from pynetdicom.dsutils import split_dataset
 
 from jip.config import Settings, StoreSettings
 from jip.errors import Unavailable
+from jip.runtime import build_runtime
 from jip.samples import image_series, random_patient, write_datasets
 from jip.store.dimse import scu
 from jip.store.dimse.ae import configure_pynetdicom
@@ -282,7 +283,7 @@ def test_listener_reports_a_busy_port_clearly(tmp_path: Path) -> None:
         blocker.listen()
         port = blocker.getsockname()[1]
         store = StoreSettings(dicom_host="127.0.0.1", dicom_port=port)
-        group = ListenerGroup(Settings(data_dir=tmp_path, store=store))
+        group = ListenerGroup(Settings(data_dir=tmp_path, store=store), build_runtime)
         with pytest.raises(Unavailable, match=str(port)):
             group.start()
 

@@ -15,7 +15,7 @@ from pydicom.uid import (
 from pynetdicom import AE, build_context
 
 from jip.store.dimse import scu
-from jip.store.dimse.handlers import VERIFICATION
+from jip.store.dimse.contexts import VERIFICATION
 
 
 def nodelay(sock: socket.socket) -> bool:

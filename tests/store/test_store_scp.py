@@ -29,11 +29,11 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 
 from jip.config import AuthSettings, Settings, StoreSettings
 from jip.runtime import build_runtime
-from jip.store.dimse import fast_path as store_scp
 from jip.store.dimse import pdu as dimse_pdu
 from jip.store.dimse import scu
+from jip.store.dimse import session as store_session
 from jip.store.dimse.ae import build_ae, start_server
-from jip.store.dimse.handlers import VERIFICATION
+from jip.store.dimse.contexts import VERIFICATION
 
 CT_SMALL = Path(str(get_testdata_file("CT_small.dcm")))
 STUDY_ROOT_FIND = scu.QueryRetrieveModel.STUDY_ROOT_FIND.value
@@ -323,7 +323,7 @@ def test_a_full_disk_answers_out_of_resources_and_the_association_goes_on(
     server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     settings, port, _ = server
-    made_ahead = store_scp._new_spool
+    made_ahead = store_session._new_spool
     calls = 0
 
     def new_spool() -> tuple[Path, Any]:
@@ -336,7 +336,7 @@ def test_a_full_disk_answers_out_of_resources_and_the_association_goes_on(
         path = tmp_path / "filling.dcm"
         return path, _FillingSpool(io.FileIO(path, "w"))
 
-    monkeypatch.setattr(store_scp, "_new_spool", new_spool)
+    monkeypatch.setattr(store_session, "_new_spool", new_spool)
     assoc = ct_storage_association(port)
     try:
         refused = assoc.send_c_store(CT_SMALL)

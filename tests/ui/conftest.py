@@ -60,8 +60,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     port = _free_port()
     origin = f"http://127.0.0.1:{port}"
     runtime = build_runtime(Settings(data_dir=root / "data", auth={"public_url": origin}))
-    datasets = synthetic_site(patients=3, studies_per_patient=2, series_per_study=2, slices=3,
-                              rows=64, columns=64, seed=5)
+    datasets = synthetic_site(
+        patients=3, studies_per_patient=2, series_per_study=2, slices=3, rows=64, columns=64, seed=5
+    )
     for path in write_datasets(datasets, root / "spool"):
         runtime.ingestor.ingest_file(path)
     Indexer(catalog=runtime.catalog, storage=runtime.storage, index=runtime.index).run_once()
@@ -70,9 +71,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     app = build_app(runtime)
     # Airflow is slow to start: runs go to the in-memory fake engine of the flow tests.
     engine = FakeEngine(series_workflow("annotate-review", "fake-op", review=True))
-    app.state.flow_engine = engine
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+    app.state.runtime.workflow_engine = engine
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, name="ui-test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from jip_sdk.phantom import build_abdomen_phantom, write_ct_series, write_truth_seg
 from tests.ui.conftest import Site
 
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series, write_truth_seg
 from jip.meta.indexer import Indexer
 
 OVERLAY_LOADED = """() => {

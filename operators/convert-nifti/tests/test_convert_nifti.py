@@ -9,16 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from jip.flow.sdk import ExitCode, load_image, read_datasets
-from jip.flow.sdk.phantom import (
+from jip_sdk import ExitCode, load_image, read_datasets
+from jip_sdk.phantom import (
     AbdomenPhantom,
     PhantomSeries,
     build_abdomen_phantom,
     write_ct_series,
     write_truth_seg,
 )
-from jip.flow.sdk.testing import run_operator_main
+from jip_sdk.testing import run_operator_main
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 

@@ -9,11 +9,10 @@ from typing import Any
 
 import pydicom
 import pytest
+from jip_sdk import ExitCode
+from jip_sdk.phantom import build_abdomen_phantom, write_ct_series, write_truth_seg
+from jip_sdk.testing import dciodvfy_errors, run_operator_main
 from pydicom.dataset import Dataset
-
-from jip.flow.sdk import ExitCode
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series, write_truth_seg
-from jip.flow.sdk.testing import dciodvfy_errors, run_operator_main
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 SALT = "test-salt-0123456789abcdef"

@@ -10,18 +10,17 @@ from typing import Any
 import highdicom as hd
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.sr.codedict import codes
-
-from jip.flow.sdk import ExitCode, parse_progress, read_datasets
-from jip.flow.sdk.phantom import (
+from jip_sdk import ExitCode, parse_progress, read_datasets
+from jip_sdk.phantom import (
     AbdomenPhantom,
     PhantomSeries,
     build_abdomen_phantom,
     write_ct_series,
 )
-from jip.flow.sdk.seg import read_segment_masks
-from jip.flow.sdk.testing import dciodvfy_errors, run_operator_main
+from jip_sdk.seg import read_segment_masks
+from jip_sdk.testing import dciodvfy_errors, run_operator_main
+from pydicom.data import get_testdata_file
+from pydicom.sr.codedict import codes
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 VOLUME_TOLERANCE = 0.15

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from jip.flow.sdk import ExitCode, parse_progress
-from jip.flow.sdk.phantom import (
+from jip_sdk import ExitCode, parse_progress
+from jip_sdk.phantom import (
     ORGANS,
     AbdomenPhantom,
     PhantomSeries,
@@ -18,7 +17,7 @@ from jip.flow.sdk.phantom import (
     write_ct_series,
     write_truth_seg,
 )
-from jip.flow.sdk.testing import run_operator_main
+from jip_sdk.testing import run_operator_main
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 LABEL_TO_ORGAN = {

@@ -1,1 +1,118 @@
-"""BASE: identity (users, projects, roles), the embedded token issuer and the audit log."""
+"""BASE: identity (the embedded OIDC issuer or Keycloak), users, projects and roles, audit.
+
+What the room holds:
+
+- ``auth``: bearer-token checks (the embedded issuer's key or Keycloak's JWKS), the
+  :class:`CurrentUser` and their project scope; ``deps``: the FastAPI aliases
+  (``CurrentUserDep``, ``AdminDep``, ``ProjectsDep``, ...) every service's routes take;
+- ``issuer`` (the grants: authorization code with PKCE, password, refresh),
+  ``refresh_tokens`` (token families), ``tokens`` (JWT minting), ``keys``, ``throttle``
+  and ``issuer_routes`` (``/auth/*``, ``/.well-known/*``): the embedded OIDC issuer;
+- ``keycloak``: sets up the cluster shape's realm (`jip keycloak bootstrap`);
+- ``users``, ``projects``, ``audit``, ``schema`` (their tables), ``routes``
+  (``/api/users``, ``/api/projects``, ``/api/me``, ``/api/audit``) and ``identity`` (the
+  bundle the Runtime holds; ``jip.backends.identity_for`` builds it).
+
+Other services and the UI use only the names below (``from jip.base import X``); the
+composition (runtime, backends, migrations, app, embedded, cli) may reach the modules.
+BASE may import only the core (``jip.config``, ``jip.db``, ``jip.errors``,
+``jip.logs``, ``jip.api_types``), never another service. Its own modules import each
+other directly, never through this package.
+"""
+
+from jip.base.audit import AuditAction, AuditFilter, AuditLog, AuditRecord
+from jip.base.auth import (
+    ADMIN_ROLE,
+    ANONYMOUS_ADMIN,
+    PROJECT_GROUP_PREFIX,
+    Authenticator,
+    CurrentUser,
+    JwksVerifier,
+    LocalKeyVerifier,
+    TokenVerifier,
+    current_user,
+    optional_user,
+    project_scope,
+    require_admin,
+    require_project_role,
+    require_token,
+    user_from_claims,
+)
+from jip.base.deps import (
+    AdminDep,
+    AuditDep,
+    ClientIpDep,
+    CurrentUserDep,
+    IdentityDep,
+    IssuerDep,
+    OptionalUserDep,
+    ProjectsDep,
+    UsersDep,
+)
+from jip.base.identity import Identity, site_url
+from jip.base.issuer import (
+    CLI_CLIENT,
+    SERVICE_USERNAME,
+    WEB_CLIENT,
+    AuthorizeRequest,
+    Issuer,
+    OAuthError,
+    s256,
+    service_token,
+)
+from jip.base.keys import SigningKeys
+from jip.base.projects import ProjectInfo, Projects, check_project_name
+from jip.base.schema import Project, ProjectRole, as_utc, now_utc
+from jip.base.users import UserInfo, Users, generate_password
+
+__all__ = [
+    "ADMIN_ROLE",
+    "ANONYMOUS_ADMIN",
+    "CLI_CLIENT",
+    "PROJECT_GROUP_PREFIX",
+    "SERVICE_USERNAME",
+    "WEB_CLIENT",
+    "AdminDep",
+    "AuditAction",
+    "AuditDep",
+    "AuditFilter",
+    "AuditLog",
+    "AuditRecord",
+    "Authenticator",
+    "AuthorizeRequest",
+    "ClientIpDep",
+    "CurrentUser",
+    "CurrentUserDep",
+    "Identity",
+    "IdentityDep",
+    "Issuer",
+    "IssuerDep",
+    "JwksVerifier",
+    "LocalKeyVerifier",
+    "OAuthError",
+    "OptionalUserDep",
+    "Project",
+    "ProjectInfo",
+    "ProjectRole",
+    "Projects",
+    "ProjectsDep",
+    "SigningKeys",
+    "TokenVerifier",
+    "UserInfo",
+    "Users",
+    "UsersDep",
+    "as_utc",
+    "check_project_name",
+    "current_user",
+    "generate_password",
+    "now_utc",
+    "optional_user",
+    "project_scope",
+    "require_admin",
+    "require_project_role",
+    "require_token",
+    "s256",
+    "service_token",
+    "site_url",
+    "user_from_claims",
+]

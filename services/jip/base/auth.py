@@ -3,7 +3,7 @@
 Every service validates the same JWT access tokens: signature against the issuer's keys
 (JWKS), issuer, audience and expiry. The embedded shape checks against the key of the
 built-in issuer (:mod:`jip.base.keys`); the cluster shape fetches Keycloak's JWKS with
-PyJWT's ``PyJWKClient``. Both issue the same claims, which map onto one
+PyJWT's ``PyJWKClient`` (``jip.backends.authenticator_for`` picks one). Both issue the same claims, which map onto one
 :class:`CurrentUser`:
 
 - ``preferred_username`` (else ``sub``): the username;
@@ -24,7 +24,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from jip.base.keys import SigningKeys
 from jip.base.schema import ProjectRole
-from jip.config import Settings
 from jip.errors import Forbidden, NotFound, Unauthorized, Unavailable
 
 ADMIN_ROLE = "admin"
@@ -219,19 +218,6 @@ class Authenticator:
         if not token:
             raise Unauthorized("missing bearer token: log in (`jip login`) and send it")
         return user_from_claims(self.verifier.verify(token))
-
-
-def authenticator_for(settings: Settings, keys: SigningKeys, issuer: str) -> Authenticator:
-    """The embedded issuer's key unless ``auth.issuer_url`` names an external issuer."""
-    auth = settings.auth
-    verifier: TokenVerifier
-    if auth.issuer_url:
-        verifier = JwksVerifier(
-            issuer=auth.issuer_url, audience=auth.audience, jwks_url=auth.jwks_url
-        )
-    else:
-        verifier = LocalKeyVerifier(keys, issuer=issuer, audience=auth.audience)
-    return Authenticator(enabled=auth.enabled, verifier=verifier)
 
 
 # -- FastAPI dependencies ----------------------------------------------------------------

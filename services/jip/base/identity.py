@@ -1,21 +1,19 @@
-"""The identity services of one site, built once from settings into the Runtime."""
+"""The identity services of one site, built once into the Runtime, and the site's URL.
+
+``jip.backends.identity_for`` builds an :class:`Identity` from settings (embedded issuer
+or Keycloak); routes read it from ``app.state.runtime.identity`` (:mod:`jip.base.deps`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-
 from jip.base.audit import AuditLog
-from jip.base.auth import Authenticator, authenticator_for
+from jip.base.auth import Authenticator
 from jip.base.issuer import Issuer
-from jip.base.keys import SigningKeys
 from jip.base.projects import Projects
 from jip.base.users import Users
-from jip.config import Settings
-
-# What a browser or the CLI can reach when the site listens on every address.
-_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}
+from jip.config import Settings, reachable_host
 
 
 @dataclass
@@ -32,35 +30,4 @@ def site_url(settings: Settings) -> str:
     """The site's public URL: ``auth.public_url``, else http://<http_host>:<http_port>."""
     if settings.auth.public_url:
         return settings.auth.public_url.rstrip("/")
-    host = _WILDCARD_HOSTS.get(settings.http_host, settings.http_host)
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{settings.http_port}"
-
-
-def build_identity(settings: Settings, engine: Engine) -> Identity:
-    """Users, projects, audit log and token checks over the catalog ``engine``.
-
-    The signing key is read (or created) only when a token is first issued or checked.
-    """
-    users = Users(engine)
-    audit = AuditLog(engine)
-    keys = SigningKeys(settings.data_dir / "keys")
-    issuer_id = site_url(settings)
-    issuer = None
-    if not settings.auth.issuer_url:
-        issuer = Issuer(
-            issuer=issuer_id,
-            settings=settings.auth,
-            engine=engine,
-            users=users,
-            audit=audit,
-            keys=keys,
-        )
-    return Identity(
-        users=users,
-        projects=Projects(engine),
-        audit=audit,
-        authenticator=authenticator_for(settings, keys, issuer_id),
-        issuer=issuer,
-    )
+    return f"http://{reachable_host(settings.http_host)}:{settings.http_port}"

@@ -9,7 +9,8 @@ Grants (RFC 6749), all for public clients (``jip`` the web UI, ``jip-cli`` the C
   next one of its family; a revoked token coming back revokes the whole family.
 
 Every password check goes through the login throttle (:mod:`jip.base.throttle`) and
-is recorded in the audit log. Tokens are minted by :mod:`jip.base.tokens`.
+is recorded in the audit log. Tokens are minted by :mod:`jip.base.tokens`; the refresh
+tokens and their families are kept by :mod:`jip.base.refresh_tokens`.
 """
 
 from __future__ import annotations
@@ -17,30 +18,28 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import logging
 import re
 import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import CursorResult, Engine, Result, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from jip.base.audit import AuditAction, AuditLog
 from jip.base.auth import CurrentUser
 from jip.base.keys import SigningKeys
-from jip.base.schema import AuthorizationCode, RefreshToken, User, as_utc, now_utc
+from jip.base.refresh_tokens import TokenFamilies, digest, rowcount
+from jip.base.schema import AuthorizationCode, User, as_utc, now_utc
 from jip.base.throttle import LoginThrottle
 from jip.base.tokens import TokenSet, TokenSigner
-from jip.base.users import UserInfo, Users, revoke_sessions, user_info
+from jip.base.users import UserInfo, Users
 from jip.config import AuthSettings
 from jip.errors import Invalid, Unauthorized
-
-log = logging.getLogger(__name__)
 
 WEB_CLIENT = "jip"
 CLI_CLIENT = "jip-cli"
@@ -78,20 +77,12 @@ class AuthorizeRequest:
 
 def s256(verifier: str) -> str:
     """The S256 code challenge of a PKCE code verifier (RFC 7636 §4.2)."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
-def _sha256(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    hashed = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(hashed).decode().rstrip("=")
 
 
 def _scope(requested: str) -> str:
     return " ".join(s for s in SUPPORTED_SCOPES if s in requested.split())
-
-
-def _rowcount(result: Result[Any]) -> int:
-    return cast(CursorResult[Any], result).rowcount
 
 
 def _with_query(uri: str, **params: str) -> str:
@@ -122,6 +113,9 @@ class Issuer:
         self.keys = keys
         self.signer = TokenSigner(issuer=issuer, settings=settings, keys=keys)
         self.throttle = LoginThrottle(audit, settings)
+        self.families = TokenFamilies(
+            engine=engine, settings=settings, signer=self.signer, audit=audit
+        )
         self.clock: Callable[[], datetime] = now_utc
 
     # -- discovery -------------------------------------------------------------------------
@@ -158,21 +152,25 @@ class Issuer:
         info = self._login(username, password, client_ip=client_ip, client_id=client_id)
         with Session(self.engine) as session, session.begin():
             user = self._user_row(session, info.username)
-            return self._issue(session, user, client_id, _scope(scope), uuid.uuid4().hex)
+            return self.families.issue(
+                session,
+                user,
+                client_id=client_id,
+                scope=_scope(scope),
+                family=uuid.uuid4().hex,
+                now=self.clock(),
+            )
 
     def refresh_grant(self, refresh_token: str, *, client_id: str, client_ip: str) -> TokenSet:
         self._check_client(client_id)
         now = self.clock()
         reused: tuple[int, str] | None = None  # (user id, family) of a replayed token
         with Session(self.engine) as session, session.begin():
-            row = session.scalar(
-                select(RefreshToken).where(RefreshToken.token_sha256 == _sha256(refresh_token))
-            )
+            row = self.families.find(session, refresh_token)
             if row is None or row.client_id != client_id:
                 raise OAuthError("invalid_grant", "unknown refresh token")
-            claimed = row.revoked_at is None and self._revoke(session, RefreshToken.id == row.id)
-            if not claimed:
-                self._revoke(session, RefreshToken.family == row.family)
+            if not self.families.claim(session, row, now=now):
+                self.families.revoke_family(session, row.family, now=now)
                 reused = (row.user_id, row.family)
             elif as_utc(row.expires_at) <= now:
                 raise OAuthError("invalid_grant", "refresh token expired: log in again")
@@ -180,10 +178,12 @@ class Issuer:
                 user = session.get(User, row.user_id)
                 if user is None or user.disabled:
                     raise OAuthError("invalid_grant", "the account is disabled")
-                return self._issue(session, user, client_id, row.scope, row.family)
+                return self.families.issue(
+                    session, user, client_id=client_id, scope=row.scope, family=row.family, now=now
+                )
         # Committed the family's revocation above; now tell the caller and the admins.
         assert reused is not None
-        self._record_reuse(*reused, kind="refresh_token", client_ip=client_ip)
+        self.families.record_reuse(*reused, kind="refresh_token", client_ip=client_ip)
         raise OAuthError("invalid_grant", "refresh token was already used: log in again")
 
     def check_authorize(self, request: AuthorizeRequest) -> None:
@@ -217,7 +217,7 @@ class Issuer:
             user = self._user_row(session, info.username)
             session.add(
                 AuthorizationCode(
-                    code_sha256=_sha256(code),
+                    code_sha256=digest(code),
                     user_id=user.id,
                     client_id=request.client_id,
                     redirect_uri=request.redirect_uri,
@@ -252,7 +252,7 @@ class Issuer:
         reused: tuple[int, str] | None = None  # (user id, family) of a replayed code
         with Session(self.engine) as session, session.begin():
             row = session.scalar(
-                select(AuthorizationCode).where(AuthorizationCode.code_sha256 == _sha256(code))
+                select(AuthorizationCode).where(AuthorizationCode.code_sha256 == digest(code))
             )
             if row is None or row.client_id != client_id or row.redirect_uri != redirect_uri:
                 raise OAuthError("invalid_grant", "unknown code, or another client or redirect_uri")
@@ -261,7 +261,7 @@ class Issuer:
             ):
                 raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
             family = uuid.uuid4().hex
-            claimed = _rowcount(
+            claimed = rowcount(
                 session.execute(
                     update(AuthorizationCode)
                     .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
@@ -272,7 +272,7 @@ class Issuer:
                 # RFC 6749 §4.1.2: a code used twice revokes the tokens issued for it.
                 session.refresh(row)
                 if row.family:
-                    self._revoke(session, RefreshToken.family == row.family)
+                    self.families.revoke_family(session, row.family, now=now)
                 reused = (row.user_id, row.family or "")
             elif as_utc(row.expires_at) <= now:
                 raise OAuthError("invalid_grant", "code expired: log in again")
@@ -280,9 +280,17 @@ class Issuer:
                 user = session.get(User, row.user_id)
                 if user is None or user.disabled:
                     raise OAuthError("invalid_grant", "the account is disabled")
-                return self._issue(session, user, client_id, row.scope, family, nonce=row.nonce)
+                return self.families.issue(
+                    session,
+                    user,
+                    client_id=client_id,
+                    scope=row.scope,
+                    family=family,
+                    now=now,
+                    nonce=row.nonce,
+                )
         assert reused is not None
-        self._record_reuse(*reused, kind="authorization_code", client_ip=client_ip)
+        self.families.record_reuse(*reused, kind="authorization_code", client_ip=client_ip)
         raise OAuthError("invalid_grant", "code was already used")
 
     def logout(
@@ -293,35 +301,11 @@ class Issuer:
         An unknown refresh token is no error (RFC 7009 §2.2): it is ended either way.
         """
         if refresh_token:
-            with Session(self.engine) as session, session.begin():
-                row = session.scalar(
-                    select(RefreshToken).where(RefreshToken.token_sha256 == _sha256(refresh_token))
-                )
-                if row is None:
-                    return
-                self._revoke(session, RefreshToken.family == row.family)
-                owner = session.get(User, row.user_id)
-                username = owner.username if owner else ""
-                token_client = row.client_id
-            self.audit.record(
-                AuditAction.LOGOUT,
-                username=username,
-                detail={"client_id": token_client, "sessions": "one"},
-                client_ip=client_ip,
-            )
+            self.families.end(refresh_token, client_ip=client_ip, now=self.clock())
             return
         if user is None:
             raise OAuthError("invalid_request", "send refresh_token, or a bearer token to log out")
-        with Session(self.engine) as session, session.begin():
-            row_user = session.scalar(select(User).where(User.username == user.username))
-            if row_user is not None:
-                revoke_sessions(session, row_user.id)
-        self.audit.record(
-            AuditAction.LOGOUT,
-            username=user.username,
-            detail={"sessions": "all"},
-            client_ip=client_ip,
-        )
+        self.families.end_all(user.username, client_ip=client_ip)
 
     # -- checks ------------------------------------------------------------------------------
     def redirect_allowed(self, client_id: str, redirect_uri: str) -> bool:
@@ -368,77 +352,11 @@ class Issuer:
         )
         return info
 
-    # -- tokens ------------------------------------------------------------------------------
-    def _issue(
-        self,
-        session: Session,
-        user: User,
-        client_id: str,
-        scope: str,
-        family: str,
-        *,
-        nonce: str | None = None,
-    ) -> TokenSet:
-        now = self.clock()
-        refresh = secrets.token_urlsafe(32)
-        session.add(
-            RefreshToken(
-                token_sha256=_sha256(refresh),
-                family=family,
-                user_id=user.id,
-                client_id=client_id,
-                scope=scope,
-                created_at=now,
-                expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_s),
-            )
-        )
-        info = user_info(session, user)
-        id_token = None
-        if "openid" in scope.split():
-            id_token = self.signer.id_token(
-                info, now=now, client_id=client_id, session_id=family, nonce=nonce
-            )
-        return TokenSet(
-            access_token=self.signer.access_token(
-                info, now=now, client_id=client_id, scope=scope, session_id=family
-            ),
-            expires_in=self.settings.access_token_ttl_s,
-            refresh_token=refresh,
-            refresh_expires_in=self.settings.refresh_token_ttl_s,
-            scope=scope,
-            id_token=id_token,
-        )
-
-    def _revoke(self, session: Session, *where: Any) -> bool:
-        result = session.execute(
-            update(RefreshToken)
-            .where(*where, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=self.clock())
-        )
-        return _rowcount(result) > 0
-
     def _user_row(self, session: Session, username: str) -> User:
         user = session.scalar(select(User).where(User.username == username))
         if user is None:  # removed between the password check and now
             raise OAuthError("invalid_grant", "invalid username or password")
         return user
-
-    def _record_reuse(self, user_id: int, family: str, *, kind: str, client_ip: str) -> None:
-        with Session(self.engine) as session:
-            user = session.get(User, user_id)
-            username = user.username if user else ""
-        log.warning(
-            "replayed %s: session revoked",
-            kind,
-            extra={"username": username, "session": family, "client_ip": client_ip},
-        )
-        self.audit.record(
-            AuditAction.TOKEN_REUSE,
-            username=username,
-            target=family,
-            detail={"kind": kind, "revoked": "session"},
-            client_ip=client_ip,
-        )
 
 
 SERVICE_USERNAME = "jip-service"

@@ -64,17 +64,16 @@ def bootstrap_realm(
     admin_user: str,
     admin_password: str,
     *,
-    projects: Iterable[str] | None = None,
+    projects: Iterable[str],
     admin: KeycloakAdmin | None = None,
 ) -> RealmSetup:
     """Create the realm, roles, clients and project groups; existing ones are kept.
 
-    ``admin_user`` logs in to the ``master`` realm at ``admin_url``. ``projects`` default
-    to those in the site's catalog. ``admin`` replaces the client (tests).
+    ``admin_user`` logs in to the ``master`` realm at ``admin_url``. ``projects`` are the
+    names to make groups for (`jip keycloak bootstrap` passes those of the site's
+    catalog). ``admin`` replaces the client (tests).
     """
     realm = realm_name(settings)
-    if projects is None:
-        projects = _catalog_projects(settings)
     if admin is None:
         admin = KeycloakAdmin(
             server_url=admin_url,
@@ -196,17 +195,3 @@ def _mappers(settings: Settings) -> list[dict[str, Any]]:
             },
         },
     ]
-
-
-def _catalog_projects(settings: Settings) -> list[str]:
-    from jip.backends import catalog_engine_for
-    from jip.base.projects import Projects
-    from jip.migrations import upgrade
-
-    url = settings.resolved_catalog_url
-    upgrade(url)
-    engine = catalog_engine_for(url)
-    try:
-        return Projects(engine).names()
-    finally:
-        engine.dispose()

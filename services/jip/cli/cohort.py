@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from jip.cli.meta import echo_json, json_option, site_client, table, url_option
+from jip.cli.site import echo_json, json_option, site_client, table, url_option
 
 DEFAULT_COLUMNS = [
     "StudyDate",

@@ -23,7 +23,7 @@ import click
 from click._termui_impl import ProgressBar
 from pydicom.dataset import Dataset
 
-from jip.cli.main import settings_from
+from jip.cli.site import settings_from
 from jip.config import DicomPeer, Settings
 from jip.errors import JipError
 from jip.store.catalog.queries import QueryLevel

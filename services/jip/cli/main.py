@@ -1,28 +1,17 @@
-"""Entry point of the `jip` command; subcommands register themselves here."""
+"""Entry point of the `jip` command: the root group, and every subcommand added to it.
+
+Imports go one way: this module imports the subcommand modules, they import only
+:mod:`jip.cli.site` (settings, site, token, client, output), never this module. They are
+imported when the command runs, so that ``import jip.cli.main`` stays light.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
-from jip.config import Settings
 from jip.errors import JipError
-
-
-def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
-    """Settings from YAML/env, then the global `--data-dir` and the command's flags."""
-    values: dict[str, Any] = dict(ctx.find_root().obj or {})
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        section, _, field = key.partition("__")
-        if field:
-            values.setdefault(section, {})[field] = value
-        else:
-            values[key] = value
-    return Settings(**values)  # pydantic-settings deep-merges these over env and YAML
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,10 +47,11 @@ def _register() -> None:
     cli.add_command(cohort.cohort)
     cli.add_command(meta.meta)
 
-    from jip.cli import flow, operator
+    from jip.cli import flow, operator, project
 
     cli.add_command(flow.flow)
     cli.add_command(operator.operator)
+    cli.add_command(project.project)
 
 
 def main() -> None:

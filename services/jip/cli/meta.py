@@ -1,7 +1,8 @@
 """`jip meta reindex|status|errors|indexer`: the metadata index of a site.
 
-The commands talk to the running site over HTTP (its URL from the state file `jip up`
-writes, ``api_url``, or ``--url``) with the token of `jip login` (or ``JIP_API_TOKEN``).
+The commands talk to the site over HTTP, found and authorised as :mod:`jip.cli.site`
+says (``--url``, ``JIP_API_URL``, the login's site, the running one; ``JIP_API_TOKEN`` or
+the token of `jip login`).
 `jip meta reindex --local` and `jip meta indexer` work on the data dir directly.
 
     jip meta status
@@ -12,107 +13,17 @@ writes, ``api_url``, or ``--url``) with the token of `jip login` (or ``JIP_API_T
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
 
 import click
-import httpx
 
-from jip.cli.main import settings_from
+from jip.cli.site import echo_json, json_option, settings_from, site_client, table, url_option
 from jip.config import Settings
 
-_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 POLL_S = 0.5
 STALL_S = 120.0
-
-
-# -- talking to the site -------------------------------------------------------------------
-class SiteClient:
-    """JSON over HTTP to one site; HTTP errors become messages, not tracebacks."""
-
-    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=300)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"cannot reach {self.base_url}: {exc}") from None
-        if response.status_code >= 400:
-            raise click.ClickException(f"{_detail(response)} (HTTP {response.status_code})")
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
-
-    def close(self) -> None:
-        self.http.close()
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    return str(body.get("detail", body)) if isinstance(body, dict) else str(body)
-
-
-def site_url_of(settings: Settings, url: str | None) -> str:
-    """``--url``, else the running site's URL from the state file, else ``api_url``."""
-    from jip.base.identity import site_url
-
-    if url:
-        return url.rstrip("/")
-    if settings.state_file.exists():
-        state = json.loads(settings.state_file.read_text())
-        parsed = httpx.URL(state["http"])
-        host = _WILDCARD_HOSTS.get(parsed.host, parsed.host)
-        return str(parsed.copy_with(host=host)).rstrip("/")
-    return (settings.api_url or site_url(settings)).rstrip("/")
-
-
-def site_client(ctx: click.Context, url: str | None) -> SiteClient:
-    """A client for the site with this user's token (none if not logged in: a site with
-    auth disabled takes that, one with auth enabled answers that a login is needed)."""
-    from jip.cli.user import auth_headers
-
-    settings = settings_from(ctx)
-    if settings.api_token is not None:
-        headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"}
-    else:
-        try:
-            headers = auth_headers()
-        except click.ClickException:
-            headers = {}
-    return SiteClient(site_url_of(settings, url), headers)
-
-
-url_option = click.option("--url", default=None, help="The site (default: the running one).")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> None:
-    """Rows under headers, columns as wide as their widest cell."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    for row in [headers, *cells]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return "\\".join(map(str, value))
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 # -- jip meta ------------------------------------------------------------------------------
@@ -169,11 +80,12 @@ def reindex(ctx: click.Context, local: bool, url: str | None) -> None:
     if local:
         _reindex_local(settings_from(ctx))
         return
-    client = site_client(ctx, url)
-    started = client.call("POST", "/api/meta/reindex")
-    click.echo(f"{started['queued']} instances queued, {started['removed']} stale series removed")
-    _follow(started["queued"], lambda: int(client.call("GET", "/api/meta/status")["pending"]))
-    failed = client.call("GET", "/api/meta/status")["failed"]
+    with site_client(ctx, url) as client:
+        started = client.call("POST", "/api/meta/reindex")
+        queued, removed = started["queued"], started["removed"]
+        click.echo(f"{queued} instances queued, {removed} stale series removed")
+        _follow(queued, lambda: int(client.call("GET", "/api/meta/status")["pending"]))
+        failed = client.call("GET", "/api/meta/status")["failed"]
     click.echo(f"Done: {failed} instances failed (see `jip meta errors`)." if failed else "Done.")
 
 
@@ -237,13 +149,12 @@ def _reindex_local(settings: Settings) -> None:
 def indexer(ctx: click.Context) -> None:
     """Run the indexer in the foreground until SIGTERM (the cluster shape's Deployment;
     `jip up` runs it by itself)."""
-    from jip.embedded import install_stop_signals
-    from jip.meta.indexer import MetaIndexer
+    from jip.embedded import install_stop_signals, meta_indexer
     from jip.migrations import upgrade
 
     settings = settings_from(ctx)
     upgrade(settings.resolved_catalog_url)
-    component = MetaIndexer(settings)
+    component = meta_indexer(settings)
     stop = threading.Event()
     install_stop_signals(stop)
     component.start()

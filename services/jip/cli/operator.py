@@ -14,8 +14,7 @@ from pathlib import Path
 
 import click
 
-from jip.cli.flow import parse_params
-from jip.cli.main import settings_from
+from jip.cli.site import parse_params, settings_from
 from jip.errors import JipError
 
 

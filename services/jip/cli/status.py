@@ -8,7 +8,7 @@ import os
 import click
 import httpx
 
-from jip.cli.main import settings_from
+from jip.cli.site import running_site_url, settings_from
 
 
 def _alive(pid: int) -> bool:
@@ -34,7 +34,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     state = json.loads(settings.state_file.read_text())
     state["running"] = _alive(int(state["pid"]))
     try:
-        health = httpx.get(f"{state['http']}/healthz", timeout=3).json()
+        health = httpx.get(f"{running_site_url(settings)}/healthz", timeout=3).json()
     except (httpx.HTTPError, ValueError) as exc:
         health = {"status": f"unreachable ({exc})"}
     state["health"] = health

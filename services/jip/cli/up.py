@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jip.cli.main import settings_from
+from jip.cli.site import settings_from
 from jip.embedded import Role, run
 from jip.logs import setup_logging
 

@@ -2,8 +2,8 @@
 
 `jip user` manages the local users of the embedded shape directly in the site's catalog
 (run it on the site's machine, as the site admin). `jip login` gets a token from the
-site's issuer and keeps it in the user's config directory (``~/.config/jip/token.json``,
-mode 0600); other commands send it with :func:`auth_headers`.
+site's issuer and keeps it, with the site's URL, in the user's config directory
+(``~/.config/jip/token.json``, mode 0600); :mod:`jip.cli.site` sends it to that site.
 """
 
 from __future__ import annotations
@@ -11,95 +11,17 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
-import os
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 
-from jip.base.issuer import CLI_CLIENT
-from jip.cli.main import settings_from
+from jip.cli import site
+from jip.cli.site import load_token, save_token, settings_from, stored_login, token_path
 from jip.config import Settings
-from jip.errors import JipError
-
-TOKEN_FILE = "token.json"
-REFRESH_MARGIN_S = 30
-
-
-# -- the token file ------------------------------------------------------------------------
-def token_path() -> Path:
-    return Path(click.get_app_dir("jip")) / TOKEN_FILE
-
-
-def save_token(data: dict[str, Any], path: Path | None = None) -> Path:
-    """Write ``data`` readable by its owner only (0600), replacing the file atomically."""
-    path = path or token_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # a leftover partial file may have had another mode
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_token(path: Path | None = None) -> dict[str, Any]:
-    path = path or token_path()
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise click.ClickException("not logged in: run `jip login`") from None
-    return data
-
-
-def bearer_token(path: Path | None = None) -> str:
-    """A valid access token from the token file, refreshed (and saved) when it expired."""
-    data = load_token(path)
-    if data.get("expires_at", 0) - REFRESH_MARGIN_S > time.time():
-        return str(data["access_token"])
-    with _http() as client:
-        response = client.post(
-            data["token_endpoint"],
-            data={
-                "grant_type": "refresh_token",
-                "refresh_token": data["refresh_token"],
-                "client_id": data.get("client_id", CLI_CLIENT),
-            },
-        )
-    if response.status_code != 200:
-        raise click.ClickException("the session expired: run `jip login` again")
-    data.update(_token_fields(response.json()))
-    save_token(data, path)
-    return str(data["access_token"])
-
-
-def auth_headers(path: Path | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {bearer_token(path)}"}
-
-
-def _token_fields(body: dict[str, Any]) -> dict[str, Any]:
-    now = time.time()
-    return {
-        "access_token": body["access_token"],
-        "refresh_token": body.get("refresh_token", ""),
-        "expires_at": now + float(body.get("expires_in", 0)),
-        "refresh_expires_at": now + float(body.get("refresh_expires_in", 0)),
-    }
-
-
-def _http() -> httpx.Client:
-    return httpx.Client(timeout=30)
+from jip.errors import JipError, detail_of
 
 
 def _discover(client: httpx.Client, issuer: str) -> dict[str, Any]:
@@ -115,9 +37,15 @@ def _discover(client: httpx.Client, issuer: str) -> dict[str, Any]:
 
 # -- login / logout ------------------------------------------------------------------------
 @click.command()
-@click.option("--url", default=None, help="The site (default: auth.public_url, or this host).")
 @click.option(
-    "--issuer", default=None, help="The token issuer (default: auth.issuer_url or --url)."
+    "--url",
+    default=None,
+    help="The site (default: JIP_API_URL, the last login's, the running one).",
+)
+@click.option(
+    "--issuer",
+    default=None,
+    help="The token issuer (default: auth.issuer_url, the last login's to this site, the site).",
 )
 @click.option("--username", "-u", prompt=True, help="Your username.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
@@ -126,16 +54,16 @@ def login(
     ctx: click.Context, url: str | None, issuer: str | None, username: str, password_stdin: bool
 ) -> None:
     """Log in and keep the token in ~/.config/jip/token.json (mode 0600)."""
-    from jip.base.identity import site_url
+    from jip.base import CLI_CLIENT
 
     settings = settings_from(ctx)
-    site = (url or site_url(settings)).rstrip("/")
-    issuer = (issuer or settings.auth.issuer_url or site).rstrip("/")
+    target = site.site_url_of(settings, url)
+    issuer = (issuer or settings.auth.issuer_url or _last_issuer(target) or target).rstrip("/")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True)
-    with _http() as client:
+    with site.issuer_client() as client:
         discovery = _discover(client, issuer)
         response = client.post(
             discovery["token_endpoint"],
@@ -151,24 +79,34 @@ def login(
         retry = response.headers.get("Retry-After", "a few minutes")
         raise click.ClickException(f"too many failed logins: try again in {retry} s")
     if response.status_code != 200:
-        raise click.ClickException(f"login failed: {_oauth_message(response)}")
+        raise click.ClickException(f"login failed: {detail_of(response)}")
     path = save_token(
         {
-            "site": site,
+            "site": target,
             "issuer": issuer,
             "token_endpoint": discovery["token_endpoint"],
             "end_session_endpoint": discovery.get("end_session_endpoint", ""),
             "client_id": CLI_CLIENT,
             "username": username,
-            **_token_fields(response.json()),
+            **site.token_fields(response.json()),
         }
     )
-    click.echo(f"Logged in to {site} as {username} (token in {path})")
+    click.echo(f"Logged in to {target} as {username} (token in {path})")
+
+
+def _last_issuer(target: str) -> str | None:
+    """The issuer of the stored login, when it was a login to ``target``."""
+    last = stored_login()
+    if last is None or not site.same_site(str(last.get("site", "")), target):
+        return None
+    return last.get("issuer") or None
 
 
 @click.command()
 def logout() -> None:
     """End the session at the issuer and delete the stored token."""
+    from jip.base import CLI_CLIENT
+
     path = token_path()
     if not path.exists():
         click.echo("Not logged in.")
@@ -177,7 +115,7 @@ def logout() -> None:
     endpoint = data.get("end_session_endpoint")
     if endpoint and data.get("refresh_token"):
         try:
-            with _http() as client:
+            with site.issuer_client() as client:
                 client.post(
                     endpoint,
                     data={
@@ -191,14 +129,6 @@ def logout() -> None:
             )
     path.unlink(missing_ok=True)
     click.echo(f"Logged out of {data.get('site', 'the site')}.")
-
-
-def _oauth_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return str(body.get("error_description") or body.get("error") or body)
-    except ValueError:
-        return f"HTTP {response.status_code}"
 
 
 # -- jip user ------------------------------------------------------------------------------
@@ -340,11 +270,20 @@ def keycloak_bootstrap(
     """Create the realm, roles, clients jip and jip-cli, and a group per project."""
     from keycloak.exceptions import KeycloakError
 
+    from jip.backends import catalog_engine_for
+    from jip.base import Projects
     from jip.base.keycloak import bootstrap_realm
+    from jip.migrations import upgrade
 
     settings = settings_from(ctx)
+    upgrade(settings.resolved_catalog_url)  # a group per project of the site's catalog
+    engine = catalog_engine_for(settings.resolved_catalog_url)
     try:
-        setup = bootstrap_realm(settings, admin_url, admin_user, admin_password)
+        projects = Projects(engine).names()
+    finally:
+        engine.dispose()
+    try:
+        setup = bootstrap_realm(settings, admin_url, admin_user, admin_password, projects=projects)
     except KeycloakError as exc:
         raise click.ClickException(f"Keycloak refused: {exc}") from None
     click.echo(f"Realm {setup.realm}: roles {', '.join(setup.roles)}")

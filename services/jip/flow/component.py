@@ -1,6 +1,8 @@
 """The flow's parts of `jip up`: the embedded Airflow and the auto-rule evaluator.
 
-Both follow :class:`jip.embedded.Component`. Airflow's processes get the ``JIP_*``
+Both follow :class:`jip.embedded.Component`. The rule evaluator's adapters (catalog
+database, blob storage, metadata index, workflow engine) are opened by the composition
+(:mod:`jip.embedded`), which hands :class:`RuleComponent` a function that opens them. Airflow's processes get the ``JIP_*``
 variables tasks need to reach this site (API URL, work folder, result store, runner),
 derived from the settings `jip up` runs with, flags included, so a task builds the same
 :class:`Settings` as the site.
@@ -13,13 +15,21 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import Engine
 
 from jip.config import Settings
 from jip.flow.embedded_airflow import EmbeddedAirflow
+from jip.flow.engine import WorkflowEngine
+from jip.flow.rules import RuleEvaluator
+from jip.flow.service import FlowService
 from jip.flow.worker.api_client import local_api_url
 from jip.flow.worker.runner import operators_dir
+from jip.meta import MetaIndex, SeriesMatcher
+from jip.store import BlobStorage, Catalog
 
 log = logging.getLogger(__name__)
 
@@ -104,23 +114,25 @@ class RuleComponent:
 
     name = "rules"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, open_adapters: Callable[[], RuleAdapters]) -> None:
         self.settings = settings
+        self.open_adapters = open_adapters
         self.interval_s = settings.flow.rule_interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._closers: list[Any] = []
+        self._adapters: RuleAdapters | None = None
         self.last_pass: float | None = None
         self.last_error: str | None = None
 
     def start(self) -> None:
-        evaluator = build_evaluator(self.settings, self._closers)
+        self._adapters = self.open_adapters()
+        evaluator = build_evaluator(self.settings, self._adapters)
         self._thread = threading.Thread(
             target=self._loop, args=(evaluator,), name="jip-rules", daemon=True
         )
         self._thread.start()
 
-    def _loop(self, evaluator: Any) -> None:
+    def _loop(self, evaluator: RuleEvaluator) -> None:
         while not self._stop.wait(self.interval_s):
             try:
                 if evaluator.service.engine.healthy():
@@ -142,10 +154,9 @@ class RuleComponent:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        for close in reversed(self._closers):
-            with contextlib.suppress(Exception):
-                close()
-        self._closers.clear()
+        if self._adapters is not None:
+            self._adapters.close()
+            self._adapters = None
 
     def describe(self) -> dict[str, object]:
         return {
@@ -154,26 +165,28 @@ class RuleComponent:
         }
 
 
-def build_evaluator(settings: Settings, closers: list[Any]) -> Any:
-    """A rule evaluator on the site's catalog, storage and workflow engine."""
-    from jip.backends import catalog_engine_for, index_for, storage_for
-    from jip.flow.engine_airflow import AirflowEngine
-    from jip.flow.matching import SeriesMatcher
-    from jip.flow.rules import RuleEvaluator
-    from jip.flow.service import FlowService
-    from jip.store.catalog.catalog import Catalog
+@dataclass(frozen=True, kw_only=True)
+class RuleAdapters:
+    """What the rule evaluator works on, opened for it alone by the composition."""
 
-    db = catalog_engine_for(settings.resolved_catalog_url)
-    closers.append(db.dispose)
-    engine = AirflowEngine.from_settings(settings)
-    closers.append(engine.close)
-    service = FlowService(db=db, engine=engine, operators_dir=operators_dir(settings))
-    index = index_for(settings.resolved_index_url)
-    closers.append(index.close)
+    db: Engine
+    storage: BlobStorage
+    index: MetaIndex
+    workflow_engine: WorkflowEngine
+
+    def close(self) -> None:
+        for close in (self.index.close, self.workflow_engine.close, self.db.dispose):
+            with contextlib.suppress(Exception):
+                close()
+
+
+def build_evaluator(settings: Settings, adapters: RuleAdapters) -> RuleEvaluator:
+    """A rule evaluator on the site's catalog, storage, index and workflow engine."""
+    service = FlowService(
+        db=adapters.db, engine=adapters.workflow_engine, operators_dir=operators_dir(settings)
+    )
     matcher = SeriesMatcher(
-        catalog=Catalog(db),
-        storage=storage_for(settings.resolved_storage_url, settings),
-        index=index,
+        catalog=Catalog(adapters.db), storage=adapters.storage, index=adapters.index
     )
     token = settings.api_token.get_secret_value() if settings.api_token else None
     if settings.auth.enabled and token is None:

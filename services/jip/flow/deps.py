@@ -1,54 +1,58 @@
 """Typed dependencies of the flow routes (FastAPI ``Annotated`` aliases).
 
-The workflow engine and the result store are built on first use and kept on
-``app.state`` (``flow_engine``, ``flow_results``); tests put fakes there before the first
-request. Saved cohort ids resolve through meta's cohorts, as the caller sees them
-(``app.state.flow_cohorts`` may hold another resolver).
+The adapters come from ``request.app.state.runtime``, read through
+:class:`FlowAdapters` (``jip.runtime.Runtime`` satisfies it): the workflow engine and the
+result store are opened there on first use, and tests set fakes on the runtime
+(``runtime.workflow_engine = FakeEngine(...)``) before the first request. Saved cohort
+ids resolve through meta's cohorts, as the caller sees them.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
+from sqlalchemy import Engine
 
-from jip.backends import storage_for
-from jip.base.auth import CurrentUser, project_scope
-from jip.base.deps import CurrentUserDep
+from jip.base import CurrentUser, CurrentUserDep, project_scope, site_url
+from jip.config import Settings
 from jip.flow.engine import WorkflowEngine
 from jip.flow.service import CohortResolver, FlowService
 from jip.flow.worker.runner import operators_dir
-from jip.runtime import Runtime
-from jip.store.storage.port import BlobStorage
-
-_lock = threading.Lock()
+from jip.meta import Cohorts, MetaIndex
+from jip.store import BlobStorage
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+class FlowAdapters(Protocol):
+    """What the flow routes need of the site's adapters."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def index(self) -> MetaIndex: ...
+
+    @property
+    def workflow_engine(self) -> WorkflowEngine: ...
+
+    @property
+    def results(self) -> BlobStorage: ...
+
+
+def _adapters(request: Request) -> FlowAdapters:
+    adapters: FlowAdapters = request.app.state.runtime
+    return adapters
 
 
 def get_workflow_engine(request: Request) -> WorkflowEngine:
-    state = request.app.state
-    with _lock:
-        if getattr(state, "flow_engine", None) is None:
-            from jip.flow.engine_airflow import AirflowEngine
-
-            state.flow_engine = AirflowEngine.from_settings(_runtime(request).settings)
-    engine: WorkflowEngine = state.flow_engine
-    return engine
+    return _adapters(request).workflow_engine
 
 
 def get_results_storage(request: Request) -> BlobStorage:
-    state = request.app.state
-    with _lock:
-        if getattr(state, "flow_results", None) is None:
-            settings = _runtime(request).settings
-            state.flow_results = storage_for(settings.resolved_results_url, settings)
-    storage: BlobStorage = state.flow_results
-    return storage
+    return _adapters(request).results
 
 
 def get_flow_service(
@@ -56,24 +60,21 @@ def get_flow_service(
     engine: Annotated[WorkflowEngine, Depends(get_workflow_engine)],
     user: CurrentUserDep,
 ) -> FlowService:
-    runtime = _runtime(request)
+    adapters = _adapters(request)
     return FlowService(
-        db=runtime.engine,
+        db=adapters.engine,
         engine=engine,
-        operators_dir=operators_dir(runtime.settings),
-        cohorts=getattr(request.app.state, "flow_cohorts", None) or _cohorts_of(runtime, user),
+        operators_dir=operators_dir(adapters.settings),
+        cohorts=_cohorts_of(adapters, user),
         scope=project_scope(user),
     )
 
 
-def _cohorts_of(runtime: Runtime, user: CurrentUser) -> CohortResolver:
+def _cohorts_of(adapters: FlowAdapters, user: CurrentUser) -> CohortResolver:
     """Saved cohorts as the caller sees them (only those of the caller's projects)."""
 
     def resolve(cohort_id: str) -> list[str]:
-        from jip.base.identity import site_url
-        from jip.meta.cohorts import Cohorts
-
-        cohorts = Cohorts(runtime.engine, runtime.index, site_url(runtime.settings))
+        cohorts = Cohorts(adapters.engine, adapters.index, site_url(adapters.settings))
         return cohorts.series_uids(user, cohort_id)
 
     return resolve
@@ -81,7 +82,7 @@ def _cohorts_of(runtime: Runtime, user: CurrentUser) -> CohortResolver:
 
 def caller_token(request: Request) -> str | None:
     """The caller's bearer token, handed to the run's tasks to reach the API as the caller."""
-    if not _runtime(request).settings.auth.enabled:
+    if not _adapters(request).settings.auth.enabled:
         return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None

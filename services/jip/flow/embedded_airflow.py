@@ -1,23 +1,18 @@
-"""The embedded Airflow of `jip up`: its environment, its four processes, their health.
+"""The embedded Airflow of `jip up`: its four processes, their start, health and stop.
 
 Airflow runs as child processes (api-server, scheduler, dag-processor, triggerer) on a
 SQLite metadata database with the LocalExecutor, each in a session of its own: a Ctrl-C
 at the terminal reaches only `jip up`, which then stops them in order. Their output goes
-to ``<AIRFLOW_HOME>/logs/components/<component>.log``, never to our stdout.
-
-JIP signs in to Airflow's API as its own user (``flow.airflow_username``, role admin)
-with a password generated once and stored, mode 0600, in the simple auth manager's
-password file in AIRFLOW_HOME: the one file Airflow itself reads it from.
+to ``<AIRFLOW_HOME>/logs/components/<component>.log``, never to our stdout. Their
+environment and JIP's password in Airflow come from :mod:`jip.flow.airflow_home`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -30,8 +25,9 @@ from typing import Any
 
 import httpx
 
-from jip.config import Settings
+from jip.config import Settings, reachable_host
 from jip.errors import Conflict, Unavailable
+from jip.flow.airflow_home import airflow_environment, embedded_url, ensure_password
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +40,6 @@ _HEALTH_KEYS = {
 }
 # Stopped first, so that tasks ending meanwhile can still report to the api-server.
 _STOP_ORDER = (("scheduler", "triggerer", "dag-processor"), ("api-server",))
-PASSWORDS_FILE_NAME = "simple_auth_manager_passwords.json.generated"
 # Names the Airflow version that last migrated the metadata database.
 MIGRATED_MARKER = "jip-db-migrated"
 HEALTH_PATH = "/api/v2/monitor/health"
@@ -53,129 +48,6 @@ HEALTH_PATH = "/api/v2/monitor/health"
 DEFAULT_STARTUP_TIMEOUT_S = 180.0
 DEFAULT_STOP_GRACE_S = 20.0
 DEFAULT_MIGRATE_TIMEOUT_S = 300.0
-# New DAG files appear within this many seconds; a changed file is re-parsed within
-# MIN_FILE_PROCESS_INTERVAL_S (each parse costs a process start, so not too often).
-DAGS_REFRESH_INTERVAL_S = 10
-MIN_FILE_PROCESS_INTERVAL_S = 30
-
-
-def repository_dags_folder() -> Path:
-    """``dags/`` of the checkout this package runs from (services/jip/flow/ -> repo root)."""
-    return Path(__file__).resolve().parents[3] / "dags"
-
-
-def dags_folder(settings: Settings) -> Path:
-    return (settings.flow.dags_folder or repository_dags_folder()).expanduser().resolve()
-
-
-def api_url(settings: Settings) -> str:
-    """Where Airflow's API answers: the configured external URL or the embedded one."""
-    if settings.flow.airflow_url:
-        return settings.flow.airflow_url.rstrip("/")
-    return embedded_url(settings)
-
-
-def embedded_url(settings: Settings) -> str:
-    """Where the embedded Airflow's api-server answers."""
-    return f"http://{_client_host(settings.flow.airflow_host)}:{settings.flow.airflow_port}"
-
-
-def _client_host(bind_host: str) -> str:
-    # A server bound to every interface is reached over loopback.
-    if bind_host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{bind_host}]" if ":" in bind_host else bind_host
-
-
-def passwords_file(airflow_home: Path) -> Path:
-    return airflow_home / PASSWORDS_FILE_NAME
-
-
-def read_password(airflow_home: Path, username: str) -> str | None:
-    """The stored password of ``username``, or None when there is none yet."""
-    path = passwords_file(airflow_home)
-    try:
-        passwords = json.loads(path.read_text() or "{}")
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise Unavailable(f"cannot read Airflow passwords file {path}: {exc}") from exc
-    password = passwords.get(username)
-    return password if isinstance(password, str) else None
-
-
-def ensure_password(airflow_home: Path, username: str, password: str | None = None) -> str:
-    """Store ``password`` (or a generated one, once) for ``username``; return it.
-
-    The file is written atomically with mode 0600; other users' entries are kept.
-    """
-    path = passwords_file(airflow_home)
-    passwords: dict[str, str] = {}
-    exists = path.exists()
-    if exists:
-        try:
-            passwords = json.loads(path.read_text() or "{}")
-        except ValueError as exc:
-            raise Unavailable(f"Airflow passwords file {path} is not JSON: {exc}") from exc
-    wanted = password or passwords.get(username) or secrets.token_urlsafe(24)
-    if not exists or passwords.get(username) != wanted or path.stat().st_mode & 0o077:
-        passwords[username] = wanted
-        tmp = path.with_name(path.name + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(json.dumps(passwords) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    return wanted
-
-
-def airflow_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment every embedded Airflow process runs with.
-
-    ``base`` (normally the parent's environment) is kept, so an admin can still tune
-    Airflow with ``AIRFLOW__SECTION__KEY`` variables that JIP does not set.
-    """
-    home = settings.resolved_airflow_home.expanduser().resolve()
-    flow = settings.flow
-    # Tasks at once, each a process: the site machine also runs store and meta.
-    parallel = str(flow.max_parallel_series)
-    env = dict(base or {})
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW_CONFIG": str(home / "airflow.cfg"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder(settings)),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__PARALLELISM": parallel,
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": parallel,
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{flow.airflow_username}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
-            # Task processes report to the api-server's execution API; it is not on the
-            # default port 8080.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{embedded_url(settings)}/execution/",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__API__HOST": flow.airflow_host,
-            "AIRFLOW__API__PORT": str(flow.airflow_port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(DAGS_REFRESH_INTERVAL_S),
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(MIN_FILE_PROCESS_INTERVAL_S),
-            # Default is <tmp>/airflow, shared by every Airflow on the machine.
-            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "dag-bundles"),
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-            "AIRFLOW__SCHEDULER__CATCHUP_BY_DEFAULT": "False",
-        }
-    )
-    return env
 
 
 @dataclass
@@ -391,7 +263,7 @@ class EmbeddedAirflow:
                 )
 
     def _refuse_taken_port(self) -> None:
-        host = _client_host(self.settings.flow.airflow_host).strip("[]")
+        host = reachable_host(self.settings.flow.airflow_host).strip("[]")
         port = self.settings.flow.airflow_port
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             raise Conflict(

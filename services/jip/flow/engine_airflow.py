@@ -1,36 +1,38 @@
 """`WorkflowEngine` on Apache Airflow 3, through its REST API (v2) only.
 
-JIP signs in with the simple auth manager's token endpoint (``POST /auth/token``) and
-sends the JWT as a bearer token; when Airflow refuses it (401 when expired, 403 "Invalid
-JWT token" when Airflow signs with a new key) it fetches a new token once and repeats the
-request. Airflow's answers become `jip.errors`: 404 NotFound, 400/422 Invalid, 409
-Conflict, and no connection, 5xx or rejected credentials Unavailable.
+Airflow's runs, task instances and their states become JIP's (:mod:`jip.flow.engine`);
+signing in, paging and turning Airflow's errors into `jip.errors` is
+:class:`jip.flow.airflow_rest.AirflowRest`'s job.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from jip.config import Settings
-from jip.errors import Conflict, Invalid, NotFound, Unavailable
-from jip.flow.embedded_airflow import api_url, read_password
+from jip.errors import Conflict, Invalid, Unavailable
+from jip.flow.airflow_home import api_url, read_password
+from jip.flow.airflow_rest import (
+    AirflowRest,
+    Password,
+    dag_path,
+    run_path,
+    run_what,
+    seg,
+    ti_path,
+    ti_what,
+)
 from jip.flow.engine import RunState, TaskInstance, TaskState, WorkflowInfo, WorkflowRun
 
 log = logging.getLogger(__name__)
 
-TOKEN_PATH = "/auth/token"
-HEALTH_PATH = "/api/v2/monitor/health"
 # Airflow has no "cancelled" run state; a run JIP cancels is failed with this note.
 CANCEL_NOTE = "Cancelled through JIP."
-# Airflow's largest page ([api] maximum_page_limit).
-_PAGE = 100
 
 _RUN_STATES = {
     "queued": RunState.QUEUED,
@@ -58,8 +60,6 @@ _TASK_STATES = {
 _SETTABLE_TASK_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED})
 _HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 
-Password = str | Callable[[], str | None]
-
 
 class AirflowEngine:
     """Talks to one Airflow API server as one user; safe to share between threads."""
@@ -73,14 +73,17 @@ class AirflowEngine:
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        # ``password`` may be a callable: the embedded Airflow's password is only
-        # written when `jip up` starts it, possibly after this object is built.
-        self.base_url = base_url.rstrip("/")
-        self.username = username
-        self._password = password
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport)
-        self._token: str | None = None
-        self._token_lock = threading.Lock()
+        self.rest = AirflowRest(
+            base_url, username=username, password=password, timeout_s=timeout_s, transport=transport
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self.rest.base_url
+
+    @property
+    def username(self) -> str:
+        return self.rest.username
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AirflowEngine:
@@ -92,17 +95,12 @@ class AirflowEngine:
         return cls(api_url(settings), username=flow.airflow_username, password=password)
 
     def close(self) -> None:
-        self._client.close()
+        self.rest.close()
 
     # -- health ----------------------------------------------------------------------
 
     def health(self) -> dict[str, str]:
-        try:
-            response = self._client.get(HEALTH_PATH)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
-        _raise_for_status(response, "Airflow health")
-        body = response.json()
+        body = self.rest.health()
         result: dict[str, str] = {}
         for name in _HEALTH_COMPONENTS:
             entry = body.get(name)
@@ -119,11 +117,11 @@ class AirflowEngine:
     # -- workflows -------------------------------------------------------------------
 
     def list_workflows(self) -> list[WorkflowInfo]:
-        dags = self._paged("/api/v2/dags", "dags", {"order_by": "dag_id"}, what="workflows")
+        dags = self.rest.paged("/api/v2/dags", "dags", {"order_by": "dag_id"}, what="workflows")
         return [self.get_workflow(dag["dag_id"]) for dag in dags]
 
     def get_workflow(self, dag_id: str) -> WorkflowInfo:
-        body = self._call("GET", f"{_dag(dag_id)}/details", what=f"workflow {dag_id!r}")
+        body = self.rest.call("GET", f"{dag_path(dag_id)}/details", what=f"workflow {dag_id!r}")
         return WorkflowInfo(
             dag_id=body["dag_id"],
             description=body.get("description"),
@@ -140,22 +138,22 @@ class AirflowEngine:
         body: dict[str, Any] = {"logical_date": None, "conf": dict(conf)}
         if run_id is not None:
             body["dag_run_id"] = run_id
-        answer = self._call(
-            "POST", f"{_dag(dag_id)}/dagRuns", json=body, what=f"workflow {dag_id!r}"
+        answer = self.rest.call(
+            "POST", f"{dag_path(dag_id)}/dagRuns", json=body, what=f"workflow {dag_id!r}"
         )
         run = _run(answer)
         log.info("workflow run started", extra={"dag_id": dag_id, "run_id": run.run_id})
         return run
 
     def get_run(self, dag_id: str, run_id: str) -> WorkflowRun:
-        return _run(self._call("GET", _run_path(dag_id, run_id), what=_run_what(dag_id, run_id)))
+        return _run(self.rest.call("GET", run_path(dag_id, run_id), what=run_what(dag_id, run_id)))
 
     def list_runs(self, dag_id: str | None = None, limit: int = 50) -> list[WorkflowRun]:
         if limit < 1:
             raise Invalid(f"limit must be at least 1, not {limit}")
-        path = f"{_dag(dag_id or '~')}/dagRuns"
+        path = f"{dag_path(dag_id or '~')}/dagRuns"
         what = f"runs of workflow {dag_id!r}" if dag_id else "workflow runs"
-        runs = self._paged(path, "dag_runs", {"order_by": "-id"}, what=what, limit=limit)
+        runs = self.rest.paged(path, "dag_runs", {"order_by": "-id"}, what=what, limit=limit)
         return [_run(run) for run in runs]
 
     def cancel(self, dag_id: str, run_id: str) -> WorkflowRun:
@@ -166,11 +164,11 @@ class AirflowEngine:
             )
         # Failing the run fails its running task instances (their processes are
         # stopped at their next heartbeat) and skips the ones not started yet.
-        answer = self._call(
+        answer = self.rest.call(
             "PATCH",
-            _run_path(dag_id, run_id),
+            run_path(dag_id, run_id),
             json={"state": "failed", "note": CANCEL_NOTE},
-            what=_run_what(dag_id, run_id),
+            what=run_what(dag_id, run_id),
         )
         log.info("workflow run cancelled", extra={"dag_id": dag_id, "run_id": run_id})
         return _run(answer)
@@ -180,21 +178,21 @@ class AirflowEngine:
     def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:
         # The run's list holds every mapped instance, one per map index.
         self.get_run(dag_id, run_id)  # an unknown run is a 404 here, an empty list below
-        items = self._paged(
-            f"{_run_path(dag_id, run_id)}/taskInstances",
+        items = self.rest.paged(
+            f"{run_path(dag_id, run_id)}/taskInstances",
             "task_instances",
             {"order_by": "map_index"},
-            what=_run_what(dag_id, run_id),
+            what=run_what(dag_id, run_id),
         )
         return sorted((_task(ti) for ti in items), key=lambda ti: (ti.task_id, ti.map_index))
 
     def get_task_instance(
         self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
     ) -> TaskInstance:
-        answer = self._call(
+        answer = self.rest.call(
             "GET",
-            _ti_path(dag_id, run_id, task_id, map_index),
-            what=_ti_what(dag_id, run_id, task_id, map_index),
+            ti_path(dag_id, run_id, task_id, map_index),
+            what=ti_what(dag_id, run_id, task_id, map_index),
         )
         return _task(answer)
 
@@ -210,12 +208,12 @@ class AirflowEngine:
             try_number = self.get_task_instance(dag_id, run_id, task_id, map_index).try_number
             if try_number < 1:
                 return ""  # not started yet: no log
-        answer = self._call(
+        answer = self.rest.call(
             "GET",
-            f"{_run_path(dag_id, run_id)}/taskInstances/{_seg(task_id)}/logs/{try_number}",
+            f"{run_path(dag_id, run_id)}/taskInstances/{seg(task_id)}/logs/{try_number}",
             params={"map_index": map_index, "full_content": "true"},
             headers={"Accept": "application/json"},
-            what=_ti_what(dag_id, run_id, task_id, map_index) + f" try {try_number}",
+            what=ti_what(dag_id, run_id, task_id, map_index) + f" try {try_number}",
         )
         return _log_text(answer.get("content") or [])
 
@@ -230,10 +228,10 @@ class AirflowEngine:
         if state not in _SETTABLE_TASK_STATES:
             allowed = ", ".join(sorted(_SETTABLE_TASK_STATES))
             raise Invalid(f"a task instance can be set to {allowed}, not {state}")
-        what = _ti_what(dag_id, run_id, task_id, map_index)
-        self._call(
+        what = ti_what(dag_id, run_id, task_id, map_index)
+        self.rest.call(
             "PATCH",
-            _ti_path(dag_id, run_id, task_id, map_index),
+            ti_path(dag_id, run_id, task_id, map_index),
             json={"new_state": state.value},
             what=what,
         )
@@ -242,103 +240,6 @@ class AirflowEngine:
             extra={"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "state": str(state)},
         )
         return self.get_task_instance(dag_id, run_id, task_id, map_index)
-
-    # -- HTTP ------------------------------------------------------------------------
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        token = self._current_token()
-        for attempt in range(2):
-            try:
-                response = self._client.request(
-                    method,
-                    path,
-                    params=params,
-                    json=json,
-                    headers={**(headers or {}), "Authorization": f"Bearer {token}"},
-                )
-            except httpx.TransportError as exc:
-                raise self._unreachable(exc) from exc
-            if not _token_refused(response) or attempt == 1:
-                break
-            token = self._current_token(stale=token)
-        if _token_refused(response):
-            raise Unavailable(
-                f"Airflow at {self.base_url} rejects the token of user {self.username!r}; "
-                "check flow.airflow_username and flow.airflow_password"
-            )
-        _raise_for_status(response, what)
-        return response.json() if response.content else None
-
-    def _paged(
-        self,
-        path: str,
-        key: str,
-        params: Mapping[str, Any],
-        *,
-        what: str,
-        limit: int | None = None,
-    ) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        while limit is None or len(items) < limit:
-            page = _PAGE if limit is None else min(_PAGE, limit - len(items))
-            answer = self._call(
-                "GET", path, params={**params, "limit": page, "offset": len(items)}, what=what
-            )
-            batch = answer.get(key) or []
-            items.extend(batch)
-            total = answer.get("total_entries")
-            if len(batch) < page or (total is not None and len(items) >= total):
-                break
-        return items
-
-    def _current_token(self, stale: str | None = None) -> str:
-        """The token to send; a new one when there is none or ``stale`` was refused."""
-        with self._token_lock:
-            if self._token is None or self._token == stale:
-                self._token = self._fetch_token()
-            return self._token
-
-    def _fetch_token(self) -> str:
-        password = self._password() if callable(self._password) else self._password
-        if not password:
-            raise Unavailable(
-                f"no password for Airflow user {self.username!r}: set flow.airflow_password "
-                "or start the embedded Airflow with `jip up`"
-            )
-        try:
-            response = self._client.post(
-                TOKEN_PATH, json={"username": self.username, "password": password}
-            )
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
-        if response.status_code in (400, 401, 403):
-            raise Unavailable(
-                f"Airflow at {self.base_url} refused user {self.username!r} "
-                f"({response.status_code}); check flow.airflow_username and "
-                "flow.airflow_password"
-            )
-        _raise_for_status(response, "Airflow token")
-        token = response.json().get("access_token")
-        if not isinstance(token, str):
-            raise Unavailable(f"Airflow at {self.base_url} answered {TOKEN_PATH} without a token")
-        return token
-
-    def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
-        if isinstance(exc, httpx.NetworkError | httpx.TimeoutException):
-            return Unavailable(
-                f"Airflow at {self.base_url} is not reachable ({type(exc).__name__}: {exc}); "
-                "is Airflow running? `jip status`"
-            )
-        return Unavailable(f"talking to Airflow at {self.base_url} failed: {exc}")
 
 
 # -- Airflow JSON -> JIP values ---------------------------------------------------------
@@ -431,68 +332,5 @@ def _error_lines(error: Mapping[str, Any]) -> Iterator[str]:
     yield f"{error.get('exc_type')}: {error.get('exc_value')}"
 
 
-def _token_refused(response: httpx.Response) -> bool:
-    # Expired: 401. Signed with another key (Airflow's jwt_secret changed): 403.
-    if response.status_code == 401:
-        return True
-    return response.status_code == 403 and _detail(response) == "Invalid JWT token"
-
-
-def _raise_for_status(response: httpx.Response, what: str) -> None:
-    code = response.status_code
-    if code < 400:
-        return
-    detail = _detail(response)
-    if code == 404:
-        raise NotFound(f"{what} not found: {detail}")
-    if code in (400, 422):
-        raise Invalid(f"{what}: {detail}")
-    if code == 409:
-        raise Conflict(f"{what}: {detail}")
-    if code == 403:
-        raise Unavailable(f"Airflow forbids this to JIP's user ({what}): {detail}")
-    raise Unavailable(f"Airflow answered {code} for {what}: {detail}")
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return response.text[:500] or response.reason_phrase
-    if isinstance(detail, list):  # request validation errors
-        return "; ".join(
-            f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}"
-            for item in detail
-            if isinstance(item, dict)
-        )
-    return str(detail)
-
-
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def _seg(value: str) -> str:
-    # Run ids hold ':' and '+' (manual__2026-01-01T00:00:00+00:00); quote every one.
-    return quote(value, safe="")
-
-
-def _dag(dag_id: str) -> str:
-    return f"/api/v2/dags/{_seg(dag_id)}"
-
-
-def _run_path(dag_id: str, run_id: str) -> str:
-    return f"{_dag(dag_id)}/dagRuns/{_seg(run_id)}"
-
-
-def _ti_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    return f"{_run_path(dag_id, run_id)}/taskInstances/{_seg(task_id)}/{map_index}"
-
-
-def _run_what(dag_id: str, run_id: str) -> str:
-    return f"run {run_id!r} of workflow {dag_id!r}"
-
-
-def _ti_what(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    index = f"[{map_index}]" if map_index >= 0 else ""
-    return f"task {task_id}{index} of run {run_id!r} of workflow {dag_id!r}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from jip.db import insert_ignoring_duplicates
@@ -33,6 +33,7 @@ class RunRecord:
     rule_id: int | None
     created_by: str
     created_at: datetime
+    start_error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,14 +76,57 @@ def add_run(engine: Engine, record: RunRecord) -> None:
                 rule_id=record.rule_id,
                 created_by=record.created_by,
                 created_at=record.created_at,
+                start_error=record.start_error,
             )
         )
+
+
+def mark_start_failed(engine: Engine, run_id: str, error: str) -> None:
+    """The run was recorded but Airflow never got it: it is failed, for this reason."""
+    with engine.begin() as conn:
+        conn.execute(update(FlowRun).where(FlowRun.run_id == run_id).values(start_error=error))
 
 
 def find_run(engine: Engine, run_id: str) -> RunRecord | None:
     with Session(engine) as session:
         row = session.get(FlowRun, run_id)
         return _run(row) if row is not None else None
+
+
+def find_runs(engine: Engine, run_ids: Iterable[str]) -> dict[str, RunRecord]:
+    """The recorded runs among ``run_ids``, in one query."""
+    ids = sorted(set(run_ids))
+    if not ids:
+        return {}
+    with Session(engine) as session:
+        rows = session.scalars(select(FlowRun).where(FlowRun.run_id.in_(ids)))
+        return {row.run_id: _run(row) for row in rows}
+
+
+def newest_runs(
+    engine: Engine, *, dag_id: str | None, limit: int, visible_series: Any = None
+) -> list[RunRecord]:
+    """The newest recorded runs, in one query; with ``visible_series`` (a subquery of
+    Series Instance UIDs), only the runs every series of which it holds."""
+    query = select(FlowRun)
+    if dag_id is not None:
+        query = query.where(FlowRun.dag_id == dag_id)
+    if visible_series is not None:
+        elements = _series_elements(engine)
+        hidden = (
+            select(literal(1)).select_from(elements).where(elements.c.value.not_in(visible_series))
+        )
+        query = query.where(~hidden.exists())
+    query = query.order_by(FlowRun.created_at.desc(), FlowRun.run_id.desc()).limit(limit)
+    with Session(engine) as session:
+        return [_run(row) for row in session.scalars(query)]
+
+
+def _series_elements(engine: Engine) -> Any:
+    """``flow_runs.series`` (a JSON array) as a table of one ``value`` column per UID."""
+    if engine.dialect.name == "postgresql":
+        return func.json_array_elements_text(FlowRun.series).table_valued("value")
+    return func.json_each(FlowRun.series).table_valued("value")
 
 
 def runs_of_rule(engine: Engine, rule_id: int) -> list[str]:
@@ -100,6 +144,7 @@ def _run(row: FlowRun) -> RunRecord:
         rule_id=row.rule_id,
         created_by=row.created_by,
         created_at=row.created_at,
+        start_error=row.start_error,
     )
 
 

@@ -22,7 +22,7 @@ from jip.flow import records
 from jip.flow.models import ResultIn, ReviewModel
 from jip.flow.schema import ResultKind
 from jip.flow.service import FlowService
-from jip.store.ingest import Ingestor
+from jip.store import Ingestor
 
 log = logging.getLogger(__name__)
 

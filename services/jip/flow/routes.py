@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, File, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 
 from jip.api_types import RowIdPath
-from jip.base.deps import AdminDep, CurrentUserDep
+from jip.base import AdminDep, CurrentUserDep
 from jip.errors import NotFound
 from jip.flow import reviews, rules
 from jip.flow.deps import CallerTokenDep, FlowServiceDep, ResultsStorageDep
@@ -31,8 +31,7 @@ from jip.flow.models import (
 )
 from jip.flow.schema import ResultKind
 from jip.flow.workflows import check_params
-from jip.store.deps import IngestorDep
-from jip.store.dicomweb.multipart import file_chunks
+from jip.store import IngestorDep, file_chunks
 
 router = APIRouter(prefix="/api/flow", tags=["flow"])
 

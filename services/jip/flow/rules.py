@@ -3,7 +3,7 @@
 A series is complete once no instance arrived for ``meta.series_quiet_period_s`` (the
 catalog's ``series.updated_at``). The evaluator looks at series that became complete
 since a rule last looked (``checked_until``), asks meta's query engine which match
-(:mod:`jip.flow.matching`), and starts one run per matching series. A firing row,
+(:class:`jip.meta.SeriesMatcher`), and starts one run per matching series. A firing row,
 inserted before the run starts and unique per (rule, series), makes each series fire each
 rule at most once, even with two evaluators. A series a run of the rule produced,
 directly or through further runs, never fires that rule: results carry their run in the
@@ -24,12 +24,11 @@ from jip.api_types import MAX_ROW_ID
 from jip.db import insert_ignoring_duplicates
 from jip.errors import Conflict, JipError, NotFound, Unavailable
 from jip.flow import records
-from jip.flow.matching import SeriesMatcher, check_query
 from jip.flow.models import FiringModel, RuleIn, RuleModel, StartRun
 from jip.flow.schema import FiringOutcome, FlowRule, FlowRuleFiring, FlowRun
 from jip.flow.service import FlowService
-from jip.store.catalog.tables import Series
-from jip.store.projects import visible_series
+from jip.meta import SeriesMatcher, check_query
+from jip.store import Catalog, visible_series
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +215,7 @@ class RuleEvaluator:
         return fired
 
     def _complete_series(self, since: datetime, until: datetime) -> list[str]:
-        query = select(Series.series_instance_uid).where(
-            Series.updated_at > since, Series.updated_at <= until
-        )
-        with self.db.connect() as conn:
-            return [row[0] for row in conn.execute(query.order_by(Series.updated_at))]
+        return Catalog(self.db).series_updated_between(since, until)
 
     def _evaluate_rule(self, rule: FlowRule, candidates: Sequence[str]) -> list[FiringModel]:
         with Session(self.db) as session:
@@ -306,8 +301,8 @@ class RuleEvaluator:
                     )
                 )
             raise
-        except JipError as exc:
-            outcome, message = FiringOutcome.FAILED, str(exc)
+        except Exception as exc:  # a failed write too: the firing must not stay STARTED
+            outcome, message = FiringOutcome.FAILED, str(exc) or type(exc).__name__
             log.error(
                 "rule could not start its workflow", extra={"rule": rule.name, "error": message}
             )

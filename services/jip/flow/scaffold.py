@@ -1,10 +1,11 @@
 """`jip operator new NAME`: a new operator folder that works and passes its test at once.
 
 The scaffold follows the operator contract and the layout of ``operators/<name>/``:
-``main.py`` (reads every input series, writes ``summary.json`` per series, reports
-progress), ``params.schema.json``, a ``Dockerfile`` built from the repository root,
-a ``README.md`` and ``tests/test_<name>.py``, which runs ``main.py`` as a runner does on
-the synthetic CT phantom.
+``main.py`` (reads every input series with the operator SDK ``jip_sdk``, writes
+``summary.json`` per series, reports progress), ``params.schema.json``, a ``Dockerfile``
+built from the repository root that installs the SDK alone (``sdk/``, never the
+platform), a ``README.md`` and ``tests/test_<name>.py``, which runs ``main.py`` as a
+runner does on the SDK's synthetic CT phantom.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ import json
 import logging
 from pathlib import Path
 
-from jip.flow.sdk import InputSeries, OperatorContext, iter_series, read_datasets, report_progress, run_operator
+from jip_sdk import (
+    InputSeries,
+    OperatorContext,
+    iter_series,
+    read_datasets,
+    report_progress,
+    run_operator,
+)
 
 logger = logging.getLogger("{name}")
 
@@ -80,10 +88,9 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 
-WORKDIR /opt/jip
-COPY pyproject.toml README.md ./
-COPY services ./services
-RUN pip install . "jsonschema>=4.18"
+# The operator SDK alone (pydicom, highdicom, SimpleITK, jsonschema), not the platform.
+COPY sdk /opt/jip-sdk
+RUN pip install /opt/jip-sdk
 
 WORKDIR /opt/operator
 COPY operators/{name}/main.py operators/{name}/params.schema.json ./
@@ -121,9 +128,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jip.flow.sdk import ExitCode
-from jip.flow.sdk.phantom import build_abdomen_phantom, write_ct_series
-from jip.flow.sdk.testing import run_operator_main
+from jip_sdk import ExitCode
+from jip_sdk.phantom import build_abdomen_phantom, write_ct_series
+from jip_sdk.testing import run_operator_main
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 

@@ -67,6 +67,9 @@ class FlowRun(Base):
     rule_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # A run is recorded before Airflow is asked to start it: null while and once it is
+    # triggered, else why the trigger failed (the run never reached Airflow).
+    start_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class FlowResult(Base):

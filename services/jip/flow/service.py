@@ -11,40 +11,45 @@ import logging
 import secrets
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from jip.errors import Invalid, NotFound, Unavailable
 from jip.flow import records
-from jip.flow.engine import TaskInstance, TaskState, WorkflowEngine, WorkflowRun
+from jip.flow.engine import WorkflowEngine
 from jip.flow.models import (
     ResultIn,
     ResultModel,
     RunDetail,
     RunModel,
-    SeriesProgress,
     StartRun,
-    TaskModel,
     WorkflowModel,
 )
+from jip.flow.run_models import (
+    per_series,
+    result_model,
+    run_model,
+    short_task_id,
+    task_model,
+    unstarted_run,
+)
 from jip.flow.schema import ResultKind
-from jip.flow.workflows import SERIES_KEY, STUDIES_KEY, TOKEN_KEY, check_params, resolve_schema
-from jip.store.catalog.tables import Series
-from jip.store.projects import SeriesProjects, as_scope, series_in_scope
+from jip.flow.workflows import (
+    SERIES_KEY,
+    STUDIES_KEY,
+    TOKEN_KEY,
+    check_params,
+    operators_of,
+    resolve_schema,
+)
+from jip.store import Catalog, SeriesProjects, visible_series
 
 log = logging.getLogger(__name__)
 
 # A saved cohort id -> its series UIDs (meta's saved cohorts, once they land).
 CohortResolver = Callable[[str], list[str]]
-_SERIES_ORDER = (
-    TaskState.FAILED,
-    TaskState.UPSTREAM_FAILED,
-    TaskState.RETRYING,
-    TaskState.WAITING,
-    TaskState.RUNNING,
-    TaskState.QUEUED,
-)
 
 
 def new_run_id() -> str:
@@ -80,7 +85,21 @@ class FlowService:
     def workflow(self, dag_id: str) -> WorkflowModel:
         return self._workflow_model(self.engine.get_workflow(dag_id))
 
+    def _check_operators_dir(self, workflow: WorkflowModel) -> None:
+        """Refuse to start operator steps whose parameters cannot be checked."""
+        if operators_of(workflow.params_schema) and not Path(self.operators_dir).is_dir():
+            raise Unavailable(
+                f"operators folder {self.operators_dir} not found, so the parameters of "
+                f"workflow {workflow.dag_id!r} cannot be checked; set flow.operators_dir "
+                "(JIP_FLOW__OPERATORS_DIR) to the folder of operators/<name>/params.schema.json"
+            )
+
     def _workflow_model(self, info: Any) -> WorkflowModel:
+        if operators_of(info.params_schema) and not Path(self.operators_dir).is_dir():
+            log.warning(
+                "operators folder not found: operator parameter schemas are not shown",
+                extra={"operators_dir": str(self.operators_dir), "dag_id": info.dag_id},
+            )
         return WorkflowModel(
             dag_id=info.dag_id,
             description=info.description,
@@ -104,13 +123,15 @@ class FlowService:
         series = self._series_of(request)
         studies = self._studies_of(series)
         workflow = self.workflow(dag_id)
+        self._check_operators_dir(workflow)
         check_params(request.params, workflow.params_schema)
         conf: dict[str, Any] = {**request.params, SERIES_KEY: series, STUDIES_KEY: studies}
         if token:
             conf[TOKEN_KEY] = token
-        run = self.engine.trigger(dag_id, conf, run_id=new_run_id())
+        # Recorded first: a run Airflow starts is always one JIP knows of. A trigger that
+        # fails leaves the record failed, saying why.
         record = records.RunRecord(
-            run_id=run.run_id,
+            run_id=new_run_id(),
             dag_id=dag_id,
             series=series,
             params=dict(request.params),
@@ -120,11 +141,16 @@ class FlowService:
             created_at=records.now(),
         )
         records.add_run(self.db, record)
+        try:
+            run = self.engine.trigger(dag_id, conf, run_id=record.run_id)
+        except Exception as exc:
+            records.mark_start_failed(self.db, record.run_id, str(exc) or type(exc).__name__)
+            raise
         log.info(
             "workflow run started",
             extra={"dag_id": dag_id, "run_id": run.run_id, "series": len(series), "user": user},
         )
-        return _run_model(run, record)
+        return run_model(run, record)
 
     def _series_of(self, request: StartRun) -> list[str]:
         if request.cohort_id and request.series:
@@ -144,16 +170,7 @@ class FlowService:
 
     def _studies_of(self, series: Sequence[str]) -> dict[str, str]:
         """Each series' study, from the catalog; NotFound names the missing series."""
-        found: dict[str, str] = {}
-        query = select(Series.series_instance_uid, Series.study_instance_uid)
-        visible = series_in_scope(as_scope(self.scope))
-        if visible is not None:
-            query = query.where(visible)
-        with self.db.connect() as conn:
-            for start in range(0, len(series), 500):
-                chunk = list(series[start : start + 500])
-                rows = conn.execute(query.where(Series.series_instance_uid.in_(chunk)))
-                found.update({row[0]: row[1] for row in rows})
+        found = Catalog(self.db).scoped(self.scope).studies_of(series)
         missing = [uid for uid in series if uid not in found]
         if missing:
             raise NotFound(f"series not in the store: {', '.join(missing[:10])}")
@@ -162,13 +179,25 @@ class FlowService:
     # -- runs ----------------------------------------------------------------------------
 
     def runs(self, dag_id: str | None = None, limit: int = 50) -> list[RunModel]:
-        # Scoped callers pick theirs out of a longer list of the newest runs.
-        wanted = limit if self.scope is None else max(limit, 500)
-        found = [
-            (run, records.find_run(self.db, run.run_id))
-            for run in self.engine.list_runs(dag_id, limit=wanted)
-        ]
-        return [_run_model(run, record) for run, record in found if self._visible(record)][:limit]
+        """The newest runs the caller may see, in a constant number of queries."""
+        if self.scope is None:  # every run Airflow knows, started by JIP or not
+            runs = self.engine.list_runs(dag_id, limit=limit)
+            found = records.find_runs(self.db, [run.run_id for run in runs])
+            return [run_model(run, found.get(run.run_id)) for run in runs]
+        # Scoped callers see the runs JIP recorded on series of their projects only.
+        recorded = records.newest_runs(
+            self.db, dag_id=dag_id, limit=limit, visible_series=visible_series(self.scope)
+        )
+        return [model for model in map(self._with_state, recorded) if model is not None]
+
+    def _with_state(self, record: records.RunRecord) -> RunModel | None:
+        """The run as Airflow reports it now; None when Airflow forgot it."""
+        if record.start_error is not None:
+            return run_model(unstarted_run(record), record)
+        try:
+            return run_model(self.engine.get_run(record.dag_id, record.run_id), record)
+        except NotFound:
+            return None
 
     def locate(self, run_id: str) -> tuple[str, records.RunRecord | None]:
         """The workflow of a run: from the flow tables, else from Airflow's newest runs."""
@@ -199,21 +228,25 @@ class FlowService:
 
     def run(self, run_id: str) -> RunDetail:
         dag_id, record = self.locate(run_id)
-        run = self.engine.get_run(dag_id, run_id)
+        if record is not None and record.start_error is not None:
+            run, instances = unstarted_run(record), []
+        else:
+            run = self.engine.get_run(dag_id, run_id)
+            instances = self.engine.task_instances(dag_id, run_id)
         series = list(run.conf.get(SERIES_KEY) or (record.series if record else []))
-        tasks = [_task_model(ti, series) for ti in self.engine.task_instances(dag_id, run_id)]
-        base = _run_model(run, record)
+        tasks = [task_model(ti, series) for ti in instances]
+        base = run_model(run, record)
         return RunDetail(
             **base.model_dump(),
             tasks=tasks,
-            per_series=_per_series(tasks, series),
+            per_series=per_series(tasks, series),
             tasks_total=len(tasks),
             tasks_finished=sum(t.state.finished for t in tasks),
         )
 
     def cancel(self, run_id: str) -> RunModel:
         dag_id, record = self.locate(run_id)
-        return _run_model(self.engine.cancel(dag_id, run_id), record)
+        return run_model(self.engine.cancel(dag_id, run_id), record)
 
     def logs(self, run_id: str, *, task: str | None = None, series: str | None = None) -> str:
         """The log of every matching task instance, each under a header line."""
@@ -271,94 +304,3 @@ class FlowService:
         if not self._series_visible([record.series_instance_uid]):
             raise NotFound(f"result {result_id} of run {run_id!r} not found")
         return record
-
-
-def short_task_id(task_id: str) -> str:
-    """``series.organ-seg`` -> ``organ-seg`` (tasks inside the per-series group)."""
-    return task_id.rsplit(".", 1)[-1]
-
-
-def result_model(record: records.ResultRecord) -> ResultModel:
-    if record.kind is ResultKind.DICOM:
-        url = f"/dicom-web/studies/{record.study_instance_uid}/series/{record.result_series_uid}"
-    else:
-        url = f"/api/flow/runs/{record.run_id}/results/{record.id}"
-    return ResultModel(
-        id=record.id or 0,
-        run_id=record.run_id,
-        series_instance_uid=record.series_instance_uid,
-        operator=record.operator,
-        kind=record.kind,
-        key=record.key,
-        name=record.name,
-        size_bytes=record.size_bytes,
-        result_series_uid=record.result_series_uid,
-        study_instance_uid=record.study_instance_uid,
-        modality=record.modality,
-        created_at=record.created_at,
-        url=url,
-    )
-
-
-def _run_model(run: WorkflowRun, record: records.RunRecord | None) -> RunModel:
-    conf = dict(run.conf)
-    return RunModel(
-        run_id=run.run_id,
-        dag_id=run.dag_id,
-        state=run.state,
-        series=record.series if record else list(conf.get(SERIES_KEY) or []),
-        params=record.params
-        if record
-        else {k: v for k, v in conf.items() if k not in (SERIES_KEY, STUDIES_KEY, TOKEN_KEY)},
-        cohort_id=record.cohort_id if record else None,
-        rule_id=record.rule_id if record else None,
-        created_by=record.created_by if record else None,
-        queued_at=run.queued_at,
-        started_at=run.started_at,
-        ended_at=run.ended_at,
-        note=run.note,
-    )
-
-
-def _task_model(ti: TaskInstance, series: Sequence[str]) -> TaskModel:
-    uid: str | None = None
-    if ti.map_index >= 0:
-        # Airflow renders the label (the series UID) when an instance ends; before that
-        # the map index says which series of the run's list it works on.
-        if ti.label and ti.label != str(ti.map_index):
-            uid = ti.label
-        elif ti.map_index < len(series):
-            uid = series[ti.map_index]
-    return TaskModel(
-        task_id=ti.task_id,
-        state=ti.state,
-        map_index=ti.map_index,
-        series_instance_uid=uid,
-        try_number=ti.try_number,
-        started_at=ti.started_at,
-        ended_at=ti.ended_at,
-    )
-
-
-def _per_series(tasks: Sequence[TaskModel], series: Sequence[str]) -> list[SeriesProgress]:
-    by_series: dict[str, dict[str, TaskState]] = {uid: {} for uid in series}
-    for t in tasks:
-        if t.series_instance_uid is not None:
-            by_series.setdefault(t.series_instance_uid, {})[short_task_id(t.task_id)] = t.state
-    return [
-        SeriesProgress(series_instance_uid=uid, state=_series_state(states), tasks=states)
-        for uid, states in by_series.items()
-    ]
-
-
-def _series_state(states: dict[str, TaskState]) -> TaskState:
-    if not states:
-        return TaskState.PENDING
-    values = set(states.values())
-    if values <= {TaskState.SUCCESS, TaskState.SKIPPED}:
-        return TaskState.SUCCESS
-    for state in _SERIES_ORDER:
-        if state in values:
-            return state
-    # Some tasks done, the next not yet scheduled: under way.
-    return TaskState.RUNNING if TaskState.SUCCESS in values else TaskState.PENDING

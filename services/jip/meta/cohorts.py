@@ -3,19 +3,17 @@
 A cohort is live by default: its series are whatever its query matches now. Frozen, it
 keeps the list of series its query matched at that moment (a reproducible analysis
 input) until it is unfrozen. Every call takes the caller and sees only cohorts of the
-caller's projects (:func:`jip.base.auth.project_scope`); a cohort outside them does not
+caller's projects (:func:`jip.base.project_scope`); a cohort outside them does not
 exist for the caller (NotFound). Changing a cohort needs the researcher role.
 
-The export is a self-contained JSON document that any site can import and run
-unchanged: the query, not the series, since series UIDs are site-specific (they can be
-included on request, for sites that share an archive).
+A cohort travels between sites as an export (:mod:`jip.meta.cohort_export`): the query,
+which any site can import and run unchanged.
 """
 
 from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,31 +22,21 @@ from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from jip.base.auth import CurrentUser, project_scope, require_project_role
-from jip.base.schema import Project, ProjectRole
+from jip.base import CurrentUser, Project, ProjectRole, project_scope, require_project_role
 from jip.errors import Conflict, Invalid, NotFound
+from jip.meta.cohort_export import (
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    check_description,
+    check_name,
+    check_query,
+    parse_export,
+)
 from jip.meta.fields import ID_FIELD
 from jip.meta.index import MetaIndex, SearchResult
-from jip.meta.query import parse_query
+from jip.meta.query import Query, parse_query
 from jip.meta.schema import Cohort, CohortSeries
-from jip.meta.service import matching_uids, project_query
-from jip.store.dicom_file import check_uid
-
-EXPORT_FORMAT = "jip.cohort"
-EXPORT_VERSION = 1
-_EXPORT_KEYS = {
-    "format",
-    "format_version",
-    "name",
-    "description",
-    "query",
-    "created_at",
-    "source_site",
-    "exported_at",
-    "series",
-}
-MAX_NAME = 128
-MAX_DESCRIPTION = 10_000
+from jip.meta.service import BY_UID, matching_uids, project_query
 
 
 @dataclass(frozen=True)
@@ -75,29 +63,6 @@ class CohortSeriesPage:
     total: int
     frozen: bool
     hits: list[dict[str, Any]]
-
-
-def check_name(name: object) -> str:
-    text = name.strip() if isinstance(name, str) else ""
-    if not text or len(text) > MAX_NAME or any(ord(c) < 32 for c in text):
-        raise Invalid(f"name: expected 1 to {MAX_NAME} printable characters, got {name!r}")
-    return text
-
-
-def check_description(description: object) -> str:
-    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
-        raise Invalid(f"description: expected a string of at most {MAX_DESCRIPTION} characters")
-    return description
-
-
-def check_query(query: object) -> dict[str, Any]:
-    """The query as given, once the cohort language accepts it (400 naming the path)."""
-    if query is None:
-        return {}
-    if not isinstance(query, Mapping):
-        raise Invalid(f"query: expected an object (a query clause), got {query!r}")
-    parse_query(query, "query")
-    return dict(query)
 
 
 class Cohorts:
@@ -138,7 +103,7 @@ class Cohorts:
         """A page of the cohort's series: the query run now, or the frozen list."""
         with Session(self.engine) as session:
             row = _visible(session, user, cohort_id)
-            query, frozen = project_query(row.query, row.project), row.frozen_at is not None
+            query, frozen = _cohort_query(row), row.frozen_at is not None
             if frozen:
                 total = _frozen_counts(session, [row.id]).get(row.id, 0)
                 uids = list(
@@ -151,7 +116,7 @@ class Cohorts:
                     )
                 )
                 return CohortSeriesPage(total, True, self._documents(uids, fields, row.project))
-        found = self.index.search(query, sort=[ID_FIELD], offset=offset, limit=limit, fields=fields)
+        found = self.index.search(query, sort=BY_UID, offset=offset, limit=limit, fields=fields)
         return CohortSeriesPage(found.total, False, found.hits)
 
     def series_uids(self, user: CurrentUser, cohort_id: str) -> builtins.list[str]:
@@ -160,7 +125,7 @@ class Cohorts:
             row = _visible(session, user, cohort_id)
             if row.frozen_at is not None:
                 return _frozen_uids(session, row.id)
-            query = project_query(row.query, row.project)
+            query = _cohort_query(row)
         return [uid for page in matching_uids(self.index, query) for uid in page]
 
     def export(
@@ -216,7 +181,7 @@ class Cohorts:
         if freeze and series is None:
             series = [
                 uid
-                for page in matching_uids(self.index, project_query(checked, owner))
+                for page in matching_uids(self.index, project_query(parse_query(checked), owner))
                 for uid in page
             ]
         try:
@@ -266,7 +231,7 @@ class Cohorts:
         """Keep the series the query matches now (again, if already frozen)."""
         with Session(self.engine) as session:
             writable = self._writable(session, user, cohort_id)
-            query = project_query(writable.query, writable.project)
+            query = _cohort_query(writable)
         uids = [uid for page in matching_uids(self.index, query) for uid in page]
         with Session(self.engine) as session, session.begin():
             row = self._writable(session, user, cohort_id)
@@ -341,45 +306,17 @@ class Cohorts:
         if not uids:
             return []
         found: SearchResult = self.index.search(
-            project_query({"terms": {ID_FIELD: uids}}, project), limit=len(uids), fields=fields
+            project_query(parse_query({"terms": {ID_FIELD: uids}}), project),
+            limit=len(uids),
+            fields=fields,
         )
         by_uid = {hit[ID_FIELD]: hit for hit in found.hits}
         return [by_uid.get(uid, {ID_FIELD: uid}) for uid in uids]
 
 
-def parse_export(document: object) -> dict[str, Any]:
-    """The parts of an exported cohort, checked; Invalid names the part at fault."""
-    if not isinstance(document, Mapping):
-        raise Invalid("expected a cohort export (a JSON object)")
-    unknown = sorted(set(document) - _EXPORT_KEYS)
-    if unknown:
-        raise Invalid(f"{unknown[0]}: unknown key in a cohort export")
-    if document.get("format") != EXPORT_FORMAT:
-        raise Invalid(f"format: expected {EXPORT_FORMAT!r}, got {document.get('format')!r}")
-    version = document.get("format_version")
-    if (
-        isinstance(version, bool)
-        or not isinstance(version, int)
-        or not (1 <= version <= EXPORT_VERSION)
-    ):
-        raise Invalid(
-            f"format_version: this site reads versions 1 to {EXPORT_VERSION}, got {version!r}"
-        )
-    source = document.get("source_site", "")
-    if not isinstance(source, str):
-        raise Invalid("source_site: expected a string")
-    parsed: dict[str, Any] = {
-        "name": check_name(document.get("name")),
-        "description": check_description(document.get("description", "")),
-        "query": check_query(document.get("query")),
-        "source_site": source,
-    }
-    if "series" in document:
-        series = document["series"]
-        if not isinstance(series, list):
-            raise Invalid("series: expected a list of SeriesInstanceUIDs")
-        parsed["series"] = [check_uid(uid, f"series[{i}]") for i, uid in enumerate(series)]
-    return parsed
+def _cohort_query(row: Cohort) -> Query:
+    """The saved (already checked) query of ``row`` over the series of its project."""
+    return project_query(parse_query(row.query), row.project)
 
 
 def _visible(session: Session, user: CurrentUser, cohort_id: str) -> Cohort:

@@ -1,34 +1,53 @@
-"""Typed dependencies of the META routes (FastAPI ``Annotated`` aliases)."""
+"""Typed dependencies of the META routes (FastAPI ``Annotated`` aliases).
+
+The adapters come from ``request.app.state.runtime``, read through
+:class:`MetaAdapters`, which the composition's runtime satisfies structurally: META
+never imports the runtime that builds them.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
+from sqlalchemy import Engine
 
-from jip.base.identity import site_url
+from jip.base import site_url
+from jip.config import Settings
 from jip.meta.cohorts import Cohorts
 from jip.meta.index import MetaIndex
 from jip.meta.service import IndexLedger
-from jip.runtime import Runtime
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+class MetaAdapters(Protocol):
+    """The settings and adapters META's routes read."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def engine(self) -> Engine: ...  # the catalog database (META's tables live there too)
+
+    @property
+    def index(self) -> MetaIndex: ...
+
+
+def _adapters(request: Request) -> MetaAdapters:
+    adapters: MetaAdapters = request.app.state.runtime
+    return adapters
 
 
 def get_index(request: Request) -> MetaIndex:
-    return _runtime(request).index
+    return _adapters(request).index
 
 
 def get_ledger(request: Request) -> IndexLedger:
-    return IndexLedger(_runtime(request).engine)
+    return IndexLedger(_adapters(request).engine)
 
 
 def get_cohorts(request: Request) -> Cohorts:
-    runtime = _runtime(request)
-    return Cohorts(runtime.engine, runtime.index, site_url(runtime.settings))
+    adapters = _adapters(request)
+    return Cohorts(adapters.engine, adapters.index, site_url(adapters.settings))
 
 
 IndexDep = Annotated[MetaIndex, Depends(get_index)]

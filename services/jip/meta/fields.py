@@ -139,7 +139,7 @@ _CATALOGUE: tuple[tuple[str, FieldType, Level, bool, bool], ...] = (
     # results (SEG, SR) and what they refer to
     ("ReferencedSeriesInstanceUID", _K, _SE, True, False),
     ("SegmentLabels", _K, _SE, True, False),
-    # the projects the series belongs to (jip.store.projects); searches filter on it
+    # the projects the series belongs to (jip.store.catalog.projects); searches filter on it
     ("Projects", _K, _SE, True, False),
 )
 

@@ -1,8 +1,10 @@
 """The metadata index port: what cohort search needs from SQLite or OpenSearch.
 
-Both adapters take queries, aggregations and sorts in the cohort language (raw JSON, or
-trees from :mod:`jip.meta.query`), check them the same way, and answer in the same
-shapes, which are OpenSearch's with the fields that mean nothing here left out:
+Both adapters take queries, aggregations and sorts already parsed (trees from
+:func:`jip.meta.query.parse_query`, :func:`jip.meta.aggs.parse_aggs` and
+:func:`jip.meta.aggs.parse_sort`: the caller parses once, at the edge, so that errors
+name the caller's own input), check pages and fields the same way, and answer in the
+same shapes, which are OpenSearch's with the fields that mean nothing here left out:
 
 - ``terms``: ``{"buckets": [{"key", "doc_count"}], "sum_other_doc_count",
   "doc_count_error_upper_bound"}``, most documents first, ties by key; a boolean key is
@@ -30,28 +32,9 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
 from jip.errors import Invalid
+from jip.meta.aggs import Agg, CardinalityAgg, DateHistogramAgg, RangeAgg, SortKey, TermsAgg
 from jip.meta.fields import FIELDS, ID_FIELD, FieldType
-from jip.meta.query import (
-    Agg,
-    Bool,
-    CardinalityAgg,
-    DateHistogramAgg,
-    Exists,
-    Match,
-    MatchAll,
-    Prefix,
-    Query,
-    Range,
-    RangeAgg,
-    SortKey,
-    Term,
-    Terms,
-    TermsAgg,
-    Wildcard,
-    parse_aggs,
-    parse_query,
-    parse_sort,
-)
+from jip.meta.query import MATCH_ALL, Query
 
 MAX_RESULT_WINDOW = 10000  # OpenSearch's index.max_result_window
 
@@ -76,19 +59,19 @@ class MetaIndex(Protocol):
 
     def search(
         self,
-        query: object = None,
-        sort: object = None,
+        query: Query = MATCH_ALL,
+        sort: Sequence[SortKey] = (),
         offset: int = 0,
         limit: int = 20,
         fields: Sequence[str] | None = None,
-        aggs: object = None,
+        aggs: Mapping[str, Agg] | None = None,
     ) -> SearchResult:
         """A page of the matching documents (only ``fields`` of them, when given), their
         total and, when ``aggs`` are given, the aggregations over all of them: what a
         search page shows, in one call (and one OpenSearch request)."""
         ...
 
-    def aggregate(self, query: object, aggs: object) -> dict[str, Any]:
+    def aggregate(self, query: Query, aggs: Mapping[str, Agg]) -> dict[str, Any]:
         """Named aggregation results over the documents ``query`` matches."""
         ...
 
@@ -101,27 +84,6 @@ class MetaIndex(Protocol):
     def clear(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-def as_query(query: object) -> Query:
-    if isinstance(
-        query, MatchAll | Term | Terms | Range | Exists | Wildcard | Prefix | Match | Bool
-    ):
-        return query
-    return parse_query(query)
-
-
-def as_aggs(aggs: object) -> dict[str, Agg]:
-    parsed = (TermsAgg, RangeAgg, DateHistogramAgg, CardinalityAgg)
-    if isinstance(aggs, Mapping) and aggs and all(isinstance(a, parsed) for a in aggs.values()):
-        return dict(aggs)
-    return parse_aggs(aggs)
-
-
-def as_sort(sort: object) -> tuple[SortKey, ...]:
-    if isinstance(sort, tuple) and all(isinstance(k, SortKey) for k in sort):
-        return sort
-    return parse_sort(sort)
 
 
 def check_page(offset: int, limit: int) -> None:

@@ -1,9 +1,9 @@
 """The metadata index on OpenSearch (the cluster shape), through ``opensearch-py``.
 
-A thin pass-through: queries, aggregations and sorts are checked and normalised by
-:mod:`jip.meta.query` (so both shapes reject the same input with the same message), sent
-back as DSL, and the answers trimmed to the shapes :mod:`jip.meta.index` documents. The
-mapping comes from the field catalogue: ``text`` fields get the standard analyzer and an
+A thin pass-through: queries, aggregations and sorts come parsed and normalised by
+:mod:`jip.meta.query` and :mod:`jip.meta.aggs` (so both shapes reject the same input
+with the same message), are sent back as DSL, and the answers trimmed to the shapes
+:mod:`jip.meta.index` documents. The mapping comes from the field catalogue: ``text`` fields get the standard analyzer and an
 exact ``.keyword`` twin, integers are ``long`` (TotalBytes passes 2^31), floats ``double``
 (so that 0.6 stays 0.6 in facets), dates ``yyyy-MM-dd`` or ``yyyyMMdd``. One shard: facet
 counts are then exact, and one shard holds tens of millions of series documents.
@@ -18,33 +18,34 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from jip.errors import Invalid, Unavailable
+from jip.meta.aggs import (
+    Agg,
+    CardinalityAgg,
+    DateHistogramAgg,
+    RangeAgg,
+    SortKey,
+    TermsAgg,
+    parse_aggs,
+)
 from jip.meta.fields import FIELDS, ID_FIELD, FieldType, normalize_document
 from jip.meta.index import (
     SearchResult,
-    as_aggs,
-    as_query,
-    as_sort,
     check_fields,
     check_page,
     day_of_epoch_ms,
     range_bucket,
 )
 from jip.meta.query import (
-    Agg,
+    MATCH_ALL,
     Bool,
-    CardinalityAgg,
-    DateHistogramAgg,
     Exists,
     Match,
     MatchAll,
     Prefix,
     Query,
     Range,
-    RangeAgg,
-    SortKey,
     Term,
     Terms,
-    TermsAgg,
     Wildcard,
 )
 
@@ -148,25 +149,24 @@ class OpenSearchIndex:
 
     def search(
         self,
-        query: object = None,
-        sort: object = None,
+        query: Query = MATCH_ALL,
+        sort: Sequence[SortKey] = (),
         offset: int = 0,
         limit: int = 20,
         fields: Sequence[str] | None = None,
-        aggs: object = None,
+        aggs: Mapping[str, Agg] | None = None,
     ) -> SearchResult:
-        tree, keys, wanted = as_query(query), as_sort(sort), check_fields(fields)
-        specs = as_aggs(aggs) if aggs else {}
+        wanted, specs = check_fields(fields), aggs or {}
         check_page(offset, limit)
         body: dict[str, Any] = {
-            "query": query_to_dsl(tree),
+            "query": query_to_dsl(query),
             "from": offset,
             "size": limit,
             "track_total_hits": True,
             "_source": {"includes": wanted} if wanted is not None else True,
         }
-        if keys:
-            body["sort"] = sort_to_dsl(keys)
+        if sort:
+            body["sort"] = sort_to_dsl(sort)
         if specs:
             body["aggs"] = aggs_to_dsl(specs)
         response = self._call(self.client.search, index=self.index, body=body)
@@ -178,15 +178,15 @@ class OpenSearchIndex:
             {name: normalise_agg(agg, found.get(name, {})) for name, agg in specs.items()},
         )
 
-    def aggregate(self, query: object, aggs: object) -> dict[str, Any]:
-        tree, specs = as_query(query), as_aggs(aggs)
-        body = {"query": query_to_dsl(tree), "size": 0, "aggs": aggs_to_dsl(specs)}
+    def aggregate(self, query: Query, aggs: Mapping[str, Agg]) -> dict[str, Any]:
+        body = {"query": query_to_dsl(query), "size": 0, "aggs": aggs_to_dsl(aggs)}
         response = self._call(self.client.search, index=self.index, body=body)
         found = response.get("aggregations", {})
-        return {name: normalise_agg(agg, found.get(name, {})) for name, agg in specs.items()}
+        return {name: normalise_agg(agg, found.get(name, {})) for name, agg in aggs.items()}
 
     def field_values(self, field: str, size: int = 100) -> list[dict[str, Any]]:
-        result = self.aggregate(None, {"values": {"terms": {"field": field, "size": size}}})
+        values = parse_aggs({"values": {"terms": {"field": field, "size": size}}})
+        result = self.aggregate(MATCH_ALL, values)
         return list(result["values"]["buckets"])
 
     def count(self) -> int:
@@ -293,7 +293,7 @@ def aggs_to_dsl(aggs: Mapping[str, Agg]) -> dict[str, Any]:
     return out
 
 
-def sort_to_dsl(keys: tuple[SortKey, ...]) -> list[dict[str, Any]]:
+def sort_to_dsl(keys: Sequence[SortKey]) -> list[dict[str, Any]]:
     return [
         {k.field.name: {"order": "desc" if k.descending else "asc", "missing": "_last"}}
         for k in keys

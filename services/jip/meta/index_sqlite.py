@@ -16,9 +16,9 @@ Schema, built for cohort queries over a few hundred thousand series:
   ``match``. A token table rather than FTS5: FTS5's tokenizers split and fold differently
   from OpenSearch's standard analyzer, and the token table needs no query syntax.
 
-Every value reaches SQL as a bound parameter; only column names from the catalogue are
-written into the statement text. NULL-safe translation: a clause on a missing field is
-false, and ``must_not`` of it is true, as in OpenSearch.
+Queries, aggregations and the statements of a search page are compiled by
+:mod:`jip.meta.index_sqlite_query`; this module holds the tables, the connections and
+the writes.
 
 The stdlib ``sqlite3`` module rather than SQLAlchemy: the statements are SQLite-only
 (``json_each``, ``WITHOUT ROWID``, window functions), built per query from the tree, and
@@ -42,34 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from jip.errors import Invalid
-from jip.meta.fields import FIELDS, ID_FIELD, Field, FieldType, analyze, normalize_document
-from jip.meta.index import (
-    SearchResult,
-    agg_result,
-    as_aggs,
-    as_query,
-    as_sort,
-    check_fields,
-    check_page,
-    project,
-    range_bucket,
-)
-from jip.meta.query import (
-    Agg,
-    Bool,
-    DateHistogramAgg,
-    Exists,
-    Match,
-    MatchAll,
-    Prefix,
-    Query,
-    Range,
-    RangeAgg,
-    SortKey,
-    Term,
-    Terms,
-    Wildcard,
-)
+from jip.meta.aggs import Agg, SortKey, parse_aggs
+from jip.meta.fields import FIELDS, ID_FIELD, FieldType, analyze, normalize_document
+from jip.meta.index import SearchResult, check_fields, check_page
+from jip.meta.index_sqlite_query import FIELD_IDS, aggregations, search_page, where_sql
+from jip.meta.query import MATCH_ALL, Query
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +64,6 @@ _COLUMNS = sorted(
     (f for f in FIELDS.values() if not f.multi and f.name != ID_FIELD), key=lambda f: not f.column
 )
 _COLUMN_NAMES = [f.name for f in _COLUMNS]
-_FIELD_IDS = {name: i for i, name in enumerate(FIELDS)}
-_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
 def _fingerprint() -> str:
@@ -153,29 +128,29 @@ class SqliteIndex:
 
     def search(
         self,
-        query: object = None,
-        sort: object = None,
+        query: Query = MATCH_ALL,
+        sort: Sequence[SortKey] = (),
         offset: int = 0,
         limit: int = 20,
         fields: Sequence[str] | None = None,
-        aggs: object = None,
+        aggs: Mapping[str, Agg] | None = None,
     ) -> SearchResult:
-        tree, keys, wanted = as_query(query), as_sort(sort), check_fields(fields)
-        specs = as_aggs(aggs) if aggs else {}
+        wanted = check_fields(fields)
         check_page(offset, limit)
         params: list[Any] = []
-        where = _where(tree, params)
+        where = where_sql(query, params)
         with self._read() as conn:  # one snapshot: hits, total and facets agree
-            return _search(conn, where, params, keys, offset, limit, specs, wanted)
+            return search_page(conn, where, params, sort, offset, limit, aggs or {}, wanted)
 
-    def aggregate(self, query: object, aggs: object) -> dict[str, Any]:
+    def aggregate(self, query: Query, aggs: Mapping[str, Agg]) -> dict[str, Any]:
         params: list[Any] = []
-        where = _where(as_query(query), params)
+        where = where_sql(query, params)
         with self._read() as conn:
-            return _aggregations(conn, as_aggs(aggs), where, params)[0]
+            return aggregations(conn, aggs, where, params)[0]
 
     def field_values(self, field: str, size: int = 100) -> list[dict[str, Any]]:
-        result = self.aggregate(None, {"values": {"terms": {"field": field, "size": size}}})
+        values = parse_aggs({"values": {"terms": {"field": field, "size": size}}})
+        result = self.aggregate(MATCH_ALL, values)
         return list(result["values"]["buckets"])
 
     def count(self) -> int:
@@ -240,47 +215,6 @@ class SqliteIndex:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-
-
-def _search(
-    conn: sqlite3.Connection,
-    where: str,
-    params: list[Any],
-    keys: tuple[SortKey, ...],
-    offset: int,
-    limit: int,
-    aggs: Mapping[str, Agg],
-    wanted: list[str] | None,
-) -> SearchResult:
-    found, total = _aggregations(conn, aggs, where, params)
-    if keys:  # one pass for the sorted page and the total (COUNT OVER the match)
-        order = ", ".join(_order(k.field, k.descending) for k in keys)
-        rows = (
-            conn.execute(
-                f"SELECT d.id, COUNT(*) OVER () FROM docs d WHERE {where} ORDER BY {order} "
-                "LIMIT ? OFFSET ?",
-                [*params, limit, offset],
-            ).fetchall()
-            if limit
-            else []
-        )
-        total = rows[0][1] if rows else total
-    else:  # index order: the page stops after `limit` matches
-        rows = conn.execute(
-            f"SELECT d.id FROM docs d WHERE {where} ORDER BY d.id LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        ).fetchall()
-    if total is None:
-        total = conn.execute(f"SELECT COUNT(*) FROM docs d WHERE {where}", params).fetchone()[0]
-    ids = [r[0] for r in rows]
-    sources = dict(
-        conn.execute(
-            "SELECT id, doc FROM sources WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(ids),),
-        ).fetchall()
-    )
-    hits = [project(json.loads(sources[i]), wanted) for i in ids]
-    return SearchResult(total, hits, found)
 
 
 # --- schema --------------------------------------------------------------------------
@@ -399,220 +333,7 @@ def _side_rows(
             continue
         items = value if field.multi else [value]
         if field.multi:
-            values.extend((_FIELD_IDS[name], v, doc_id) for v in set(items))
+            values.extend((FIELD_IDS[name], v, doc_id) for v in set(items))
         if field.type is FieldType.TEXT:
             found = {t for item in items for t in analyze(item)}
-            tokens.extend((_FIELD_IDS[name], t, doc_id) for t in found)
-
-
-# --- queries to SQL ------------------------------------------------------------------
-
-
-def _expr(field: Field) -> str:
-    """SQL for a single-valued field's value in row ``d`` of ``docs``."""
-    return f'd."{field.stored}"'
-
-
-def _order(field: Field, descending: bool) -> str:
-    """Missing values last in either direction, as OpenSearch sorts them."""
-    direction = "DESC" if descending else "ASC"
-    if field.name == ID_FIELD:
-        return f"{_expr(field)} {direction}"
-    return f"{_expr(field)} IS NULL, {_expr(field)} {direction}"
-
-
-def _any_value(field: Field, condition: str, params: list[Any], args: list[Any]) -> str:
-    """Rows of a multi-valued field where ``condition`` holds for one value."""
-    params.append(_FIELD_IDS[field.stored])
-    params.extend(args)
-    return f"d.id IN (SELECT doc_id FROM doc_values WHERE field = ? AND {condition})"
-
-
-def _where(query: Query, params: list[Any]) -> str:
-    """A SQL condition on row ``d``; appends its parameters in order."""
-    match query:
-        case MatchAll():
-            return "1"
-        case Term(field, value):
-            return _compare(field, "{0} = ?", [value], params)
-        case Terms(field, values):
-            return _compare(
-                field, "{0} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))], params
-            )
-        case Range(field):
-            ops = [(op, getattr(query, op)) for op in _OPS if getattr(query, op) is not None]
-            template = " AND ".join(f"{{0}} {_OPS[op]} ?" for op, _ in ops)
-            return _compare(field, template, [v for _, v in ops], params)
-        case Exists(field):
-            return _compare(field, "{0} IS NOT NULL", [], params)
-        case Wildcard(field, pattern):
-            return _compare(field, "{0} GLOB ?", [_glob(pattern)], params)
-        case Prefix(field, prefix):
-            return _prefix(field, prefix, params)
-        case Match(field, _, tokens, operator):
-            if not tokens:
-                return "0"
-            params.extend([_FIELD_IDS[field.stored], json.dumps(list(tokens))])
-            sub = (
-                "SELECT doc_id FROM doc_tokens WHERE field = ? AND token IN "
-                "(SELECT value FROM json_each(?))"
-            )
-            if operator == "and" and len(tokens) > 1:
-                params.append(len(tokens))
-                sub += " GROUP BY doc_id HAVING COUNT(*) = ?"
-            return f"d.id IN ({sub})"
-        case Bool():
-            return _bool(query, params)
-    raise TypeError(f"not a query node: {query!r}")  # pragma: no cover
-
-
-def _compare(field: Field, template: str, args: list[Any], params: list[Any]) -> str:
-    """``template`` with ``{0}`` standing for the field's value (any one value, if multi)."""
-    if field.multi:
-        return _any_value(field, template.format("value"), params, args)
-    params.extend(args)
-    return template.format(_expr(field))
-
-
-def _prefix(field: Field, prefix: str, params: list[Any]) -> str:
-    """``starts with`` as an index range: [prefix, the prefix's successor), where the
-    successor raises the last character that is not U+10FFFF and drops those after it."""
-    stem = prefix.rstrip("\U0010ffff")
-    if not stem:
-        return _compare(field, "{0} >= ?", [prefix], params)
-    following = ord(stem[-1]) + 1
-    if 0xD800 <= following < 0xE000:
-        following = 0xE000  # no surrogates in UTF-8
-    return _compare(field, "{0} >= ? AND {0} < ?", [prefix, stem[:-1] + chr(following)], params)
-
-
-def _glob(pattern: str) -> str:
-    """An OpenSearch wildcard pattern (``*``, ``?``, ``\\`` escapes) as a SQLite GLOB."""
-    out, escaped = [], False
-    for char in pattern:
-        if escaped or char not in "*?\\":
-            out.append(f"[{char}]" if char in "*?[" else char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def _bool(query: Bool, params: list[Any]) -> str:
-    parts = [f"({_where(q, params)})" for q in (*query.must, *query.filter)]
-    parts += [f"NOT IFNULL(({_where(q, params)}), 0)" for q in query.must_not]
-    wanted = query.minimum_should_match
-    if wanted > len(query.should):
-        parts.append("0")
-    elif wanted == 1:
-        parts.append("(" + " OR ".join(f"({_where(q, params)})" for q in query.should) + ")")
-    elif wanted > 1:
-        summed = " + ".join(f"IFNULL(({_where(q, params)}), 0)" for q in query.should)
-        parts.append(f"({summed}) >= {int(wanted)}")
-    return " AND ".join(parts) or "1"
-
-
-# --- aggregations --------------------------------------------------------------------
-
-
-def _aggregations(
-    conn: sqlite3.Connection, aggs: Mapping[str, Agg], where: str, params: list[Any]
-) -> tuple[dict[str, Any], int | None]:
-    """The aggregations' answers, and how many documents match when that came for free."""
-    single = {n: a for n, a in aggs.items() if not a.field.multi}
-    found, total = _single_valued_aggs(conn, single, where, params) if single else ({}, None)
-    for name, agg in aggs.items():
-        if agg.field.multi:
-            found[name] = _multi_valued_agg(conn, agg, where, params)
-    return {name: found[name] for name in aggs}, total
-
-
-def _single_valued_aggs(
-    conn: sqlite3.Connection, aggs: Mapping[str, Agg], where: str, params: list[Any]
-) -> tuple[dict[str, Any], int]:
-    """All aggregations on single-valued fields in one pass: the matching documents are
-    grouped by every aggregation's key at once, and each result is a marginal of that.
-    There are never more groups than matching documents, and usually a few dozen."""
-    keys, key_params = [], []
-    for agg in aggs.values():
-        column = _expr(agg.field)
-        if isinstance(agg, DateHistogramAgg):
-            column = f"substr({column}, 1, {_WIDTHS[agg.interval]})"
-        elif isinstance(agg, RangeAgg):  # a bit per bucket the value falls in
-            bits = []
-            for i, spec in enumerate(agg.ranges):
-                conditions = [
-                    f"{column} {op} ?"
-                    for value, op in ((spec.start, ">="), (spec.end, "<"))
-                    if value is not None
-                ]
-                key_params += [v for v in (spec.start, spec.end) if v is not None]
-                bits.append(
-                    f"(CASE WHEN {' AND '.join(conditions or ['1'])} THEN {1 << i} ELSE 0 END)"
-                )
-            column = f"({column} IS NOT NULL) * ({' + '.join(bits)})"
-        keys.append(column)
-    positions = ", ".join(str(i + 1) for i in range(len(keys)))
-    groups = conn.execute(
-        f"SELECT {', '.join(keys)}, COUNT(*) FROM docs d WHERE {where} GROUP BY {positions}",
-        [*key_params, *params],
-    ).fetchall()
-    out = {}
-    for i, (name, agg) in enumerate(aggs.items()):
-        counts: dict[Any, int] = {}
-        for group in groups:
-            if group[i] is not None:
-                counts[group[i]] = counts.get(group[i], 0) + group[-1]
-        out[name] = agg_result(agg, counts)
-    return out, sum(group[-1] for group in groups)
-
-
-def _multi_valued_agg(
-    conn: sqlite3.Connection, agg: Agg, where: str, params: list[Any]
-) -> dict[str, Any]:
-    """Documents per value of a multi-valued field; a document counts once per value."""
-    if isinstance(agg, RangeAgg):  # a document counts once per bucket, whatever its values
-        return {
-            "buckets": [
-                range_bucket(
-                    spec.key,
-                    spec.start,
-                    spec.end,
-                    _docs_in_range(conn, agg.field, spec.start, spec.end, where, params),
-                )
-                for spec in agg.ranges
-            ]
-        }
-    value = "dv.value"
-    if isinstance(agg, DateHistogramAgg):
-        value = f"substr(dv.value, 1, {_WIDTHS[agg.interval]})"
-    rows = conn.execute(
-        f"SELECT {value}, COUNT(DISTINCT dv.doc_id) FROM doc_values dv JOIN docs d "
-        f"ON d.id = dv.doc_id WHERE dv.field = ? AND ({where}) GROUP BY 1",
-        [_FIELD_IDS[agg.field.stored], *params],
-    ).fetchall()
-    return agg_result(agg, dict(rows))
-
-
-def _docs_in_range(
-    conn: sqlite3.Connection,
-    field: Field,
-    start: float | None,
-    end: float | None,
-    where: str,
-    params: list[Any],
-) -> int:
-    bounds = [(v, op) for v, op in ((start, ">="), (end, "<")) if v is not None]
-    condition = " AND ".join(f"dv.value {op} ?" for _, op in bounds) or "1"
-    return int(
-        conn.execute(
-            "SELECT COUNT(DISTINCT dv.doc_id) FROM doc_values dv JOIN docs d ON d.id = dv.doc_id "
-            f"WHERE dv.field = ? AND {condition} AND ({where})",
-            [_FIELD_IDS[field.stored], *(v for v, _ in bounds), *params],
-        ).fetchone()[0]
-    )
-
-
-_WIDTHS = {"year": 4, "month": 7, "day": 10}
+            tokens.extend((FIELD_IDS[name], t, doc_id) for t in found)

@@ -14,14 +14,16 @@ One pass (:meth:`Indexer.run_once`):
    with its error instead (``GET /api/meta/errors``) and never stops the others.
 
 A crash anywhere leaves the instances in the outbox and the pass is simply repeated.
-:class:`MetaIndexer` runs passes in a thread as a component of `jip up`.
+:class:`MetaIndexer` runs passes in a thread as a component of `jip up`; the composition
+(:func:`jip.embedded.meta_indexer`) hands it a builder of the adapters it opens on start
+(:class:`IndexerAdapters`), so this module never picks an adapter itself.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -36,13 +38,20 @@ from jip.meta.extract import instance_summary, read_summary, series_document
 from jip.meta.fields import ID_FIELD
 from jip.meta.index import MetaIndex
 from jip.meta.service import PROJECTS_FIELD, IndexLedger
-from jip.store.catalog.catalog import Catalog, StoredInstance
-from jip.store.projects import SeriesProjects
-from jip.store.storage.port import BlobStorage
+from jip.store import BlobStorage, Catalog, SeriesProjects, StoredInstance
 
 log = logging.getLogger(__name__)
 
 _MAX_ERROR = 2000  # characters of an error message kept in the catalog
+
+
+@dataclass(frozen=True)
+class IndexerAdapters:
+    """What an indexer thread opens on start and closes on stop."""
+
+    engine: Engine  # the catalog database (outbox, summaries, tombstones)
+    storage: BlobStorage  # where the headers are read from
+    index: MetaIndex  # where the series documents go
 
 
 @dataclass(frozen=True)
@@ -181,8 +190,11 @@ class MetaIndexer:
 
     name = "meta"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, open_adapters: Callable[[], IndexerAdapters]) -> None:
+        """``open_adapters`` builds the adapters of ``settings`` (the composition's
+        choice) when the component starts; :meth:`stop` closes them."""
         self.settings = settings
+        self.open_adapters = open_adapters
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._engine: Engine | None = None
@@ -190,16 +202,13 @@ class MetaIndexer:
         self._last_error: str | None = None
 
     def start(self) -> None:
-        from jip.backends import catalog_engine_for, index_for, storage_for
-
-        settings = self.settings
-        self._engine = catalog_engine_for(settings.resolved_catalog_url)
-        self._index = index_for(settings.resolved_index_url)
+        adapters = self.open_adapters()
+        self._engine, self._index = adapters.engine, adapters.index
         indexer = Indexer(
-            catalog=Catalog(self._engine),
-            storage=storage_for(settings.resolved_storage_url, settings),
-            index=self._index,
-            batch_size=settings.meta.index_batch_size,
+            catalog=Catalog(adapters.engine),
+            storage=adapters.storage,
+            index=adapters.index,
+            batch_size=self.settings.meta.index_batch_size,
         )
         self._stop.clear()
         self._thread = threading.Thread(

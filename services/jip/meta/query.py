@@ -1,17 +1,16 @@
 """The cohort query language: a checked subset of the OpenSearch query DSL.
 
-:func:`parse_query`, :func:`parse_aggs` and :func:`parse_sort` turn the JSON a researcher
-(or a saved cohort from another site) sends into a small typed tree, and reject unknown
-fields, clauses and options, and values of the wrong type, with an :class:`Invalid` whose
-message names the path at fault (``query.bool.filter[1].range.SliceThickness``). The
-SQLite index translates the tree to SQL; the OpenSearch index sends the tree back as
-DSL, a normalised form of what came in (dates as ``yyyy-MM-dd``, explicit options).
+:func:`parse_query` turns the JSON a researcher (or a saved cohort from another site)
+sends into a small typed tree, and rejects unknown fields, clauses and options, and
+values of the wrong type, with an :class:`Invalid` whose message names the path at fault
+(``query.bool.filter[1].range.SliceThickness``). The SQLite index translates the tree to
+SQL; the OpenSearch index sends the tree back as DSL, a normalised form of what came in
+(dates as ``yyyy-MM-dd``, explicit options). Aggregations and sort, the rest of a search
+request, are read by :mod:`jip.meta.aggs` with the helpers at the end of this module.
 
 Queries: ``bool`` (must, filter, should + minimum_should_match, must_not), ``term``,
 ``terms``, ``range`` (gt, gte, lt, lte), ``exists``, ``wildcard``, ``prefix``, ``match``
-(text fields, operator or/and) and ``match_all``. Aggregations: ``terms`` (size),
-``range`` (ranges of key/from/to), ``date_histogram`` (calendar_interval year, month,
-day) and ``cardinality``.
+(text fields, operator or/and) and ``match_all``.
 """
 
 from __future__ import annotations
@@ -21,13 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from jip.errors import Invalid
-from jip.meta.fields import ID_FIELD, Field, FieldType, Scalar, analyze, coerce, lookup
+from jip.meta.fields import Field, FieldType, Scalar, analyze, coerce, lookup
 
 MAX_TERMS = 65536  # OpenSearch's index.max_terms_count
-MAX_BUCKETS = 10000
 MAX_CLAUSES = 1024  # OpenSearch's indices.query.bool.max_clause_count
 MAX_DEPTH = 20
-MAX_RANGES = 60  # a range facet with more buckets is a histogram
 
 
 @dataclass(frozen=True)
@@ -91,45 +88,7 @@ class Bool:
 
 
 Query = MatchAll | Term | Terms | Range | Exists | Wildcard | Prefix | Match | Bool
-
-
-@dataclass(frozen=True)
-class TermsAgg:
-    field: Field
-    size: int = 10
-
-
-@dataclass(frozen=True)
-class RangeSpec:
-    key: str
-    start: float | None  # "from", inclusive
-    end: float | None  # "to", exclusive
-
-
-@dataclass(frozen=True)
-class RangeAgg:
-    field: Field
-    ranges: tuple[RangeSpec, ...]
-
-
-@dataclass(frozen=True)
-class DateHistogramAgg:
-    field: Field
-    interval: Literal["year", "month", "day"]
-
-
-@dataclass(frozen=True)
-class CardinalityAgg:
-    field: Field
-
-
-Agg = TermsAgg | RangeAgg | DateHistogramAgg | CardinalityAgg
-
-
-@dataclass(frozen=True)
-class SortKey:
-    field: Field
-    descending: bool = False
+MATCH_ALL = MatchAll()  # every series: what no query (None or ``{}``) means
 
 
 # --- queries -------------------------------------------------------------------------
@@ -139,7 +98,7 @@ def parse_query(dsl: object, path: str = "query") -> Query:
     """The typed tree of ``dsl``; None or ``{}`` mean every series."""
     if dsl is None or dsl == {}:
         return MatchAll()
-    clause, body = _single_key(dsl, path, "a query clause")
+    clause, body = single_key(dsl, path, "a query clause")
     parser = _CLAUSES.get(clause)
     if parser is None:
         raise Invalid(f"{path}: unknown query clause {clause!r} (known: {', '.join(_CLAUSES)})")
@@ -147,7 +106,7 @@ def parse_query(dsl: object, path: str = "query") -> Query:
 
 
 def _match_all(body: object, path: str) -> Query:
-    _options(body, path, {"boost"})
+    options(body, path, {"boost"})
     return MatchAll()
 
 
@@ -155,7 +114,7 @@ _OCCURS = ("must", "filter", "should", "must_not")
 
 
 def _bool(body: object, path: str) -> Query:
-    opts = _options(
+    opts = options(
         body, path, {"must", "filter", "should", "must_not", "boost", "minimum_should_match"}
     )
     if path.count(".bool") > MAX_DEPTH:
@@ -201,17 +160,17 @@ def _minimum_should_match(raw: object, should: int, default: int, path: str) -> 
 
 
 def _term(body: object, path: str) -> Query:
-    name, spec = _single_key(body, path, "a field")
-    field = _field(name, path, exact=True)
-    value = _options(spec, f"{path}.{name}", {"value", "boost"}, "value")["value"]
+    name, spec = single_key(body, path, "a field")
+    field = field_of(name, path, exact=True)
+    value = options(spec, f"{path}.{name}", {"value", "boost"}, "value")["value"]
     return Term(field, _value(field, value, f"{path}.{name}"))
 
 
 def _terms(body: object, path: str) -> Query:
-    opts = _options(body, path, None)
+    opts = options(body, path, None)
     opts.pop("boost", None)
-    name, raw = _single_key(opts, path, "a field")
-    field = _field(name, path, exact=True)
+    name, raw = single_key(opts, path, "a field")
+    field = field_of(name, path, exact=True)
     if not isinstance(raw, list):
         raise Invalid(f"{path}.{name}: expected a list of values, got {raw!r}")
     if len(raw) > MAX_TERMS:
@@ -221,14 +180,14 @@ def _terms(body: object, path: str) -> Query:
 
 
 def _range(body: object, path: str) -> Query:
-    name, spec = _single_key(body, path, "a field")
+    name, spec = single_key(body, path, "a field")
     field = lookup(name, path)
     where = f"{path}.{name}"
     if field.type in (FieldType.TEXT, FieldType.BOOLEAN):
         raise Invalid(
             f"{where}: range needs a number, date or keyword field; {name!r} is {field.type}"
         )
-    bounds = _options(spec, where, {"gt", "gte", "lt", "lte", "boost"})
+    bounds = options(spec, where, {"gt", "gte", "lt", "lte", "boost"})
     bounds.pop("boost", None)
     if not bounds:
         raise Invalid(f"{where}: give at least one of gt, gte, lt, lte")
@@ -237,7 +196,7 @@ def _range(body: object, path: str) -> Query:
 
 
 def _exists(body: object, path: str) -> Query:
-    opts = _options(body, path, {"field", "boost"}, "field")
+    opts = options(body, path, {"field", "boost"}, "field")
     return Exists(lookup(opts["field"], f"{path}.field"))
 
 
@@ -252,23 +211,23 @@ def _prefix(body: object, path: str) -> Query:
 
 
 def _keyword_pattern(body: object, path: str) -> tuple[Field, str]:
-    name, spec = _single_key(body, path, "a field")
-    field = _field(name, path, exact=True)
+    name, spec = single_key(body, path, "a field")
+    field = field_of(name, path, exact=True)
     if field.type is not FieldType.KEYWORD:
         raise Invalid(f"{path}.{name}: needs a keyword field; {name!r} is {field.type}")
-    value = _options(spec, f"{path}.{name}", {"value", "boost"}, "value")["value"]
+    value = options(spec, f"{path}.{name}", {"value", "boost"}, "value")["value"]
     if not isinstance(value, str):
         raise Invalid(f"{path}.{name}: expected a string, got {value!r}")
     return field, value
 
 
 def _match(body: object, path: str) -> Query:
-    name, spec = _single_key(body, path, "a field")
+    name, spec = single_key(body, path, "a field")
     field = lookup(name, path)
     where = f"{path}.{name}"
     if field.type is not FieldType.TEXT:
         raise Invalid(f"{where}: match needs a text field; {name!r} is {field.type}: use term")
-    opts = _options(spec, where, {"query", "operator", "boost"}, "query")
+    opts = options(spec, where, {"query", "operator", "boost"}, "query")
     text, operator = opts["query"], str(opts.get("operator", "or")).lower()
     if not isinstance(text, str):
         raise Invalid(f"{where}.query: expected a string, got {text!r}")
@@ -291,117 +250,10 @@ _CLAUSES = {
 }
 
 
-# --- aggregations and sort -----------------------------------------------------------
+# --- reading JSON (shared with jip.meta.aggs) --------------------------------------
 
 
-def parse_aggs(dsl: object, path: str = "aggs") -> dict[str, Agg]:
-    """Named aggregations; sub-aggregations are not part of the language."""
-    if dsl is None:
-        return {}
-    if not isinstance(dsl, Mapping):
-        raise Invalid(f"{path}: expected an object of named aggregations, got {dsl!r}")
-    out: dict[str, Agg] = {}
-    for name, body in dsl.items():
-        if not isinstance(name, str) or not name or "[" in name or ">" in name:
-            raise Invalid(f"{path}: bad aggregation name {name!r}")
-        kind, spec = _single_key(body, f"{path}.{name}", "an aggregation type")
-        where = f"{path}.{name}.{kind}"
-        if kind == "terms":
-            opts = _options(spec, where, {"field", "size"}, "field")
-            size = _int(opts.get("size", 10), f"{where}.size", 1, MAX_BUCKETS)
-            out[name] = TermsAgg(_field(opts["field"], where, exact=True), size)
-        elif kind == "range":
-            out[name] = _range_agg(spec, where)
-        elif kind == "date_histogram":
-            opts = _options(spec, where, {"field", "calendar_interval"}, "field")
-            field = _typed_field(opts["field"], where, (FieldType.DATE,))
-            raw = opts.get("calendar_interval")
-            interval = _INTERVALS.get(raw) if isinstance(raw, str) else None
-            if interval is None:
-                raise Invalid(
-                    f"{where}.calendar_interval: expected year, month or day, got {raw!r}"
-                )
-            out[name] = DateHistogramAgg(field, interval)
-        elif kind == "cardinality":
-            opts = _options(spec, where, {"field"}, "field")
-            out[name] = CardinalityAgg(_field(opts["field"], where, exact=True))
-        else:
-            raise Invalid(
-                f"{path}.{name}: unknown aggregation {kind!r} "
-                "(known: terms, range, date_histogram, cardinality)"
-            )
-    return out
-
-
-_INTERVALS: dict[str, Literal["year", "month", "day"]] = {
-    "year": "year",
-    "1y": "year",
-    "month": "month",
-    "1M": "month",
-    "day": "day",
-    "1d": "day",
-}
-
-
-def _range_agg(spec: object, where: str) -> RangeAgg:
-    opts = _options(spec, where, {"field", "ranges"}, "field")
-    field = _typed_field(opts["field"], where, (FieldType.INTEGER, FieldType.FLOAT))
-    raw = opts.get("ranges")
-    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_RANGES:
-        raise Invalid(
-            f"{where}.ranges: expected a list of 1 to {MAX_RANGES} ranges "
-            "(date_histogram suits more buckets)"
-        )
-    ranges = []
-    for i, item in enumerate(raw):
-        at = f"{where}.ranges[{i}]"
-        bounds = _options(item, at, {"key", "from", "to"})
-        start, end = (_number(bounds.get(k), f"{at}.{k}") for k in ("from", "to"))
-        key = bounds.get("key")
-        if key is not None and not isinstance(key, str):
-            raise Invalid(f"{at}.key: expected a string, got {key!r}")
-        ranges.append(RangeSpec(key or range_key(start, end), start, end))
-    return RangeAgg(field, tuple(ranges))
-
-
-def range_key(start: float | None, end: float | None) -> str:
-    """OpenSearch's default bucket key, ``10.0-20.0`` or ``*-10.0``."""
-    return f"{'*' if start is None else repr(start)}-{'*' if end is None else repr(end)}"
-
-
-def parse_sort(dsl: object, path: str = "sort") -> tuple[SortKey, ...]:
-    """``"Field"``, ``{"Field": "desc"}``, ``{"Field": {"order": "desc"}}`` or a list of
-    them; ``SeriesInstanceUID`` ascending is appended so that pages are stable. No sort
-    (an empty tuple) leaves the order to the index: the order series were indexed in
-    SQLite, relevance then index order in OpenSearch."""
-    items = [] if dsl is None else dsl if isinstance(dsl, list) else [dsl]
-    keys: list[SortKey] = []
-    for i, item in enumerate(items):
-        at = f"{path}[{i}]"
-        if isinstance(item, str):
-            name, order = item, "asc"
-        else:
-            name, spec = _single_key(item, at, "a field")
-            order = (
-                spec
-                if isinstance(spec, str)
-                else _options(spec, f"{at}.{name}", {"order"}, "order")["order"]
-            )
-        field = _field(name, at, exact=True)
-        if field.multi:
-            raise Invalid(f"{at}: cannot sort on the multi-valued field {name!r}")
-        if order not in ("asc", "desc"):
-            raise Invalid(f"{at}.{name}: order must be 'asc' or 'desc', got {order!r}")
-        keys.append(SortKey(field, order == "desc"))
-    if keys and not any(k.field.name == ID_FIELD for k in keys):
-        keys.append(SortKey(lookup(ID_FIELD)))
-    return tuple(keys)
-
-
-# --- helpers -------------------------------------------------------------------------
-
-
-def _single_key(dsl: object, path: str, what: str) -> tuple[str, Any]:
+def single_key(dsl: object, path: str, what: str) -> tuple[str, Any]:
     if not isinstance(dsl, Mapping) or len(dsl) != 1:
         raise Invalid(f"{path}: expected an object with exactly one key ({what}), got {dsl!r}")
     ((key, value),) = dsl.items()
@@ -410,7 +262,7 @@ def _single_key(dsl: object, path: str, what: str) -> tuple[str, Any]:
     return key, value
 
 
-def _options(
+def options(
     spec: object, path: str, known: set[str] | None, short: str | None = None
 ) -> dict[str, Any]:
     """The options object at ``path``; a bare value is the ``short`` option."""
@@ -430,7 +282,7 @@ def _options(
     return opts
 
 
-def _field(name: object, path: str, exact: bool) -> Field:
+def field_of(name: object, path: str, exact: bool) -> Field:
     field = lookup(name, path)
     if exact and field.type is FieldType.TEXT:
         raise Invalid(
@@ -440,19 +292,10 @@ def _field(name: object, path: str, exact: bool) -> Field:
     return field
 
 
-def _typed_field(name: object, path: str, types: tuple[FieldType, ...]) -> Field:
-    field = lookup(name, f"{path}.field")
-    if field.type not in types:
-        raise Invalid(
-            f"{path}.field: needs {_a(' or '.join(types))} field; {field.name!r} is {field.type}"
-        )
-    return field
-
-
 def _value(field: Field, raw: object, path: str, bound: bool = False) -> Scalar:
     """``raw`` as a value of ``field``; a range bound on an integer field may be a float."""
     if bound and field.type is FieldType.INTEGER:
-        number = _number(raw, path)
+        number = as_number(raw, path)
         if number is not None:
             return int(number) if number.is_integer() else number
     value = coerce(field, raw)
@@ -460,13 +303,13 @@ def _value(field: Field, raw: object, path: str, bound: bool = False) -> Scalar:
         expected = (
             "a date (yyyyMMdd or yyyy-MM-dd)"
             if field.type is FieldType.DATE
-            else (f"{_a(field.type)} value")
+            else (f"{a_noun(field.type)} value")
         )
         raise Invalid(f"{path}: expected {expected} for {field.name!r}, got {raw!r}")
     return value
 
 
-def _number(raw: object, path: str) -> float | None:
+def as_number(raw: object, path: str) -> float | None:
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | float):
@@ -474,11 +317,5 @@ def _number(raw: object, path: str) -> float | None:
     return float(raw)
 
 
-def _int(raw: object, path: str, low: int, high: int) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
-        raise Invalid(f"{path}: expected an integer from {low} to {high}, got {raw!r}")
-    return raw
-
-
-def _a(noun: str) -> str:
+def a_noun(noun: str) -> str:
     return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"

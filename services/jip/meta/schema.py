@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-import jip.base.schema  # the projects table cohorts refer to
-import jip.store.catalog.tables  # noqa: F401  (the instances table summaries refer to)
+import jip.base  # the projects table cohorts refer to (importing BASE registers it)
+import jip.store  # noqa: F401  (the same for the instances table summaries refer to)
 from jip.db import Base
 
 UID = String(64)

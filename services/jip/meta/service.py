@@ -2,10 +2,10 @@
 
 :class:`IndexLedger` holds the catalog side of indexing: the instance summaries, the
 tombstones of deleted series, the instances whose header failed, how far the outbox is,
-and the re-queueing of everything for a reindex. The outbox columns themselves
-(``instances.indexed_at`` / ``index_error``) belong to the store's catalog and are written
-through :meth:`jip.store.catalog.catalog.Catalog.mark_indexed`; this module only reads them,
-apart from :meth:`IndexLedger.requeue`.
+and the re-queueing of everything for a reindex. The outbox itself
+(``instances.indexed_at`` / ``index_error``) belongs to the store's catalog: this module
+reads and re-queues it through :class:`jip.store.Catalog`'s outbox methods, never its
+tables.
 """
 
 from __future__ import annotations
@@ -17,19 +17,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, case, delete, func, insert, select, true, update
+from sqlalchemy import Engine, delete, insert, select
 
+from jip.meta.aggs import SortKey, parse_aggs
 from jip.meta.fields import FIELDS, ID_FIELD, KEYWORD_SUFFIX, FieldType, lookup
 from jip.meta.index import MetaIndex
-from jip.meta.query import Bool, MatchAll, Terms, parse_query
+from jip.meta.query import MATCH_ALL, Bool, MatchAll, Query, Range, Terms
 from jip.meta.schema import DeletedSeries, InstanceSummary
-from jip.store.catalog.tables import Instance, Series
-from jip.store.projects import visible_series
+from jip.store import Catalog, existing_instances
 
 PROJECTS_FIELD = "Projects"
 NO_PROJECT = "-"  # no project is named so: an empty scope matches no series
 
 PAGE = 1000  # series UIDs per keyset page when walking a whole result
+BY_UID = (SortKey(FIELDS[ID_FIELD]),)  # what parse_sort(["SeriesInstanceUID"]) reads
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class IndexLedger:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.catalog = Catalog(engine)
 
     # -- instance summaries -------------------------------------------------------------
     def save_summaries(
@@ -69,13 +71,7 @@ class IndexLedger:
         with self.engine.begin() as conn:
             # Write first, so that SQLite takes the write lock before reading.
             conn.execute(delete(InstanceSummary).where(InstanceSummary.sop_instance_uid.in_(uids)))
-            present = set(
-                conn.execute(
-                    select(Instance.sop_instance_uid).where(
-                        Instance.sop_instance_uid.in_(list(summaries))
-                    )
-                ).scalars()
-            )
+            present = existing_instances(conn, list(summaries))
             rows = [
                 {
                     "sop_instance_uid": uid,
@@ -121,14 +117,7 @@ class IndexLedger:
 
     def existing_series(self, series_uids: Sequence[str]) -> set[str]:
         """Which of ``series_uids`` the catalog holds."""
-        with self.engine.connect() as conn:
-            return set(
-                conn.execute(
-                    select(Series.series_instance_uid).where(
-                        Series.series_instance_uid.in_(list(series_uids))
-                    )
-                ).scalars()
-            )
+        return self.catalog.existing_series(series_uids)
 
     # -- the outbox, read ---------------------------------------------------------------
     def failures(
@@ -136,41 +125,20 @@ class IndexLedger:
     ) -> tuple[int, list[IndexFailure]]:
         """Instances whose header failed, newest first, and how many there are (of the
         series of the projects in ``scope``)."""
-        failed = Instance.index_error.is_not(None) & _instances_in(scope)
-        with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).where(failed)).scalar_one()
-            rows = conn.execute(
-                select(
-                    Instance.sop_instance_uid,
-                    Instance.series_instance_uid,
-                    Instance.index_error,
-                    Instance.received_at,
-                )
-                .where(failed)
-                .order_by(Instance.received_at.desc(), Instance.sop_instance_uid)
-                .offset(offset)
-                .limit(limit)
-            )
-            return total, [
-                IndexFailure(uid, series, str(error), _utc(at)) for uid, series, error, at in rows
-            ]
+        total, rows = self.catalog.scoped(scope).index_failures(offset, limit)
+        return total, [
+            IndexFailure(uid, series, error, _utc(at)) for uid, series, error, at in rows
+        ]
 
     def progress(self, index: MetaIndex, scope: Collection[str] | None = None) -> IndexProgress:
         """How far indexing is over the series of the projects in ``scope`` (None: all)."""
-        # Both counts read only rows not yet indexed (the outbox index finds them), so
-        # they stay cheap however large the catalog grows.
-        failed = Instance.index_error.is_not(None)
-        query = select(func.count(case((~failed, 1))), func.count(case((failed, 1)))).where(
-            Instance.indexed_at.is_(None), _instances_in(scope)
-        )
-        with self.engine.connect() as conn:
-            pending, errors = conn.execute(query).one()
+        pending, errors = self.catalog.scoped(scope).outbox_counts()
         documents = (
             index.count()
             if scope is None
-            else index.search(scoped_query(None, scope), limit=0).total
+            else index.search(scoped_query(MATCH_ALL, scope), limit=0).total
         )
-        return IndexProgress(pending=int(pending), failed=int(errors), documents=documents)
+        return IndexProgress(pending=pending, failed=errors, documents=documents)
 
     def requeue(self) -> int:
         """Put every instance back into the outbox (errors included); returns how many.
@@ -178,15 +146,7 @@ class IndexLedger:
         The running indexer then reads every header again and replaces each series
         document in place: search keeps answering from the old documents meanwhile.
         """
-        with self.engine.begin() as conn:
-            result = conn.execute(update(Instance).values(indexed_at=None, index_error=None))
-            return int(result.rowcount)
-
-
-def _instances_in(scope: Collection[str] | None) -> ColumnElement[bool]:
-    if scope is None:
-        return true()
-    return Instance.series_instance_uid.in_(visible_series(scope))
+        return self.catalog.requeue_all()
 
 
 def _utc(value: datetime) -> datetime:
@@ -196,7 +156,7 @@ def _utc(value: datetime) -> datetime:
 # --- searches shared by the API, cohorts and the reindex ------------------------------
 
 
-def matching_uids(index: MetaIndex, query: object, page: int = PAGE) -> Iterator[list[str]]:
+def matching_uids(index: MetaIndex, query: Query, page: int = PAGE) -> Iterator[list[str]]:
     """Every SeriesInstanceUID ``query`` matches, in UID order, a page at a time.
 
     Pages by keyset (``SeriesInstanceUID > last``) rather than offset, so a result of any
@@ -204,11 +164,10 @@ def matching_uids(index: MetaIndex, query: object, page: int = PAGE) -> Iterator
     """
     last: str | None = None
     while True:
-        paged: object = query
+        paged = query
         if last is not None:
-            after = {"range": {ID_FIELD: {"gt": last}}}
-            paged = {"bool": {"filter": [query or {"match_all": {}}, after]}}
-        result = index.search(paged, sort=[ID_FIELD], limit=page, fields=[ID_FIELD])
+            paged = Bool(filter=(query, Range(FIELDS[ID_FIELD], gt=last)))
+        result = index.search(paged, sort=BY_UID, limit=page, fields=[ID_FIELD])
         uids = [str(hit[ID_FIELD]) for hit in result.hits]
         if uids:
             yield uids
@@ -220,7 +179,7 @@ def matching_uids(index: MetaIndex, query: object, page: int = PAGE) -> Iterator
 def sweep_orphans(index: MetaIndex, ledger: IndexLedger) -> int:
     """Remove documents of series the catalog no longer holds; returns how many."""
     removed = 0
-    for uids in matching_uids(index, None):
+    for uids in matching_uids(index, MATCH_ALL):
         gone = sorted(set(uids) - ledger.existing_series(uids))
         if gone:
             removed += index.delete(gone)
@@ -254,27 +213,27 @@ def field_values(
     if scope is None:
         return index.field_values(exact, size)
     found = index.aggregate(
-        scoped_query(None, scope), {"values": {"terms": {"field": exact, "size": size}}}
+        scoped_query(MATCH_ALL, scope),
+        parse_aggs({"values": {"terms": {"field": exact, "size": size}}}),
     )
     return list(found["values"]["buckets"])
 
 
-def project_query(query: Mapping[str, Any] | None, project: str) -> dict[str, Any]:
-    """A saved cohort's (already checked) query over the series of its project."""
-    only = {"terms": {PROJECTS_FIELD: [project]}}
-    return {"bool": {"must": [dict(query)] if query else [], "filter": [only]}}
+def project_query(query: Query, project: str) -> Query:
+    """A saved cohort's (parsed) query over the series of its project."""
+    only = Terms(FIELDS[PROJECTS_FIELD], (project,))
+    return Bool(must=() if isinstance(query, MatchAll) else (query,), filter=(only,))
 
 
-def scoped_query(query: object, scope: Collection[str] | None) -> object:
+def scoped_query(query: Query, scope: Collection[str] | None) -> Query:
     """``query`` limited to the series of the projects in ``scope`` (None: no limit).
 
     The indexer writes each series' projects into its ``Projects`` field, so the limit
-    is one ``terms`` filter, which both index adapters run natively. The caller's query
-    is parsed first, so its errors name its own clauses.
+    is one ``terms`` filter, which both index adapters run natively. The caller parses
+    its query first (at the edge), so its errors name its own clauses.
     """
     if scope is None:
         return query
-    parsed = parse_query(query)
     only = Terms(FIELDS[PROJECTS_FIELD], tuple(sorted(scope)) or (NO_PROJECT,))
-    must = () if isinstance(parsed, MatchAll) else (parsed,)
+    must = () if isinstance(query, MatchAll) else (query,)
     return Bool(must=must, filter=(only,))

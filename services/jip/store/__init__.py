@@ -1,1 +1,68 @@
-"""STORE: DICOM in and out (DIMSE, DICOMweb), blob storage and the catalog."""
+"""STORE: DICOM in and out, blob storage and the catalog; this module is its public interface.
+
+What the room holds:
+
+- ``ingest.py`` at the centre: every received instance (C-STORE, STOW-RS, workflow
+  results) takes the one path that writes its bytes as received to storage and records
+  it in the catalog, acknowledged only once both are durable; ``dicom_file.py`` and
+  ``dicom_header.py`` read the header without decoding pixels.
+- ``dimse/``: the listener processes, the C-STORE fast path, the pynetdicom handlers
+  (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET as SCP), our SCU towards the PACS, the peers.
+- ``dicomweb/``: QIDO-RS, WADO-RS (metadata, rendered, thumbnails), STOW-RS (PS3.18),
+  named after its resources, and the multipart bodies they speak.
+- ``catalog/``: the tables of patients, studies, series and instances, the write path,
+  attribute matching, which projects a series belongs to, deletion; the catalog is also
+  META's outbox (instances not yet indexed).
+- ``storage/``: the blob storage port and its adapters (``file://``, ``s3://``).
+- ``adapters.py``, ``deps.py``: what store reads of the adapters the composition built
+  (a Protocol that ``jip.runtime.Runtime`` satisfies; store never imports the runtime).
+- ``routes.py``, ``projects_routes.py``, ``dimse/scu_routes.py``, ``dicomweb/routes.py``:
+  the HTTP routes, mounted by ``jip.app``.
+
+What it may import: the core (``jip.config``, ``jip.db``, ``jip.errors``, ``jip.logs``,
+``jip.api_types``) and BASE's public names (``from jip.base import ...``); never meta,
+flow, the UI or the composition (``jip.runtime``, ``jip.backends``).
+
+Other services use store only through the names below: a catalog query method rather
+than a table. Importing ``jip.store`` registers the catalog's tables on the shared
+metadata, which the foreign keys of META's own tables rely on (:mod:`jip.meta.schema`);
+the tables themselves are not exported.
+"""
+
+from __future__ import annotations
+
+from jip.store.catalog.catalog import Catalog, FailedInstance, StoredInstance, existing_instances
+from jip.store.catalog.projects import RULE_FIELDS, SeriesProjects, visible_series
+from jip.store.deps import IngestorDep
+from jip.store.dicom_file import check_uid
+from jip.store.dicomweb.multipart import (
+    Part,
+    boundary_of,
+    file_chunks,
+    new_boundary,
+    read_parts,
+    write_parts,
+)
+from jip.store.ingest import Ingestor
+from jip.store.storage.port import BlobStorage, check_key
+
+__all__ = [
+    "RULE_FIELDS",
+    "BlobStorage",
+    "Catalog",
+    "FailedInstance",
+    "Ingestor",
+    "IngestorDep",
+    "Part",
+    "SeriesProjects",
+    "StoredInstance",
+    "boundary_of",
+    "check_key",
+    "check_uid",
+    "existing_instances",
+    "file_chunks",
+    "new_boundary",
+    "read_parts",
+    "visible_series",
+    "write_parts",
+]

@@ -83,7 +83,7 @@ class Ingestor:
         """Ingest the Part 10 file at ``path``, which this call consumes (moves or deletes).
 
         A new series goes to ``project`` if given, else to the projects the catalog's
-        assignment rules choose (:mod:`jip.store.projects`).
+        assignment rules choose (:mod:`jip.store.catalog.projects`).
 
         Raises :class:`jip.errors.Invalid` for unparseable or truncated input, leaving
         everything already stored untouched.

@@ -15,13 +15,18 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from jip.api_types import RowIdPath
-from jip.base.auth import project_scope, require_project_role
-from jip.base.deps import AdminDep, CurrentUserDep, ProjectsDep
-from jip.base.schema import ProjectRole
+from jip.base import (
+    AdminDep,
+    CurrentUserDep,
+    ProjectRole,
+    ProjectsDep,
+    project_scope,
+    require_project_role,
+)
 from jip.errors import NotFound
+from jip.store.catalog.projects import RULE_FIELDS, RuleInfo, SeriesProjects
 from jip.store.deps import get_catalog
 from jip.store.dicom_file import check_uid
-from jip.store.projects import RULE_FIELDS, RuleInfo, SeriesProjects
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 

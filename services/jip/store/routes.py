@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from jip.base.auth import project_scope
-from jip.base.deps import AdminDep, CurrentUserDep
+from jip.base import AdminDep, CurrentUserDep, project_scope
+from jip.store.catalog.projects import as_scope
 from jip.store.deps import CatalogDep
-from jip.store.projects import as_scope
 
 router = APIRouter(prefix="/api/store", tags=["store"])
 

@@ -1,1 +1,19 @@
-"""The researcher's web UI: server-rendered pages over the site's own HTTP API."""
+"""UI: the researcher's and the admin's web pages, and the status page behind them.
+
+What the room holds:
+
+- ``routes`` (the page router, templates, login through the embedded issuer's browser
+  flow), ``session`` (the session cookie and CSRF), ``api`` (the pages' client of the
+  site's own HTTP API);
+- the pages: ``explore`` and ``series`` (cohort search, the series viewer and its SEG
+  ``overlay``), ``runs`` and ``workflow_form`` (starting and following workflows),
+  ``admin`` (status, users, projects, audit), ``admin_assignment`` (assignment rules),
+  ``admin_peers`` (DICOM peers, auto-rules), ``viewer`` (links to an external viewer
+  such as OHIF); ``templates/`` and ``static/``;
+- ``status``: ``GET /api/admin/status``, the site at a glance for the admin overview.
+
+The pages are server-rendered over the same HTTP API the CLI uses. The UI calls the
+services only through their public interfaces (``jip.base``, ``jip.store``,
+``jip.meta``, ``jip.flow``) and may read the site's adapters through ``jip.runtime``;
+only ``jip.app`` (and above it ``embedded`` and ``cli``) imports it.
+"""

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from pydantic import ValidationError
 
 from jip import errors
-from jip.base.auth import CurrentUser
+from jip.base import CurrentUser
 from jip.ui.api import Api, ApiError
 from jip.ui.routes import CsrfField, PageRoute, UserDep, render, see_other
 from jip.ui.session import check_csrf, set_cookie

@@ -15,9 +15,8 @@ import httpx
 from fastapi import APIRouter, Depends, Form, Request, Response
 
 from jip import errors
-from jip.base.auth import CurrentUser
-from jip.base.schema import ProjectRole
-from jip.store.projects import RULE_FIELDS
+from jip.base import CurrentUser, ProjectRole
+from jip.store import RULE_FIELDS
 from jip.ui.admin import ADMIN, AdminUserDep, act, api_call, page, said, set_enabled
 from jip.ui.api import Api
 from jip.ui.routes import CsrfField, PageRoute, UserDep

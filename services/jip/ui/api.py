@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from fastapi import Request
 
+from jip.errors import detail_of
 from jip.ui.session import LoginRequired, session_token
 
 
@@ -46,7 +47,7 @@ class Api:
         if response.status_code == 401:
             raise LoginRequired
         if response.status_code >= 400:
-            raise ApiError(response.status_code, _detail(response))
+            raise ApiError(response.status_code, detail_of(response))
         return response
 
     async def get(self, path: str, **kwargs: Any) -> Any:
@@ -58,13 +59,3 @@ class Api:
 
     async def patch(self, path: str, **kwargs: Any) -> Any:
         return (await self.call("PATCH", path, **kwargs)).json()
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    if isinstance(body, dict):
-        return str(body.get("detail") or body.get("error_description") or body)
-    return str(body)

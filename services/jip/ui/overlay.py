@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from starlette.concurrency import run_in_threadpool
 
-from jip.store.dicomweb.multipart import boundary_of
+from jip.store import boundary_of
 from jip.ui.api import Api
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"

@@ -17,8 +17,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from jip import errors
-from jip.base.auth import CurrentUser
-from jip.base.deps import IssuerDep
+from jip.base import CurrentUser, IssuerDep
 from jip.ui import explore, workflow_form
 from jip.ui.api import Api, ApiError
 from jip.ui.session import (

@@ -20,8 +20,7 @@ from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
-from jip.base.auth import Authenticator, CurrentUser
-from jip.base.issuer import WEB_CLIENT, Issuer, s256
+from jip.base import WEB_CLIENT, Authenticator, CurrentUser, Issuer, s256
 from jip.errors import Forbidden, JipError, Unauthorized
 
 SESSION_COOKIE = "jip_session"  # the access token

@@ -2,7 +2,8 @@
 
 One call gathers what an admin checks first when something looks wrong: how much is
 catalogued, where it is kept, whether indexing keeps up, what failed, and which part is
-not ready. Locations are shown without credentials.
+not ready. Locations are shown without credentials. Everything is read from the site's
+adapters in the runtime: the catalog's read methods, the index port, the workflow engine.
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
-from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
-from jip.base.deps import AdminDep
+from jip.base import AdminDep
 from jip.errors import JipError
-from jip.flow.deps import get_workflow_engine
-from jip.meta.service import IndexLedger
 from jip.runtime import Runtime
-from jip.store.catalog.tables import Instance
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -75,31 +72,24 @@ def site_status(request: Request, _admin: AdminDep) -> SiteStatus:
     runtime: Runtime = request.app.state.runtime
     settings = runtime.settings
     counts = runtime.catalog.counts()
-    progress = IndexLedger(runtime.engine).progress(runtime.index)
+    # What meta's IndexLedger.progress reports for the whole site: the catalog's outbox
+    # (instances not yet indexed, and those that failed) and the index's documents.
+    pending, failed = runtime.catalog.outbox_counts()
     components = [_component(check) for check in request.app.state.readiness]
     return SiteStatus(
         catalog=CatalogCounts(
             **{k: counts[k] for k in ("patients", "studies", "series", "instances")},
-            bytes=stored_bytes(runtime.engine),
+            bytes=runtime.catalog.stored_bytes(),
         ),
         conflicts=counts["conflicts"],
         catalog_backend=backend(settings.resolved_catalog_url),
         storage_backend=backend(settings.resolved_storage_url),
         index_backend=backend(settings.resolved_index_url),
-        index=IndexState(
-            pending=progress.pending, failed=progress.failed, documents=progress.documents
-        ),
+        index=IndexState(pending=pending, failed=failed, documents=runtime.index.count()),
         ready=all(c.ready for c in components),
         components=components,
-        airflow=_airflow(request),
+        airflow=_airflow(runtime),
     )
-
-
-def stored_bytes(engine: Engine) -> int:
-    """The size of every catalogued instance, as received."""
-    with engine.connect() as conn:
-        total = conn.execute(select(func.coalesce(func.sum(Instance.size_bytes), 0))).scalar_one()
-    return int(total)
 
 
 def backend(url: str) -> Backend:
@@ -126,14 +116,13 @@ def _component(check: Callable[[], str | None]) -> Component:
     return Component(name=name, ready=reason is None, detail=reason or "")
 
 
-def _airflow(request: Request) -> Airflow:
-    flow = request.app.state.runtime.settings.flow
-    if not flow.airflow_enabled:
+def _airflow(runtime: Runtime) -> Airflow:
+    if not runtime.settings.flow.airflow_enabled:
         return Airflow(
             enabled=False, reachable=False, health={}, detail="disabled (flow.airflow_enabled)"
         )
     try:
-        health = dict(get_workflow_engine(request).health())
+        health = dict(runtime.workflow_engine.health())
     except JipError as exc:
         return Airflow(enabled=True, reachable=False, health={}, detail=str(exc))
     return Airflow(enabled=True, reachable=True, health=health)

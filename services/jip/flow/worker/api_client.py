@@ -25,9 +25,17 @@ from urllib.parse import quote
 import httpx
 import pydicom
 
-from jip.config import Settings
-from jip.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized, Unavailable
-from jip.store.dicomweb.multipart import (
+from jip.config import Settings, reachable_host
+from jip.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    detail_of,
+)
+from jip.store import (
     Part,
     boundary_of,
     file_chunks,
@@ -51,19 +59,14 @@ def local_api_url(settings: Settings) -> str:
     """The site's API on this machine (`jip up`'s own tasks): ``api_url`` or loopback."""
     if settings.api_url:
         return settings.api_url.rstrip("/")
-    host = settings.http_host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.http_port}"
+    return f"http://{reachable_host(settings.http_host)}:{settings.http_port}"
 
 
 def api_url_of(settings: Settings) -> str:
     """Where this process reaches the site's API: ``api_url`` or the site's own URL."""
     if settings.api_url:
         return settings.api_url.rstrip("/")
-    from jip.base.identity import site_url
+    from jip.base import site_url
 
     return site_url(settings)
 
@@ -170,7 +173,7 @@ class JipClient:
             raise Unavailable(f"storing results at {self.base_url} failed: {exc}") from exc
         failures = _stow_failures(response)
         if failures or response.status_code >= 400:
-            detail = "; ".join(failures) or _detail(response)
+            detail = "; ".join(failures) or detail_of(response)
             raise Invalid(f"STOW-RS stored not all {len(paths)} result instances: {detail}")
         return len(paths)
 
@@ -250,7 +253,7 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     code = response.status_code
     if code < 400:
         return
-    detail = _detail(response)
+    detail = detail_of(response)
     errors: dict[int, type[Exception]] = {
         400: Invalid,
         401: Unauthorized,
@@ -260,16 +263,6 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     }
     kind = errors.get(code, Invalid if code < 500 else Unavailable)
     raise kind(f"{what}: JIP answered {code}: {detail}")
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return str(body)[:300]
 
 
 def _seg(value: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from jip.errors import Unavailable
-from jip.flow.worker.tasks import SERIES_LABEL, run_id_of, task_client
+from jip.flow.worker.tasks import SERIES_LABEL, run_id_of, task_client, task_settings
 from jip.flow.worker.triggers import ReviewTrigger
 
 
@@ -34,13 +34,14 @@ class AwaitReviewOperator(BaseOperator):
         *,
         series_uid: Any,
         proposed: Any = None,
-        poll_s: float = 5.0,
+        poll_s: float | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("map_index_template", SERIES_LABEL)
         super().__init__(**kwargs)
         self.series_uid = series_uid
         self.proposed = proposed
+        # None: the site's ``flow.review_poll_s``, read when the task runs.
         self.poll_s = poll_s
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -57,7 +58,7 @@ class AwaitReviewOperator(BaseOperator):
                     run_id=run_id,
                     series_uid=self.series_uid,
                     token=client.token,
-                    poll_s=self.poll_s,
+                    poll_s=review_poll_s(self.poll_s),
                 ),
                 method_name="resume",
             )
@@ -87,3 +88,9 @@ class AwaitReviewOperator(BaseOperator):
             "the corrected SEG" if corrected else "the proposed SEG",
         )
         return {"series": self.series_uid, "dicom": dicom}
+
+
+def review_poll_s(poll_s: float | None) -> float:
+    """How often the trigger asks whether a review is done: ``poll_s``, else the site's
+    ``flow.review_poll_s``."""
+    return poll_s if poll_s is not None else task_settings().flow.review_poll_s

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from jip_sdk.entry import ExitCode
+from jip_sdk.progress import Progress, parse_progress
+
 from jip.config import Settings
 from jip.errors import Invalid, JipError, NotFound
-from jip.flow.sdk.entry import ExitCode
-from jip.flow.sdk.progress import Progress, parse_progress
 
 # Operator names are folder names under operators/ and image names: jip/<name>:<version>.
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -103,7 +104,7 @@ def check_operator_name(name: str) -> str:
 
 def repository_operators_dir() -> Path:
     """``operators/`` of the checkout this package runs from."""
-    return Path(__file__).resolve().parents[3] / "operators"
+    return Path(__file__).resolve().parents[4] / "operators"  # services/jip/flow/worker/
 
 
 def operators_dir(settings: Settings) -> Path:

@@ -16,9 +16,10 @@ import os
 import re
 from pathlib import Path
 
-from jip.flow.sdk.contract import INPUT_DIR_VAR, OUTPUT_DIR_VAR, PARAMS_VAR
+from jip_sdk.contract import INPUT_DIR_VAR, OUTPUT_DIR_VAR, PARAMS_VAR
+
+from jip.flow.worker.process import contract_env, inherited_env, run_process
 from jip.flow.worker.runner import LogSink, OperatorJob, OperatorOutcome, image_name
-from jip.flow.worker.runner_subprocess import contract_env, inherited_env, run_process
 
 CONTAINER_INPUT = "/jip/input"
 CONTAINER_OUTPUT = "/jip/output"

@@ -32,8 +32,8 @@ from kubernetes import client as k8s
 
 from jip.config import Settings
 from jip.errors import Invalid, Unavailable
+from jip.flow.worker.process import contract_env
 from jip.flow.worker.runner import LogSink, OperatorJob, OperatorOutcome, image_name, relay_lines
-from jip.flow.worker.runner_subprocess import contract_env
 
 INPUT_MOUNT = "/jip/input"
 OUTPUT_MOUNT = "/jip/output"

@@ -36,8 +36,7 @@ from jip.flow.worker.runner import (
     OperatorRunner,
     check_outcome,
 )
-from jip.store.catalog.catalog import Catalog
-from jip.store.storage.port import BlobStorage, check_key
+from jip.store import BlobStorage, Catalog, check_key
 
 log = logging.getLogger(__name__)
 

@@ -91,7 +91,8 @@ def _label(context: Any, series_uid: str) -> None:
     context["jip_series"] = series_uid
 
 
-def _settings() -> Settings:
+def task_settings() -> Settings:
+    """The site's settings as the task process sees them (``JIP_*`` variables)."""
     from jip.config import get_settings
 
     return get_settings()
@@ -100,7 +101,7 @@ def _settings() -> Settings:
 def task_client(context: Any, settings: Settings | None = None) -> JipClient:
     """A client of the site's API, with the run's token when it has one."""
     token = _conf(context).get(TOKEN_KEY)
-    return JipClient.from_settings(settings or _settings(), token=token or None)
+    return JipClient.from_settings(settings or task_settings(), token=token or None)
 
 
 def _series_of(value: Any) -> list[str]:
@@ -131,7 +132,7 @@ def get_input(series_uid: str, also: Any = None) -> dict[str, Any]:
     """Fetch the series (and ``also``: e.g. a SEG put-output stored) from the store."""
     context = _context()
     _label(context, series_uid)
-    settings = _settings()
+    settings = task_settings()
     uids = [series_uid, *_series_of(also)]
     dirs = steps.step_dirs(
         settings.resolved_flow_work_dir, run_id_of(context), series_uid, _step(context)
@@ -151,7 +152,7 @@ def run_operator(
     context = _context()
     series_uid = str(staged["series"])
     _label(context, series_uid)
-    settings = _settings()
+    settings = task_settings()
     run_id = run_id_of(context)
     step = _step(context)
     dirs = steps.step_dirs(settings.resolved_flow_work_dir, run_id, series_uid, step)
@@ -185,7 +186,7 @@ def put_output(produced: Mapping[str, Any]) -> dict[str, Any]:
     context = _context()
     series_uid = str(produced["series"])
     _label(context, series_uid)
-    settings = _settings()
+    settings = task_settings()
     run_id = run_id_of(context)
     operator = str(produced["operator"])
     with task_client(context, settings) as client:
@@ -212,7 +213,7 @@ def put_output(produced: Mapping[str, Any]) -> dict[str, Any]:
 def cleanup() -> None:
     """Remove the run's work folder, however its series ended (logs keep what happened)."""
     context = _context()
-    folder = steps.run_work_dir(_settings().resolved_flow_work_dir, run_id_of(context))
+    folder = steps.run_work_dir(task_settings().resolved_flow_work_dir, run_id_of(context))
     shutil.rmtree(folder, ignore_errors=True)
 
 

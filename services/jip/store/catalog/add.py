@@ -25,9 +25,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from jip.db import DriverStatement, insert_ignoring_duplicates
+from jip.store.catalog.projects import assign_new_series
 from jip.store.catalog.tables import IngestConflict, Instance, Patient, Series, Study
 from jip.store.dicom_file import InstanceHeader
-from jip.store.projects import assign_new_series
 
 
 class AddOutcome(enum.StrEnum):

@@ -10,29 +10,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
-from sqlalchemy import Engine, bindparam, delete, func, select, update
+from sqlalchemy import Engine, bindparam, case, func, select, true, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement
 
 from jip.errors import NotFound
+from jip.store.catalog import deletion
 from jip.store.catalog.add import AddOutcome as AddOutcome
 from jip.store.catalog.add import AddResult as AddResult
 from jip.store.catalog.add import DuplicatePolicy as DuplicatePolicy
 from jip.store.catalog.add import NewInstance as NewInstance
 from jip.store.catalog.add import add_instances
+from jip.store.catalog.projects import (
+    Scope,
+    as_scope,
+    series_in_scope,
+    visible_series,
+)
 from jip.store.catalog.tables import (
     IngestConflict,
     Instance,
     Patient,
     Series,
-    SeriesProject,
     Study,
-)
-from jip.store.projects import (
-    Scope,
-    as_scope,
-    series_in_scope,
-    visible_series,
 )
 
 
@@ -49,8 +51,29 @@ class StoredInstance:
     instance_number: int | None
 
 
+class FailedInstance(NamedTuple):
+    """An instance whose header could not be indexed (:meth:`Catalog.index_failures`)."""
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    error: str
+    received_at: datetime
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def existing_instances(conn: Connection, sop_instance_uids: Sequence[str]) -> set[str]:
+    """Which of ``sop_instance_uids`` the catalog holds, read in the caller's transaction.
+
+    For META, which writes instance summaries and skips the instances deleted meanwhile
+    in one transaction (on SQLite the write must come first, to take the lock).
+    """
+    query = select(Instance.sop_instance_uid).where(
+        Instance.sop_instance_uid.in_(list(sop_instance_uids))
+    )
+    return set(conn.execute(query).scalars())
 
 
 class Catalog:
@@ -154,6 +177,28 @@ class Catalog:
             )
             return {row.sop_instance_uid: row.header_json for row in rows}
 
+    def studies_of(self, series_uids: Sequence[str]) -> dict[str, str]:
+        """Study Instance UID of each given series in scope (series not found are left out)."""
+        found: dict[str, str] = {}
+        query = select(Series.series_instance_uid, Series.study_instance_uid)
+        in_scope = series_in_scope(self.scope)
+        if in_scope is not None:
+            query = query.where(in_scope)
+        with self.engine.connect() as conn:
+            for start in range(0, len(series_uids), 500):
+                chunk = list(series_uids[start : start + 500])
+                rows = conn.execute(query.where(Series.series_instance_uid.in_(chunk)))
+                found.update({row[0]: row[1] for row in rows})
+        return found
+
+    def series_updated_between(self, since: datetime, until: datetime) -> list[str]:
+        """Series whose last instance arrived in (``since``, ``until``], oldest first."""
+        query = select(Series.series_instance_uid).where(
+            Series.updated_at > since, Series.updated_at <= until
+        )
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query.order_by(Series.updated_at))]
+
     def counts(self, scope: Scope = None) -> dict[str, int]:
         """How many of each are catalogued (of the series of the projects in ``scope``)."""
         if scope is not None:
@@ -198,6 +243,16 @@ class Catalog:
             )
             return [dict(row._mapping) for row in rows]
 
+    def existing_series(self, series_uids: Sequence[str]) -> set[str]:
+        """Which of ``series_uids`` the catalog holds (of the scope)."""
+        return set(self.studies_of(series_uids))
+
+    def stored_bytes(self) -> int:
+        """The size of every catalogued instance, as received."""
+        query = select(func.coalesce(func.sum(Instance.size_bytes), 0))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     # -- outbox for META ----------------------------------------------------------------
     def unindexed(self, limit: int) -> list[StoredInstance]:
         """Instances not yet indexed, oldest first."""
@@ -222,59 +277,66 @@ class Catalog:
                 .values(**values)
             )
 
+    def series_pending_index(self, series_uids: Sequence[str]) -> set[str]:
+        """Which of ``series_uids`` have an instance not indexed yet (their document may
+        still miss it)."""
+        query = (
+            select(Instance.series_instance_uid)
+            .where(Instance.series_instance_uid.in_(sorted(series_uids)))
+            .where(Instance.indexed_at.is_(None))
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def index_failures(self, offset: int = 0, limit: int = 100) -> tuple[int, list[FailedInstance]]:
+        """Instances whose header failed (of the scope), newest first, and how many."""
+        failed = Instance.index_error.is_not(None) & self._instances_in_scope()
+        query = (
+            select(
+                Instance.sop_instance_uid,
+                Instance.series_instance_uid,
+                Instance.index_error,
+                Instance.received_at,
+            )
+            .where(failed)
+            .order_by(Instance.received_at.desc(), Instance.sop_instance_uid)
+        )
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).where(failed)).scalar_one()
+            rows = conn.execute(query.offset(offset).limit(limit))
+            return int(total), [FailedInstance(a, b, str(c), d) for a, b, c, d in rows]
+
+    def outbox_counts(self) -> tuple[int, int]:
+        """(waiting, failed): instances of the scope not indexed, and why not."""
+        # Both counts read only rows not yet indexed (the outbox index finds them), so
+        # they stay cheap however large the catalog grows.
+        failed = Instance.index_error.is_not(None)
+        query = select(func.count(case((~failed, 1))), func.count(case((failed, 1)))).where(
+            Instance.indexed_at.is_(None), self._instances_in_scope()
+        )
+        with self.engine.connect() as conn:
+            pending, errors = conn.execute(query).one()
+        return int(pending), int(errors)
+
+    def requeue_all(self) -> int:
+        """Put every instance back into the outbox (errors included); returns how many."""
+        with self.engine.begin() as conn:
+            result = conn.execute(update(Instance).values(indexed_at=None, index_error=None))
+            return int(result.rowcount)
+
+    def _instances_in_scope(self) -> ColumnElement[bool]:
+        if self.scope is None:
+            return true()
+        return Instance.series_instance_uid.in_(visible_series(self.scope))
+
     # -- deletion -----------------------------------------------------------------------
     def delete_study(self, study_instance_uid: str) -> list[str]:
         """Remove a study's rows; returns the blob keys the caller must delete."""
         with self.engine.begin() as conn:
-            series_uids = list(
-                conn.execute(
-                    select(Series.series_instance_uid).where(
-                        Series.study_instance_uid == study_instance_uid
-                    )
-                ).scalars()
-            )
-            if not series_uids:
-                raise NotFound(f"study {study_instance_uid} not found")
-            keys = self._delete_series_rows(conn, series_uids)
-            conn.execute(delete(Study).where(Study.study_instance_uid == study_instance_uid))
-            self._delete_orphan_patients(conn)
-            return keys
+            return deletion.delete_study(conn, study_instance_uid)
 
     def delete_series(self, series_instance_uid: str) -> list[str]:
         """Remove a series' rows (and its study if it was the last series)."""
         with self.engine.begin() as conn:
-            study_uid = conn.execute(
-                select(Series.study_instance_uid).where(
-                    Series.series_instance_uid == series_instance_uid
-                )
-            ).scalar_one_or_none()
-            if study_uid is None:
-                raise NotFound(f"series {series_instance_uid} not found")
-            keys = self._delete_series_rows(conn, [series_instance_uid])
-            remaining = conn.execute(
-                select(func.count())
-                .select_from(Series)
-                .where(Series.study_instance_uid == study_uid)
-            ).scalar_one()
-            if remaining == 0:
-                conn.execute(delete(Study).where(Study.study_instance_uid == study_uid))
-                self._delete_orphan_patients(conn)
-            return keys
-
-    @staticmethod
-    def _delete_series_rows(conn: Connection, series_uids: list[str]) -> list[str]:
-        keys = list(
-            conn.execute(
-                select(Instance.blob_key).where(Instance.series_instance_uid.in_(series_uids))
-            ).scalars()
-        )
-        conn.execute(delete(Instance).where(Instance.series_instance_uid.in_(series_uids)))
-        conn.execute(
-            delete(SeriesProject).where(SeriesProject.series_instance_uid.in_(series_uids))
-        )
-        conn.execute(delete(Series).where(Series.series_instance_uid.in_(series_uids)))
-        return keys
-
-    @staticmethod
-    def _delete_orphan_patients(conn: Connection) -> None:
-        conn.execute(delete(Patient).where(~Patient.pk.in_(select(Study.patient_pk).distinct())))
+            return deletion.delete_series(conn, series_instance_uid)

@@ -20,8 +20,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from jip.errors import Invalid
 from jip.store.catalog.catalog import Catalog
+from jip.store.catalog.projects import Scope, series_in_scope
 from jip.store.catalog.tables import Instance, Patient, Series, Study
-from jip.store.projects import Scope, series_in_scope
 
 
 class QueryLevel(enum.StrEnum):

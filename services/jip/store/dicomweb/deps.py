@@ -14,10 +14,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from jip.base.auth import project_scope
-from jip.base.deps import CurrentUserDep
+from jip.base import CurrentUserDep, project_scope
 from jip.store.catalog.catalog import Catalog
-from jip.store.deps import get_runtime
+from jip.store.deps import get_adapters
 from jip.store.dicomweb.series_metadata import SeriesMetadata
 
 PREFIX = "/dicom-web"
@@ -106,11 +105,11 @@ def get_series_metadata(request: Request) -> SeriesMetadata:
         with _lock:
             cache = getattr(state, "series_metadata", None)
             if cache is None:
-                runtime = get_runtime(request)
+                adapters = get_adapters(request)
                 cache = SeriesMetadata(
-                    runtime.catalog,
-                    runtime.storage,
-                    runtime.settings.data_dir / "cache" / "series-metadata",
+                    adapters.catalog,
+                    adapters.storage,
+                    adapters.settings.data_dir / "cache" / "series-metadata",
                 )
                 state.series_metadata = cache
     return cache
@@ -120,7 +119,7 @@ def get_scoped_catalog(request: Request, user: CurrentUserDep) -> Catalog:
     """The catalog as the caller may see it: the series of their projects (admins, and
     everyone while authentication is off, see all). Every DICOMweb read goes through
     it, so a series outside the caller's projects is a 404 on every route."""
-    return get_runtime(request).catalog.scoped(project_scope(user))
+    return get_adapters(request).catalog.scoped(project_scope(user))
 
 
 ScopedCatalogDep = Annotated[Catalog, Depends(get_scoped_catalog)]

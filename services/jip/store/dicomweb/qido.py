@@ -22,12 +22,12 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from jip.api_types import MAX_ROW_ID
 from jip.errors import Invalid
+from jip.store.catalog.projects import Scope
 from jip.store.catalog.queries import ATTRIBUTES, COMPUTED, QueryLevel, find_rows, levels_up_to
 from jip.store.dicom_file import check_uid
 from jip.store.dicomweb.deps import BaseUrlDep, ScopedCatalogDep, SeriesMetadataDep
 from jip.store.dicomweb.series_metadata import SeriesMetadata
 from jip.store.dicomweb.targets import dataset_response
-from jip.store.projects import Scope
 
 router = APIRouter(tags=["dicomweb: QIDO-RS"])
 

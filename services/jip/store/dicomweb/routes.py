@@ -13,11 +13,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from jip.base.auth import CurrentUser
-from jip.base.deps import CurrentUserDep
-from jip.base.schema import ProjectRole
+from jip.base import CurrentUser, CurrentUserDep, ProjectRole
 from jip.errors import Forbidden
 from jip.store.catalog.catalog import Catalog
+from jip.store.catalog.projects import SeriesProjects
 from jip.store.deps import StorageDep
 from jip.store.dicom_file import check_uid
 from jip.store.dicomweb import capabilities as dicomweb_capabilities
@@ -28,7 +27,6 @@ from jip.store.dicomweb.render import router as render_router
 from jip.store.dicomweb.stow import router as stow_router
 from jip.store.dicomweb.targets import accepted, series_instances
 from jip.store.dicomweb.wado import router as wado_router
-from jip.store.projects import SeriesProjects
 from jip.store.storage.port import BlobStorage
 
 router = APIRouter(prefix=PREFIX)

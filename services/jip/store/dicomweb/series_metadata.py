@@ -34,9 +34,9 @@ from pydicom.uid import UID
 from sqlalchemy import func, select
 
 from jip.store.catalog.catalog import Catalog, StoredInstance
+from jip.store.catalog.projects import Scope, series_in_scope
 from jip.store.catalog.tables import Instance, Series
 from jip.store.dicom_file import PIXEL_DATA_TAGS, header_json
-from jip.store.projects import Scope, series_in_scope
 from jip.store.storage.port import BlobStorage
 
 log = logging.getLogger(__name__)

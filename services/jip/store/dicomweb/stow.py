@@ -9,7 +9,7 @@ ErrorComment naming the problem otherwise. Instances are stored as received; not
 coerced, so no OriginalAttributesSequence is written.
 
 A caller limited to projects stores only into what is theirs
-(:meth:`jip.store.projects.SeriesProjects.may_add_instance`): a part that would join a
+(:meth:`jip.store.catalog.projects.SeriesProjects.may_add_instance`): a part that would join a
 series outside their writable projects, reuse a SOP Instance UID of such a series, or add
 a series to a study of which they see no series, fails alone with one failure reason and
 one comment, whichever UID it was and whether it exists, and nothing of it is stored. The
@@ -32,12 +32,19 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from jip.base.auth import CurrentUser, project_scope, require_project_role
-from jip.base.deps import CurrentUserDep, ProjectsDep
-from jip.base.projects import Projects, check_project_name
-from jip.base.schema import ProjectRole
+from jip.base import (
+    CurrentUser,
+    CurrentUserDep,
+    ProjectRole,
+    Projects,
+    ProjectsDep,
+    check_project_name,
+    project_scope,
+    require_project_role,
+)
 from jip.errors import Forbidden, Invalid, OutOfResources, TooLarge, UnsupportedMediaType
 from jip.store.catalog.catalog import AddOutcome
+from jip.store.catalog.projects import SeriesProjects
 from jip.store.deps import IngestorDep, SettingsDep
 from jip.store.dicom_file import check_uid, read_header
 from jip.store.dicomweb.deps import BaseUrlDep
@@ -45,7 +52,6 @@ from jip.store.dicomweb.media_types import DICOM, DICOM_JSON, DICOM_XML, JSON, c
 from jip.store.dicomweb.multipart import ReceivedPart, boundary_of, read_parts
 from jip.store.dicomweb.targets import accepted, dataset_response
 from jip.store.ingest import Ingestor, IngestResult
-from jip.store.projects import SeriesProjects
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["dicomweb: STOW-RS"])

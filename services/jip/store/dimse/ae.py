@@ -25,66 +25,34 @@ from __future__ import annotations
 import functools
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    UID,
-    AllTransferSyntaxes,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEG2000MCLossless,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    RLELossless,
-)
-from pynetdicom import AE, _config, build_context, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from jip.config import StoreSettings
-from jip.runtime import Runtime
+from jip.store.adapters import StoreAdapters
 from jip.store.dimse import handlers, peers
+from jip.store.dimse.contexts import (
+    STORAGE_TRANSFER_SYNTAXES,
+    UNCOMPRESSED,
+    VERIFICATION,
+    QueryRetrieveModel,
+)
 from jip.store.dimse.fast_path import FastPath
-from jip.store.dimse.handlers import set_no_delay
 from jip.store.dimse.pdu import storage_offer
 from jip.store.dimse.reactor import WaitingSocket, make_event_driven
+from jip.store.dimse.transport import on_association_requested, on_connection_open, set_no_delay
 
 # The largest PDU we accept. Peers send P-DATA up to this size, so a larger value
 # means fewer PDUs (and fewer trips through pynetdicom's reactor) per instance.
 MAXIMUM_PDU_SIZE = 1024 * 1024
-
-# Our preference where the requestor's order does not decide (see
-# dimse_handlers.on_association_requested): lossless first, so that we never ask for
-# lossy compression; Explicit VR Little Endian first of all because it keeps the VRs.
-_LOSSLESS = [
-    ExplicitVRLittleEndian,
-    JPEGLosslessSV1,
-    JPEGLossless,
-    JPEGLSLossless,
-    JPEG2000Lossless,
-    JPEG2000MCLossless,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
-    RLELossless,
-    DeflatedExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-]
-STORAGE_TRANSFER_SYNTAXES: list[UID] = _LOSSLESS + [
-    uid for uid in AllTransferSyntaxes if uid not in _LOSSLESS
-]
-UNCOMPRESSED = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian}
 
 EventHandler = tuple[evt.EventType, Callable[..., Any], list[Any]]
 
@@ -229,7 +197,7 @@ class JipAE(AE):
     def associate(self, *args: Any, **kwargs: Any) -> Association:
         kwargs["evt_handlers"] = [
             *(kwargs.get("evt_handlers") or []),
-            (evt.EVT_CONN_OPEN, handlers.on_connection_open),
+            (evt.EVT_CONN_OPEN, on_connection_open),
         ]
         assoc = super().associate(*args, **kwargs)
         assoc.__class__ = StreamingAssociation
@@ -248,7 +216,7 @@ def build_ae(settings: StoreSettings) -> JipAE:
     ae.connection_timeout = settings.network_timeout_s
     # Empty list: any calling AE is accepted (PS3.8 A-ASSOCIATE-RJ reason 3 otherwise).
     ae.require_calling_aet = list(settings.allowed_calling_aets)
-    ae.add_supported_context(handlers.VERIFICATION)
+    ae.add_supported_context(VERIFICATION)
     for cx in AllStoragePresentationContexts:
         # scp_role: a C-GET requestor may act as Storage SCP on this association
         # (PS3.7 D.3.3.4 SCP/SCU role selection).
@@ -256,40 +224,42 @@ def build_ae(settings: StoreSettings) -> JipAE:
         ae.add_supported_context(
             cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=False, scp_role=True
         )
-    for model in handlers.QueryRetrieveModel:
+    for model in QueryRetrieveModel:
         ae.add_supported_context(model.value)
     return ae
 
 
-def server_handlers(runtime: Runtime) -> list[EventHandler]:
+def server_handlers(adapters: StoreAdapters) -> list[EventHandler]:
     """The one list of (event, handler, collaborators) the listener serves."""
-    store = runtime.settings.store
-    destinations = functools.partial(peers.peer_for_ae_title, runtime.engine, store.peers)
+    store = adapters.settings.store
+    destinations = functools.partial(peers.peer_for_ae_title, adapters.engine, store.peers)
     catalogs = functools.partial(
-        peers.callers_catalog, runtime.catalog, store.peers, unknown=store.unknown_ae_queries
+        peers.callers_catalog, adapters.catalog, store.peers, unknown=store.unknown_ae_queries
     )
     return [
-        (evt.EVT_REQUESTED, handlers.on_association_requested, []),
+        (evt.EVT_REQUESTED, on_association_requested, []),
         (evt.EVT_C_ECHO, handlers.on_c_echo, []),
-        (evt.EVT_C_STORE, handlers.on_c_store, [runtime.ingestor]),
+        (evt.EVT_C_STORE, handlers.on_c_store, [adapters.ingestor]),
         (evt.EVT_C_FIND, handlers.on_c_find, [catalogs]),
-        (evt.EVT_C_MOVE, handlers.on_c_move, [catalogs, runtime.storage, destinations]),
-        (evt.EVT_C_GET, handlers.on_c_get, [catalogs, runtime.storage]),
+        (evt.EVT_C_MOVE, handlers.on_c_move, [catalogs, adapters.storage, destinations]),
+        (evt.EVT_C_GET, handlers.on_c_get, [catalogs, adapters.storage]),
     ]
 
 
-def start_server(ae: JipAE, runtime: Runtime, host: str, port: int) -> ThreadedAssociationServer:
+def start_server(
+    ae: JipAE, adapters: StoreAdapters, host: str, port: int
+) -> ThreadedAssociationServer:
     """Bind ``host:port`` (shared with sibling processes) and serve on a thread."""
     server = ae.make_server(
         (host, port),
-        evt_handlers=server_handlers(runtime),  # type: ignore[arg-type]
+        evt_handlers=server_handlers(adapters),  # type: ignore[arg-type]
         server_class=SharedPortServer,
     )
     ae._servers.append(server)  # so that ae.shutdown() stops it too
     assert isinstance(server, SharedPortServer)
     server.fast_path = FastPath(
         storage_offer(server.contexts, ae.require_calling_aet),
-        functools.partial(handlers.store_file, runtime.ingestor),
+        functools.partial(handlers.store_file, adapters.ingestor),
         max_pdu=MAXIMUM_PDU_SIZE,
         acse_timeout_s=ae.acse_timeout or 30.0,
         network_timeout_s=ae.network_timeout or 60.0,
@@ -302,21 +272,3 @@ def start_server(ae: JipAE, runtime: Runtime, host: str, port: int) -> ThreadedA
     thread.daemon = True
     thread.start()
     return server
-
-
-def requested_contexts(pairs: Sequence[tuple[str, str]]) -> list[Any]:
-    """Presentation contexts to send instances of the (SOP class, transfer syntax) pairs.
-
-    One context per pair, so that the peer can accept each syntax separately; an
-    uncompressed syntax also offers the other uncompressed ones as fallback. PS3.8
-    §9.3.2.2 allows at most 128 contexts per association.
-    """
-    contexts = []
-    for sop_class, syntax in dict.fromkeys(pairs):
-        offered = [syntax]
-        if syntax in UNCOMPRESSED:
-            offered += [
-                ts for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if ts != syntax
-            ]
-        contexts.append(build_context(sop_class, offered))
-    return contexts[:128]

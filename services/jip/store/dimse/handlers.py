@@ -8,11 +8,9 @@ C-STORE hands the spooled file to the ingest, which checks it and consumes it.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,15 +19,14 @@ from typing import Any
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.uid import UID
 from pynetdicom.events import Event
-from pynetdicom.presentation import PresentationContext
 
 from jip import errors
 from jip.config import DicomPeer
 from jip.store.catalog import queries as catalog_query
 from jip.store.catalog.catalog import Catalog, StoredInstance
 from jip.store.catalog.queries import QueryLevel
+from jip.store.dimse.contexts import QueryRetrieveModel, requested_contexts
 from jip.store.dimse.status import (
     FindStatus,
     GeneralStatus,
@@ -76,70 +73,6 @@ RETRIEVE_ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
 def status_for(exc: Exception, table: errors.StatusTable) -> int:
     """The table's status for ``exc``; anything unexpected is a processing failure."""
     return errors.status_for(exc, table, default=GeneralStatus.PROCESSING_FAILURE)
-
-
-def set_no_delay(sock: socket.socket | None) -> None:
-    """Disable Nagle's algorithm (see jip.store.dimse.ae: a C-STORE is two writes)."""
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-# -- transport -----------------------------------------------------------------------------
-def on_connection_open(event: Event) -> None:
-    """EVT_CONN_OPEN of our requestor associations: TCP_NODELAY before the first PDU.
-
-    Accepted sockets get it in ``jip.store.dimse.ae._RequestHandler.handle``.
-    """
-    sock = event.assoc.dul.socket
-    set_no_delay(sock.socket if sock is not None else None)
-
-
-def on_association_requested(event: Event) -> None:
-    """EVT_REQUESTED: take the requestor's preferred transfer syntax where we can.
-
-    PS3.8 §9.3.2.2 leaves the choice among proposed syntaxes to the acceptor, and
-    pynetdicom picks by the acceptor's order. A sender that proposes a compressed
-    syntax first, with uncompressed ones as fallback in the same context, wants to send
-    its file as it is; taking the fallback would make it decompress (or fail, as
-    storescu does for JPEG 2000). So for this association each supported context lists
-    first the syntaxes the requestor proposed, in its order.
-    """
-    assoc = event.assoc
-    primitive = assoc.requestor.primitive
-    if primitive is None:
-        return
-    preferred: dict[str, list[str]] = {}
-    for context in primitive.presentation_context_definition_list:
-        order = preferred.setdefault(str(context.abstract_syntax), [])
-        order += [str(ts) for ts in context.transfer_syntax if str(ts) not in order]
-    assoc.acceptor.supported_contexts = [
-        _in_order(cx, tuple(preferred[str(cx.abstract_syntax)]))
-        if str(cx.abstract_syntax) in preferred
-        else cx
-        for cx in assoc.acceptor.supported_contexts
-    ]
-
-
-# Reordered contexts, reused: a process serves one AE, so the supported context of an
-# abstract syntax is always the same, and negotiation only reads them. Building ~120
-# of them per association took ~30 ms.
-_ORDERED: dict[tuple[str, tuple[str, ...]], PresentationContext] = {}
-
-
-def _in_order(supported: PresentationContext, preferred: tuple[str, ...]) -> PresentationContext:
-    key = (str(supported.abstract_syntax), preferred)
-    if (context := _ORDERED.get(key)) is not None:
-        return context
-    ours = [str(ts) for ts in supported.transfer_syntax]
-    context = PresentationContext()
-    context.abstract_syntax = supported.abstract_syntax
-    order: list[str | bytes | UID] = [ts for ts in preferred if ts in ours]
-    context.transfer_syntax = order + [ts for ts in ours if ts not in preferred]
-    context.scu_role, context.scp_role = supported.scu_role, supported.scp_role
-    if len(_ORDERED) > 10_000:
-        _ORDERED.clear()
-    _ORDERED[key] = context
-    return context
 
 
 # -- verification and storage ----------------------------------------------------------------
@@ -227,8 +160,6 @@ def on_c_move(
         yield 1
         yield _failure(exc, RETRIEVE_ERROR_STATUS, "C-MOVE"), None
         return
-    from jip.store.dimse.ae import requested_contexts  # dimse imports this module
-
     pairs = [(i.sop_class_uid, i.transfer_syntax_uid) for i in instances]
     yield peer.host, peer.port, {"contexts": requested_contexts(pairs)}
     yield len(instances)
@@ -278,24 +209,6 @@ def _failure(
 
 
 # -- identifiers -----------------------------------------------------------------------------------
-VERIFICATION = "1.2.840.10008.1.1"
-
-
-class QueryRetrieveModel(enum.StrEnum):
-    """Patient Root and Study Root information models (PS3.4 C.6.1, C.6.2), by SOP class."""
-
-    PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-    PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-    PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-    STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-    STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-    STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-
-    @property
-    def is_patient_root(self) -> bool:
-        return self.value.startswith("1.2.840.10008.5.1.4.1.2.1.")
-
-
 _NOT_MATCHED = {"QueryRetrieveLevel", "SpecificCharacterSet"}
 # Return keys we fill although the catalog does not hold them.
 _ANSWERED_KEYS = {"RetrieveAETitle", "InstanceAvailability"}

@@ -2,9 +2,10 @@
 
 Each process binds the DIMSE port with ``SO_REUSEPORT``, so the kernel spreads
 associations over them and concurrent senders use every core (one Python process is
-held to one core by its GIL). Each builds its own :class:`~jip.runtime.Runtime`
-without migrating (the parent did); catalog writes from several processes meet in the
-database, which already serialises them.
+held to one core by its GIL). Each builds its own adapters with the builder the
+composition hands over (``jip.runtime.build_runtime``), without migrating (the parent
+did); catalog writes from several processes meet in the database, which already
+serialises them.
 
 Received datasets are spooled under ``<data_dir>/spool/<pid>/`` (``tempfile.tempdir``),
 on the filesystem of the default blob store (``<data_dir>/blobs``), so that the
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from jip.config import Settings
 from jip.errors import Unavailable
+from jip.store.adapters import AdaptersBuilder
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,17 @@ def spool_dir(settings: Settings) -> Path:
 
 
 class ListenerGroup:
-    """The DIMSE listener processes of one site (a :class:`jip.embedded.Component`)."""
+    """The DIMSE listener processes of one site (a :class:`jip.embedded.Component`).
+
+    ``build`` makes each process's adapters; it travels pickled, so it must be a
+    module-level function (the composition passes ``jip.runtime.build_runtime``).
+    """
 
     name = "dicom"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, build: AdaptersBuilder) -> None:
         self.settings = settings
+        self.build = build
         self.port = settings.store.dicom_port
         self._processes: list[_Process] = []
         self._reservation: socket.socket | None = None
@@ -72,7 +79,7 @@ class ListenerGroup:
         settings = self.settings.model_copy(
             update={"store": store.model_copy(update={"dicom_port": self.port})}
         )
-        self._processes = [_Process.spawn(settings) for _ in range(self.process_count)]
+        self._processes = [_Process.spawn(settings, self.build) for _ in range(self.process_count)]
         log.info(
             "DICOM listener starting",
             extra={"ae_title": store.ae_title, "port": self.port, "processes": self.process_count},
@@ -131,8 +138,8 @@ class _Process:
     """One listener process and the pipe on which it says it is ready.
 
     A plain ``python -m jip.store.dimse.listener`` rather than multiprocessing: nothing of
-    the parent (threads, its ``__main__``) is copied or re-imported. The settings
-    travel pickled over stdin, secrets included.
+    the parent (threads, its ``__main__``) is copied or re-imported. The settings and
+    the adapters builder travel pickled over stdin, secrets included.
     """
 
     def __init__(self, popen: subprocess.Popen[bytes], ready_fd: int) -> None:
@@ -142,7 +149,7 @@ class _Process:
         self._ready = False
 
     @classmethod
-    def spawn(cls, settings: Settings) -> _Process:
+    def spawn(cls, settings: Settings, build: AdaptersBuilder) -> _Process:
         read_fd, write_fd = os.pipe()
         popen = subprocess.Popen(
             [sys.executable, "-m", "jip.store.dimse.listener", str(write_fd), str(os.getpid())],
@@ -151,7 +158,7 @@ class _Process:
         )
         os.close(write_fd)
         assert popen.stdin is not None
-        popen.stdin.write(pickle.dumps(settings))
+        popen.stdin.write(pickle.dumps((settings, build)))
         popen.stdin.close()
         return cls(popen, read_fd)
 
@@ -190,10 +197,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 # -- inside each listener process ------------------------------------------------------------
-def serve(settings: Settings, ready_fd: int, parent_pid: int) -> None:
+def serve(settings: Settings, build: AdaptersBuilder, ready_fd: int, parent_pid: int) -> None:
     """Run one listener process until SIGTERM or until its parent is gone."""
     from jip.logs import setup_logging
-    from jip.runtime import build_runtime
     from jip.store.dimse.ae import build_ae, start_server
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
@@ -203,10 +209,10 @@ def serve(settings: Settings, ready_fd: int, parent_pid: int) -> None:
     spool = spool_dir(settings) / str(os.getpid())
     spool.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(spool)  # pynetdicom spools C-STORE datasets with tempfile
-    runtime = build_runtime(settings, migrate=False)
+    adapters = build(settings, migrate=False)
     store = settings.store
     ae = build_ae(store)
-    server = start_server(ae, runtime, store.dicom_host, store.dicom_port)
+    server = start_server(ae, adapters, store.dicom_host, store.dicom_port)
     os.write(ready_fd, b"R")
     os.close(ready_fd)
     log.info("DICOM listener process ready", extra={"port": store.dicom_port, "pid": os.getpid()})
@@ -221,7 +227,7 @@ def serve(settings: Settings, ready_fd: int, parent_pid: int) -> None:
                 last_sweep = time.monotonic()
     finally:
         drain(server, store.network_timeout_s)
-        runtime.close()
+        adapters.close()
         shutil.rmtree(spool, ignore_errors=True)
         log.info("DICOM listener process stopped", extra={"pid": os.getpid()})
 
@@ -230,7 +236,7 @@ def drain(server: object, grace_s: float) -> None:
     """Stop accepting, let associations finish for ``grace_s``, then abort the rest.
 
     Every association thread is joined before returning, so no ingest is running when
-    the runtime closes; an aborted C-STORE was never acknowledged.
+    the adapters close; an aborted C-STORE was never acknowledged.
     """
     from pynetdicom.transport import ThreadedAssociationServer
 
@@ -260,9 +266,10 @@ def sweep_spool(spool: Path, older_than_s: float) -> None:
 
 
 def main() -> None:
-    """``python -m jip.store.dimse.listener READY_FD PARENT_PID``, settings pickled on stdin."""
-    settings = pickle.loads(sys.stdin.buffer.read())
-    serve(settings, int(sys.argv[1]), int(sys.argv[2]))
+    """``python -m jip.store.dimse.listener READY_FD PARENT_PID``; (settings, builder)
+    pickled on stdin."""
+    settings, build = pickle.loads(sys.stdin.buffer.read())
+    serve(settings, build, int(sys.argv[1]), int(sys.argv[2]))
 
 
 if __name__ == "__main__":

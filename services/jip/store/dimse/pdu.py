@@ -4,7 +4,7 @@ PS3.8 §9.3 (PDU layout) and PS3.7 §6.3/Annex E (command sets: Implicit VR Litt
 Endian, group 0000). A-ASSOCIATE-RQ/AC are decoded and encoded by pynetdicom's PDU
 classes; only P-DATA-TF, the few fixed-size PDUs and the handful of command elements a
 C-STORE or C-ECHO carries are handled here, because pynetdicom's general machinery for
-them costs more than the rest of a small instance's ingest (see :mod:`.store_scp`).
+them costs more than the rest of a small instance's ingest (see :mod:`jip.store.dimse.fast_path`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 
-from jip.store.dimse.handlers import VERIFICATION
+from jip.store.dimse.contexts import VERIFICATION
 from jip.store.dimse.status import error_comment
 
 # PS3.8 §9.3.1: PDU types.

@@ -23,11 +23,11 @@ from sqlalchemy import JSON, DateTime, Engine, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from jip import errors
-from jip.base.schema import now_utc
+from jip.base import now_utc
 from jip.config import DicomPeer, UnknownAeQueries
 from jip.db import Base
 from jip.store.catalog.catalog import Catalog
-from jip.store.projects import Scope
+from jip.store.catalog.projects import Scope
 
 log = logging.getLogger(__name__)
 Seeds = Mapping[str, DicomPeer]

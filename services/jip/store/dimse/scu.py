@@ -26,8 +26,8 @@ from pynetdicom.association import Association
 from jip import errors
 from jip.config import DicomPeer, Settings
 from jip.store.catalog.queries import QueryLevel
-from jip.store.dimse.ae import JipAE, configure_pynetdicom, requested_contexts, send_path
-from jip.store.dimse.handlers import VERIFICATION, QueryRetrieveModel
+from jip.store.dimse.ae import JipAE, configure_pynetdicom, send_path
+from jip.store.dimse.contexts import VERIFICATION, QueryRetrieveModel, requested_contexts
 from jip.store.dimse.status import is_pending, is_success, is_warning
 
 log = logging.getLogger(__name__)

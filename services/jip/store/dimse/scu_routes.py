@@ -14,12 +14,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
-from jip.base.auth import require_admin
-from jip.base.deps import AdminDep, AuditDep, ClientIpDep, ProjectsDep
+from jip.base import AdminDep, AuditDep, ClientIpDep, ProjectsDep, require_admin
 from jip.config import DicomPeer
-from jip.runtime import Runtime
+from jip.store.adapters import StoreAdapters
 from jip.store.catalog.queries import QueryLevel
-from jip.store.deps import RuntimeDep
+from jip.store.deps import AdaptersDep
 from jip.store.dimse import peers, scu
 
 router = APIRouter(prefix="/api/dicom", tags=["dicom"], dependencies=[Depends(require_admin)])
@@ -74,16 +73,16 @@ class MoveOut(BaseModel):
 
 
 @router.get("/peers")
-def list_peers(runtime: RuntimeDep) -> list[PeerOut]:
+def list_peers(adapters: AdaptersDep) -> list[PeerOut]:
     """The remote AEs: configured ones and those added here."""
-    return [PeerOut.of(item) for item in peers.list_peers(runtime.engine, _seeds(runtime))]
+    return [PeerOut.of(item) for item in peers.list_peers(adapters.engine, _seeds(adapters))]
 
 
 @router.put("/peers/{name}")
 def put_peer(
     name: str,
     body: DicomPeer,
-    runtime: RuntimeDep,
+    adapters: AdaptersDep,
     admin: AdminDep,
     audit: AuditDep,
     ip: ClientIpDep,
@@ -92,7 +91,7 @@ def put_peer(
     """Add or change a peer (a configured one of the same name is overridden)."""
     for project in body.projects:
         projects.get(project)  # 404 for an unknown project
-    item = peers.put_peer(runtime.engine, name, body, user=admin.username)
+    item = peers.put_peer(adapters.engine, name, body, user=admin.username)
     detail = body.model_dump()
     audit.record(
         "dicom.peer.set", username=admin.username, target=name, detail=detail, client_ip=ip
@@ -102,44 +101,44 @@ def put_peer(
 
 @router.delete("/peers/{name}", status_code=204)
 def delete_peer(
-    name: str, runtime: RuntimeDep, admin: AdminDep, audit: AuditDep, ip: ClientIpDep
+    name: str, adapters: AdaptersDep, admin: AdminDep, audit: AuditDep, ip: ClientIpDep
 ) -> Response:
     """Remove a peer added here; a configured peer it overrode applies again."""
-    peers.delete_peer(runtime.engine, _seeds(runtime), name)
+    peers.delete_peer(adapters.engine, _seeds(adapters), name)
     audit.record("dicom.peer.remove", username=admin.username, target=name, client_ip=ip)
     return Response(status_code=204)
 
 
-def _seeds(runtime: Runtime) -> peers.Seeds:
-    return runtime.settings.store.peers
+def _seeds(adapters: StoreAdapters) -> peers.Seeds:
+    return adapters.settings.store.peers
 
 
-def _peer(runtime: Runtime, name: str) -> DicomPeer:
-    return peers.get_peer(runtime.engine, _seeds(runtime), name)
+def _peer(adapters: StoreAdapters, name: str) -> DicomPeer:
+    return peers.get_peer(adapters.engine, _seeds(adapters), name)
 
 
 @router.post("/peers/{name}/echo")
-def echo(runtime: RuntimeDep, name: str) -> EchoOut:
+def echo(adapters: AdaptersDep, name: str) -> EchoOut:
     """C-ECHO the peer (PS3.4 A.4)."""
-    result = scu.echo(runtime.settings, _peer(runtime, name))
+    result = scu.echo(adapters.settings, _peer(adapters, name))
     return EchoOut(status=result.status, seconds=result.seconds)
 
 
 @router.post("/peers/{name}/find")
-def find(runtime: RuntimeDep, name: str, body: FindIn) -> list[dict[str, Any]]:
+def find(adapters: AdaptersDep, name: str, body: FindIn) -> list[dict[str, Any]]:
     """C-FIND on the peer (PS3.4 C.4.1); matches as DICOM JSON (PS3.18 F.2)."""
-    peer = _peer(runtime, name)
-    matches = scu.find(runtime.settings, peer, body.level, body.keys, body.model)
+    peer = _peer(adapters, name)
+    matches = scu.find(adapters.settings, peer, body.level, body.keys, body.model)
     return [match.to_json_dict() for match in matches]
 
 
 @router.post("/peers/{name}/move")
-def move(runtime: RuntimeDep, name: str, body: MoveIn) -> MoveOut:
+def move(adapters: AdaptersDep, name: str, body: MoveIn) -> MoveOut:
     """C-MOVE on the peer (PS3.4 C.4.2), by default into this site; waits until done."""
-    settings = runtime.settings
+    settings = adapters.settings
     destination = body.destination or settings.store.ae_title
     result = scu.move(
-        settings, _peer(runtime, name), destination, body.level, body.keys, body.model
+        settings, _peer(adapters, name), destination, body.level, body.keys, body.model
     )
     return MoveOut(
         status=result.status,

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jip.flow.sdk.contract import INPUT_DIR_VAR, OUTPUT_DIR_VAR, PARAMS_VAR
+from jip_sdk.contract import INPUT_DIR_VAR, OUTPUT_DIR_VAR, PARAMS_VAR
 
 
 def run_operator_main(

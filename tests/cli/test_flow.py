@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from jip_sdk.phantom import build_abdomen_phantom
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
-from tests.flow.conftest import free_port
 from tests.flow.support import ingest_phantom, serve
+from tests.support.network import free_port
 
 from jip.app import build_app
 from jip.cli.flow import parse_params
 from jip.cli.main import _register, cli
 from jip.config import AuthSettings, Settings
 from jip.flow.engine import RunState, TaskState
-from jip.flow.sdk.phantom import build_abdomen_phantom
 from jip.runtime import build_runtime
 
 _register()
@@ -35,7 +35,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     runtime = build_runtime(settings)
     fake = FakeEngine(series_workflow("organ-seg-radiomics", "organ-seg", "radiomics"))
     app = build_app(runtime)
-    app.state.flow_engine = fake
+    app.state.runtime.workflow_engine = fake
     ct = ingest_phantom(runtime, build_abdomen_phantom(shape=(4, 64, 64)), data_dir.parent / "ct")
     with serve(app, "127.0.0.1", settings.http_port) as url:
         yield {"url": url, "fake": fake, "ct": ct, "runtime": runtime, "data_dir": data_dir}

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from jip.errors import Invalid
+from jip_sdk.errors import Invalid
 
 # Two slices closer than this (mm) along the normal are the same position.
 _SAME_POSITION_MM = 1e-3

@@ -21,7 +21,7 @@ from typing import Any
 
 import jsonschema
 
-from jip.errors import Invalid
+from jip_sdk.errors import Invalid
 
 INPUT_DIR_VAR = "JIP_INPUT_DIR"
 OUTPUT_DIR_VAR = "JIP_OUTPUT_DIR"

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from tests.base.support import PASSWORD, SITE, add_user
 
 from jip.base.audit import AuditFilter
+from jip.cli import site as site_cli
 from jip.cli import user as user_cli
 from jip.cli.main import cli
 from jip.config import Settings
@@ -36,7 +37,7 @@ def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def site_http(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's HTTP client talks to the test app."""
-    monkeypatch.setattr(user_cli, "_http", lambda: TestClient(app))
+    monkeypatch.setattr(site_cli, "issuer_client", lambda: TestClient(app))
 
 
 # -- jip user -------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ def test_login_stores_the_token_readable_by_the_user_only(
     assert stored["site"] == SITE and stored["username"] == "alice"
     claims = runtime.identity.authenticator.verifier.verify(stored["access_token"])
     assert claims["preferred_username"] == "alice"
-    assert user_cli.auth_headers() == {"Authorization": f"Bearer {stored['access_token']}"}
+    assert site_cli.bearer_token() == stored["access_token"]
 
 
 def test_login_replacing_a_readable_token_file_makes_it_private(
@@ -132,8 +133,8 @@ def test_expired_token_is_refreshed_and_saved(
     path = config_home / "jip" / "token.json"
     stored = json.loads(path.read_text())
     stored["expires_at"] = time.time() - 1
-    user_cli.save_token(stored)
-    fresh = user_cli.bearer_token()
+    site_cli.save_token(stored)
+    fresh = site_cli.bearer_token()
     assert fresh != stored["access_token"]
     assert json.loads(path.read_text())["refresh_token"] != stored["refresh_token"]  # rotated
 

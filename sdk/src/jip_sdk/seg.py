@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from jip.flow.sdk.series import SeriesError, sort_slices
+from jip_sdk.series import SeriesError, sort_slices
 
 # Laterality modifiers (SNOMED CT, CID 244) for paired organs such as the kidneys.
 RIGHT = Code("24028007", "SCT", "Right")

@@ -1,6 +1,8 @@
 """Does a series match a cohort query? Answered by meta's own query engine, never a copy.
 
-The query is parsed by :mod:`jip.meta.query` and evaluated by a :class:`MetaIndex`: the
+FLOW's auto-rules ask it through :class:`SeriesMatcher` (``from jip.meta import
+SeriesMatcher``). The query is parsed once by :mod:`jip.meta.query` and evaluated by a
+:class:`MetaIndex`: the
 site's index when it already holds the series' document, else a private in-memory
 :class:`SqliteIndex` filled with documents built by :mod:`jip.meta.extract` from the
 series' stored headers. One cohort language, one evaluator, whichever index answers.
@@ -12,17 +14,13 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
-
 from jip.errors import Invalid
 from jip.meta.extract import read_summary, read_summary_bytes, series_document
 from jip.meta.fields import ID_FIELD
 from jip.meta.index import MetaIndex
 from jip.meta.index_sqlite import SqliteIndex
-from jip.meta.query import parse_query
-from jip.store.catalog.catalog import Catalog
-from jip.store.catalog.tables import Instance
-from jip.store.storage.port import BlobStorage
+from jip.meta.query import Bool, Query, parse_query
+from jip.store import BlobStorage, Catalog
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +48,15 @@ class SeriesMatcher:
         uids = list(dict.fromkeys(series_uids))
         if not uids:
             return set()
-        check_query(query)
+        parsed = parse_query(dict(query or {}))
         indexed = self._indexed(uids)
-        found = self._search(self.index, query, indexed) if self.index and indexed else set()
+        found = self._search(self.index, parsed, indexed) if self.index and indexed else set()
         rest = [uid for uid in uids if uid not in indexed]
         if rest:
             scratch = SqliteIndex(":memory:")
             try:
                 scratch.upsert(self._documents(rest))
-                found |= self._search(scratch, query, rest)
+                found |= self._search(scratch, parsed, rest)
             finally:
                 scratch.close()
         return found
@@ -67,24 +65,16 @@ class SeriesMatcher:
         """The series whose every instance the site's index already holds."""
         if self.index is None:
             return []
-        hits = self.index.search(
-            {"terms": {ID_FIELD: uids}}, limit=min(len(uids), _PAGE), fields=[ID_FIELD]
-        ).hits
+        hits = self.index.search(_series(uids), limit=min(len(uids), _PAGE), fields=[ID_FIELD]).hits
         present = {str(h[ID_FIELD]) for h in hits}
         # The catalog is the indexer's outbox: an instance not indexed yet means the
         # series' document may still miss it.
-        pending_query = (
-            select(Instance.series_instance_uid)
-            .where(Instance.series_instance_uid.in_(sorted(present)), Instance.indexed_at.is_(None))
-            .distinct()
-        )
-        with self.catalog.engine.connect() as conn:
-            pending = {row[0] for row in conn.execute(pending_query)}
+        pending = self.catalog.series_pending_index(sorted(present))
         return [uid for uid in uids if uid in present and uid not in pending]
 
     @staticmethod
-    def _search(index: MetaIndex, query: Mapping[str, Any], uids: list[str]) -> set[str]:
-        combined = {"bool": {"filter": [dict(query), {"terms": {ID_FIELD: uids}}]}}
+    def _search(index: MetaIndex, query: Query, uids: list[str]) -> set[str]:
+        combined = Bool(filter=(query, _series(uids)))
         result = index.search(combined, limit=min(len(uids), _PAGE), fields=[ID_FIELD])
         return {str(h[ID_FIELD]) for h in result.hits}
 
@@ -108,3 +98,8 @@ class SeriesMatcher:
             else:
                 summaries.append(read_summary_bytes(self.storage.read_bytes(instance.blob_key)))
         return summaries
+
+
+def _series(uids: list[str]) -> Query:
+    """The query for exactly the series ``uids``."""
+    return parse_query({"terms": {ID_FIELD: uids}})

@@ -25,8 +25,8 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from jip.flow.sdk.seg import LEFT, RIGHT, SegAlgorithm, SegmentSpec, build_segmentation
-from jip.flow.sdk.series import InputSeries, read_datasets
+from jip_sdk.seg import LEFT, RIGHT, SegAlgorithm, SegmentSpec, build_segmentation
+from jip_sdk.series import InputSeries, read_datasets
 
 AIR_HU = -1000
 FAT_HU = -100

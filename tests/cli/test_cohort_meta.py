@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient
 from tests.base.support import add_user, tokens_for
 from tests.meta import reference
 from tests.meta.test_indexer import indexer_of, ingest, plan_series
+from tests.support.network import free_port
 
 from jip.app import build_app
 from jip.base import users as users_module
@@ -24,30 +24,26 @@ from jip.base.schema import ProjectRole
 from jip.cli import cohort as cohort_cli
 from jip.cli import meta as meta_cli
 from jip.cli.main import cli
-from jip.cli.user import save_token
+from jip.cli.site import save_token
 from jip.config import Settings
+from jip.embedded import meta_indexer
 from jip.meta.fields import ID_FIELD
-from jip.meta.indexer import MetaIndexer
 from jip.runtime import Runtime, build_runtime
-from jip.store.projects import SeriesProjects
+from jip.store import SeriesProjects
 
 cli.add_command(cohort_cli.cohort)  # without the other services' commands
 cli.add_command(meta_cli.meta)
 
-CT_THIN = {"bool": {"filter": [{"term": {"Modality": "CT"}},
-                               {"range": {"SliceThickness": {"lte": 3}}}]}}
+CT_THIN = {
+    "bool": {"filter": [{"term": {"Modality": "CT"}}, {"range": {"SliceThickness": {"lte": 3}}}]}
+}
 BY_MAKER = {"by_maker": {"terms": {"field": "Manufacturer"}}}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Site:
-    def __init__(self, runtime: Runtime, url: str, expected: list[dict[str, Any]],
-                 tokens: dict[str, str]) -> None:
+    def __init__(
+        self, runtime: Runtime, url: str, expected: list[dict[str, Any]], tokens: dict[str, str]
+    ) -> None:
         self.runtime, self.url, self.expected, self.tokens = runtime, url, expected, tokens
 
 
@@ -58,24 +54,31 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("cli")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = Settings(data_dir=root / "data", http_port=port, auth={"public_url": url},
-                        meta={"index_interval_s": 0.05})
+    settings = Settings(
+        data_dir=root / "data",
+        http_port=port,
+        auth={"public_url": url},
+        meta={"index_interval_s": 0.05},
+    )
     runtime = build_runtime(settings)
     runtime.identity.projects.create("liver")  # every series is alice's to search
     SeriesProjects(runtime.engine).add_rule("liver", field="Modality", pattern="*")
     planned = plan_series(40, seed=41)
     ingest(runtime, planned, root / "spool")
-    for name, projects in (("alice", {"liver": ProjectRole.RESEARCHER}),
-                           ("bob", {"lung": ProjectRole.RESEARCHER})):
+    for name, projects in (
+        ("alice", {"liver": ProjectRole.RESEARCHER}),
+        ("bob", {"lung": ProjectRole.RESEARCHER}),
+    ):
         add_user(runtime, name, projects=projects)
     add_user(runtime, "root", admin=True)
     app = build_app(runtime)
     local = TestClient(app, base_url=url)
     tokens = {n: tokens_for(local, n)["access_token"] for n in ("alice", "bob", "root")}
-    indexer = MetaIndexer(settings)
+    indexer = meta_indexer(settings)
     indexer.start()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -97,9 +100,15 @@ def login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, site: Site) -> Any:
     monkeypatch.delenv("JIP_API_TOKEN", raising=False)
 
     def as_user(name: str) -> None:
-        save_token({"site": site.url, "access_token": site.tokens[name],
-                    "refresh_token": "", "expires_at": time.time() + 3600,
-                    "token_endpoint": f"{site.url}/auth/token"})
+        save_token(
+            {
+                "site": site.url,
+                "access_token": site.tokens[name],
+                "refresh_token": "",
+                "expires_at": time.time() + 3600,
+                "token_endpoint": f"{site.url}/auth/token",
+            }
+        )
 
     return as_user
 
@@ -112,18 +121,37 @@ def jip(site: Site, *args: str, url: bool = True) -> Result:
 
 def test_search_prints_series_and_facets(site: Site, login: Any) -> None:
     login("alice")
-    result = jip(site, "cohort", "search", json.dumps(CT_THIN), "--aggs", json.dumps(BY_MAKER),
-                 "--limit", "3")
+    result = jip(
+        site,
+        "cohort",
+        "search",
+        json.dumps(CT_THIN),
+        "--aggs",
+        json.dumps(BY_MAKER),
+        "--limit",
+        "3",
+    )
     assert result.exit_code == 0, result.output
     matching = reference.search(site.expected, CT_THIN)
     assert f"{len(matching)} series match (showing 1-3)" in result.output
     assert "MODALITY" in result.output and "SERIESINSTANCEUID" in result.output
     for bucket in reference.terms(matching, "Manufacturer")["buckets"]:
-        assert any(line.split() == [*bucket["key"].split(), str(bucket["doc_count"])]
-                   for line in result.output.splitlines()), bucket
+        assert any(
+            line.split() == [*bucket["key"].split(), str(bucket["doc_count"])]
+            for line in result.output.splitlines()
+        ), bucket
 
-    as_json = jip(site, "cohort", "search", json.dumps(CT_THIN), "--json", "--limit", "100",
-                  "--fields", "Modality")
+    as_json = jip(
+        site,
+        "cohort",
+        "search",
+        json.dumps(CT_THIN),
+        "--json",
+        "--limit",
+        "100",
+        "--fields",
+        "Modality",
+    )
     found = json.loads(as_json.output)
     assert {h[ID_FIELD] for h in found["hits"]} == {d[ID_FIELD] for d in matching}
 
@@ -143,8 +171,18 @@ def test_errors_are_messages_not_tracebacks(site: Site, login: Any, tmp_path: Pa
 
 def test_save_list_show_export_and_import(site: Site, login: Any, tmp_path: Path) -> None:
     login("alice")
-    saved = jip(site, "cohort", "save", "CT thin", "--query", json.dumps(CT_THIN),
-                "--description", "thin CT", "--freeze", "--json")
+    saved = jip(
+        site,
+        "cohort",
+        "save",
+        "CT thin",
+        "--query",
+        json.dumps(CT_THIN),
+        "--description",
+        "thin CT",
+        "--freeze",
+        "--json",
+    )
     assert saved.exit_code == 0, saved.output
     cohort = json.loads(saved.output)
     wanted = len(reference.search(site.expected, CT_THIN))
@@ -171,8 +209,10 @@ def test_save_list_show_export_and_import(site: Site, login: Any, tmp_path: Path
     assert [(c["name"], c["source_site"]) for c in mine] == [("CT thin", site.url)]
 
 
-def test_the_running_site_is_found_through_its_state_file(site: Site, login: Any) -> None:
-    login("alice")
+def test_the_running_site_is_found_through_its_state_file(
+    site: Site, login: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JIP_API_TOKEN", site.tokens["alice"])  # a stored login's site comes first
     state = site.runtime.settings.state_file
     state.write_text(json.dumps({"http": site.url.replace("127.0.0.1", "0.0.0.0")}))
     try:
@@ -180,8 +220,7 @@ def test_the_running_site_is_found_through_its_state_file(site: Site, login: Any
     finally:
         state.unlink()
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"pending": 0, "failed": 0,
-                                         "documents": len(site.expected)}
+    assert json.loads(result.output) == {"pending": 0, "failed": 0, "documents": len(site.expected)}
 
 
 def test_meta_reindex_follows_the_running_indexer(site: Site, login: Any) -> None:
@@ -189,13 +228,13 @@ def test_meta_reindex_follows_the_running_indexer(site: Site, login: Any) -> Non
     refused = jip(site, "meta", "reindex")
     assert refused.exit_code == 1 and "only site admins" in refused.output
     login("root")
-    before = site.runtime.index.search(None, limit=100).hits
+    before = site.runtime.index.search(limit=100).hits
     result = jip(site, "meta", "reindex")
     assert result.exit_code == 0, result.output
     instances = site.runtime.catalog.counts()["instances"]
     assert f"{instances} instances queued" in result.output and "Done." in result.output
     assert site.runtime.catalog.unindexed(1) == []
-    after = site.runtime.index.search(None, limit=100).hits
+    after = site.runtime.index.search(limit=100).hits
     assert sorted(after, key=lambda d: d[ID_FIELD]) == sorted(before, key=lambda d: d[ID_FIELD])
     errors = jip(site, "meta", "errors")
     assert errors.exit_code == 0 and "0 instances failed" in errors.output
@@ -211,7 +250,8 @@ def test_local_reindex_rebuilds_a_lost_index_from_the_data_dir(tmp_path: Path) -
         runtime.index.clear()  # the index is derived data: losing it loses nothing
     finally:
         runtime.close()
-    result = CliRunner().invoke(cli, ["--data-dir", str(settings.data_dir), "meta", "reindex",
-                                      "--local"])
+    result = CliRunner().invoke(
+        cli, ["--data-dir", str(settings.data_dir), "meta", "reindex", "--local"]
+    )
     assert result.exit_code == 0, result.output
     assert "Done: 5 series indexed, 0 instances failed." in result.output

@@ -16,8 +16,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NoReturn
 
-from jip.errors import Invalid
-from jip.flow.sdk.contract import ContractError, OperatorContext, ParamsError, read_context
+from jip_sdk.contract import ContractError, OperatorContext, ParamsError, read_context
+from jip_sdk.errors import Invalid
 
 logger = logging.getLogger(__name__)
 

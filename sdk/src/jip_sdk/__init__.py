@@ -1,8 +1,11 @@
 """The operator SDK: the contract, input series, progress, SEG I/O, test data.
 
-An operator's ``main.py`` needs little more than::
+Its own distribution (``jip-sdk``, in ``sdk/`` of the JIP repository): an operator image
+installs it alone. It imports pydicom, numpy, highdicom, SimpleITK and jsonschema, never
+the platform (``jip``); the platform imports it for the contract's variable names, the
+exit statuses and the progress lines. An operator's ``main.py`` needs little more than::
 
-    from jip.flow.sdk import OperatorContext, iter_series, run_operator
+    from jip_sdk import OperatorContext, iter_series, run_operator
 
     def process(context: OperatorContext) -> None:
         for series in iter_series(context.input_dir):
@@ -12,16 +15,17 @@ An operator's ``main.py`` needs little more than::
         run_operator(process, schema_path=Path(__file__).with_name("params.schema.json"))
 """
 
-from jip.flow.sdk.contract import (
+from jip_sdk.contract import (
     ContractError,
     OperatorContext,
     ParamsError,
     read_context,
     validate_params,
 )
-from jip.flow.sdk.entry import ExitCode, run_operator, run_process
-from jip.flow.sdk.progress import Progress, parse_progress, report_progress
-from jip.flow.sdk.series import (
+from jip_sdk.entry import ExitCode, run_operator, run_process
+from jip_sdk.errors import Invalid, SdkError
+from jip_sdk.progress import Progress, parse_progress, report_progress
+from jip_sdk.series import (
     InputSeries,
     SeriesError,
     find_series,
@@ -37,9 +41,11 @@ __all__ = [
     "ContractError",
     "ExitCode",
     "InputSeries",
+    "Invalid",
     "OperatorContext",
     "ParamsError",
     "Progress",
+    "SdkError",
     "SeriesError",
     "find_series",
     "iter_datasets",

@@ -1,0 +1,295 @@
+"""The SQLite index's query compiler: cohort-language trees to SQL over its tables.
+
+:mod:`jip.meta.index_sqlite` owns the tables (``docs``, ``sources``, ``doc_values``,
+``doc_tokens``), the connections and the writes; this module turns a parsed query into a
+condition on row ``d`` of ``docs``, aggregations into ``GROUP BY`` passes, and runs the
+statements of one search page on a connection it is given.
+
+Every value reaches SQL as a bound parameter; only column names from the catalogue are
+written into the statement text. NULL-safe translation: a clause on a missing field is
+false, and ``must_not`` of it is true, as in OpenSearch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jip.meta.aggs import Agg, DateHistogramAgg, RangeAgg, SortKey
+from jip.meta.fields import FIELDS, ID_FIELD, Field
+from jip.meta.index import SearchResult, agg_result, project, range_bucket
+from jip.meta.query import (
+    Bool,
+    Exists,
+    Match,
+    MatchAll,
+    Prefix,
+    Query,
+    Range,
+    Term,
+    Terms,
+    Wildcard,
+)
+
+# The number a field goes by in doc_values and doc_tokens (part of the schema).
+FIELD_IDS = {name: i for i, name in enumerate(FIELDS)}
+_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_WIDTHS = {"year": 4, "month": 7, "day": 10}
+
+
+# --- a search page --------------------------------------------------------------------
+
+
+def search_page(
+    conn: sqlite3.Connection,
+    where: str,
+    params: list[Any],
+    keys: Sequence[SortKey],
+    offset: int,
+    limit: int,
+    aggs: Mapping[str, Agg],
+    wanted: list[str] | None,
+) -> SearchResult:
+    """A page of the documents matching ``where`` (hits, total, aggregations), read
+    inside the caller's transaction so that all three agree."""
+    found, total = aggregations(conn, aggs, where, params)
+    if keys:  # one pass for the sorted page and the total (COUNT OVER the match)
+        order = ", ".join(_order(k.field, k.descending) for k in keys)
+        rows = (
+            conn.execute(
+                f"SELECT d.id, COUNT(*) OVER () FROM docs d WHERE {where} ORDER BY {order} "
+                "LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            ).fetchall()
+            if limit
+            else []
+        )
+        total = rows[0][1] if rows else total
+    else:  # index order: the page stops after `limit` matches
+        rows = conn.execute(
+            f"SELECT d.id FROM docs d WHERE {where} ORDER BY d.id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+    if total is None:
+        total = conn.execute(f"SELECT COUNT(*) FROM docs d WHERE {where}", params).fetchone()[0]
+    ids = [r[0] for r in rows]
+    sources = dict(
+        conn.execute(
+            "SELECT id, doc FROM sources WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        ).fetchall()
+    )
+    hits = [project(json.loads(sources[i]), wanted) for i in ids]
+    return SearchResult(total, hits, found)
+
+
+# --- queries to SQL ------------------------------------------------------------------
+
+
+def _expr(field: Field) -> str:
+    """SQL for a single-valued field's value in row ``d`` of ``docs``."""
+    return f'd."{field.stored}"'
+
+
+def _order(field: Field, descending: bool) -> str:
+    """Missing values last in either direction, as OpenSearch sorts them."""
+    direction = "DESC" if descending else "ASC"
+    if field.name == ID_FIELD:
+        return f"{_expr(field)} {direction}"
+    return f"{_expr(field)} IS NULL, {_expr(field)} {direction}"
+
+
+def _any_value(field: Field, condition: str, params: list[Any], args: list[Any]) -> str:
+    """Rows of a multi-valued field where ``condition`` holds for one value."""
+    params.append(FIELD_IDS[field.stored])
+    params.extend(args)
+    return f"d.id IN (SELECT doc_id FROM doc_values WHERE field = ? AND {condition})"
+
+
+def where_sql(query: Query, params: list[Any]) -> str:
+    """A SQL condition on row ``d``; appends its parameters in order."""
+    match query:
+        case MatchAll():
+            return "1"
+        case Term(field, value):
+            return _compare(field, "{0} = ?", [value], params)
+        case Terms(field, values):
+            return _compare(
+                field, "{0} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))], params
+            )
+        case Range(field):
+            ops = [(op, getattr(query, op)) for op in _OPS if getattr(query, op) is not None]
+            template = " AND ".join(f"{{0}} {_OPS[op]} ?" for op, _ in ops)
+            return _compare(field, template, [v for _, v in ops], params)
+        case Exists(field):
+            return _compare(field, "{0} IS NOT NULL", [], params)
+        case Wildcard(field, pattern):
+            return _compare(field, "{0} GLOB ?", [_glob(pattern)], params)
+        case Prefix(field, prefix):
+            return _prefix(field, prefix, params)
+        case Match(field, _, tokens, operator):
+            if not tokens:
+                return "0"
+            params.extend([FIELD_IDS[field.stored], json.dumps(list(tokens))])
+            sub = (
+                "SELECT doc_id FROM doc_tokens WHERE field = ? AND token IN "
+                "(SELECT value FROM json_each(?))"
+            )
+            if operator == "and" and len(tokens) > 1:
+                params.append(len(tokens))
+                sub += " GROUP BY doc_id HAVING COUNT(*) = ?"
+            return f"d.id IN ({sub})"
+        case Bool():
+            return _bool(query, params)
+    raise TypeError(f"not a query node: {query!r}")  # pragma: no cover
+
+
+def _compare(field: Field, template: str, args: list[Any], params: list[Any]) -> str:
+    """``template`` with ``{0}`` standing for the field's value (any one value, if multi)."""
+    if field.multi:
+        return _any_value(field, template.format("value"), params, args)
+    params.extend(args)
+    return template.format(_expr(field))
+
+
+def _prefix(field: Field, prefix: str, params: list[Any]) -> str:
+    """``starts with`` as an index range: [prefix, the prefix's successor), where the
+    successor raises the last character that is not U+10FFFF and drops those after it."""
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        return _compare(field, "{0} >= ?", [prefix], params)
+    following = ord(stem[-1]) + 1
+    if 0xD800 <= following < 0xE000:
+        following = 0xE000  # no surrogates in UTF-8
+    return _compare(field, "{0} >= ? AND {0} < ?", [prefix, stem[:-1] + chr(following)], params)
+
+
+def _glob(pattern: str) -> str:
+    """An OpenSearch wildcard pattern (``*``, ``?``, ``\\`` escapes) as a SQLite GLOB."""
+    out, escaped = [], False
+    for char in pattern:
+        if escaped or char not in "*?\\":
+            out.append(f"[{char}]" if char in "*?[" else char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _bool(query: Bool, params: list[Any]) -> str:
+    parts = [f"({where_sql(q, params)})" for q in (*query.must, *query.filter)]
+    parts += [f"NOT IFNULL(({where_sql(q, params)}), 0)" for q in query.must_not]
+    wanted = query.minimum_should_match
+    if wanted > len(query.should):
+        parts.append("0")
+    elif wanted == 1:
+        parts.append("(" + " OR ".join(f"({where_sql(q, params)})" for q in query.should) + ")")
+    elif wanted > 1:
+        summed = " + ".join(f"IFNULL(({where_sql(q, params)}), 0)" for q in query.should)
+        parts.append(f"({summed}) >= {int(wanted)}")
+    return " AND ".join(parts) or "1"
+
+
+# --- aggregations --------------------------------------------------------------------
+
+
+def aggregations(
+    conn: sqlite3.Connection, aggs: Mapping[str, Agg], where: str, params: list[Any]
+) -> tuple[dict[str, Any], int | None]:
+    """The aggregations' answers, and how many documents match when that came for free."""
+    single = {n: a for n, a in aggs.items() if not a.field.multi}
+    found, total = _single_valued_aggs(conn, single, where, params) if single else ({}, None)
+    for name, agg in aggs.items():
+        if agg.field.multi:
+            found[name] = _multi_valued_agg(conn, agg, where, params)
+    return {name: found[name] for name in aggs}, total
+
+
+def _single_valued_aggs(
+    conn: sqlite3.Connection, aggs: Mapping[str, Agg], where: str, params: list[Any]
+) -> tuple[dict[str, Any], int]:
+    """All aggregations on single-valued fields in one pass: the matching documents are
+    grouped by every aggregation's key at once, and each result is a marginal of that.
+    There are never more groups than matching documents, and usually a few dozen."""
+    keys, key_params = [], []
+    for agg in aggs.values():
+        column = _expr(agg.field)
+        if isinstance(agg, DateHistogramAgg):
+            column = f"substr({column}, 1, {_WIDTHS[agg.interval]})"
+        elif isinstance(agg, RangeAgg):  # a bit per bucket the value falls in
+            bits = []
+            for i, spec in enumerate(agg.ranges):
+                conditions = [
+                    f"{column} {op} ?"
+                    for value, op in ((spec.start, ">="), (spec.end, "<"))
+                    if value is not None
+                ]
+                key_params += [v for v in (spec.start, spec.end) if v is not None]
+                bits.append(
+                    f"(CASE WHEN {' AND '.join(conditions or ['1'])} THEN {1 << i} ELSE 0 END)"
+                )
+            column = f"({column} IS NOT NULL) * ({' + '.join(bits)})"
+        keys.append(column)
+    positions = ", ".join(str(i + 1) for i in range(len(keys)))
+    groups = conn.execute(
+        f"SELECT {', '.join(keys)}, COUNT(*) FROM docs d WHERE {where} GROUP BY {positions}",
+        [*key_params, *params],
+    ).fetchall()
+    out = {}
+    for i, (name, agg) in enumerate(aggs.items()):
+        counts: dict[Any, int] = {}
+        for group in groups:
+            if group[i] is not None:
+                counts[group[i]] = counts.get(group[i], 0) + group[-1]
+        out[name] = agg_result(agg, counts)
+    return out, sum(group[-1] for group in groups)
+
+
+def _multi_valued_agg(
+    conn: sqlite3.Connection, agg: Agg, where: str, params: list[Any]
+) -> dict[str, Any]:
+    """Documents per value of a multi-valued field; a document counts once per value."""
+    if isinstance(agg, RangeAgg):  # a document counts once per bucket, whatever its values
+        return {
+            "buckets": [
+                range_bucket(
+                    spec.key,
+                    spec.start,
+                    spec.end,
+                    _docs_in_range(conn, agg.field, spec.start, spec.end, where, params),
+                )
+                for spec in agg.ranges
+            ]
+        }
+    value = "dv.value"
+    if isinstance(agg, DateHistogramAgg):
+        value = f"substr(dv.value, 1, {_WIDTHS[agg.interval]})"
+    rows = conn.execute(
+        f"SELECT {value}, COUNT(DISTINCT dv.doc_id) FROM doc_values dv JOIN docs d "
+        f"ON d.id = dv.doc_id WHERE dv.field = ? AND ({where}) GROUP BY 1",
+        [FIELD_IDS[agg.field.stored], *params],
+    ).fetchall()
+    return agg_result(agg, dict(rows))
+
+
+def _docs_in_range(
+    conn: sqlite3.Connection,
+    field: Field,
+    start: float | None,
+    end: float | None,
+    where: str,
+    params: list[Any],
+) -> int:
+    bounds = [(v, op) for v, op in ((start, ">="), (end, "<")) if v is not None]
+    condition = " AND ".join(f"dv.value {op} ?" for _, op in bounds) or "1"
+    return int(
+        conn.execute(
+            "SELECT COUNT(DISTINCT dv.doc_id) FROM doc_values dv JOIN docs d ON d.id = dv.doc_id "
+            f"WHERE dv.field = ? AND {condition} AND ({where})",
+            [FIELD_IDS[field.stored], *(v for v, _ in bounds), *params],
+        ).fetchone()[0]
+    )
