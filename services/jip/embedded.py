@@ -160,7 +160,8 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
             log.info("starting %s", component.name)
             component.start()
             started.append(component)
-        http_url = f"http://{settings.http_host}:{settings.http_port}"
+        host = settings.http_host
+        http_url = f"http://{f'[{host}]' if ':' in host else host}:{settings.http_port}"
         platform.write_state(http_url)
         log.info("JIP is up", extra={"http": http_url, "data_dir": str(settings.data_dir)})
         # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default
