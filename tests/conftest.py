@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.network import free_port
 from tests.up_site import LAST, abdomen_ct, run_shared_site_tests_last, up_site
 
 from jip.store.storage.port import BlobStorage
@@ -37,20 +37,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     run_shared_site_tests_last(items)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """``host:port`` of a moto S3 server for this session."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"127.0.0.1:{port}"

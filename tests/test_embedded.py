@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,13 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+from tests.support.network import free_port
 
 from jip.samples import synthetic_site, write_datasets
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed")
 
 JIP = [sys.executable, "-m", "jip.cli.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from tests.store.dicomweb_support import part10
+from tests.store.dicomweb.support import part10
 
 from jip.base.keys import KEY_FILE
 from jip.base.schema import ProjectRole

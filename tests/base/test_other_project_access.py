@@ -36,7 +36,7 @@ from tests.base.support import (
     series_datasets,
 )
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
-from tests.store.dicomweb_support import part10
+from tests.store.dicomweb.support import part10
 
 from jip.app import build_app
 from jip.backends import storage_for

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from tests.base.support import DW, Site, ingest_series, series_datasets
-from tests.store.dicomweb_support import part10
+from tests.store.dicomweb.support import part10
 
 from jip.app import build_app
 from jip.errors import NotFound

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from click.testing import CliRunner, Result
 from fastapi.testclient import TestClient
 from tests.base.support import add_user, tokens_for
 from tests.meta import reference
 from tests.meta.test_indexer import indexer_of, ingest, plan_series
 from tests.support.network import free_port
+from tests.support.servers import serve_in_thread
 
 from jip.app import build_app
 from jip.base import users as users_module
@@ -76,18 +75,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tokens = {n: tokens_for(local, n)["access_token"] for n in ("alice", "bob", "root")}
     indexer = meta_indexer(settings)
     indexer.start()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not (server.started and runtime.catalog.unindexed(1) == []):
-        assert time.monotonic() < deadline, "site did not start"
-        time.sleep(0.05)
-    yield Site(runtime, url, [p.expected for p in planned], tokens)
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app, port=port):
+        deadline = time.monotonic() + 30
+        while runtime.catalog.unindexed(1) != []:
+            assert time.monotonic() < deadline, "the site did not index its series"
+            time.sleep(0.05)
+        yield Site(runtime, url, [p.expected for p in planned], tokens)
     indexer.stop()
     runtime.close()
     users_module.DEFAULT_COST = cost

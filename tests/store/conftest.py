@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.network import free_port
 
 from jip.config import AuthSettings, DicomPeer, Settings, StoreSettings
 from jip.runtime import Runtime, build_runtime
@@ -47,12 +48,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("dcmtk command-line tools (storescu, findscu, movescu, ...) not installed")
     if item.get_closest_marker("orthanc") and orthanc_binary() is None:
         pytest.skip("Orthanc is not installed (apt install orthanc orthanc-dicomweb)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout_s: float = 30, process: subprocess.Popen[Any] | None = None) -> None:  # fmt: skip

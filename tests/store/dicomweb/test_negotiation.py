@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from tests.store.dicomweb_support import (
+from tests.store.dicomweb.support import (
     Site,
     ct_series,
     sample_file_bytes,

@@ -10,7 +10,7 @@ import httpx
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from tests.store.dicomweb_support import Site, part10, serve
+from tests.store.dicomweb.support import Site, part10, serve
 
 from jip.samples import synthetic_site
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-from tests.store.dicomweb_support import (
+from tests.store.dicomweb.support import (
     Site,
     ct_series,
     part10,

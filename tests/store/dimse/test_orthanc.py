@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import split_dataset
+from tests.support.network import free_port
 
 from jip.samples import image_series, random_patient, write_datasets
 from jip.store.catalog.queries import QueryLevel
@@ -33,14 +34,6 @@ class Hospital:
     pacs: Orthanc
     study: list[Dataset]  # uploaded to Orthanc only
     files: list[Path]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,14 @@ belongs to the store core's tests).
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-import uvicorn
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from tests.support.servers import serve_in_thread
 
 from jip.app import build_app
 from jip.config import AuthSettings, Settings
@@ -81,32 +78,13 @@ class Site:
         return f"{self.origin}/dicom-web"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def serve(data_dir: Path, **settings: object) -> Iterator[Site]:
     """Serve a new site; authentication is off (tokens are jip.base's tests' business)."""
     settings.setdefault("auth", AuthSettings(enabled=False))
     runtime = build_runtime(Settings(data_dir=data_dir, **settings))  # type: ignore[arg-type]
     app = build_app(runtime)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="dicomweb-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
     try:
-        yield Site(f"http://127.0.0.1:{port}", runtime, data_dir)
+        with serve_in_thread(app) as url:
+            yield Site(url, runtime, data_dir)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         runtime.close()

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
-from tests.store.dicomweb_support import (
+from tests.store.dicomweb.support import (
     Site,
     ct_series,
     sample_file_bytes,
