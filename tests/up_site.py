@@ -97,6 +97,8 @@ def start_up_site(root: Path) -> Iterator[UpSite]:
     env = {
         **os.environ,
         "JIP_AUTH__ADMIN_PASSWORD": PASSWORD,
+        # One admin token serves the whole session's tests (access tokens live 5 min).
+        "JIP_AUTH__ACCESS_TOKEN_TTL_S": "7200",
         "JIP_META__SERIES_QUIET_PERIOD_S": "3",
         "JIP_FLOW__RULE_INTERVAL_S": "1",
         "JIP_FLOW__AIRFLOW_PORT": str(airflow_port),

@@ -24,7 +24,7 @@ from jip.errors import Invalid
 from jip.store.storage.port import BlobStorage
 
 if TYPE_CHECKING:
-    from jip.base import Authenticator, Identity, SigningKeys
+    from jip.base import Authenticator, Identity, SigningKeys, TokenLedger
     from jip.flow.engine import WorkflowEngine
     from jip.flow.worker.runner import OperatorRunner
     from jip.meta.index import MetaIndex
@@ -123,7 +123,18 @@ def identity_for(settings: Settings, engine: Engine) -> Identity:
 
     The signing key is read (or created) only when a token is first issued or checked.
     """
-    from jip.base import AuditLog, Identity, Issuer, Projects, SigningKeys, Users, site_url
+    from jip.base import (
+        AuditLog,
+        Identity,
+        Issuer,
+        Projects,
+        RunTokens,
+        SigningKeys,
+        TokenLedger,
+        Users,
+        site_url,
+    )
+    from jip.base.tokens import TokenSigner
 
     users = Users(engine)
     audit = AuditLog(engine)
@@ -139,25 +150,39 @@ def identity_for(settings: Settings, engine: Engine) -> Identity:
             audit=audit,
             keys=keys,
         )
+    ledger = TokenLedger(engine)
+    # A run's token is signed with the site's own key in both shapes.
+    run_signer = TokenSigner(issuer=issuer_id, settings=settings.auth, keys=keys)
     return Identity(
         users=users,
         projects=Projects(engine),
         audit=audit,
-        authenticator=authenticator_for(settings, keys, issuer_id),
+        authenticator=authenticator_for(settings, keys, issuer_id, ledger=ledger),
         issuer=issuer,
+        run_tokens=RunTokens(signer=run_signer, ledger=ledger),
     )
 
 
-def authenticator_for(settings: Settings, keys: SigningKeys, issuer: str) -> Authenticator:
-    """The embedded issuer's key unless ``auth.issuer_url`` names an external issuer."""
+def authenticator_for(
+    settings: Settings, keys: SigningKeys, issuer: str, *, ledger: TokenLedger | None = None
+) -> Authenticator:
+    """The embedded issuer's key unless ``auth.issuer_url`` names an external issuer;
+    tokens signed with the site's key (run tokens in both shapes) checked by ``ledger``."""
     from jip.base import Authenticator, JwksVerifier, LocalKeyVerifier, TokenVerifier
 
     auth = settings.auth
     verifier: TokenVerifier
+    site = LocalKeyVerifier(keys, issuer=issuer, audience=auth.audience)
     if auth.issuer_url:
         verifier = JwksVerifier(
             issuer=auth.issuer_url, audience=auth.audience, jwks_url=auth.jwks_url
         )
     else:
-        verifier = LocalKeyVerifier(keys, issuer=issuer, audience=auth.audience)
-    return Authenticator(enabled=auth.enabled, verifier=verifier)
+        verifier = site
+    return Authenticator(
+        enabled=auth.enabled,
+        verifier=verifier,
+        site=site,
+        ledger=ledger,
+        local_users=not auth.issuer_url,
+    )

@@ -58,17 +58,43 @@ class DicomPeer(BaseModel):
         return value.strip()
 
 
+class DicomWebSettings(BaseModel):
+    """Bounds on the work one DICOMweb request may ask for (any logged-in user can)."""
+
+    # Largest rendered image, width x height of the viewport (4096 x 4096: a mammogram
+    # at full size); a larger viewport is a 400.
+    max_rendered_pixels: int = Field(default=4096 * 4096, ge=1)
+    # Most distinct frame numbers in one frames/{list} request (duplicates count once);
+    # /pixeldata returns every frame.
+    max_frames_per_request: int = Field(default=1000, ge=1)
+    # Most parts in one STOW-RS request (413 beyond); an empty part fails unparsed.
+    max_stow_parts: int = Field(default=10_000, ge=1)
+
+
 class StoreSettings(BaseModel):
     """DIMSE listener, DICOMweb and the duplicate policy."""
 
     ae_title: str = Field(default="JIP", max_length=16)
-    dicom_host: str = "0.0.0.0"
+    # Loopback by default, like HTTP; JIP_STORE__DICOM_HOST=0.0.0.0 opens it to the network.
+    dicom_host: str = "127.0.0.1"
     dicom_port: int = Field(default=11112, ge=0, le=65535)
-    # Empty list: any calling AE may echo, store and find (as Orthanc does).
+    # Non-empty: only these calling AEs may associate at all (A-ASSOCIATE-RJ otherwise).
     allowed_calling_aets: list[str] = Field(default_factory=list)
-    # What C-FIND, C-MOVE and C-GET from a calling AE that is no peer see: every series,
-    # or none (no matches, no sub-operations). Peers: DicomPeer.projects.
-    unknown_ae_queries: UnknownAeQueries = "all"
+    # What C-FIND, C-MOVE and C-GET from a calling AE that is no peer see: nothing (no
+    # matches, no sub-operations), or every series. Peers: DicomPeer.projects.
+    unknown_ae_queries: UnknownAeQueries = "none"
+    # Whether a calling AE that is no peer may C-STORE (onboarding modalities); it may
+    # then only start series and add to the series it started (jip.store.dimse.access).
+    unknown_ae_store: bool = False
+    # Associations at once from one IP address, and from one calling AE title, per
+    # listener process; counted at accept, before the association request is read.
+    max_associations_per_address: int = Field(default=8, ge=1)
+    max_associations_per_ae: int = Field(default=8, ge=1)
+    # Deadlines: the A-ASSOCIATE-RQ must arrive whole within association_timeout_s of
+    # the connection, every later PDU within pdu_timeout_s of its first byte;
+    # network_timeout_s is the idle timeout (no PDU at all).
+    association_timeout_s: float = Field(default=10.0, gt=0)
+    pdu_timeout_s: float = Field(default=60.0, gt=0)
     # Named remote AEs: C-MOVE destinations and SCU targets (`jip dicom find --peer pacs`).
     peers: dict[str, DicomPeer] = Field(default_factory=dict)
     # Listener processes sharing the port with SO_REUSEPORT; 0 means one per CPU core.
@@ -82,6 +108,7 @@ class StoreSettings(BaseModel):
     network_timeout_s: float = Field(default=60.0, gt=0)
     # The project of a new series that no assignment rule matches (created on start).
     default_project: str = Field(default="default", pattern=PROJECT_NAME)
+    dicomweb: DicomWebSettings = Field(default_factory=DicomWebSettings)
 
 
 class MetaSettings(BaseModel):
@@ -91,6 +118,14 @@ class MetaSettings(BaseModel):
     index_batch_size: int = Field(default=500, ge=1)
     # A series with no new instance for this long is complete (auto-rules fire).
     series_quiet_period_s: float = Field(default=60.0, ge=0)
+    # Bounds on one cohort search (400 naming the setting beyond them): clauses over
+    # every bool level, values in all (a terms list counts each), wildcard/prefix pattern
+    # and other value lengths in characters, named aggregations per request.
+    max_query_clauses: int = Field(default=1024, ge=1, le=65536)
+    max_query_terms: int = Field(default=65536, ge=1, le=1_000_000)
+    max_pattern_length: int = Field(default=256, ge=1, le=10_000)
+    max_value_length: int = Field(default=1024, ge=1, le=32_766)
+    max_aggregations: int = Field(default=100, ge=1, le=1000)
 
 
 class FlowSettings(BaseModel):
@@ -137,7 +172,10 @@ class AuthSettings(BaseModel):
     enabled: bool = True
     issuer_url: str | None = None
     audience: str = "jip"
-    access_token_ttl_s: int = Field(default=3600, ge=60)
+    # Short, so that what a token says (roles, projects) cannot lag far behind; the
+    # embedded issuer's tokens are also checked per request against the user's token
+    # version (disable, removal, role change and password change end them at once).
+    access_token_ttl_s: int = Field(default=300, ge=60)
     # Cluster shape: where the issuer's keys are; unset reads jwks_uri from its discovery.
     jwks_url: str | None = None
     # Embedded issuer: the URL people and the CLI reach this site at, its `iss` claim.
@@ -149,9 +187,30 @@ class AuthSettings(BaseModel):
     # Failed logins per username and client IP before the issuer answers 429.
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_s: int = Field(default=300, ge=1)
+    # Failed logins of one username from any address, and of the whole site, within
+    # the window before logins are refused (password guessing and spraying).
+    login_max_failures_per_user: int = Field(default=20, ge=1)
+    login_max_failures_site: int = Field(default=200, ge=1)
+    # Password hashes (scrypt, 32 MiB each) computed at once; a login that finds no free
+    # slot within password_hash_wait_s is answered 503 with Retry-After.
+    max_concurrent_password_hashes: int = Field(default=4, ge=1)
+    password_hash_wait_s: float = Field(default=5.0, ge=0)
     # First run: the `admin` user's password (JIP_AUTH__ADMIN_PASSWORD); unset, a
     # one-time password is generated and shown once.
     admin_password: SecretStr | None = None
+
+
+class HttpSettings(BaseModel):
+    """The HTTP server: whom to believe about the client's address, request body limits."""
+
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IP addresses or
+    # CIDR networks, "*" for any): a reverse proxy on this machine by default. From any
+    # other peer the headers are ignored and the connection's address is the client's
+    # (login throttling and the audit log use it).
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Largest JSON or form request body; STOW-RS and file uploads stream and have
+    # their own limits (store.max_upload_bytes).
+    max_json_body_bytes: int = Field(default=1024**2, ge=1024)
 
 
 class UiSettings(BaseModel):
@@ -204,6 +263,7 @@ class Settings(BaseSettings):
     meta: MetaSettings = Field(default_factory=MetaSettings)
     flow: FlowSettings = Field(default_factory=FlowSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
 
     @field_validator("data_dir")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from jip.app import build_app
@@ -134,6 +135,9 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
     ``announce`` shows the one-time admin password of a first start on the terminal,
     never in the logs.
     """
+    # Everything this process and its children (Airflow, listeners) create is the JIP
+    # user's alone: catalog, index, WAL files, keys, work files hold PHI and secrets.
+    os.umask(0o077)
     runtime = build_runtime(settings)
     one_time = runtime.identity.users.bootstrap_admin(settings.auth.admin_password)
     if one_time:
@@ -141,19 +145,10 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
             f"First start: created user 'admin' with one-time password {one_time}\n"
             "Log in with `jip login` and change it with `jip user passwd admin`."
         )
-    settings = with_service_token(settings, runtime)
+    settings = with_service_token(settings, runtime, purpose=f"jip-up:{role.value}")
     platform = Platform(settings, runtime, embedded_components(settings, role))
     app = build_app(runtime, readiness=[c.not_ready for c in platform.components])
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        timeout_graceful_shutdown=30,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(http_server_config(settings, app))
     started: list[Component] = []
     try:
         for component in platform.components:
@@ -180,22 +175,44 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
         log.info("JIP stopped")
 
 
-# A workflow may wait days for a human step; `jip up` mints a fresh token at each start.
+def http_server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
+    """uvicorn's settings for the site's API.
+
+    X-Forwarded-For and X-Forwarded-Proto are believed only from ``http.trusted_proxies``
+    (loopback by default): from any other peer they are ignored, so a caller cannot
+    choose the address the login throttle counts and the audit log records.
+    """
+    trusted = settings.http.trusted_proxies
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=list(trusted) if trusted else [],
+        timeout_graceful_shutdown=30,
+    )
+
+
+# A workflow may wait days for a human step; `jip up` mints a fresh token at each start
+# and the one minted at the previous start (for the same purpose) is revoked.
 SERVICE_TOKEN_TTL_S = 30 * 24 * 3600
 
 
-def with_service_token(settings: Settings, runtime: Runtime) -> Settings:
+def with_service_token(
+    settings: Settings, runtime: Runtime, *, purpose: str = "jip-up"
+) -> Settings:
     """Settings whose ``api_token`` lets Airflow tasks and auto-rules call the API.
 
     Only where auth is on, JIP is its own issuer and no token was configured (a cluster
-    passes ``JIP_API_TOKEN`` from a Secret instead).
+    passes ``JIP_API_TOKEN`` from a Secret instead). One token per ``purpose`` is live.
     """
     issuer = runtime.identity.issuer
     if not settings.auth.enabled or settings.api_token is not None or issuer is None:
         return settings
-    from jip.base.issuer import service_token
+    from jip.base.service_tokens import service_token
 
-    token = service_token(issuer, ttl_s=SERVICE_TOKEN_TTL_S)
+    token = service_token(issuer, ttl_s=SERVICE_TOKEN_TTL_S, purpose=purpose)
     return settings.model_copy(update={"api_token": SecretStr(token)})
 
 

@@ -9,6 +9,7 @@ engine) are opened on first use; tests may set them beforehand.
 
 from __future__ import annotations
 
+import stat
 import threading
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from jip.backends import (
 )
 from jip.base import Identity
 from jip.config import Settings
+from jip.db import private_sqlite_file
 from jip.flow.engine import WorkflowEngine
 from jip.meta.index import MetaIndex
 from jip.migrations import upgrade
@@ -86,9 +88,28 @@ class Runtime:
         self.engine.dispose()
 
 
+def secure_data_dir(settings: Settings) -> None:
+    """The data directory 0700 and the files directly in it 0600, created or tightened.
+
+    It holds the catalog and index (PHI, password hashes) with their WAL files, the
+    state file and, below it, the signing key and the DICOM files: no other local user
+    may read any of it. SQLite files are created 0600 before SQLite opens them, so
+    their -wal and -shm files get that mode too.
+    """
+    data_dir = settings.data_dir
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    for url in (settings.resolved_catalog_url, settings.resolved_index_url):
+        private_sqlite_file(url)
+    for path in data_dir.iterdir():
+        mode = path.lstat().st_mode
+        if stat.S_ISREG(mode) and mode & 0o077:
+            path.chmod(stat.S_IMODE(mode) & 0o700)
+
+
 def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     """Adapters for ``settings``; ``migrate`` brings the catalog schema up to date."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(settings)
     catalog_url = settings.resolved_catalog_url
     if migrate:
         upgrade(catalog_url)

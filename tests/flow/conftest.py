@@ -9,8 +9,6 @@ tests that ask for ``airflow``, ``engine`` or ``site`` start them.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from tests.support.network import free_port
+from tests.support.servers import serve_in_thread
 
 from jip.app import build_app
 from jip.config import AuthSettings, FlowSettings, MetaSettings, Settings
@@ -30,12 +29,6 @@ from jip.flow.engine_airflow import AirflowEngine
 from jip.runtime import Runtime, build_runtime
 
 SELFTEST = "jip-selftest"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def site_settings(data_dir: Path, port: int, http_port: int | None = None) -> Settings:
@@ -99,25 +92,11 @@ def site(airflow: EmbeddedAirflow, engine: AirflowEngine) -> Iterator[Site]:
     settings = airflow.settings
     runtime = build_runtime(settings)
     app = build_app(runtime)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host=settings.http_host, port=settings.http_port, log_config=None, lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="jip-test-api", daemon=True)
-    thread.start()
-    base = f"http://{settings.http_host}:{settings.http_port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test site's API did not start")
-        time.sleep(0.05)
-    for dag_id in ("organ-seg-radiomics", "deidentify", "convert-nifti", "annotate-review"):
-        wait_for_workflow(engine, dag_id)
-    with httpx.Client(base_url=base, timeout=60) as api:
-        yield Site(settings=settings, runtime=runtime, api=api, engine=engine)
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serve_in_thread(app, host=settings.http_host, port=settings.http_port) as base:
+        for dag_id in ("organ-seg-radiomics", "deidentify", "convert-nifti", "annotate-review"):
+            wait_for_workflow(engine, dag_id)
+        with httpx.Client(base_url=base, timeout=60) as api:
+            yield Site(settings=settings, runtime=runtime, api=api, engine=engine)
     runtime.close()
 
 

@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pydicom
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from jip_sdk.phantom import AbdomenPhantom, PhantomSeries, write_ct_series
 
 from jip.runtime import Runtime
 
 T = TypeVar("T")
-
-
-@contextmanager
-def serve(app: FastAPI, host: str, port: int) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="jip-test-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test API did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def ingest_phantom(

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from tests.flow.conftest import free_port
+from tests.support.network import free_port
 
 from jip.config import FlowSettings, Settings
 from jip.embedded import embedded_components

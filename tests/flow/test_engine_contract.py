@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import pytest
 from tests.fakes.workflow_engine import FakeEngine
-from tests.flow.conftest import free_port
 from tests.flow.selftest import (
     MAPPED,
     SELFTEST,
@@ -25,6 +24,7 @@ from tests.flow.selftest import (
     wait_for_run,
     wait_for_tasks,
 )
+from tests.support.network import free_port
 
 from jip.errors import Conflict, Invalid, NotFound, Unavailable
 from jip.flow.engine import RunState, TaskState, WorkflowEngine, WorkflowInfo, WorkflowRun
@@ -49,7 +49,8 @@ SELFTEST_INFO = WorkflowInfo(
 class Driver(Protocol):
     """An engine under test and what moves its runs on."""
 
-    engine: WorkflowEngine
+    @property
+    def engine(self) -> WorkflowEngine: ...
 
     def until_busy(self, run_id: str) -> None:
         """Until a ``process_series`` instance of the run is running."""

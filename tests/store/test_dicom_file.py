@@ -484,3 +484,24 @@ def test_a_large_file_is_read_through_a_mapping(tmp_path: Path) -> None:
     path = tmp_path / "large.dcm"
     path.write_bytes(data)
     assert outcome(read_header, path) == outcome(reference_header, data)
+
+
+def test_header_json_returns_an_invalid_value_as_stored_and_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    from jip.store.dicom_file import header_json
+
+    ds = Dataset()
+    ds.PatientID = "P1"
+    ds[0x00200012] = RawDataElement(Tag(0x00200012), "IS", 2, b"1A", 0, False, True)
+    ds[0x00280006] = RawDataElement(Tag(0x00280006), "US", 3, b"\1\2\3", 0, False, True)
+    with caplog.at_level("WARNING", logger="jip.store.dicom_json"):
+        result = header_json(ds)
+    assert result["00200012"] == {"vr": "IS", "Value": ["1A"]}
+    assert "00280006" not in result  # a US three bytes long cannot be read: left out
+    assert result["00100020"]["Value"] == ["P1"]
+    logged = {getattr(r, "tag", None) for r in caplog.records if r.name == "jip.store.dicom_json"}
+    assert logged == {"00200012", "00280006"}

@@ -8,6 +8,9 @@ What the room holds:
 - ``issuer`` (the grants: authorization code with PKCE, password, refresh),
   ``refresh_tokens`` (token families), ``tokens`` (JWT minting), ``keys``, ``throttle``
   and ``issuer_routes`` (``/auth/*``, ``/.well-known/*``): the embedded OIDC issuer;
+- ``ledger`` (the per-request checks that make tokens revocable), ``run_tokens`` (a
+  workflow run's own token: ``Identity.issue_run_token`` / ``revoke_run_token``) and
+  ``service_tokens`` (the rotating token `jip up` gives its workers);
 - ``keycloak``: sets up the cluster shape's realm (`jip keycloak bootstrap`);
 - ``users``, ``projects``, ``audit``, ``schema`` (their tables), ``routes``
   (``/api/users``, ``/api/projects``, ``/api/me``, ``/api/audit``) and ``identity`` (the
@@ -52,17 +55,18 @@ from jip.base.deps import (
 from jip.base.identity import Identity, site_url
 from jip.base.issuer import (
     CLI_CLIENT,
-    SERVICE_USERNAME,
     WEB_CLIENT,
     AuthorizeRequest,
     Issuer,
     OAuthError,
     s256,
-    service_token,
 )
 from jip.base.keys import SigningKeys
+from jip.base.ledger import TokenLedger
 from jip.base.projects import ProjectInfo, Projects, check_project_name
+from jip.base.run_tokens import RunTokens
 from jip.base.schema import Project, ProjectRole, as_utc, now_utc
+from jip.base.service_tokens import SERVICE_USERNAME, service_token
 from jip.base.users import UserInfo, Users, generate_password
 
 __all__ = [
@@ -96,7 +100,9 @@ __all__ = [
     "ProjectRole",
     "Projects",
     "ProjectsDep",
+    "RunTokens",
     "SigningKeys",
+    "TokenLedger",
     "TokenVerifier",
     "UserInfo",
     "Users",

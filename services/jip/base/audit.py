@@ -37,6 +37,7 @@ class AuditAction(StrEnum):
     USER_CREATE = "user.create"
     USER_UPDATE = "user.update"
     USER_PASSWORD = "user.password"
+    PASSWORD_CHANGE_FAILED = "user.password.failed"  # a wrong current password
     USER_REMOVE = "user.remove"
     PROJECT_CREATE = "project.create"
     PROJECT_UPDATE = "project.update"

@@ -9,6 +9,12 @@ PyJWT's ``PyJWKClient`` (``jip.backends.authenticator_for`` picks one). Both iss
 - ``preferred_username`` (else ``sub``): the username;
 - ``realm_access.roles`` containing ``admin``: a site admin, who sees every project;
 - ``groups`` entries ``/projects/<project>/<role>``: the caller's projects and roles.
+
+A workflow run acts with a token of its own (:mod:`jip.base.run_tokens`), signed with
+the site's key in both shapes: claim ``jip_run`` names the run, ``jip_projects`` its
+projects; it makes a :class:`CurrentUser` with the researcher role in exactly those
+projects, never an admin. Tokens signed with the site's key are also checked against the
+database on every request (:mod:`jip.base.ledger`), so revocation is immediate.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from jip.base.keys import SigningKeys
+from jip.base.ledger import RUN_CLAIM, SERVICE_CLAIM, TokenLedger
 from jip.base.schema import ProjectRole
 from jip.errors import Forbidden, NotFound, Unauthorized, Unavailable
 
@@ -44,6 +51,9 @@ class CurrentUser:
     username: str
     is_admin: bool = False
     projects: Mapping[str, ProjectRole] = field(default_factory=dict)
+    # Set for a workflow run's token: the run it acts for and who started the run.
+    run_id: str | None = None
+    started_by: str | None = None
 
     def role_in(self, project: str) -> ProjectRole | None:
         return self.projects.get(project)
@@ -78,7 +88,13 @@ def require_project_role(user: CurrentUser, project: str, at_least: ProjectRole)
     raise Forbidden(f"needs the {at_least.value} role in project {project!r}")
 
 
+RUN_PROJECTS_CLAIM = "jip_projects"
+RUN_STARTED_BY_CLAIM = "jip_started_by"
+
+
 def user_from_claims(claims: Mapping[str, Any]) -> CurrentUser:
+    if RUN_CLAIM in claims:
+        return run_user_from_claims(claims)
     username = claims.get("preferred_username") or claims.get("sub")
     if not isinstance(username, str) or not username:
         raise Unauthorized("token names no user (preferred_username or sub)")
@@ -94,6 +110,22 @@ def user_from_claims(claims: Mapping[str, Any]) -> CurrentUser:
         if project not in projects or role.at_least(projects[project]):
             projects[project] = role
     return CurrentUser(username=username, is_admin=ADMIN_ROLE in roles, projects=projects)
+
+
+def run_user_from_claims(claims: Mapping[str, Any]) -> CurrentUser:
+    """A run's token: researcher in exactly its projects, never an admin."""
+    run_id = claims.get(RUN_CLAIM)
+    projects = claims.get(RUN_PROJECTS_CLAIM)
+    if not isinstance(run_id, str) or not run_id or not isinstance(projects, list):
+        raise Unauthorized("invalid run token: jip_run and jip_projects are required")
+    started_by = claims.get(RUN_STARTED_BY_CLAIM)
+    return CurrentUser(
+        username=f"run:{run_id}",
+        is_admin=False,
+        projects={str(p): ProjectRole.RESEARCHER for p in projects if isinstance(p, str)},
+        run_id=run_id,
+        started_by=started_by if isinstance(started_by, str) else None,
+    )
 
 
 def project_groups(projects: Mapping[str, ProjectRole]) -> list[str]:
@@ -206,18 +238,55 @@ class JwksVerifier:
 
 
 class Authenticator:
-    """Turns the bearer token of a request into a :class:`CurrentUser`."""
+    """Turns the bearer token of a request into a :class:`CurrentUser`.
 
-    def __init__(self, *, enabled: bool, verifier: TokenVerifier) -> None:
+    ``site`` checks tokens signed with the site's own key (every token in the embedded
+    shape; run tokens beside Keycloak's in the cluster shape), and ``ledger`` whether
+    such a token still holds; ``local_users`` says the site's issuer logs people in.
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        verifier: TokenVerifier,
+        site: LocalKeyVerifier | None = None,
+        ledger: TokenLedger | None = None,
+        local_users: bool = False,
+    ) -> None:
         self.enabled = enabled
         self.verifier = verifier
+        self.site = site
+        self.ledger = ledger
+        self.local_users = local_users
 
     def authenticate(self, token: str | None) -> CurrentUser:
         if not self.enabled:
             return ANONYMOUS_ADMIN
         if not token:
             raise Unauthorized("missing bearer token: log in (`jip login`) and send it")
-        return user_from_claims(self.verifier.verify(token))
+        return user_from_claims(self.claims(token))
+
+    def claims(self, token: str) -> dict[str, Any]:
+        """The claims of a valid token that still holds; Unauthorized otherwise."""
+        if self.site is not None and (
+            self.site is self.verifier or _unverified_issuer(token) == self.site.issuer
+        ):
+            claims = self.site.verify(token)
+            if self.ledger is not None:
+                self.ledger.check_site_token(claims, local_users=self.local_users)
+            return claims
+        claims = self.verifier.verify(token)
+        if self.site is not None and (RUN_CLAIM in claims or SERVICE_CLAIM in claims):
+            raise Unauthorized("invalid token: run and service tokens come from this site only")
+        return claims
+
+
+def _unverified_issuer(token: str) -> object:
+    try:
+        return jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.InvalidTokenError:
+        return None
 
 
 # -- FastAPI dependencies ----------------------------------------------------------------

@@ -50,7 +50,10 @@ def get_audit(request: Request) -> AuditLog:
 
 
 def client_ip(request: Request) -> str:
-    """The caller's address (uvicorn resolves X-Forwarded-For behind a trusted proxy)."""
+    """The caller's address: the connection's peer, or what X-Forwarded-For says when
+    that peer is one of ``http.trusted_proxies`` (resolved by the server before any
+    route runs, see :func:`jip.embedded.http_server_config`; the UI reads the same
+    ``request.client``). Never the header of an untrusted peer."""
     return request.client.host if request.client else ""
 
 

@@ -8,8 +8,8 @@ Grants (RFC 6749), all for public clients (``jip`` the web UI, ``jip-cli`` the C
 - ``refresh_token`` with rotation: every use revokes the presented token and issues the
   next one of its family; a revoked token coming back revokes the whole family.
 
-Every password check goes through the login throttle (:mod:`jip.base.throttle`) and
-is recorded in the audit log. Tokens are minted by :mod:`jip.base.tokens`; the refresh
+Every password check (logins and password changes) goes through the login throttle
+(:mod:`jip.base.throttle`) and is recorded in the audit log. Tokens are minted by :mod:`jip.base.tokens`; the refresh
 tokens and their families are kept by :mod:`jip.base.refresh_tokens`.
 """
 
@@ -23,7 +23,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -33,11 +33,12 @@ from sqlalchemy.orm import Session
 from jip.base.audit import AuditAction, AuditLog
 from jip.base.auth import CurrentUser
 from jip.base.keys import SigningKeys
+from jip.base.ledger import TokenLedger
 from jip.base.refresh_tokens import TokenFamilies, digest, rowcount
 from jip.base.schema import AuthorizationCode, User, as_utc, now_utc
 from jip.base.throttle import LoginThrottle
 from jip.base.tokens import TokenSet, TokenSigner
-from jip.base.users import UserInfo, Users
+from jip.base.users import UserInfo, Users, check_password_policy
 from jip.config import AuthSettings
 from jip.errors import Invalid, Unauthorized
 
@@ -112,7 +113,8 @@ class Issuer:
         self.audit = audit
         self.keys = keys
         self.signer = TokenSigner(issuer=issuer, settings=settings, keys=keys)
-        self.throttle = LoginThrottle(audit, settings)
+        self.throttle = LoginThrottle(engine, audit, settings)
+        self.ledger = TokenLedger(engine)
         self.families = TokenFamilies(
             engine=engine, settings=settings, signer=self.signer, audit=audit
         )
@@ -331,13 +333,41 @@ class Issuer:
         if client_id not in CLIENTS:
             raise OAuthError("invalid_client", f"unknown client_id {client_id!r}")
 
+    def change_password(self, username: str, current: str, new: str, *, client_ip: str) -> None:
+        """A user's own password change: the current password is checked under the login
+        throttle (a stolen access token must not become a password oracle), and a wrong
+        one is recorded; every session and access token of the user ends."""
+        check_password_policy(new)
+        who = username.strip().lower()[:64]
+        try:
+            self.throttle.attempt(
+                who,
+                client_ip,
+                now=self.clock(),
+                check=lambda: self.users.verify(username, current),
+            )
+        except Unauthorized:
+            self.audit.record(
+                AuditAction.PASSWORD_CHANGE_FAILED,
+                username=who,
+                target=who,
+                client_ip=client_ip,
+                at=self.clock(),
+            )
+            raise Unauthorized("the current password is wrong") from None
+        self.users.set_password(username, new)
+
     def _login(self, username: str, password: str, *, client_ip: str, client_id: str) -> UserInfo:
         """Verify a password under the rate limit, recording the outcome."""
         who = username.strip().lower()[:64]
-        self.throttle.check(who, client_ip, now=self.clock())
         detail = {"client_id": client_id}
         try:
-            info = self.users.verify(username, password)
+            info = self.throttle.attempt(
+                who,
+                client_ip,
+                now=self.clock(),
+                check=lambda: self.users.verify(username, password),
+            )
         except Unauthorized:
             self.audit.record(
                 AuditAction.LOGIN_FAILED,
@@ -357,28 +387,3 @@ class Issuer:
         if user is None:  # removed between the password check and now
             raise OAuthError("invalid_grant", "invalid username or password")
         return user
-
-
-SERVICE_USERNAME = "jip-service"
-
-
-def service_token(issuer: Issuer, *, ttl_s: int, now: datetime | None = None) -> str:
-    """A site-admin access token for the site's own workers (Airflow tasks, auto-rules).
-
-    Minted by `jip up` at each start and handed to Airflow's processes only; it is not
-    tied to a login, so a workflow that waits for a human longer than a user's token
-    lives still reaches the API. No account with this name can log in.
-    """
-    signer = TokenSigner(
-        issuer=issuer.signer.issuer,
-        settings=issuer.signer.settings.model_copy(update={"access_token_ttl_s": ttl_s}),
-        keys=issuer.signer.keys,
-    )
-    service = UserInfo(
-        username=SERVICE_USERNAME,
-        is_admin=True,
-        disabled=False,
-        created_at=now or datetime.now(UTC),
-        projects={},
-    )
-    return signer.access_token(service, now=now or datetime.now(UTC), client_id="jip-service")

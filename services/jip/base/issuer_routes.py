@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from jip.base.deps import ClientIpDep, IssuerDep, OptionalUserDep
 from jip.base.issuer import AuthorizeRequest, Issuer, OAuthError
-from jip.base.throttle import TooManyAttempts
+from jip.base.throttle import LoginBusy, TooManyAttempts
 
 router = APIRouter(tags=["auth"])
 
@@ -78,10 +78,10 @@ def token(
             )
         else:
             raise OAuthError("unsupported_grant_type", f"unsupported grant_type {grant_type!r}")
-    except TooManyAttempts as exc:
+    except (TooManyAttempts, LoginBusy) as exc:
         return JSONResponse(
             {"error": "temporarily_unavailable", "error_description": str(exc)},
-            status_code=429,
+            status_code=429 if isinstance(exc, TooManyAttempts) else 503,
             headers={**NO_STORE, "Retry-After": str(exc.retry_after_s)},
         )
     except OAuthError as exc:
@@ -148,8 +148,9 @@ def authorize_submit(
         return _refuse(issuer, request, exc)
     try:
         location = issuer.authorize(request, username, form.password, client_ip=ip)
-    except TooManyAttempts as exc:
-        page = _page(request, username=username, error=str(exc), status=429)
+    except (TooManyAttempts, LoginBusy) as exc:
+        status = 429 if isinstance(exc, TooManyAttempts) else 503
+        page = _page(request, username=username, error=str(exc), status=status)
         page.headers["Retry-After"] = str(exc.retry_after_s)
         return page
     except OAuthError as exc:

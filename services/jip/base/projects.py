@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from jip.base.ledger import bump_token_version
 from jip.base.schema import Membership, Project, ProjectRole, User, as_utc, now_utc
 from jip.errors import Conflict, Invalid, NotFound
 
@@ -93,11 +94,18 @@ class Projects:
             return _info(session, project)
 
     def remove(self, name: str) -> None:
+        """Remove the project; its members' access tokens end (they named it)."""
         with Session(self.engine) as session, session.begin():
-            session.delete(_get(session, name))
+            project = _get(session, name)
+            members = session.scalars(
+                select(Membership.user_id).where(Membership.project_id == project.id)
+            ).all()
+            bump_token_version(session, *members)
+            session.delete(project)
 
     def set_member(self, name: str, username: str, role: ProjectRole) -> ProjectInfo:
-        """Add ``username`` to the project, or change their role."""
+        """Add ``username`` to the project, or change their role (which ends the access
+        tokens naming the old role; a new member's tokens lack the project, harmlessly)."""
         with Session(self.engine) as session, session.begin():
             project = _get(session, name)
             user = _user(session, username)
@@ -107,6 +115,8 @@ class Projects:
             else:
                 if membership.role == ProjectRole.OWNER and role != ProjectRole.OWNER:
                     _keep_an_owner(session, project, user)
+                if membership.role != role:
+                    bump_token_version(session, user.id)
                 membership.role = role
             session.flush()
             return _info(session, project)
@@ -121,6 +131,7 @@ class Projects:
             if membership.role == ProjectRole.OWNER:
                 _keep_an_owner(session, project, user)
             session.delete(membership)
+            bump_token_version(session, user.id)
             session.flush()
             return _info(session, project)
 

@@ -21,6 +21,7 @@ from sqlalchemy import CursorResult, Engine, Result, select, update
 from sqlalchemy.orm import Session
 
 from jip.base.audit import AuditAction, AuditLog
+from jip.base.ledger import bump_token_version
 from jip.base.schema import RefreshToken, User
 from jip.base.tokens import TokenSet, TokenSigner
 from jip.base.users import revoke_sessions, user_info
@@ -121,11 +122,12 @@ class TokenFamilies:
         )
 
     def end_all(self, username: str, *, client_ip: str) -> None:
-        """Log ``username`` out everywhere: every family of theirs is revoked."""
+        """Log ``username`` out everywhere: every family and access token of theirs ends."""
         with Session(self.engine) as session, session.begin():
             row_user = session.scalar(select(User).where(User.username == username))
             if row_user is not None:
                 revoke_sessions(session, row_user.id)
+                bump_token_version(session, row_user.id)
         self.audit.record(
             AuditAction.LOGOUT,
             username=username,

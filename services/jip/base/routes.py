@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, SecretStr
 
 from jip.api_types import RowIdQuery
@@ -21,6 +21,7 @@ from jip.base.deps import (
     AuditDep,
     ClientIpDep,
     CurrentUserDep,
+    IssuerDep,
     ProjectsDep,
     UsersDep,
     require_local_users,
@@ -28,6 +29,7 @@ from jip.base.deps import (
 from jip.base.issuer_routes import router as issuer_router
 from jip.base.projects import ProjectInfo
 from jip.base.schema import ProjectRole
+from jip.base.throttle import LoginBusy, TooManyAttempts
 from jip.base.users import UserInfo, generate_password
 
 users_router = APIRouter(
@@ -314,14 +316,25 @@ def me(user: CurrentUserDep) -> Me:
 
 @me_router.put("/password", status_code=204, dependencies=[Depends(require_local_users)])
 def change_my_password(
-    body: PasswordChange, user: CurrentUserDep, users: UsersDep, audit: AuditDep, ip: ClientIpDep
+    body: PasswordChange, user: CurrentUserDep, issuer: IssuerDep, audit: AuditDep, ip: ClientIpDep
 ) -> Response:
-    """Change one's own password (local users); every session of the user ends."""
-    users.change_own_password(
-        user.username,
-        body.current_password.get_secret_value(),
-        body.new_password.get_secret_value(),
-    )
+    """Change one's own password (local users); every session and token of the user ends.
+
+    The current password is checked under the login limits (429 with Retry-After)."""
+    try:
+        issuer.change_password(
+            user.username,
+            body.current_password.get_secret_value(),
+            body.new_password.get_secret_value(),
+            client_ip=ip,
+        )
+    except (TooManyAttempts, LoginBusy) as exc:
+        status = 429 if isinstance(exc, TooManyAttempts) else 503
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=status,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
     audit.record(
         AuditAction.USER_PASSWORD, username=user.username, target=user.username, client_ip=ip
     )

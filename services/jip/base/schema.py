@@ -59,6 +59,10 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Carried in every access token (claim ``jip_ver``) and compared on every request:
+    # bumped when the user is disabled, loses admin or a role, or changes password, it
+    # ends their access tokens at once (jip.base.ledger).
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Project(Base):
@@ -125,6 +129,38 @@ class AuthorizationCode(Base):
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The refresh-token family issued for this code, revoked if the code comes back.
     family: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class IssuedToken(Base):
+    """A token the site minted for its own machinery: a run's token, a service token.
+
+    The token is valid only while its row is live (not revoked); a run's tokens are
+    revoked when the run ends, a service token when the next one of its purpose is minted.
+    """
+
+    __tablename__ = "issued_tokens"
+
+    jti: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "run" or "service"
+    # The run id, or the service token's purpose.
+    subject: Mapped[str] = mapped_column(String(256), index=True)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class LoginAttempt(Base):
+    """One password check, reserved before the hash is computed (jip.base.throttle)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_user", "username", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(USERNAME)
+    client_ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # "pending" (hashing), "failed", "ok", or "refused" (throttled, never hashed).
+    outcome: Mapped[str] = mapped_column(String(16))
 
 
 class AuditEntry(Base):

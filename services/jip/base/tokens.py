@@ -18,6 +18,7 @@ import jwt
 
 from jip.base.auth import ADMIN_ROLE, project_groups
 from jip.base.keys import SigningKeys
+from jip.base.ledger import VERSION_CLAIM
 from jip.base.users import UserInfo
 from jip.config import AuthSettings
 
@@ -77,6 +78,7 @@ class TokenSigner:
             "preferred_username": user.username,
             "realm_access": {"roles": [ADMIN_ROLE, *roles] if user.is_admin else roles},
             "groups": project_groups(user.projects),
+            VERSION_CLAIM: user.token_version,
         }
         return self._sign(claims, typ="at+jwt")
 
@@ -106,6 +108,25 @@ class TokenSigner:
         if nonce:
             claims["nonce"] = nonce
         return self._sign(claims, typ="JWT")
+
+    def machine_token(
+        self, subject: str, extra: dict[str, Any], *, now: datetime, ttl_s: int
+    ) -> tuple[str, str]:
+        """A token for the site's own machinery (a run, a service) and its ``jti``."""
+        jti = uuid.uuid4().hex
+        issued = int(now.timestamp())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.settings.audience,
+            "iat": issued,
+            "exp": issued + ttl_s,
+            "jti": jti,
+            "typ": "Bearer",
+            "preferred_username": subject,
+            **extra,
+        }
+        return self._sign(claims, typ="at+jwt"), jti
 
     def _sign(self, claims: dict[str, Any], *, typ: str) -> str:
         return jwt.encode(

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from jip.base.ledger import bump_token_version
 from jip.base.schema import (
     Membership,
     Project,
@@ -127,6 +128,7 @@ class UserInfo:
     disabled: bool
     created_at: datetime
     projects: dict[str, ProjectRole]
+    token_version: int = 0
 
 
 class Users:
@@ -168,17 +170,14 @@ class Users:
             return int(session.scalar(select(func.count()).select_from(User)) or 0)
 
     def set_password(self, username: str, password: str) -> None:
-        """Change the password and end every session of the user."""
+        """Change the password and end every session and access token of the user."""
         check_password_policy(password)
         password_hash = hash_password(password)
         with Session(self.engine) as session, session.begin():
             user = _get(session, username)
             user.password_hash = password_hash
             revoke_sessions(session, user.id)
-
-    def change_own_password(self, username: str, current: str, new: str) -> None:
-        self.verify(username, current)
-        self.set_password(username, new)
+            bump_token_version(session, user.id)
 
     def update(
         self, username: str, *, is_admin: bool | None = None, disabled: bool | None = None
@@ -190,6 +189,8 @@ class Users:
             )
             if losing_admin:
                 _keep_an_admin(session, user)
+            # Losing admin or being disabled ends the user's access tokens at once.
+            revoke = (is_admin is False and user.is_admin) or (disabled and not user.disabled)
             if is_admin is not None:
                 user.is_admin = is_admin
             if disabled is not None:
@@ -197,6 +198,9 @@ class Users:
                 if disabled:
                     revoke_sessions(session, user.id)
             session.flush()
+            if revoke:
+                bump_token_version(session, user.id)
+                session.refresh(user)
             return user_info(session, user)
 
     def remove(self, username: str) -> None:
@@ -308,4 +312,5 @@ def user_info(
         disabled=user.disabled,
         created_at=as_utc(user.created_at),
         projects=dict(sorted(roles.items())),
+        token_version=user.token_version or 0,
     )

@@ -16,17 +16,29 @@ from dataclasses import dataclass
 from typing import Literal
 
 from jip.errors import Invalid
-from jip.meta.fields import ID_FIELD, Field, FieldType, lookup
-from jip.meta.query import a_noun, as_number, field_of, options, single_key
+from jip.meta.fields import ID_FIELD, Field, FieldType, Scalar, lookup
+from jip.meta.query import (
+    DEFAULT_LIMITS,
+    QueryLimits,
+    a_noun,
+    as_number,
+    field_of,
+    options,
+    single_key,
+)
 
 MAX_BUCKETS = 10000
 MAX_RANGES = 60  # a range facet with more buckets is a histogram
+MAX_NAME = 256  # characters of an aggregation's name
 
 
 @dataclass(frozen=True)
 class TermsAgg:
     field: Field
     size: int = 10
+    # Only these values count (None: every value); set by META, never read from a request:
+    # a caller's facet on Projects counts the caller's projects alone.
+    include: tuple[Scalar, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,7 @@ class DateHistogramAgg:
 @dataclass(frozen=True)
 class CardinalityAgg:
     field: Field
+    include: tuple[Scalar, ...] | None = None  # as TermsAgg.include
 
 
 Agg = TermsAgg | RangeAgg | DateHistogramAgg | CardinalityAgg
@@ -65,15 +78,29 @@ class SortKey:
 # --- reading ------------------------------------------------------------------------
 
 
-def parse_aggs(dsl: object, path: str = "aggs") -> dict[str, Agg]:
-    """Named aggregations; sub-aggregations are not part of the language."""
+def parse_aggs(
+    dsl: object, path: str = "aggs", limits: QueryLimits = DEFAULT_LIMITS
+) -> dict[str, Agg]:
+    """Named aggregations, at most ``limits.max_aggregations`` of them; sub-aggregations
+    are not part of the language."""
     if dsl is None:
         return {}
     if not isinstance(dsl, Mapping):
         raise Invalid(f"{path}: expected an object of named aggregations, got {dsl!r}")
+    if len(dsl) > limits.max_aggregations:
+        raise Invalid(
+            f"{path}: at most {limits.max_aggregations} aggregations in one request, got "
+            f"{len(dsl)} (setting meta.max_aggregations)"
+        )
     out: dict[str, Agg] = {}
     for name, body in dsl.items():
-        if not isinstance(name, str) or not name or "[" in name or ">" in name:
+        if (
+            not isinstance(name, str)
+            or not name
+            or "[" in name
+            or ">" in name
+            or len(name) > MAX_NAME
+        ):
             raise Invalid(f"{path}: bad aggregation name {name!r}")
         kind, spec = single_key(body, f"{path}.{name}", "an aggregation type")
         where = f"{path}.{name}.{kind}"
@@ -147,6 +174,7 @@ def parse_sort(dsl: object, path: str = "sort") -> tuple[SortKey, ...]:
     SQLite, relevance then index order in OpenSearch."""
     items = [] if dsl is None else dsl if isinstance(dsl, list) else [dsl]
     keys: list[SortKey] = []
+    seen: set[str] = set()
     for i, item in enumerate(items):
         at = f"{path}[{i}]"
         if isinstance(item, str):
@@ -163,7 +191,9 @@ def parse_sort(dsl: object, path: str = "sort") -> tuple[SortKey, ...]:
             raise Invalid(f"{at}: cannot sort on the multi-valued field {name!r}")
         if order not in ("asc", "desc"):
             raise Invalid(f"{at}.{name}: order must be 'asc' or 'desc', got {order!r}")
-        keys.append(SortKey(field, order == "desc"))
+        if field.stored not in seen:  # a field sorted on again changes nothing
+            seen.add(field.stored)
+            keys.append(SortKey(field, order == "desc"))
     if keys and not any(k.field.name == ID_FIELD for k in keys):
         keys.append(SortKey(lookup(ID_FIELD)))
     return tuple(keys)

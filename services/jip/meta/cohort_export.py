@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jip.errors import Invalid
-from jip.meta.query import parse_query
+from jip.meta.query import DEFAULT_LIMITS, QueryLimits, parse_query
 from jip.store import check_uid
 
 EXPORT_FORMAT = "jip.cohort"
@@ -45,17 +45,17 @@ def check_description(description: object) -> str:
     return description
 
 
-def check_query(query: object) -> dict[str, Any]:
+def check_query(query: object, limits: QueryLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """The query as given, once the cohort language accepts it (400 naming the path)."""
     if query is None:
         return {}
     if not isinstance(query, Mapping):
         raise Invalid(f"query: expected an object (a query clause), got {query!r}")
-    parse_query(query, "query")
+    parse_query(query, "query", limits)
     return dict(query)
 
 
-def parse_export(document: object) -> dict[str, Any]:
+def parse_export(document: object, limits: QueryLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """The parts of an exported cohort, checked; Invalid names the part at fault."""
     if not isinstance(document, Mapping):
         raise Invalid("expected a cohort export (a JSON object)")
@@ -79,7 +79,7 @@ def parse_export(document: object) -> dict[str, Any]:
     parsed: dict[str, Any] = {
         "name": check_name(document.get("name")),
         "description": check_description(document.get("description", "")),
-        "query": check_query(document.get("query")),
+        "query": check_query(document.get("query"), limits),
         "source_site": source,
     }
     if "series" in document:

@@ -32,11 +32,11 @@ from jip.meta.cohort_export import (
     check_query,
     parse_export,
 )
-from jip.meta.fields import ID_FIELD
+from jip.meta.fields import FIELDS, ID_FIELD
 from jip.meta.index import MetaIndex, SearchResult
-from jip.meta.query import Query, parse_query
+from jip.meta.query import DEFAULT_LIMITS, Query, QueryLimits, Terms, parse_query
 from jip.meta.schema import Cohort, CohortSeries
-from jip.meta.service import BY_UID, matching_uids, project_query
+from jip.meta.service import BY_UID, matching_uids, project_query, scoped_hits
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,13 @@ class CohortSeriesPage:
 class Cohorts:
     """Saved cohorts over the catalog ``engine``, run against ``index``."""
 
-    def __init__(self, engine: Engine, index: MetaIndex, site: str) -> None:
+    def __init__(
+        self, engine: Engine, index: MetaIndex, site: str, *, limits: QueryLimits = DEFAULT_LIMITS
+    ) -> None:
         self.engine = engine
         self.index = index
         self.site = site
+        self.limits = limits  # what a cohort's query may ask of the index
 
     # -- reading ------------------------------------------------------------------------
     def list(self, user: CurrentUser, project: str | None = None) -> builtins.list[CohortInfo]:
@@ -103,7 +106,7 @@ class Cohorts:
         """A page of the cohort's series: the query run now, or the frozen list."""
         with Session(self.engine) as session:
             row = _visible(session, user, cohort_id)
-            query, frozen = _cohort_query(row), row.frozen_at is not None
+            query, frozen = _cohort_query(row, self.limits), row.frozen_at is not None
             if frozen:
                 total = _frozen_counts(session, [row.id]).get(row.id, 0)
                 uids = list(
@@ -115,9 +118,10 @@ class Cohorts:
                         .limit(limit)
                     )
                 )
-                return CohortSeriesPage(total, True, self._documents(uids, fields, row.project))
+                hits = self._documents(uids, fields, row.project)
+                return CohortSeriesPage(total, True, scoped_hits(hits, project_scope(user)))
         found = self.index.search(query, sort=BY_UID, offset=offset, limit=limit, fields=fields)
-        return CohortSeriesPage(found.total, False, found.hits)
+        return CohortSeriesPage(found.total, False, scoped_hits(found.hits, project_scope(user)))
 
     def series_uids(self, user: CurrentUser, cohort_id: str) -> builtins.list[str]:
         """Every series of the cohort (a workflow's input)."""
@@ -125,7 +129,7 @@ class Cohorts:
             row = _visible(session, user, cohort_id)
             if row.frozen_at is not None:
                 return _frozen_uids(session, row.id)
-            query = _cohort_query(row)
+            query = _cohort_query(row, self.limits)
         return [uid for page in matching_uids(self.index, query) for uid in page]
 
     def export(
@@ -163,7 +167,7 @@ class Cohorts:
         """Save a cohort; ``freeze`` keeps what the query matches now, ``series`` (an
         import) keeps that list instead."""
         name, description = check_name(name), check_description(description)
-        checked = check_query(query)
+        checked = check_query(query, self.limits)
         owner = self._owner(user, project)
         now, cohort_id = datetime.now(UTC), uuid.uuid4().hex
         row = Cohort(
@@ -181,7 +185,9 @@ class Cohorts:
         if freeze and series is None:
             series = [
                 uid
-                for page in matching_uids(self.index, project_query(parse_query(checked), owner))
+                for page in matching_uids(
+                    self.index, project_query(parse_query(checked, limits=self.limits), owner)
+                )
                 for uid in page
             ]
         try:
@@ -216,7 +222,7 @@ class Cohorts:
                         raise Conflict(
                             f"cohort {cohort_id} is frozen: unfreeze it before changing its query"
                         )
-                    row.query = check_query(query)
+                    row.query = check_query(query, self.limits)
                 row.updated_at = datetime.now(UTC)
                 session.flush()
         except IntegrityError:
@@ -231,7 +237,7 @@ class Cohorts:
         """Keep the series the query matches now (again, if already frozen)."""
         with Session(self.engine) as session:
             writable = self._writable(session, user, cohort_id)
-            query = _cohort_query(writable)
+            query = _cohort_query(writable, self.limits)
         uids = [uid for page in matching_uids(self.index, query) for uid in page]
         with Session(self.engine) as session, session.begin():
             row = self._writable(session, user, cohort_id)
@@ -255,7 +261,7 @@ class Cohorts:
         name: str | None = None,
     ) -> CohortInfo:
         """Save an exported cohort here; 400 naming the part of the document at fault."""
-        parsed = parse_export(document)
+        parsed = parse_export(document, self.limits)
         return self.create(
             user,
             name=name if name is not None else parsed["name"],
@@ -306,7 +312,7 @@ class Cohorts:
         if not uids:
             return []
         found: SearchResult = self.index.search(
-            project_query(parse_query({"terms": {ID_FIELD: uids}}), project),
+            project_query(Terms(FIELDS[ID_FIELD], tuple(uids)), project),
             limit=len(uids),
             fields=fields,
         )
@@ -314,9 +320,9 @@ class Cohorts:
         return [by_uid.get(uid, {ID_FIELD: uid}) for uid in uids]
 
 
-def _cohort_query(row: Cohort) -> Query:
+def _cohort_query(row: Cohort, limits: QueryLimits) -> Query:
     """The saved (already checked) query of ``row`` over the series of its project."""
-    return project_query(parse_query(row.query), row.project)
+    return project_query(parse_query(row.query, limits=limits), row.project)
 
 
 def _visible(session: Session, user: CurrentUser, cohort_id: str) -> Cohort:

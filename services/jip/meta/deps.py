@@ -16,6 +16,7 @@ from jip.base import site_url
 from jip.config import Settings
 from jip.meta.cohorts import Cohorts
 from jip.meta.index import MetaIndex
+from jip.meta.query import QueryLimits
 from jip.meta.service import IndexLedger
 
 
@@ -45,11 +46,21 @@ def get_ledger(request: Request) -> IndexLedger:
     return IndexLedger(_adapters(request).engine)
 
 
+def get_limits(request: Request) -> QueryLimits:
+    return QueryLimits.of(_adapters(request).settings.meta)
+
+
 def get_cohorts(request: Request) -> Cohorts:
     adapters = _adapters(request)
-    return Cohorts(adapters.engine, adapters.index, site_url(adapters.settings))
+    return Cohorts(
+        adapters.engine,
+        adapters.index,
+        site_url(adapters.settings),
+        limits=QueryLimits.of(adapters.settings.meta),
+    )
 
 
 IndexDep = Annotated[MetaIndex, Depends(get_index)]
 LedgerDep = Annotated[IndexLedger, Depends(get_ledger)]
 CohortsDep = Annotated[Cohorts, Depends(get_cohorts)]
+LimitsDep = Annotated[QueryLimits, Depends(get_limits)]

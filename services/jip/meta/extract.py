@@ -22,8 +22,9 @@ import io
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,15 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from jip.errors import Invalid
-from jip.meta.fields import FIELDS, ID_FIELD, Field, FieldType, normalize_document, parse_date
+from jip.meta.fields import (
+    FIELDS,
+    ID_FIELD,
+    INT64,
+    Field,
+    FieldType,
+    normalize_document,
+    parse_date,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,9 @@ _NO_CONTRAST = {"", "NONE", "NO", "N", "N/A", "NA", "0", "WITHOUT", "NIL"}
 _AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$")
 _DAYS_PER_YEAR = 365.25
 _DEFER_SIZE = 64 * 1024
+MAX_TEXT = 1024  # characters of a string value (LO allows 64); longer ones are left out
+MAX_VALUES = 1024  # values of a multi-valued field read from one instance
+MAX_UID = 64  # PS3.5 9.1
 
 
 def read_summary(path: Path) -> dict[str, Any]:
@@ -180,34 +192,51 @@ def _parse(handle: io.BufferedIOBase | io.BytesIO, defer_size: int | None) -> Da
 
 
 def _summary(dataset: Dataset) -> dict[str, Any]:
-    summary: dict[str, Any] = {}
-    sop_uid = _text(dataset.get("SOPInstanceUID"))
-    if not sop_uid:
-        raise Invalid("DICOM header has no SOPInstanceUID")
-    summary["SOPInstanceUID"] = sop_uid
-    number = _single(dataset, "InstanceNumber", FieldType.INTEGER)
-    if number is not None:
-        summary["InstanceNumber"] = number
-    frames = _single(dataset, "NumberOfFrames", FieldType.INTEGER)
-    summary["NumberOfFrames"] = frames if frames is not None else int("Rows" in dataset)
-    for field in _READ:
-        try:
-            value = _read_field(dataset, field)
-        except (ValueError, TypeError, OverflowError):  # pydicom converts values lazily
-            log.debug("value left out", extra={"field": field.name})
-            continue
-        if value not in (None, []):
-            summary[field.name] = value
-    for name, value in (
-        ("ReferencedSeriesInstanceUID", _referenced_series(dataset)),
-        ("SegmentLabels", _items_text(dataset.get("SegmentSequence"), "SegmentLabel")),
-        ("Radiopharmaceutical", _radiopharmaceutical(dataset)),
-    ):
-        if value:
+    summary: dict[str, Any] = {"SOPInstanceUID": _uid(dataset, "SOPInstanceUID")}
+    summary[ID_FIELD] = _uid(dataset, ID_FIELD)
+    readers: list[tuple[str, Callable[[], Any]]] = [
+        ("InstanceNumber", partial(_single, dataset, "InstanceNumber", FieldType.INTEGER)),
+        ("NumberOfFrames", partial(_single, dataset, "NumberOfFrames", FieldType.INTEGER)),
+        *((f.name, partial(_read_field, dataset, f)) for f in _READ if f.name != ID_FIELD),
+        ("ReferencedSeriesInstanceUID", partial(_referenced_series, dataset)),
+        ("SegmentLabels", partial(_segment_labels, dataset)),
+        ("Radiopharmaceutical", partial(_radiopharmaceutical, dataset)),
+    ]
+    for name, read in readers:
+        value = _guarded(name, read, summary["SOPInstanceUID"])
+        if value not in (None, [], ""):
             summary[name] = value
-    if not summary.get(ID_FIELD):
-        raise Invalid(f"DICOM header has no {ID_FIELD}")
+    if "NumberOfFrames" not in summary:
+        summary["NumberOfFrames"] = int(_guarded("Rows", partial(dataset.__contains__, "Rows")))
     return summary
+
+
+def _guarded(name: str, read: Callable[[], Any], sop_uid: str = "") -> Any:
+    """``read()``, or None with a warning when the element's value cannot be decoded or
+    converted: one bad element leaves its field out, never the instance. pydicom decodes
+    lazily, so any error (bad number, date, character set, sequence, length) shows here;
+    the warning names the field and the error's kind, never the value (it may be PHI)."""
+    try:
+        return read()
+    except Exception as exc:
+        log.warning(
+            "value left out",
+            extra={"field": name, "sop_instance_uid": sop_uid, "error": type(exc).__name__},
+        )
+        return None
+
+
+def _uid(dataset: Dataset, keyword: str) -> str:
+    """An identifying UID; the instance cannot be indexed without it."""
+    try:
+        value = _text(_element_value(dataset, keyword))
+    except Exception as exc:
+        raise Invalid(f"DICOM header has no readable {keyword}: {type(exc).__name__}") from exc
+    if not value:
+        raise Invalid(f"DICOM header has no {keyword}")
+    if len(value) > MAX_UID:
+        raise Invalid(f"{keyword} is {len(value)} characters long; a UID has at most 64")
+    return value
 
 
 def _read_field(dataset: Dataset, field: Field) -> Any:
@@ -220,6 +249,9 @@ def _read_field(dataset: Dataset, field: Field) -> Any:
         return None
     items = list(raw) if isinstance(raw, MultiValue | list | tuple) else [raw]
     if field.multi:
+        if len(items) > MAX_VALUES:
+            log.warning("values left out", extra={"field": field.name, "kept": MAX_VALUES})
+            items = items[:MAX_VALUES]
         values = [_convert(field.type, item) for item in items]
         return [v for v in values if v is not None]
     if field.type in (FieldType.KEYWORD, FieldType.TEXT) and len(items) > 1:
@@ -229,20 +261,28 @@ def _read_field(dataset: Dataset, field: Field) -> Any:
 
 def _element_value(dataset: Dataset, keyword: str) -> Any:
     element = dataset.get(keyword)
-    if element is None or isinstance(element, Sequence | bytes):
+    if element is None or isinstance(element, Sequence | Dataset | bytes | bytearray):
         return None
     return element
+
+
+def _items(value: Any) -> list[Dataset]:
+    """The items of a sequence element; anything else (a wrong VR) has none."""
+    return (
+        [item for item in value if isinstance(item, Dataset)] if isinstance(value, Sequence) else []
+    )
 
 
 def _functional_value(dataset: Dataset, keyword: str) -> Any:
     """``keyword`` from the shared functional groups, else from the first frame's."""
     for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        items = dataset.get(groups)
+        items = _items(dataset.get(groups))
         if not items:
             continue
         for macro in items[0]:
-            if macro.VR == "SQ" and macro.value:
-                value = _element_value(macro.value[0], keyword)
+            found = _items(macro.value) if macro.VR == "SQ" else []
+            if found:
+                value = _element_value(found[0], keyword)
                 if value is not None:
                     return value
     return None
@@ -252,23 +292,36 @@ def _convert(ftype: FieldType, value: Any) -> Any:
     try:
         match ftype:
             case FieldType.INTEGER:
-                return int(float(str(value).strip())) if str(value).strip() else None
+                text = str(value).strip()
+                integer = int(float(text)) if text else None
+                return integer if integer is None or -INT64 <= integer < INT64 else None
             case FieldType.FLOAT:
                 number = float(str(value).strip())
                 return number if math.isfinite(number) else None
             case FieldType.DATE:
-                return parse_date(str(value).strip().replace(".", ""))
+                return parse_date(str(value).strip().replace(".", "")[:MAX_TEXT])
             case _:
-                return _text(value) or None
-    except (TypeError, ValueError):
-        log.debug("value left out", extra={"value_type": ftype.value})
+                text = _text(value)
+                if len(text) > MAX_TEXT:  # no string VR of the catalogue's fields allows it
+                    log.warning("value left out: too long", extra={"length": len(text)})
+                    return None
+                return text or None
+    except (TypeError, ValueError, OverflowError):
+        log.warning("value left out", extra={"value_type": ftype.value})
         return None
 
 
 def _text(value: Any) -> str:
+    """The value as text, as stored (less padding); characters UTF-8 cannot hold (lone
+    surrogates from a broken encoding) become U+FFFD, so that every index takes it."""
     if value is None:
         return ""
-    return str(value).strip(" \x00")
+    text = str(value).strip(" \x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _single(dataset: Dataset, keyword: str, ftype: FieldType) -> Any:
@@ -280,11 +333,15 @@ def _single(dataset: Dataset, keyword: str, ftype: FieldType) -> Any:
 
 def _items_text(items: Any, keyword: str) -> list[str]:
     values: list[str] = []
-    for item in items or ():
-        text = _text(item.get(keyword))
+    for item in _items(items)[:MAX_VALUES]:
+        text = _convert(FieldType.KEYWORD, _element_value(item, keyword))
         if text and text not in values:
             values.append(text)
     return values
+
+
+def _segment_labels(dataset: Dataset) -> list[str]:
+    return _items_text(dataset.get("SegmentSequence"), "SegmentLabel")
 
 
 def _referenced_series(dataset: Dataset) -> list[str]:
@@ -296,7 +353,7 @@ def _referenced_series(dataset: Dataset) -> list[str]:
         "CurrentRequestedProcedureEvidenceSequence",
         "PertinentOtherEvidenceSequence",
     ):
-        for study in dataset.get(keyword) or ():
+        for study in _items(dataset.get(keyword)):
             for uid in _items_text(study.get("ReferencedSeriesSequence"), "SeriesInstanceUID"):
                 if uid not in uids:
                     uids.append(uid)
@@ -304,8 +361,12 @@ def _referenced_series(dataset: Dataset) -> list[str]:
 
 
 def _radiopharmaceutical(dataset: Dataset) -> str:
-    items = dataset.get("RadiopharmaceuticalInformationSequence")
-    return _text(items[0].get("Radiopharmaceutical")) if items else ""
+    items = _items(dataset.get("RadiopharmaceuticalInformationSequence"))
+    return (
+        _convert(FieldType.KEYWORD, _element_value(items[0], "Radiopharmaceutical"))
+        if items
+        else ""
+    )
 
 
 def _instance_order(entry: tuple[str, Mapping[str, Any]]) -> tuple[bool, int, str]:

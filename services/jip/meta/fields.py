@@ -186,6 +186,7 @@ def parse_date(value: object) -> str | None:
 
 
 Scalar = str | int | float | bool
+INT64 = 2**63  # integers are 64-bit in both engines (SQLite INTEGER, OpenSearch long)
 
 
 def coerce(field: Field, value: object) -> Scalar | None:
@@ -194,11 +195,11 @@ def coerce(field: Field, value: object) -> Scalar | None:
         case FieldType.KEYWORD | FieldType.TEXT:
             return value if isinstance(value, str) else None
         case FieldType.INTEGER:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 return None
             if isinstance(value, float) and value.is_integer():
-                return int(value)
-            return value if isinstance(value, int) else None
+                value = int(value)
+            return value if isinstance(value, int) and -INT64 <= value < INT64 else None
         case FieldType.FLOAT:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return None
@@ -243,6 +244,7 @@ def normalize_document(doc: Mapping[str, object]) -> dict[str, Any]:
             and (
                 kind is not float or math.isfinite(raw)  # type: ignore[arg-type]
             )
+            and (kind is not int or -INT64 <= raw < INT64)  # type: ignore[operator]
         ):
             out[name] = raw
             continue

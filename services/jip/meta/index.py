@@ -184,6 +184,9 @@ def agg_result(agg: Agg, counts: Mapping[Any, int]) -> dict[str, Any]:
     """An aggregation's answer from the number of documents per key: a value (terms,
     cardinality), a date (date_histogram, bucketed here) or a bit mask of the ranges the
     value falls in (range)."""
+    include = getattr(agg, "include", None)
+    if include is not None:
+        counts = {key: n for key, n in counts.items() if key in include}
     match agg:
         case TermsAgg(field, size):
             ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))

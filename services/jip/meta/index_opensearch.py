@@ -169,7 +169,7 @@ class OpenSearchIndex:
             body["sort"] = sort_to_dsl(sort)
         if specs:
             body["aggs"] = aggs_to_dsl(specs)
-        response = self._call(self.client.search, index=self.index, body=body)
+        response = self._search(body)
         hits = response["hits"]
         found = response.get("aggregations", {})
         return SearchResult(
@@ -180,7 +180,7 @@ class OpenSearchIndex:
 
     def aggregate(self, query: Query, aggs: Mapping[str, Agg]) -> dict[str, Any]:
         body = {"query": query_to_dsl(query), "size": 0, "aggs": aggs_to_dsl(aggs)}
-        response = self._call(self.client.search, index=self.index, body=body)
+        response = self._search(body)
         found = response.get("aggregations", {})
         return {name: normalise_agg(agg, found.get(name, {})) for name, agg in aggs.items()}
 
@@ -219,6 +219,21 @@ class OpenSearchIndex:
                     )
         return items
 
+    def _search(self, body: dict[str, Any]) -> Any:
+        """One search request; one that OpenSearch refuses as a bad request (too many
+        clauses, a pattern too complex to run) is the caller's error, named."""
+        from opensearchpy.exceptions import RequestError
+
+        try:
+            return self._call(self.client.search, index=self.index, body=body)
+        except Unavailable as exc:
+            if isinstance(exc.__cause__, RequestError):
+                raise Invalid(
+                    f"query: OpenSearch refused this search ({_reason(exc.__cause__)}); use "
+                    "fewer clauses, values or aggregations, or shorter patterns"
+                ) from exc.__cause__
+            raise
+
     @staticmethod
     def _call(method: Any, **kwargs: Any) -> Any:
         from opensearchpy.exceptions import ConnectionError as TransportDown
@@ -230,6 +245,19 @@ class OpenSearchIndex:
             raise Unavailable(f"OpenSearch is not reachable: {exc}") from exc
         except TransportError as exc:
             raise Unavailable(f"OpenSearch answered {exc.status_code}: {exc.error}") from exc
+
+
+def _reason(exc: Any) -> str:
+    """The root cause OpenSearch gives for a refused request, else its error type."""
+    info = getattr(exc, "info", None)
+    if isinstance(info, Mapping):
+        error = info.get("error")
+        if isinstance(error, Mapping):
+            causes = error.get("root_cause") or [error]
+            first = causes[0] if isinstance(causes, list) and causes else error
+            if isinstance(first, Mapping) and first.get("reason"):
+                return str(first["reason"])[:500]
+    return str(getattr(exc, "error", exc))[:500]
 
 
 # --- the checked tree back to DSL ----------------------------------------------------
@@ -270,8 +298,10 @@ def aggs_to_dsl(aggs: Mapping[str, Agg]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, agg in aggs.items():
         match agg:
-            case TermsAgg(field, size):
+            case TermsAgg(field, size, include):
                 out[name] = {"terms": {"field": field.name, "size": size}}
+                if include is not None:
+                    out[name]["terms"]["include"] = list(include)
             case RangeAgg(field, ranges):
                 specs = [
                     {"key": r.key}
@@ -288,8 +318,13 @@ def aggs_to_dsl(aggs: Mapping[str, Agg]) -> dict[str, Any]:
                         "format": "yyyy-MM-dd",
                     }
                 }
-            case CardinalityAgg(field):
+            case CardinalityAgg(field, None):
                 out[name] = {"cardinality": {"field": field.name}}
+            case CardinalityAgg(field, include):  # counted as the buckets of those values
+                values = list(include or ())
+                out[name] = {
+                    "terms": {"field": field.name, "size": max(len(values), 1), "include": values}
+                }
     return out
 
 
@@ -337,6 +372,8 @@ def normalise_agg(agg: Agg, raw: Mapping[str, Any]) -> dict[str, Any]:
                     for b in raw.get("buckets", [])
                 ]
             }
-        case CardinalityAgg():
+        case CardinalityAgg(_, None):
             return {"value": int(raw.get("value", 0))}
+        case CardinalityAgg():
+            return {"value": sum(1 for b in raw.get("buckets", []) if int(b["doc_count"]))}
     raise TypeError(f"not an aggregation: {agg!r}")  # pragma: no cover

@@ -41,7 +41,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from jip.errors import Invalid
+from jip.errors import Invalid, Unavailable
 from jip.meta.aggs import Agg, SortKey, parse_aggs
 from jip.meta.fields import FIELDS, ID_FIELD, FieldType, analyze, normalize_document
 from jip.meta.index import SearchResult, check_fields, check_page
@@ -139,13 +139,13 @@ class SqliteIndex:
         check_page(offset, limit)
         params: list[Any] = []
         where = where_sql(query, params)
-        with self._read() as conn:  # one snapshot: hits, total and facets agree
+        with self._read() as conn, _refusals():  # one snapshot: hits, total, facets agree
             return search_page(conn, where, params, sort, offset, limit, aggs or {}, wanted)
 
     def aggregate(self, query: Query, aggs: Mapping[str, Agg]) -> dict[str, Any]:
         params: list[Any] = []
         where = where_sql(query, params)
-        with self._read() as conn:
+        with self._read() as conn, _refusals():
             return aggregations(conn, aggs, where, params)[0]
 
     def field_values(self, field: str, size: int = 100) -> list[dict[str, Any]]:
@@ -215,6 +215,33 @@ class SqliteIndex:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+
+# SQLite's answers to a statement too big or too complex, whatever the database's state.
+_TOO_COMPLEX = (
+    "too many",  # columns, terms in ORDER BY, SQL variables, arguments
+    "too large",  # expression tree depth
+    "too complex",  # LIKE or GLOB pattern
+    "too big",  # string or blob
+    "parser stack overflow",
+)
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A statement built from a search that SQLite refuses as too big or too complex is
+    the caller's error (400 naming SQLite's reason), never a 500; any other database
+    error (locked, I/O) means the index is unavailable (503)."""
+    try:
+        yield
+    except (sqlite3.OperationalError, sqlite3.DataError, OverflowError) as exc:
+        reason = str(exc)
+        if isinstance(exc, OverflowError) or any(m in reason.lower() for m in _TOO_COMPLEX):
+            raise Invalid(
+                f"query: the index refused this search as too complex ({reason}); use fewer "
+                "clauses, values or aggregations, or shorter patterns"
+            ) from exc
+        raise Unavailable(f"the metadata index cannot answer: {reason}") from exc
 
 
 # --- schema --------------------------------------------------------------------------

@@ -181,17 +181,45 @@ def _glob(pattern: str) -> str:
 
 
 def _bool(query: Bool, params: list[Any]) -> str:
-    parts = [f"({where_sql(q, params)})" for q in (*query.must, *query.filter)]
-    parts += [f"NOT IFNULL(({where_sql(q, params)}), 0)" for q in query.must_not]
+    # Nested bools go last in each chain: SQLite nests a chain's first operand deepest.
+    required = [(q, False) for q in (*query.must, *query.filter)]
+    required += [(q, True) for q in query.must_not]
+    parts = []
+    for q, negated in sorted(required, key=lambda item: isinstance(item[0], Bool)):
+        where = _operand(q, params)
+        parts.append(f"{where} IS NOT 1" if negated else where)  # NULL: no match
     wanted = query.minimum_should_match
-    if wanted > len(query.should):
+    should = sorted(query.should, key=lambda q: isinstance(q, Bool))
+    if wanted > len(should):
         parts.append("0")
     elif wanted == 1:
-        parts.append("(" + " OR ".join(f"({where_sql(q, params)})" for q in query.should) + ")")
-    elif wanted > 1:
-        summed = " + ".join(f"IFNULL(({where_sql(q, params)}), 0)" for q in query.should)
-        parts.append(f"({summed}) >= {int(wanted)}")
-    return " AND ".join(parts) or "1"
+        parts.append(_joined([_operand(q, params) for q in should], "OR"))
+    elif wanted > 1:  # NULL (a missing field) counts as no match
+        summed = _joined([f"({_operand(q, params)} IS 1)" for q in should], "+")
+        parts.append(f"{summed} >= {int(wanted)}")
+    return _joined(parts, "AND") if parts else "1"
+
+
+def _operand(query: Query, params: list[Any]) -> str:
+    """The SQL of ``query`` as an operand of AND, OR or IS. Only a range (``x >= ? AND
+    x < ?``) needs parentheses: every other clause, a bool included, comes out as one
+    comparison or already enclosed, and each parenthesis costs SQLite parser stack."""
+    where = where_sql(query, params)
+    return f"({where})" if isinstance(query, Range | Prefix) else where
+
+
+_CHAIN = 256  # operands of one flat chain
+
+
+def _joined(parts: list[str], operator: str) -> str:
+    """``parts`` joined by ``operator``: flat chains of at most ``_CHAIN`` operands, then
+    chains of those. SQLite nests a flat chain's first operand n operators deep (and
+    refuses past SQLITE_MAX_EXPR_DEPTH, 1000), and each open parenthesis costs parser
+    stack (it refuses past about 100): flat chains with nested bools last keep both
+    small at every nesting the language allows (20 bool levels, 1024 clauses)."""
+    if len(parts) > _CHAIN:
+        parts = [_joined(parts[i : i + _CHAIN], operator) for i in range(0, len(parts), _CHAIN)]
+    return f"({f' {operator} '.join(parts)})" if len(parts) > 1 else parts[0]
 
 
 # --- aggregations --------------------------------------------------------------------

@@ -16,10 +16,10 @@ from typing import Any
 
 from jip.errors import Invalid
 from jip.meta.extract import read_summary, read_summary_bytes, series_document
-from jip.meta.fields import ID_FIELD
+from jip.meta.fields import FIELDS, ID_FIELD
 from jip.meta.index import MetaIndex
 from jip.meta.index_sqlite import SqliteIndex
-from jip.meta.query import Bool, Query, parse_query
+from jip.meta.query import Bool, Query, Terms, parse_query
 from jip.store import BlobStorage, Catalog
 
 log = logging.getLogger(__name__)
@@ -101,5 +101,5 @@ class SeriesMatcher:
 
 
 def _series(uids: list[str]) -> Query:
-    """The query for exactly the series ``uids``."""
-    return parse_query({"terms": {ID_FIELD: uids}})
+    """The query for exactly the series ``uids`` (built here, so no query limit applies)."""
+    return Terms(FIELDS[ID_FIELD], tuple(uids))

@@ -11,20 +11,86 @@ request, are read by :mod:`jip.meta.aggs` with the helpers at the end of this mo
 Queries: ``bool`` (must, filter, should + minimum_should_match, must_not), ``term``,
 ``terms``, ``range`` (gt, gte, lt, lte), ``exists``, ``wildcard``, ``prefix``, ``match``
 (text fields, operator or/and) and ``match_all``.
+
+Every query is bounded while it is parsed (:class:`QueryLimits`, from ``meta`` settings):
+clauses in all, values in all, and the length of patterns and values, so that both index
+adapters refuse the same input with the same message, before any engine sees it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from jip.config import MetaSettings
 from jip.errors import Invalid
-from jip.meta.fields import Field, FieldType, Scalar, analyze, coerce, lookup
+from jip.meta.fields import INT64, Field, FieldType, Scalar, analyze, coerce, lookup
 
-MAX_TERMS = 65536  # OpenSearch's index.max_terms_count
-MAX_CLAUSES = 1024  # OpenSearch's indices.query.bool.max_clause_count
 MAX_DEPTH = 20
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """How much work one search may ask for; each limit is a ``meta`` setting, named in
+    the 400 that refuses a request beyond it."""
+
+    max_clauses: int  # every clause of every bool level (Lucene's max_clause_count)
+    max_terms: int  # values in all: a terms clause counts each, a match each word
+    max_pattern_length: int  # characters of a wildcard or prefix pattern
+    max_value_length: int  # characters of any other value (term, range bound, match)
+    max_aggregations: int  # named aggregations in one request
+
+    @classmethod
+    def of(cls, settings: MetaSettings) -> QueryLimits:
+        return cls(
+            max_clauses=settings.max_query_clauses,
+            max_terms=settings.max_query_terms,
+            max_pattern_length=settings.max_pattern_length,
+            max_value_length=settings.max_value_length,
+            max_aggregations=settings.max_aggregations,
+        )
+
+
+DEFAULT_LIMITS = QueryLimits.of(MetaSettings())
+
+
+class _Budget:
+    """What one query has used of its :class:`QueryLimits` so far, while it is parsed."""
+
+    def __init__(self, limits: QueryLimits) -> None:
+        self.limits = limits
+        self.clauses = 0
+        self.terms = 0
+
+    def add_clauses(self, count: int, path: str) -> None:
+        self.clauses += count
+        if self.clauses > self.limits.max_clauses:
+            raise Invalid(
+                f"{path}: at most {self.limits.max_clauses} clauses in one query "
+                "(setting meta.max_query_clauses): use terms for lists of values"
+            )
+
+    def add_terms(self, count: int, path: str) -> None:
+        self.terms += count
+        if self.terms > self.limits.max_terms:
+            raise Invalid(
+                f"{path}: at most {self.limits.max_terms} values in one query "
+                "(setting meta.max_query_terms)"
+            )
+
+    def check_length(self, value: object, path: str, pattern: bool = False) -> None:
+        if not isinstance(value, str):
+            return
+        limit = self.limits.max_pattern_length if pattern else self.limits.max_value_length
+        if len(value) > limit:
+            what, setting = (
+                ("pattern", "max_pattern_length") if pattern else ("value", "max_value_length")
+            )
+            raise Invalid(
+                f"{path}: a {what} may be at most {limit} characters, got {len(value)} "
+                f"(setting meta.{setting})"
+            )
 
 
 @dataclass(frozen=True)
@@ -94,18 +160,23 @@ MATCH_ALL = MatchAll()  # every series: what no query (None or ``{}``) means
 # --- queries -------------------------------------------------------------------------
 
 
-def parse_query(dsl: object, path: str = "query") -> Query:
-    """The typed tree of ``dsl``; None or ``{}`` mean every series."""
+def parse_query(dsl: object, path: str = "query", limits: QueryLimits = DEFAULT_LIMITS) -> Query:
+    """The typed tree of ``dsl``; None or ``{}`` mean every series. Invalid when it
+    names anything unknown or asks for more than ``limits`` allow."""
+    return _parse(dsl, path, _Budget(limits))
+
+
+def _parse(dsl: object, path: str, budget: _Budget) -> Query:
     if dsl is None or dsl == {}:
         return MatchAll()
     clause, body = single_key(dsl, path, "a query clause")
     parser = _CLAUSES.get(clause)
     if parser is None:
         raise Invalid(f"{path}: unknown query clause {clause!r} (known: {', '.join(_CLAUSES)})")
-    return parser(body, f"{path}.{clause}")
+    return parser(body, f"{path}.{clause}", budget)
 
 
-def _match_all(body: object, path: str) -> Query:
+def _match_all(body: object, path: str, budget: _Budget) -> Query:
     options(body, path, {"boost"})
     return MatchAll()
 
@@ -113,21 +184,20 @@ def _match_all(body: object, path: str) -> Query:
 _OCCURS = ("must", "filter", "should", "must_not")
 
 
-def _bool(body: object, path: str) -> Query:
+def _bool(body: object, path: str, budget: _Budget) -> Query:
     opts = options(
         body, path, {"must", "filter", "should", "must_not", "boost", "minimum_should_match"}
     )
     if path.count(".bool") > MAX_DEPTH:
         raise Invalid(f"{path}: bool queries nest at most {MAX_DEPTH} deep")
     listed = [v if isinstance(v, list) else [v] for k, v in opts.items() if k in _OCCURS]
-    if sum(map(len, listed)) > MAX_CLAUSES:
-        raise Invalid(f"{path}: at most {MAX_CLAUSES} clauses in one bool query")
+    budget.add_clauses(sum(map(len, listed)), path)  # before parsing any of them
     parts: dict[str, tuple[Query, ...]] = {}
     for occur in _OCCURS:
         raw = opts.get(occur, [])
         items = raw if isinstance(raw, list) else [raw]
         parts[occur] = tuple(
-            parse_query(item, f"{path}.{occur}[{i}]") for i, item in enumerate(items)
+            _parse(item, f"{path}.{occur}[{i}]", budget) for i, item in enumerate(items)
         )
     required = bool(parts["must"] or parts["filter"])
     msm = _minimum_should_match(
@@ -159,27 +229,30 @@ def _minimum_should_match(raw: object, should: int, default: int, path: str) -> 
     return number if number >= 0 else max(should + number, 0)
 
 
-def _term(body: object, path: str) -> Query:
+def _term(body: object, path: str, budget: _Budget) -> Query:
     name, spec = single_key(body, path, "a field")
     field = field_of(name, path, exact=True)
     value = options(spec, f"{path}.{name}", {"value", "boost"}, "value")["value"]
+    budget.add_terms(1, path)
+    budget.check_length(value, f"{path}.{name}")
     return Term(field, _value(field, value, f"{path}.{name}"))
 
 
-def _terms(body: object, path: str) -> Query:
+def _terms(body: object, path: str, budget: _Budget) -> Query:
     opts = options(body, path, None)
     opts.pop("boost", None)
     name, raw = single_key(opts, path, "a field")
     field = field_of(name, path, exact=True)
     if not isinstance(raw, list):
         raise Invalid(f"{path}.{name}: expected a list of values, got {raw!r}")
-    if len(raw) > MAX_TERMS:
-        raise Invalid(f"{path}.{name}: at most {MAX_TERMS} values, got {len(raw)}")
+    budget.add_terms(len(raw), f"{path}.{name}")
+    for i, v in enumerate(raw):
+        budget.check_length(v, f"{path}.{name}[{i}]")
     values = tuple(_value(field, v, f"{path}.{name}[{i}]") for i, v in enumerate(raw))
     return Terms(field, tuple(dict.fromkeys(values)))
 
 
-def _range(body: object, path: str) -> Query:
+def _range(body: object, path: str, budget: _Budget) -> Query:
     name, spec = single_key(body, path, "a field")
     field = lookup(name, path)
     where = f"{path}.{name}"
@@ -191,26 +264,30 @@ def _range(body: object, path: str) -> Query:
     bounds.pop("boost", None)
     if not bounds:
         raise Invalid(f"{where}: give at least one of gt, gte, lt, lte")
+    budget.add_terms(1, path)
+    for op, v in bounds.items():
+        budget.check_length(v, f"{where}.{op}")
     values = {op: _value(field, v, f"{where}.{op}", bound=True) for op, v in bounds.items()}
     return Range(field, **values)
 
 
-def _exists(body: object, path: str) -> Query:
+def _exists(body: object, path: str, budget: _Budget) -> Query:
     opts = options(body, path, {"field", "boost"}, "field")
+    budget.add_terms(1, path)
     return Exists(lookup(opts["field"], f"{path}.field"))
 
 
-def _wildcard(body: object, path: str) -> Query:
-    field, pattern = _keyword_pattern(body, path)
+def _wildcard(body: object, path: str, budget: _Budget) -> Query:
+    field, pattern = _keyword_pattern(body, path, budget)
     return Wildcard(field, pattern)
 
 
-def _prefix(body: object, path: str) -> Query:
-    field, prefix = _keyword_pattern(body, path)
+def _prefix(body: object, path: str, budget: _Budget) -> Query:
+    field, prefix = _keyword_pattern(body, path, budget)
     return Prefix(field, prefix)
 
 
-def _keyword_pattern(body: object, path: str) -> tuple[Field, str]:
+def _keyword_pattern(body: object, path: str, budget: _Budget) -> tuple[Field, str]:
     name, spec = single_key(body, path, "a field")
     field = field_of(name, path, exact=True)
     if field.type is not FieldType.KEYWORD:
@@ -218,10 +295,12 @@ def _keyword_pattern(body: object, path: str) -> tuple[Field, str]:
     value = options(spec, f"{path}.{name}", {"value", "boost"}, "value")["value"]
     if not isinstance(value, str):
         raise Invalid(f"{path}.{name}: expected a string, got {value!r}")
+    budget.add_terms(1, path)
+    budget.check_length(value, f"{path}.{name}", pattern=True)
     return field, value
 
 
-def _match(body: object, path: str) -> Query:
+def _match(body: object, path: str, budget: _Budget) -> Query:
     name, spec = single_key(body, path, "a field")
     field = lookup(name, path)
     where = f"{path}.{name}"
@@ -231,13 +310,15 @@ def _match(body: object, path: str) -> Query:
     text, operator = opts["query"], str(opts.get("operator", "or")).lower()
     if not isinstance(text, str):
         raise Invalid(f"{where}.query: expected a string, got {text!r}")
+    budget.check_length(text, f"{where}.query")
     if operator not in ("or", "and"):
         raise Invalid(f"{where}.operator: expected 'or' or 'and', got {opts['operator']!r}")
     tokens = tuple(dict.fromkeys(analyze(text)))
+    budget.add_terms(max(len(tokens), 1), where)
     return Match(field, text, tokens, "and" if operator == "and" else "or")
 
 
-_CLAUSES = {
+_CLAUSES: dict[str, Callable[[object, str, _Budget], Query]] = {
     "bool": _bool,
     "term": _term,
     "terms": _terms,
@@ -297,7 +378,7 @@ def _value(field: Field, raw: object, path: str, bound: bool = False) -> Scalar:
     if bound and field.type is FieldType.INTEGER:
         number = as_number(raw, path)
         if number is not None:
-            return int(number) if number.is_integer() else number
+            return int(number) if number.is_integer() and abs(number) < INT64 else number
     value = coerce(field, raw)
     if value is None:
         expected = (

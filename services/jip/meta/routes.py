@@ -1,7 +1,7 @@
 """``/api/meta``: series search, facets, the field catalogue and index state.
 
 Series search, facets and field values cover the series of the caller's projects (all
-of them for site admins). Bad input is a 400 whose message names the field or the query
+of them for site admins), and name only those projects in ``Projects``. Bad input is a 400 whose message names the field or the query
 clause at fault, request bodies included (see :class:`CheckedRoute`): the request's
 query, sort and aggregations are parsed here, once, before the index sees them. Saved
 cohorts (``/api/meta/cohorts``) have their own router in :mod:`jip.meta.cohort_routes`.
@@ -22,9 +22,16 @@ from jip.api_types import MAX_ROW_ID
 from jip.base import AdminDep, AuditDep, ClientIpDep, CurrentUserDep, project_scope
 from jip.errors import Invalid
 from jip.meta.aggs import parse_aggs, parse_sort
-from jip.meta.deps import IndexDep, LedgerDep
+from jip.meta.deps import IndexDep, LedgerDep, LimitsDep
 from jip.meta.query import parse_query
-from jip.meta.service import field_catalogue, field_values, scoped_query, sweep_orphans
+from jip.meta.service import (
+    field_catalogue,
+    field_values,
+    scoped_aggs,
+    scoped_hits,
+    scoped_query,
+    sweep_orphans,
+)
 
 MAX_PAGE = 10_000  # the index's result window
 
@@ -129,19 +136,27 @@ class ReindexOut(BaseModel):
 
 # -- search ------------------------------------------------------------------------------
 @router.post("/search")
-def search(body: SearchIn, index: IndexDep, user: CurrentUserDep) -> SearchOut:
+def search(body: SearchIn, index: IndexDep, user: CurrentUserDep, limits: LimitsDep) -> SearchOut:
     """Series matching a cohort query: a page of them, the total and facet counts."""
-    query = scoped_query(parse_query(body.query), project_scope(user))
-    sort, aggs = parse_sort(body.sort), parse_aggs(body.aggs)
+    scope = project_scope(user)
+    query = scoped_query(parse_query(body.query, limits=limits), scope)
+    sort = parse_sort(body.sort)
+    aggs = scoped_aggs(parse_aggs(body.aggs, limits=limits), scope)
     found = index.search(query, sort, body.offset, body.limit, body.fields, aggs)
-    return SearchOut(total=found.total, hits=found.hits, aggregations=found.aggregations)
+    return SearchOut(
+        total=found.total, hits=scoped_hits(found.hits, scope), aggregations=found.aggregations
+    )
 
 
 @router.post("/aggregate")
-def aggregate(body: AggregateIn, index: IndexDep, user: CurrentUserDep) -> AggregateOut:
+def aggregate(
+    body: AggregateIn, index: IndexDep, user: CurrentUserDep, limits: LimitsDep
+) -> AggregateOut:
     """Facet counts (terms, range, date_histogram, cardinality) over the matching series."""
-    query = scoped_query(parse_query(body.query), project_scope(user))
-    return AggregateOut(aggregations=index.aggregate(query, parse_aggs(body.aggs)))
+    scope = project_scope(user)
+    query = scoped_query(parse_query(body.query, limits=limits), scope)
+    aggs = scoped_aggs(parse_aggs(body.aggs, limits=limits), scope)
+    return AggregateOut(aggregations=index.aggregate(query, aggs))
 
 
 @router.get("/fields")

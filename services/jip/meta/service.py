@@ -11,18 +11,32 @@ tables.
 from __future__ import annotations
 
 import json
+import operator
+import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select
 
-from jip.meta.aggs import SortKey, parse_aggs
+from jip.meta.aggs import Agg, CardinalityAgg, SortKey, TermsAgg, parse_aggs
 from jip.meta.fields import FIELDS, ID_FIELD, KEYWORD_SUFFIX, FieldType, lookup
 from jip.meta.index import MetaIndex
-from jip.meta.query import MATCH_ALL, Bool, MatchAll, Query, Range, Terms
+from jip.meta.query import (
+    MATCH_ALL,
+    Bool,
+    Exists,
+    Match,
+    MatchAll,
+    Prefix,
+    Query,
+    Range,
+    Term,
+    Terms,
+    Wildcard,
+)
 from jip.meta.schema import DeletedSeries, InstanceSummary
 from jip.store import Catalog, existing_instances
 
@@ -214,26 +228,112 @@ def field_values(
         return index.field_values(exact, size)
     found = index.aggregate(
         scoped_query(MATCH_ALL, scope),
-        parse_aggs({"values": {"terms": {"field": exact, "size": size}}}),
+        scoped_aggs(parse_aggs({"values": {"terms": {"field": exact, "size": size}}}), scope),
     )
     return list(found["values"]["buckets"])
 
 
 def project_query(query: Query, project: str) -> Query:
-    """A saved cohort's (parsed) query over the series of its project."""
-    only = Terms(FIELDS[PROJECTS_FIELD], (project,))
-    return Bool(must=() if isinstance(query, MatchAll) else (query,), filter=(only,))
+    """A saved cohort's (parsed) query over the series of its project, in which the
+    ``Projects`` field holds that project alone (see :func:`scoped_query`)."""
+    return scoped_query(query, (project,))
 
 
 def scoped_query(query: Query, scope: Collection[str] | None) -> Query:
     """``query`` limited to the series of the projects in ``scope`` (None: no limit).
 
     The indexer writes each series' projects into its ``Projects`` field, so the limit
-    is one ``terms`` filter, which both index adapters run natively. The caller parses
-    its query first (at the edge), so its errors name its own clauses.
+    is one ``terms`` filter, which both index adapters run natively. Clauses of ``query``
+    on ``Projects`` see only the projects of ``scope`` (the other projects a series
+    belongs to are not the caller's to know, not even by asking whether it is in one).
+    The caller parses its query first (at the edge), so its errors name its own clauses.
     """
     if scope is None:
         return query
-    only = Terms(FIELDS[PROJECTS_FIELD], tuple(sorted(scope)) or (NO_PROJECT,))
-    must = () if isinstance(query, MatchAll) else (query,)
+    seen = frozenset(scope)
+    only = Terms(FIELDS[PROJECTS_FIELD], tuple(sorted(seen)) or (NO_PROJECT,))
+    must = () if isinstance(query, MatchAll) else (_seen_projects(query, seen),)
     return Bool(must=must, filter=(only,))
+
+
+def scoped_hits(hits: list[dict[str, Any]], scope: Collection[str] | None) -> list[dict[str, Any]]:
+    """Search hits whose ``Projects`` name only the projects in ``scope`` (None: all)."""
+    if scope is None:
+        return hits
+    return [
+        hit | {PROJECTS_FIELD: [p for p in hit[PROJECTS_FIELD] if p in scope]}
+        if isinstance(hit.get(PROJECTS_FIELD), list)
+        else hit
+        for hit in hits
+    ]
+
+
+def scoped_aggs(aggs: Mapping[str, Agg], scope: Collection[str] | None) -> dict[str, Agg]:
+    """Aggregations in which ``Projects`` counts only the projects in ``scope``."""
+    if scope is None:
+        return dict(aggs)
+    include = tuple(sorted(scope)) or (NO_PROJECT,)
+    return {
+        name: replace(agg, include=include)
+        if isinstance(agg, TermsAgg | CardinalityAgg) and agg.field.stored == PROJECTS_FIELD
+        else agg
+        for name, agg in aggs.items()
+    }
+
+
+def _seen_projects(query: Query, scope: frozenset[str]) -> Query:
+    """``query`` with each clause on ``Projects`` answered over the projects of ``scope``
+    alone: the values it could match, as one ``terms`` clause."""
+    if isinstance(query, Bool):
+        return Bool(
+            must=tuple(_seen_projects(q, scope) for q in query.must),
+            filter=tuple(_seen_projects(q, scope) for q in query.filter),
+            should=tuple(_seen_projects(q, scope) for q in query.should),
+            must_not=tuple(_seen_projects(q, scope) for q in query.must_not),
+            minimum_should_match=query.minimum_should_match,
+        )
+    field = getattr(query, "field", None)
+    if field is None or field.stored != PROJECTS_FIELD or isinstance(query, Exists | Match):
+        return query
+    found = tuple(p for p in sorted(scope) if _matches(query, p))
+    return Terms(field, found or (NO_PROJECT,))
+
+
+def _matches(query: Query, project: str) -> bool:
+    """Whether a leaf clause on ``Projects`` matches a series in ``project``."""
+    match query:
+        case Term(_, value):
+            return project == value
+        case Terms(_, values):
+            return project in values
+        case Range():
+            return _in_range(query, project)
+        case Wildcard(_, pattern):
+            return re.fullmatch(_wildcard_regex(pattern), project, re.DOTALL) is not None
+        case Prefix(_, prefix):
+            return project.startswith(prefix)
+    raise TypeError(f"not a clause on a keyword field: {query!r}")  # pragma: no cover
+
+
+def _in_range(query: Range, value: str) -> bool:
+    checks = (
+        (query.gt, operator.gt),
+        (query.gte, operator.ge),
+        (query.lt, operator.lt),
+        (query.lte, operator.le),
+    )
+    return all(bound is None or test(value, bound) for bound, test in checks)
+
+
+def _wildcard_regex(pattern: str) -> str:
+    """An OpenSearch wildcard pattern (``*``, ``?``, ``\\`` escapes) as a regex."""
+    out, escaped = [], False
+    for char in pattern:
+        if escaped or char not in "*?\\":
+            out.append(re.escape(char))
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        else:
+            out.append(".*" if char == "*" else ".")
+    return "".join(out)

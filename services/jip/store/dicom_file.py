@@ -33,6 +33,7 @@ from pydicom.uid import UID
 from jip.errors import Invalid
 from jip.store.dicom_header import Scan, scan
 from jip.store.dicom_header import check_uid as check_uid
+from jip.store.dicom_json import dataset_json
 
 PIXEL_DATA_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 
@@ -350,22 +351,19 @@ BULK_DATA_THRESHOLD = 1024
 
 
 def header_json(dataset: Dataset) -> dict[str, Any]:
-    """The dataset as DICOM JSON (PS3.18 F.2) without pixel data.
+    """The dataset as DICOM JSON (PS3.18 F.2) without pixel data; invalid values are
+    returned as stored or left out (:mod:`jip.store.dicom_json`), never an error.
 
     Large binary values become ``BulkDataURI: "bulk:<tag>"`` placeholders that DICOMweb
     turns into absolute URLs. Not computed at ingest (it costs more than the rest of the
     parse); DICOMweb fills the catalog's cache on first use.
     """
-    header = Dataset()
-    for element in dataset:
-        if element.tag in PIXEL_DATA_TAGS:
-            continue
-        header.add(element)
 
     def bulk(element: Any) -> str:
         return f"bulk:{int(element.tag):08X}"
 
-    result: dict[str, Any] = header.to_json_dict(BULK_DATA_THRESHOLD, bulk)
+    # Element by element, so that one invalid value cannot fail the rest (dicom_json).
+    result = dataset_json(dataset, BULK_DATA_THRESHOLD, bulk, frozenset(PIXEL_DATA_TAGS))
     for tag in PIXEL_DATA_TAGS:
         if tag in dataset:
             result[f"{tag:08X}"] = {"vr": _pixel_vr(dataset, tag), "BulkDataURI": f"bulk:{tag:08X}"}

@@ -278,3 +278,56 @@ def test_capabilities_as_wadl_and_json(site: Site) -> None:
     described = httpx.get(site.url, headers={"Accept": "application/json"}).json()
     paths = {resource["path"] for resource in described["resources"]}
     assert "studies/{study}/series/{series}/metadata" in paths
+
+
+# -- default transfer syntax (PS3.18 §8.7.3.5.2) --------------------------------------------
+def _pydicom_file(name: str) -> bytes:
+    """A pydicom test file under a SOP Instance UID of its own (several share one)."""
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    path = get_testdata_file(name)
+    assert path is not None
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    out = io.BytesIO()
+    ds.save_as(out)  # in its own transfer syntax
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("accept", ['multipart/related; type="application/dicom"', "*/*", None])
+def test_instance_without_transfer_syntax_is_explicit_vr_little_endian(
+    site: Site, files: dict[str, bytes], accept: str | None
+) -> None:
+    ((content_type, body),) = _parts(_get(_url(site, files["jpeg2000"]), accept))
+    assert content_type == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+    ds = pydicom.dcmread(io.BytesIO(body))
+    original = pydicom.dcmread(io.BytesIO(files["jpeg2000"]))
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert np.array_equal(ds.pixel_array, original.pixel_array)
+
+
+@pytest.mark.parametrize(
+    ("name", "sent_as"),
+    [
+        ("MR_small_implicit.dcm", "1.2.840.10008.1.2.1"),  # re-encoded, pixels streamed
+        ("image_dfl.dcm", "1.2.840.10008.1.2.1"),  # inflated
+        ("MR_small_bigendian.dcm", "1.2.840.10008.1.2.2"),  # pydicom cannot: as stored
+    ],
+)
+def test_native_instances_default_to_explicit_little_endian_where_possible(
+    site: Site, name: str, sent_as: str
+) -> None:
+    data = _pydicom_file(name)
+    site.runtime.ingestor.ingest_bytes(data)
+    response = _get(_url(site, data), 'multipart/related; type="application/dicom"')
+    ((content_type, body),) = _parts(response)
+    assert content_type == f"application/dicom; transfer-syntax={sent_as}"
+    ds, original = pydicom.dcmread(io.BytesIO(body)), pydicom.dcmread(io.BytesIO(data))
+    assert ds.file_meta.TransferSyntaxUID == sent_as
+    assert ds.SOPInstanceUID == original.SOPInstanceUID
+    assert np.array_equal(ds.pixel_array, original.pixel_array)
+    stored = _parts(
+        _get(_url(site, data), 'multipart/related; type="application/dicom"; transfer-syntax=*')
+    )
+    assert stored[0][1] == data

@@ -202,3 +202,16 @@ def test_oversized_chunked_request_is_413(small_site: Site) -> None:
     assert response.status_code == 413
     assert small_site.runtime.catalog.counts()["instances"] == 1
     assert not list((small_site.data_dir / "tmp").glob("stow-*"))  # spool removed
+
+
+def test_retrieve_url_is_always_in_the_response(site: Site) -> None:
+    """Type 2 (PS3.18 Table I.1-1): present in every response, empty without one study."""
+    first, second = ct_series(slices=1)[0], ct_series(slices=1, patient=None, modality="MR")[0]
+    assert uids_of(first)[0] != uids_of(second)[0]
+    two_studies = stow(f"{site.url}/studies", [first, second]).json()
+    assert two_studies["00081190"] == {"vr": "UR"}
+    nothing = stow(f"{site.url}/studies", [b"not DICOM"]).json()
+    assert nothing["00081190"] == {"vr": "UR"}
+    study = uids_of(first)[0]
+    one = stow(f"{site.url}/studies/{study}", [first]).json()
+    assert one["00081190"]["Value"] == [f"{site.url}/studies/{study}"]

@@ -224,8 +224,9 @@ def test_the_association_limit_rejects_the_next_sender(tmp_path: Path) -> None:
     port = running.server_address[1]
     try:
         ae = AE(ae_title="SENDER")
-        first = ae.associate("127.0.0.1", port, contexts=[build_context(CTImageStorage)])
-        second = ae.associate("127.0.0.1", port, contexts=[build_context(CTImageStorage)])
+        contexts = [build_context(CTImageStorage)]
+        first = ae.associate("127.0.0.1", port, contexts=contexts, ae_title="JIP")
+        second = ae.associate("127.0.0.1", port, contexts=contexts, ae_title="JIP")
         assert first.is_established
         assert second.is_rejected
         first.release()

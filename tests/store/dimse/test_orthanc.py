@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import split_dataset
+from tests.store.dimse.support import OPEN
 from tests.support.network import free_port
 
 from jip.samples import image_series, random_patient, write_datasets
@@ -46,7 +47,8 @@ def hospital(
 
     orthanc_port = free_port()
     jip = make_module_listener(
-        peers={"pacs": DicomPeer(ae_title="ORTHANC", host="127.0.0.1", port=orthanc_port)}
+        peers={"pacs": DicomPeer(ae_title="ORTHANC", host="127.0.0.1", port=orthanc_port)},
+        **OPEN,  # the test loads JIP with JIP's own SCU (calling AE "JIP", no peer)
     )
     pacs = make_orthanc({"jip": jip.peer()}, dicom_port=orthanc_port)
     study = image_series(patient=random_patient(random.Random(7), 70), slices=4, rows=32, columns=32)  # fmt: skip

@@ -16,6 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import Engine, inspect
+from tests.store.dimse.support import OPEN
 
 from jip import errors
 from jip.cli.main import _register, cli
@@ -110,8 +111,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def test_c_move_reaches_a_peer_added_while_the_listener_runs(
     make_listener: Callable[..., Listener], study: list[Path]
 ) -> None:
-    source = make_listener()
-    destination = make_listener(ae_title="LATER")
+    source = make_listener(**OPEN)
+    destination = make_listener(ae_title="LATER", **OPEN)
     assert not scu.send(source.settings, source.peer(), study).failed
     study_uid = str(pydicom.dcmread(study[0], stop_before_pixels=True).StudyInstanceUID)
     keys = {"StudyInstanceUID": study_uid}
@@ -128,7 +129,7 @@ def test_c_move_reaches_a_peer_added_while_the_listener_runs(
 def test_cli_resolves_peers_added_at_runtime(
     make_listener: Callable[..., Listener], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = make_listener()
+    site = make_listener(**OPEN)
     peers.put_peer(site.runtime.engine, "added", site.peer(), user="test")
     monkeypatch.delenv("JIP_STORE__PEERS", raising=False)
     _register()

@@ -19,6 +19,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import split_dataset
+from tests.store.dimse.support import OPEN
 
 from jip import errors
 from jip.config import DicomPeer
@@ -55,12 +56,12 @@ def site(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Site:
     storescp = make_storescp("DEST")
-    destination = make_module_listener(ae_title="SECOND")
+    destination = make_module_listener(ae_title="SECOND", **OPEN)
     peers = {
         "dest": storescp.peer(),
         "second": destination.peer(),
     }
-    listener = make_module_listener(peers=peers)
+    listener = make_module_listener(peers=peers, **OPEN)
     datasets = synthetic_site(patients=3, studies_per_patient=2, series_per_study=2, slices=3, rows=16, columns=16)  # fmt: skip
     folder = tmp_path_factory.mktemp("collection")
     write_datasets(datasets, folder)

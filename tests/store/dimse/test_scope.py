@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from tests.store.dimse.support import OPEN
 
 from jip.config import DicomPeer
 from jip.samples import image_series, random_patient, write_datasets
@@ -122,7 +123,7 @@ def site(
         "dest": storescp.peer(),
         "reader-b": DicomPeer(ae_title="READ_B", host="127.0.0.1", port=NOWHERE, projects=["beta"]),
     }
-    listener = make_module_listener(peers=seeds)
+    listener = make_module_listener(peers=seeds, **OPEN)
     alpha, beta = two_projects(listener, tmp_path_factory.mktemp("scoped"))
     reader = DicomPeer(ae_title="READ_A", host="127.0.0.1", port=NOWHERE, projects=["alpha"])
     peers.put_peer(listener.runtime.engine, "reader-a", reader, user="test")
@@ -182,7 +183,7 @@ def test_unknown_ae_queries_none_shows_other_aes_nothing(
     make_listener: Callable[..., Listener], make_storescp: Callable[..., StoreSCP], tmp_path: Path
 ) -> None:
     storescp = make_storescp("DEST")
-    listener = make_listener(unknown_ae_queries="none", peers={"dest": storescp.peer()})
+    listener = make_listener(unknown_ae_store=True, unknown_ae_queries="none", peers={"dest": storescp.peer()})
     alpha, beta = two_projects(listener, tmp_path)
     site = Site(listener, storescp, alpha, beta)
     assert listener.instance_count() == len(alpha + beta)  # C-STORE from anyone, as before

@@ -17,6 +17,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pynetdicom import AE, build_context
 from pynetdicom.dsutils import split_dataset
+from tests.store.dimse.support import OPEN
 
 from jip.config import Settings, StoreSettings
 from jip.errors import Unavailable
@@ -207,7 +208,7 @@ def test_instance_without_series_uid_is_refused_naming_the_attribute(listener) -
 def test_four_concurrent_storescu_senders_all_land(
     make_listener: Callable[..., Listener], tmp_path: Path
 ) -> None:
-    listener = make_listener(processes=2)
+    listener = make_listener(processes=2, **OPEN)
     folders = [ct_files(tmp_path / f"series{i}", slices=15, seed=i) for i in range(4)]
     processes = [
         subprocess.Popen(
@@ -225,7 +226,7 @@ def test_four_concurrent_storescu_senders_all_land(
 
 @pytest.mark.dcmtk
 def test_unknown_calling_ae_is_rejected_when_a_list_is_configured(make_listener) -> None:
-    listener = make_listener(allowed_calling_aets=["MODALITY1"])
+    listener = make_listener(allowed_calling_aets=["MODALITY1"], **OPEN)
 
     def echo(aet: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -258,7 +259,7 @@ def test_scu_echo_answers_success(listener) -> None:
 
 
 def test_stop_lets_an_open_association_finish(make_listener, tmp_path: Path) -> None:
-    listener = make_listener(network_timeout_s=20)
+    listener = make_listener(network_timeout_s=20, **OPEN)
     files = ct_files(tmp_path / "ct", slices=2)
     configure_pynetdicom()
     ae = AE(ae_title="SLOWSCU")

@@ -340,3 +340,11 @@ class Catalog:
         """Remove a series' rows (and its study if it was the last series)."""
         with self.engine.begin() as conn:
             return deletion.delete_series(conn, series_instance_uid)
+
+    def delete_series_of(self, series_instance_uid: str, owned: Iterable[str] | None) -> list[str]:
+        """Remove a series from the projects of ``owned`` (None: everywhere); the rows and
+        blob keys go only when no other project holds it
+        (:func:`jip.store.catalog.deletion.delete_series_of`)."""
+        with self.engine.begin() as conn:
+            projects = None if owned is None else frozenset(owned)
+            return deletion.delete_series_of(conn, series_instance_uid, projects)

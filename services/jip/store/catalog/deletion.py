@@ -3,14 +3,22 @@
 The rows of its instances, series and project assignments go, then the study when its
 last series went, then patients left without a study. The blob keys come back: the
 caller deletes the blobs once the rows are gone (:meth:`jip.store.catalog.catalog.Catalog.delete_study`).
+
+A series shared by several projects is one set of files: an owner of some of its
+projects removes it from those (:func:`delete_series_of`), and only an owner of all of
+them (or a site admin) deletes it, so no project loses data another project's owner
+decided to drop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
-from jip.errors import NotFound
+from jip.errors import Forbidden, NotFound
+from jip.store.catalog.projects import reindex_series
 from jip.store.catalog.tables import Instance, Patient, Series, SeriesProject, Study
 
 
@@ -46,6 +54,42 @@ def delete_series(conn: Connection, series_instance_uid: str) -> list[str]:
         conn.execute(delete(Study).where(Study.study_instance_uid == study_uid))
         _delete_orphan_patients(conn)
     return keys
+
+
+def delete_series_of(
+    conn: Connection, series_instance_uid: str, owned: Collection[str] | None
+) -> list[str]:
+    """Remove a series from the projects of ``owned`` (None: from everywhere).
+
+    The series itself goes (its blob keys come back) when ``owned`` holds every project
+    it is in; otherwise only its assignments to ``owned`` go, the index is told, and no
+    key comes back. Decided inside the transaction, so an assignment made meanwhile is
+    seen. :class:`Forbidden` when ``owned`` holds none of its projects.
+    """
+    if owned is None:
+        return delete_series(conn, series_instance_uid)
+    projects = set(
+        conn.execute(
+            select(SeriesProject.project).where(
+                SeriesProject.series_instance_uid == series_instance_uid
+            )
+        ).scalars()
+    )
+    mine = projects & set(owned)
+    if not mine:
+        raise Forbidden(
+            f"deleting series {series_instance_uid} needs the owner role in one of its projects"
+        )
+    if projects == mine:
+        return delete_series(conn, series_instance_uid)
+    conn.execute(
+        delete(SeriesProject).where(
+            SeriesProject.series_instance_uid == series_instance_uid,
+            SeriesProject.project.in_(sorted(mine)),
+        )
+    )
+    reindex_series(conn, series_instance_uid)
+    return []
 
 
 def _delete_series_rows(conn: Connection, series_uids: list[str]) -> list[str]:

@@ -196,7 +196,7 @@ class SeriesProjects:
                     assigned_by=by,
                 )
             )
-            _reindex(conn, series_uid)
+            reindex_series(conn, series_uid)
 
     def unassign(self, series_uid: str, project: str) -> None:
         with self.engine.begin() as conn:
@@ -208,7 +208,7 @@ class SeriesProjects:
             )
             if removed.rowcount == 0:
                 raise NotFound(f"series {series_uid} not found in project {project!r}")
-            _reindex(conn, series_uid)
+            reindex_series(conn, series_uid)
 
     def may_add_instance(
         self,
@@ -328,7 +328,7 @@ class SeriesProjects:
             conn.execute(delete(ProjectRule).where(ProjectRule.project == project))
 
 
-def _reindex(conn: Connection, series_uid: str) -> None:
+def reindex_series(conn: Connection, series_uid: str) -> None:
     """Put the series back into META's outbox, so its document carries the new projects."""
     conn.execute(
         update(Instance).where(Instance.series_instance_uid == series_uid).values(indexed_at=None)

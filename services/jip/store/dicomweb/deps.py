@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from jip.base import CurrentUserDep, project_scope
+from jip.config import DicomWebSettings
 from jip.store.catalog.catalog import Catalog
 from jip.store.deps import get_adapters
 from jip.store.dicomweb.series_metadata import SeriesMetadata
@@ -122,6 +123,12 @@ def get_scoped_catalog(request: Request, user: CurrentUserDep) -> Catalog:
     return get_adapters(request).catalog.scoped(project_scope(user))
 
 
+def get_limits(request: Request) -> DicomWebSettings:
+    """The bounds on one request's work (``store.dicomweb`` settings)."""
+    return get_adapters(request).settings.store.dicomweb
+
+
 ScopedCatalogDep = Annotated[Catalog, Depends(get_scoped_catalog)]
+LimitsDep = Annotated[DicomWebSettings, Depends(get_limits)]
 BaseUrlDep = Annotated[str, Depends(public_base_url)]
 SeriesMetadataDep = Annotated[SeriesMetadata, Depends(get_series_metadata)]

@@ -3,13 +3,13 @@
 A 500 MB multi-frame instance is normal (DESIGN.md), so a frame request seeks to the
 pixel data value and reads only the frames asked for: native frames by offset,
 encapsulated ones through the Basic or Extended Offset Table (PS3.5 §A.4). Decoding
-to native pixels (for clients that accept only ``application/octet-stream``) and
-whole-instance transcoding use pydicom's decoders (pylibjpeg, openjpeg, Pillow).
+to native pixels (for clients that accept only ``application/octet-stream``) uses
+pydicom's decoders (pylibjpeg, openjpeg, Pillow); whole instances are transcoded in
+:mod:`jip.store.dicomweb.transcoding`.
 """
 
 from __future__ import annotations
 
-import io
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,8 +24,6 @@ from pydicom.uid import UID
 
 from jip.errors import Invalid, NotAcceptable, NotFound
 from jip.store.dicomweb.media_types import (
-    EXPLICIT_VR_LITTLE_ENDIAN,
-    IMPLICIT_VR_LITTLE_ENDIAN,
     VIDEO_SYNTAXES,
 )
 
@@ -49,15 +47,32 @@ class PixelData:
         return self.value_length is None
 
 
-def parse_frame_list(text: str) -> list[int]:
-    """``"1,3,5"`` → ``[1, 3, 5]`` (PS3.18 §8.2: frame numbers are 1-based)."""
+def parse_frame_list(text: str, max_frames: int) -> list[int]:
+    """``"1,3,5"`` → ``[1, 3, 5]`` (PS3.18 §8.2: frame numbers are 1-based).
+
+    A frame named twice is sent once (``1,1,1`` is one frame, not three), and at most
+    ``max_frames`` distinct frames are served per request: the work one URL can ask for
+    stays bounded.
+    """
+    items = text.split(",")
+    if len(items) > 4 * max_frames:  # refuse absurd lists before converting them
+        raise Invalid(_too_many(max_frames))
     try:
-        numbers = [int(part) for part in text.split(",") if part.strip()]
+        numbers = list(dict.fromkeys(int(part) for part in items if part.strip()))
     except ValueError as exc:
-        raise Invalid(f"frame list {text!r} is not comma-separated frame numbers") from exc
+        raise Invalid(f"frame list {text[:80]!r} is not comma-separated frame numbers") from exc
     if not numbers or any(n < 1 for n in numbers):
-        raise Invalid(f"frame list {text!r} must name frame numbers from 1")
+        raise Invalid(f"frame list {text[:80]!r} must name frame numbers from 1")
+    if len(numbers) > max_frames:
+        raise Invalid(_too_many(max_frames))
     return numbers
+
+
+def _too_many(max_frames: int) -> str:
+    return (
+        f"a frame list names at most {max_frames} frames (store.dicomweb.max_frames_per_request); "
+        "ask in several requests or use /pixeldata for all frames"
+    )
 
 
 def read_pixel_data(handle: BinaryIO) -> tuple[Dataset, PixelData | None]:
@@ -211,24 +226,3 @@ def decoded_frames(
             handle.seek(0)
         array = pixel_array(source, index=number - 1)
         yield np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-
-
-def transcode_instance(handle: BinaryIO, target_syntax_uid: str) -> bytes:
-    """The instance re-encoded as native ``target_syntax_uid`` (Explicit or Implicit VR LE).
-
-    The SOP Instance UID is kept: decoding a lossless stream changes no pixel, and a
-    lossy one was already lossy when it arrived (Lossy Image Compression stays set).
-    """
-    if target_syntax_uid not in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN):
-        raise NotAcceptable(f"cannot transcode to transfer syntax {target_syntax_uid}")
-    dataset = pydicom.dcmread(handle)
-    if dataset.file_meta.TransferSyntaxUID.is_compressed:
-        if not can_decode(dataset.file_meta.TransferSyntaxUID):
-            raise NotAcceptable(
-                f"instance stored as {dataset.file_meta.TransferSyntaxUID} cannot be decoded"
-            )
-        dataset.decompress(generate_instance_uid=False)
-    dataset.file_meta.TransferSyntaxUID = UID(target_syntax_uid)
-    out = io.BytesIO()
-    dataset.save_as(out, enforce_file_format=True)
-    return out.getvalue()

@@ -101,12 +101,17 @@ class _Limit:
 
 
 async def read_parts(
-    chunks: AsyncIterator[bytes], boundary: str, spool_dir: Path, max_bytes: int
+    chunks: AsyncIterator[bytes],
+    boundary: str,
+    spool_dir: Path,
+    max_bytes: int,
+    max_parts: int | None = None,
 ) -> list[ReceivedPart]:
     """Spool each part of a multipart/related body into ``spool_dir``.
 
     Raises :class:`Invalid` for a malformed or truncated body (no closing delimiter)
-    and :class:`TooLarge` past ``max_bytes``; the caller removes ``spool_dir``.
+    and :class:`TooLarge` past ``max_bytes`` or ``max_parts`` (None: no limit, for
+    responses of our own server); the caller removes ``spool_dir``.
     """
     reader = _Reader(chunks, _Limit(max_bytes))
     delimiter = b"--" + boundary.encode()
@@ -115,6 +120,11 @@ async def read_parts(
     while True:
         if await reader.at_close():
             return parts
+        if max_parts is not None and len(parts) >= max_parts:
+            raise TooLarge(
+                f"STOW-RS request holds more than {max_parts} parts "
+                "(store.dicomweb.max_stow_parts): send the instances in several requests"
+            )
         headers = await reader.headers()
         fd, name = tempfile.mkstemp(dir=spool_dir, suffix=".part")
         with os.fdopen(fd, "wb") as out:

@@ -13,10 +13,11 @@ from collections.abc import Iterator, Sequence
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from jip.errors import Invalid, NotFound
+from jip.config import DicomWebSettings
+from jip.errors import Invalid, NotAcceptable, NotFound
 from jip.store.catalog.catalog import StoredInstance
 from jip.store.deps import StorageDep
-from jip.store.dicomweb.deps import ScopedCatalogDep
+from jip.store.dicomweb.deps import LimitsDep, ScopedCatalogDep
 from jip.store.dicomweb.frames import parse_frame_list
 from jip.store.dicomweb.media_types import choose
 from jip.store.dicomweb.multipart import Part
@@ -45,7 +46,7 @@ INSTANCE = SERIES + "/instances/{instance}"
 FRAMES = INSTANCE + "/frames/{frames}"
 
 
-def _options(request: Request) -> RenderOptions:
+def _options(request: Request, limits: DicomWebSettings) -> RenderOptions:
     media = choose(accepted(request), RENDERED_MEDIA_TYPES)
     query = request.query_params
     return parse_options(
@@ -53,6 +54,7 @@ def _options(request: Request) -> RenderOptions:
         quality=query.get("quality"),
         viewport=query.get("viewport"),
         window=query.get("window"),
+        max_pixels=limits.max_rendered_pixels,
     )
 
 
@@ -82,7 +84,11 @@ def _each_rendered(
 
     def parts() -> Iterator[Part]:
         for instance in images:
-            yield Part(options.media_type, [_render(storage, instance, 1, options)])
+            try:
+                body = _render(storage, instance, 1, options)
+            except NotAcceptable:  # logged; the other images still go out
+                continue
+            yield Part(options.media_type, [body])
 
     return multipart_response(parts(), options.media_type)
 
@@ -99,17 +105,26 @@ def _representative(instances: Sequence[StoredInstance]) -> StoredInstance:
 # -- rendered -----------------------------------------------------------------------------
 @router.get(STUDY + "/rendered", summary="Retrieve Rendered Study")
 def rendered_study(
-    study: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
+    study: str,
+    request: Request,
+    catalog: ScopedCatalogDep,
+    storage: StorageDep,
+    limits: LimitsDep,
 ) -> Response:
-    options = _options(request)
+    options = _options(request, limits)
     return _each_rendered(storage, study_instances(catalog, study), options)
 
 
 @router.get(SERIES + "/rendered", summary="Retrieve Rendered Series")
 def rendered_series(
-    study: str, series: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
+    study: str,
+    series: str,
+    request: Request,
+    catalog: ScopedCatalogDep,
+    storage: StorageDep,
+    limits: LimitsDep,
 ) -> Response:
-    options = _options(request)
+    options = _options(request, limits)
     return _each_rendered(storage, series_instances(catalog, study, series), options)
 
 
@@ -121,8 +136,9 @@ def rendered_instance(
     request: Request,
     catalog: ScopedCatalogDep,
     storage: StorageDep,
+    limits: LimitsDep,
 ) -> Response:
-    options = _options(request)
+    options = _options(request, limits)
     stored = one_instance(catalog, study, series, instance)
     return _image(_render(storage, stored, 1, options), options)
 
@@ -136,31 +152,57 @@ def rendered_frames(
     request: Request,
     catalog: ScopedCatalogDep,
     storage: StorageDep,
+    limits: LimitsDep,
 ) -> Response:
-    options = _options(request)
+    options = _options(request, limits)
     stored = one_instance(catalog, study, series, instance)
-    numbers = parse_frame_list(frames)
+    numbers = parse_frame_list(frames, limits.max_frames_per_request)
+    frames_stored = stored.number_of_frames or 0
+    beyond = [n for n in numbers if n > frames_stored]
+    if beyond:
+        raise NotFound(f"frame {beyond[0]} does not exist: the instance has {frames_stored} frames")
+    # The first frame is rendered before the response starts: an image that cannot be
+    # rendered is a status code, not a cut stream.
+    first = _render(storage, stored, numbers[0], options)
     if len(numbers) == 1:
-        return _image(_render(storage, stored, numbers[0], options), options)
-    parts = (Part(options.media_type, [_render(storage, stored, n, options)]) for n in numbers)
-    return multipart_response(parts, options.media_type)
+        return _image(first, options)
+
+    def parts() -> Iterator[Part]:
+        yield Part(options.media_type, [first])
+        for number in numbers[1:]:
+            try:
+                body = _render(storage, stored, number, options)
+            except NotAcceptable:  # logged; the other frames still go out
+                continue
+            yield Part(options.media_type, [body])
+
+    return multipart_response(parts(), options.media_type)
 
 
 # -- thumbnails ---------------------------------------------------------------------------
 @router.get(STUDY + "/thumbnail", summary="Retrieve Study Thumbnail")
 def study_thumbnail(
-    study: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
+    study: str,
+    request: Request,
+    catalog: ScopedCatalogDep,
+    storage: StorageDep,
+    limits: LimitsDep,
 ) -> Response:
-    options = thumbnail_options(_options(request))
+    options = thumbnail_options(_options(request, limits))
     chosen = _representative(study_instances(catalog, study))
     return _image(_render(storage, chosen, 1, options), options)
 
 
 @router.get(SERIES + "/thumbnail", summary="Retrieve Series Thumbnail")
 def series_thumbnail(
-    study: str, series: str, request: Request, catalog: ScopedCatalogDep, storage: StorageDep
+    study: str,
+    series: str,
+    request: Request,
+    catalog: ScopedCatalogDep,
+    storage: StorageDep,
+    limits: LimitsDep,
 ) -> Response:
-    options = thumbnail_options(_options(request))
+    options = thumbnail_options(_options(request, limits))
     chosen = _representative(series_instances(catalog, study, series))
     return _image(_render(storage, chosen, 1, options), options)
 
@@ -173,8 +215,9 @@ def instance_thumbnail(
     request: Request,
     catalog: ScopedCatalogDep,
     storage: StorageDep,
+    limits: LimitsDep,
 ) -> Response:
-    options = thumbnail_options(_options(request))
+    options = thumbnail_options(_options(request, limits))
     stored = one_instance(catalog, study, series, instance)
     return _image(_render(storage, stored, 1, options), options)
 
@@ -188,10 +231,11 @@ def frame_thumbnail(
     request: Request,
     catalog: ScopedCatalogDep,
     storage: StorageDep,
+    limits: LimitsDep,
 ) -> Response:
-    options = thumbnail_options(_options(request))
+    options = thumbnail_options(_options(request, limits))
     stored = one_instance(catalog, study, series, instance)
-    numbers = parse_frame_list(frames)
+    numbers = parse_frame_list(frames, limits.max_frames_per_request)
     if len(numbers) != 1:
         raise Invalid("a thumbnail shows one frame: name exactly one frame number")
     return _image(_render(storage, stored, numbers[0], options), options)

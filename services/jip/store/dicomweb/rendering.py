@@ -9,6 +9,7 @@ LUT (MONOCHROME1 inverted), then the viewport and the JPEG/PNG/GIF encoder.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -18,7 +19,9 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
-from jip.errors import Invalid, NotFound
+from jip.errors import Invalid, JipError, NotAcceptable, NotFound
+
+log = logging.getLogger(__name__)
 
 RENDERED_MEDIA_TYPES = ["image/jpeg", "image/png", "image/gif"]
 _PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
@@ -48,13 +51,22 @@ class RenderOptions:
 
 
 def parse_options(
-    media_type: str, *, quality: str | None, viewport: str | None, window: str | None
+    media_type: str,
+    *,
+    quality: str | None,
+    viewport: str | None,
+    window: str | None,
+    max_pixels: int,
 ) -> RenderOptions:
-    """Options from the PS3.18 §8.3.5.1 query parameters; :class:`Invalid` names the bad one."""
+    """Options from the PS3.18 §8.3.5.1 query parameters; :class:`Invalid` names the bad one.
+
+    A viewport scales the image up as well as down, so its area bounds the work:
+    more than ``max_pixels`` (``store.dicomweb.max_rendered_pixels``) is refused.
+    """
     return RenderOptions(
         media_type=media_type,
         quality=_quality(quality),
-        viewport=_viewport(viewport),
+        viewport=_viewport(viewport, max_pixels),
         window=_window(window),
     )
 
@@ -71,15 +83,22 @@ def _quality(text: str | None) -> int:
     return value
 
 
-def _viewport(text: str | None) -> Viewport | None:
+def _viewport(text: str | None, max_pixels: int) -> Viewport | None:
     if not text:
         return None
+    if len(text) > 200:
+        raise Invalid("viewport must be vw,vh or vw,vh,sx,sy,sw,sh (at most 200 characters)")
     try:
         numbers = [int(float(v)) if v.strip() else 0 for v in text.split(",")]
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # "x", "nan", "inf"
         raise Invalid(f"viewport={text!r} must be vw,vh or vw,vh,sx,sy,sw,sh") from exc
     if len(numbers) not in (2, 6) or numbers[0] <= 0 or numbers[1] <= 0:
         raise Invalid(f"viewport={text!r} must be vw,vh or vw,vh,sx,sy,sw,sh with vw, vh > 0")
+    if numbers[0] * numbers[1] > max_pixels:
+        raise Invalid(
+            f"viewport={text!r} asks for {numbers[0] * numbers[1]} pixels; at most {max_pixels} "
+            "(store.dicomweb.max_rendered_pixels) are rendered: ask for a smaller viewport"
+        )
     source = (numbers[2], numbers[3], numbers[4], numbers[5]) if len(numbers) == 6 else None
     return Viewport(numbers[0], numbers[1], source)
 
@@ -99,20 +118,34 @@ def _window(text: str | None) -> Window | None:
 
 
 def render(handle: BinaryIO, frame_number: int, options: RenderOptions) -> bytes:
-    """Frame ``frame_number`` (1-based) of the stored instance as ``options.media_type``."""
-    header = pydicom.dcmread(handle, stop_before_pixels=True)
-    if "Rows" not in header:
-        raise NotFound("instance has no image to render")
-    frames = int(header.get("NumberOfFrames") or 1)
-    if not 1 <= frame_number <= frames:
-        raise NotFound(f"frame {frame_number} does not exist: the instance has {frames} frames")
-    handle.seek(0)
-    source: Any = handle
-    if header.file_meta.TransferSyntaxUID.is_deflated:
-        source = pydicom.dcmread(handle)
-    array = pixel_array(source, index=frame_number - 1)
-    image = _to_image(array, header, frame_number - 1, options.window)
-    return _encode(_fit(image, options.viewport), options)
+    """Frame ``frame_number`` (1-based) of the stored instance as ``options.media_type``.
+
+    Stored data is what it is: a header or pixel data that cannot be read, decoded or
+    rendered is a :class:`NotAcceptable` naming why (logged), never a server error.
+    """
+    try:
+        header = pydicom.dcmread(handle, stop_before_pixels=True)
+        if "Rows" not in header:
+            raise NotFound("instance has no image to render")
+        frames = int(header.get("NumberOfFrames") or 1)
+        if not 1 <= frame_number <= frames:
+            raise NotFound(f"frame {frame_number} does not exist: the instance has {frames} frames")
+        handle.seek(0)
+        source: Any = handle
+        if header.file_meta.TransferSyntaxUID.is_deflated:
+            source = pydicom.dcmread(handle)
+        array = pixel_array(source, index=frame_number - 1)
+        image = _to_image(array, header, frame_number - 1, options.window)
+        fitted = _fit(image, options.viewport)
+        return _encode(fitted, options)
+    except JipError:
+        raise
+    except Exception as exc:
+        log.warning("image not rendered", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+        raise NotAcceptable(
+            f"the stored image cannot be rendered ({type(exc).__name__}: {str(exc)[:120]}); "
+            "retrieve the instance or its frames instead"
+        ) from exc
 
 
 def _to_image(array: np.ndarray, header: Dataset, index: int, window: Window | None) -> Image.Image:

@@ -5,7 +5,9 @@ The transactions live in one module each, named after PS3.18: QIDO-RS
 resources in :mod:`jip.store.dicomweb.render`) and STOW-RS
 (:mod:`jip.store.dicomweb.stow`). This module assembles them and adds deletion of a
 study or series (not a PS3.18 transaction; ``DELETE`` on the resource, as dcm4chee-arc
-and Orthanc offer it) and Retrieve Capabilities (§8.9).
+and Orthanc offer it) and Retrieve Capabilities (§8.9). A series shared by several
+projects is deleted only by an owner of all of them; an owner of some removes it from
+those (:mod:`jip.store.catalog.deletion`).
 """
 
 from __future__ import annotations
@@ -40,14 +42,34 @@ def _delete_blobs(storage: BlobStorage, keys: list[str]) -> None:
         storage.delete(key)
 
 
-def _require_owner(catalog: Catalog, user: CurrentUser, series_uids: list[str]) -> None:
-    """Deleting needs the owner role in a project of each series (or a site admin)."""
+def _owned(user: CurrentUser) -> frozenset[str] | None:
+    """The projects the caller deletes from (owner role); None: everywhere (site admins,
+    and every caller while authentication is off)."""
     if user.is_admin:
+        return None
+    return frozenset(p for p, role in user.projects.items() if role.at_least(ProjectRole.OWNER))
+
+
+def _require_owner(catalog: Catalog, user: CurrentUser, series_uids: list[str]) -> None:
+    """Deleting needs the owner role in a project of each series (or a site admin): checked
+    for all series before any is touched."""
+    owned = _owned(user)
+    if owned is None:
         return
     projects = SeriesProjects(catalog.engine).projects_of(series_uids)
     for uid in series_uids:
-        if not any(user.has_role(p, ProjectRole.OWNER) for p in projects[uid]):
+        if not projects[uid] & owned:
             raise Forbidden(f"deleting series {uid} needs the owner role in one of its projects")
+
+
+def _delete(
+    catalog: Catalog, storage: BlobStorage, user: CurrentUser, series_uids: list[str]
+) -> None:
+    """Each series leaves the caller's owned projects; it is deleted (rows, then files)
+    only where no other project holds it (:func:`jip.store.catalog.deletion.delete_series_of`)."""
+    owned = _owned(user)
+    for uid in series_uids:
+        _delete_blobs(storage, catalog.delete_series_of(uid, owned))
 
 
 @_own.delete("/studies/{study}", status_code=204, summary="Delete Study")
@@ -58,15 +80,15 @@ def delete_study(
     cache: SeriesMetadataDep,
     user: CurrentUserDep,
 ) -> Response:
-    """The study's series the caller sees; the whole study only for site admins."""
+    """The study's series the caller sees; the whole study only for site admins. A series
+    shared with projects the caller does not own only leaves the caller's projects."""
     uid = check_uid(study, "StudyInstanceUID")
     series = sorted({i.series_instance_uid for i in catalog.instances_of_study(uid)})
     _require_owner(catalog, user, series)
     if catalog.scope is None:
         _delete_blobs(storage, catalog.delete_study(uid))
     else:
-        for series_uid in series:
-            _delete_blobs(storage, catalog.delete_series(series_uid))
+        _delete(catalog, storage, user, series)
     cache.invalidate(series)
     return Response(status_code=204)
 
@@ -80,9 +102,10 @@ def delete_series(
     cache: SeriesMetadataDep,
     user: CurrentUserDep,
 ) -> Response:
+    """The series leaves the caller's owned projects; deleted when no other holds it."""
     series_instances(catalog, study, series)  # 404 unless the series is in this study
     _require_owner(catalog, user, [series])
-    _delete_blobs(storage, catalog.delete_series(series))
+    _delete(catalog, storage, user, [series])
     cache.invalidate([series])
     return Response(status_code=204)
 

@@ -73,6 +73,16 @@ def with_relative_uris(header: JsonObject, instance: StoredInstance) -> JsonObje
     return result
 
 
+def catalogued_header(instance: StoredInstance) -> JsonObject:
+    """The few attributes the catalog holds, for an instance whose file pydicom cannot read."""
+    return {
+        "00080016": {"vr": "UI", "Value": [instance.sop_class_uid]},
+        "00080018": {"vr": "UI", "Value": [instance.sop_instance_uid]},
+        "0020000D": {"vr": "UI", "Value": [instance.study_instance_uid]},
+        "0020000E": {"vr": "UI", "Value": [instance.series_instance_uid]},
+    }
+
+
 def _rewrite(obj: JsonObject, prefix: str) -> JsonObject:
     out: JsonObject = {}
     for tag, element in obj.items():
@@ -146,8 +156,10 @@ class SeriesMetadata:
         for instance in instances:
             text = cached.get(instance.sop_instance_uid)
             if text is None:
-                with self.storage.open(instance.blob_key) as handle:
-                    header = read_header(handle)
+                header = self._read(instance)
+                if header is None:  # unreadable: the catalog's values, never cached
+                    result[instance.sop_instance_uid] = catalogued_header(instance)
+                    continue
                 computed[instance.sop_instance_uid] = json.dumps(header, separators=(",", ":"))
                 result[instance.sop_instance_uid] = header
             else:
@@ -156,6 +168,21 @@ class SeriesMetadata:
             self.catalog.set_header_jsons(computed)
             log.debug("cached instance headers", extra={"count": len(computed)})
         return result
+
+    def _read(self, instance: StoredInstance) -> JsonObject | None:
+        """The instance's header, or None (logged) where pydicom cannot read it at all;
+        storage errors are raised (a missing file is no property of the data)."""
+        with self.storage.open(instance.blob_key) as handle:
+            try:
+                return read_header(handle)
+            except OSError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "instance header unreadable; its catalogued values are served",
+                    extra={"sop_instance_uid": instance.sop_instance_uid, "error": repr(exc)[:200]},
+                )
+                return None
 
     def representative_headers(
         self, level: str, uids: Sequence[str], scope: Scope = None

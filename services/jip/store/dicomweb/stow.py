@@ -72,6 +72,7 @@ class FailureReason(enum.IntEnum):
 # One comment for every refusal by project, so it tells nothing of which UID was taken;
 # short enough for the 64 characters of an ErrorComment with its "part N: " prefix.
 NOT_YOURS = "no right to store into its study, series or instance"
+MAX_WARNINGS = 20
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ def store_part(
     With ``access``, a part outside what the caller may store into fails with
     :data:`NOT_YOURS` before anything of it is stored.
     """
+    if part.size == 0:
+        failure = FailureReason.CANNOT_UNDERSTAND
+        return PartOutcome(part.index, None, None, None, failure=failure, message="part is empty")
     sop_class, sop_instance, study = _loose_uids(part.path)
 
     def failed(reason: FailureReason, message: str) -> PartOutcome:
@@ -208,7 +212,9 @@ def response_dataset(
             failed.append(item)
     studies = {o.stored.study_instance_uid for o in outcomes if o.stored is not None}
     study = expected_study or (studies.pop() if len(studies) == 1 else None)
-    result: dict[str, Any] = {}
+    # Type 2 (PS3.18 Table I.1-1): the study's URL, empty when the request stored into
+    # several studies or none.
+    result: dict[str, Any] = {"00081190": {"vr": "UR"}}
     if study:
         result["00081190"] = _element("UR", f"{base_url}/studies/{study}")
     if failed:
@@ -219,8 +225,12 @@ def response_dataset(
 
 
 def _warnings(outcomes: list[PartOutcome]) -> list[str]:
-    """Warning header values (PS3.18 §8.1.2.2: ``299 <service>: <text>``)."""
-    texts = []
+    """Warning header values (PS3.18 §8.1.2.2: ``299 <service>: <text>``).
+
+    At most :data:`MAX_WARNINGS` headers, the last one counting the rest: the response
+    body names every failed part.
+    """
+    texts: list[str] = []
     for outcome in outcomes:
         if outcome.failure is not None:
             texts.append(f"part {outcome.index} not stored: {outcome.message}")
@@ -229,6 +239,9 @@ def _warnings(outcomes: list[PartOutcome]) -> list[str]:
                 f"part {outcome.index}: instance {outcome.sop_instance_uid} is already stored "
                 "with different content; the stored instance was kept"
             )
+    if len(texts) > MAX_WARNINGS:
+        rest = len(texts) - (MAX_WARNINGS - 1)
+        texts = [*texts[: MAX_WARNINGS - 1], f"{rest} more parts with warnings or failures"]
     clean = (t.replace('"', "'").encode("latin-1", "replace").decode("latin-1") for t in texts)
     return [f'299 jip "{" ".join(t.split())}"' for t in clean]
 
@@ -264,6 +277,7 @@ async def _store(
     ingestor: Ingestor,
     spool_root: Path,
     max_bytes: int,
+    max_parts: int,
     base_url: str,
     expected_study: str | None,
     project: str | None,
@@ -273,11 +287,15 @@ async def _store(
     spool_root.mkdir(parents=True, exist_ok=True)
     spool = Path(tempfile.mkdtemp(dir=spool_root, prefix="stow-"))
     try:
-        parts = await read_parts(request.stream(), boundary, spool, max_bytes)
+        parts = await read_parts(request.stream(), boundary, spool, max_bytes, max_parts)
         if not parts:
             raise Invalid("STOW-RS request holds no parts")
         outcomes = [
-            await run_in_threadpool(store_part, ingestor, part, expected_study, project, access)
+            store_part(ingestor, part, expected_study, project, access)  # empty: no I/O
+            if part.size == 0
+            else await run_in_threadpool(
+                store_part, ingestor, part, expected_study, project, access
+            )
             for part in parts
         ]
     finally:
@@ -332,6 +350,7 @@ async def store_instances(
         ingestor,
         settings.data_dir / "tmp",
         settings.store.max_upload_bytes,
+        settings.store.dicomweb.max_stow_parts,
         base_url,
         None,
         target_project(user, project, projects),
@@ -355,6 +374,7 @@ async def store_study_instances(
         ingestor,
         settings.data_dir / "tmp",
         settings.store.max_upload_bytes,
+        settings.store.dicomweb.max_stow_parts,
         base_url,
         check_uid(study, "StudyInstanceUID"),
         target_project(user, project, projects),

@@ -1,7 +1,8 @@
 """WADO-RS (PS3.18 §10.4): instances, metadata, bulk data and frames.
 
-Instances go out as stored, byte for byte, unless the client asks for a transfer
-syntax we can produce (Explicit/Implicit VR Little Endian, by decoding). Frames go
+Instances go out in Explicit VR Little Endian unless the client names another syntax
+(PS3.18 §8.7.3.5.2; :mod:`jip.store.dicomweb.transcoding`): ``transfer-syntax=*`` or the
+stored syntax sends the stored bytes, Implicit VR Little Endian is produced too. Frames go
 out in the stored syntax's media type when the client accepts it (``*/*``, the
 ``image/…`` type, or ``application/octet-stream; transfer-syntax=*``), else decoded to
 native pixels (PS3.18 §8.7.3); 406 only when nothing acceptable can be produced.
@@ -22,7 +23,7 @@ from pydicom.dataset import Dataset
 from jip.errors import Invalid, NotAcceptable, NotFound
 from jip.store.catalog.catalog import StoredInstance
 from jip.store.deps import StorageDep
-from jip.store.dicomweb.deps import BaseUrlDep, ScopedCatalogDep, SeriesMetadataDep
+from jip.store.dicomweb.deps import BaseUrlDep, LimitsDep, ScopedCatalogDep, SeriesMetadataDep
 from jip.store.dicomweb.frames import (
     PixelData,
     can_decode,
@@ -31,7 +32,6 @@ from jip.store.dicomweb.frames import (
     read_pixel_data,
     stored_bytes_usable,
     stored_frames,
-    transcode_instance,
 )
 from jip.store.dicomweb.media_types import (
     DICOM,
@@ -55,6 +55,7 @@ from jip.store.dicomweb.targets import (
     series_instances,
     study_instances,
 )
+from jip.store.dicomweb.transcoding import can_transcode, transcoded_chunks
 from jip.store.storage.port import BlobStorage
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,20 @@ INSTANCE = SERIES + "/instances/{instance}"
 
 # -- instances --------------------------------------------------------------------------
 def _dicom_syntax(ranges: list[MediaRange], stored: str) -> str | None:
-    """The transfer syntax to send an instance stored in ``stored`` in, or None."""
+    """The transfer syntax to send an instance stored in ``stored`` in, or None.
+
+    Without a ``transfer-syntax`` parameter the default is Explicit VR Little Endian
+    (PS3.18 §8.7.3.5.2); an instance that cannot be transcoded (big endian, video, no
+    decoder) then goes out as stored rather than not at all. ``*`` keeps the stored bytes.
+    """
     for media in ranges:
         if not media.matches(DICOM):
             continue
         wanted = media.transfer_syntax
-        if wanted in (None, "*", stored):
+        if wanted in ("*", stored):
             return stored
+        if wanted is None:
+            return EXPLICIT_VR_LITTLE_ENDIAN if can_transcode(stored) else stored
         if wanted in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN) and can_decode(stored):
             return wanted
     return None
@@ -91,19 +99,27 @@ def _instance_parts(
                 f"{instance.transfer_syntax_uid} and cannot be sent as {describe(ranges)}"
             )
 
-    def body(instance: StoredInstance, syntax: str) -> Iterator[bytes]:
-        if syntax == instance.transfer_syntax_uid:
-            yield from file_chunks(storage.open(instance.blob_key))
-        else:
-            with storage.open(instance.blob_key) as handle:
-                yield transcode_instance(handle, syntax)
+    def parts() -> Iterator[Part]:
+        # Each instance is transcoded when its turn comes, so one at a time is in memory.
+        for instance, syntax in plan:
+            assert syntax is not None
+            stored = instance.transfer_syntax_uid
+            if syntax != stored:
+                try:
+                    chunks = transcoded_chunks(storage.open(instance.blob_key), syntax)
+                    yield Part(content_type_for_part(DICOM, syntax), chunks)
+                    continue
+                except Exception:
+                    # The stream has started: the instance goes out as stored, labelled so.
+                    log.warning(
+                        "instance not transcoded; sent as stored",
+                        exc_info=True,
+                        extra={"sop_instance_uid": instance.sop_instance_uid},
+                    )
+            chunks = file_chunks(storage.open(instance.blob_key))
+            yield Part(content_type_for_part(DICOM, stored), chunks)
 
-    parts = (
-        Part(content_type_for_part(DICOM, syntax), body(instance, syntax))
-        for instance, syntax in plan
-        if syntax is not None
-    )
-    return multipart_response(parts, DICOM)
+    return multipart_response(parts(), DICOM)
 
 
 @router.get(STUDY, summary="Retrieve Study")
@@ -269,9 +285,11 @@ def retrieve_frames(
     request: Request,
     catalog: ScopedCatalogDep,
     storage: StorageDep,
+    limits: LimitsDep,
 ) -> Response:
     stored = one_instance(catalog, study, series, instance)
-    return _frames_response(request, storage, stored, parse_frame_list(frames))
+    numbers = parse_frame_list(frames, limits.max_frames_per_request)
+    return _frames_response(request, storage, stored, numbers)
 
 
 @router.get(INSTANCE + "/pixeldata", summary="Retrieve Instance Pixel Data")

@@ -22,6 +22,7 @@ in ``_RequestHandler.handle``; the threads of the rest wait on events
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 import threading
@@ -38,15 +39,17 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from jip.config import StoreSettings
 from jip.store.adapters import StoreAdapters
-from jip.store.dimse import handlers, peers
+from jip.store.dimse import handlers, peers, storage_service
+from jip.store.dimse.access import StoreAccess, identify
+from jip.store.dimse.admission import Admission, Ticket
 from jip.store.dimse.contexts import (
     STORAGE_TRANSFER_SYNTAXES,
     UNCOMPRESSED,
     VERIFICATION,
     QueryRetrieveModel,
 )
-from jip.store.dimse.fast_path import FastPath
-from jip.store.dimse.pdu import storage_offer
+from jip.store.dimse.fast_path import FastPath, Gate
+from jip.store.dimse.pdu import Deadlines, storage_offer
 from jip.store.dimse.reactor import WaitingSocket, make_event_driven
 from jip.store.dimse.transport import on_association_requested, on_connection_open, set_no_delay
 
@@ -79,7 +82,19 @@ class StreamingAssociation(Association):
     pynetdicom's Q/R service class hands every dataset a C-MOVE or C-GET handler yields
     to ``send_c_store``; a :class:`~jip.store.dimse.handlers.StoredFile` placeholder is
     streamed from its file here instead of being decoded and re-encoded.
+
+    An accepted one also gives back its place in the association counts when it ends.
     """
+
+    jip_ticket: tuple[Admission, Ticket] | None = None
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.jip_ticket is not None:
+                admission, ticket = self.jip_ticket
+                admission.release(ticket)
 
     def send_c_store(
         self,
@@ -126,21 +141,30 @@ class _RequestHandler(RequestHandler):
     server: SharedPortServer
 
     def handle(self) -> None:
-        """Storage-only associations go to the fast path; the rest to pynetdicom."""
+        """Every request passes the fast path's gate; storage-only associations stay there,
+        the rest go to pynetdicom, which keeps the connection's place in the counts."""
         set_no_delay(self.request)
-        pending = b""
-        fast_path = self.server.fast_path
-        if fast_path is not None:
-            taken = fast_path.take(self.request)
+        server = self.server
+        ticket = server.tickets.pop(self.request)
+        handed_over = False
+        try:
+            assert server.fast_path is not None
+            taken = server.fast_path.take(self.request, ticket)
             if taken is None:
                 return
-            pending = taken
             self.request.settimeout(self.ae.network_timeout)
-        assoc = self._create_association()
-        assert isinstance(assoc.dul.socket, WaitingSocket)
-        assoc.dul.socket._pending = pending
-        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
-        assoc.start()
+            assoc = self._create_association()
+            assert isinstance(assoc, StreamingAssociation)
+            assert isinstance(assoc.dul.socket, WaitingSocket)
+            assoc.dul.socket._pending = taken.pending
+            assoc.dul.socket.pdu_timeout_s = server.deadlines.pdu_s
+            assoc.jip_ticket = (server.admission, ticket)
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            assoc.start()
+            handed_over = True
+        finally:
+            if not handed_over:
+                server.admission.release(ticket)
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
@@ -169,6 +193,8 @@ class SharedPortServer(ThreadedAssociationServer):
 
     request_queue_size = 128
     fast_path: FastPath | None = None
+    admission: Admission
+    deadlines: Deadlines
     # Fast-path associations run on the request threads: server_close() must not wait
     # for them (drain() does, with a deadline).
     daemon_threads = True
@@ -178,6 +204,17 @@ class SharedPortServer(ThreadedAssociationServer):
         kwargs["request_handler"] = _RequestHandler
         super().__init__(*args, **kwargs)
         self.contexts = _SharedContexts(self.contexts)
+        self.tickets: dict[socket.socket, Ticket] = {}
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Count the connection against its address at accept, before reading a byte."""
+        ticket = self.admission.enter(str(client_address[0]))
+        if ticket is None:  # a flood past the limit: no thread, no answer
+            with contextlib.suppress(OSError):
+                request.close()
+            return
+        self.tickets[request] = ticket
+        super().process_request(request, client_address)
 
     def server_bind(self) -> None:
         assert self.socket is not None
@@ -214,8 +251,11 @@ def build_ae(settings: StoreSettings) -> JipAE:
     ae.acse_timeout = settings.network_timeout_s
     ae.dimse_timeout = settings.network_timeout_s
     ae.connection_timeout = settings.network_timeout_s
-    # Empty list: any calling AE is accepted (PS3.8 A-ASSOCIATE-RJ reason 3 otherwise).
+    # Empty list: any calling AE may associate (PS3.8 A-ASSOCIATE-RJ reason 3 otherwise);
+    # what it may then do is up to the peers (jip.store.dimse.access).
     ae.require_calling_aet = list(settings.allowed_calling_aets)
+    # A request for another AE title is rejected, reason 7 (the fast path checks first).
+    ae.require_called_aet = True
     ae.add_supported_context(VERIFICATION)
     for cx in AllStoragePresentationContexts:
         # scp_role: a C-GET requestor may act as Storage SCP on this association
@@ -236,10 +276,12 @@ def server_handlers(adapters: StoreAdapters) -> list[EventHandler]:
     catalogs = functools.partial(
         peers.callers_catalog, adapters.catalog, store.peers, unknown=store.unknown_ae_queries
     )
+    callers = functools.partial(identify, adapters.engine, store.peers)
+    access = StoreAccess(adapters.engine, unknown_ae_store=store.unknown_ae_store)
     return [
         (evt.EVT_REQUESTED, on_association_requested, []),
         (evt.EVT_C_ECHO, handlers.on_c_echo, []),
-        (evt.EVT_C_STORE, handlers.on_c_store, [adapters.ingestor]),
+        (evt.EVT_C_STORE, storage_service.on_c_store, [adapters.ingestor, access, callers]),
         (evt.EVT_C_FIND, handlers.on_c_find, [catalogs]),
         (evt.EVT_C_MOVE, handlers.on_c_move, [catalogs, adapters.storage, destinations]),
         (evt.EVT_C_GET, handlers.on_c_get, [catalogs, adapters.storage]),
@@ -257,12 +299,24 @@ def start_server(
     )
     ae._servers.append(server)  # so that ae.shutdown() stops it too
     assert isinstance(server, SharedPortServer)
+    store = adapters.settings.store
+    server.admission = Admission(
+        per_address=store.max_associations_per_address, per_ae=store.max_associations_per_ae
+    )
+    server.deadlines = Deadlines(idle_s=store.network_timeout_s, pdu_s=store.pdu_timeout_s)
+    gate = Gate(
+        ae_title=store.ae_title.strip(),
+        admission=server.admission,
+        association_timeout_s=store.association_timeout_s,
+        identify=functools.partial(identify, adapters.engine, store.peers),
+    )
+    access = StoreAccess(adapters.engine, unknown_ae_store=store.unknown_ae_store)
     server.fast_path = FastPath(
         storage_offer(server.contexts, ae.require_calling_aet),
-        functools.partial(handlers.store_file, adapters.ingestor),
+        functools.partial(storage_service.store_file, adapters.ingestor, access),
+        gate,
         max_pdu=MAXIMUM_PDU_SIZE,
-        acse_timeout_s=ae.acse_timeout or 30.0,
-        network_timeout_s=ae.network_timeout or 60.0,
+        deadlines=server.deadlines,
         max_associations=ae.maximum_associations,
         others_active=lambda: len(server.active_associations),
     )

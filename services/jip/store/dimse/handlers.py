@@ -1,8 +1,8 @@
 """One function per DIMSE event; :mod:`jip.errors` become named statuses in one table.
 
-Collaborators (ingestor, catalog, storage, peers) arrive as bound arguments from
-:func:`jip.store.dimse.ae.server_handlers`. Handlers never decode a received dataset:
-C-STORE hands the spooled file to the ingest, which checks it and consumes it.
+Collaborators (catalog, storage, peers) arrive as bound arguments from
+:func:`jip.store.dimse.ae.server_handlers`. C-STORE is in
+:mod:`jip.store.dimse.storage_service`, shared with the fast path.
 """
 
 from __future__ import annotations
@@ -32,10 +32,8 @@ from jip.store.dimse.status import (
     GeneralStatus,
     GetStatus,
     MoveStatus,
-    StorageStatus,
     status_dataset,
 )
-from jip.store.ingest import Ingestor
 from jip.store.storage.port import BlobStorage
 
 log = logging.getLogger(__name__)
@@ -50,12 +48,8 @@ class IdentifierMismatch(errors.Invalid):
     """The identifier does not fit the information model (PS3.4 0xA900)."""
 
 
-# jip.errors -> named DIMSE statuses, per service. Most specific first: OutOfResources
-# is an Unavailable, IdentifierMismatch an Invalid.
-STORE_ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
-    (errors.Unavailable, StorageStatus.OUT_OF_RESOURCES),  # incl. OutOfResources
-    (errors.Invalid, StorageStatus.CANNOT_UNDERSTAND),
-]
+# jip.errors -> named DIMSE statuses, per service (C-STORE's: storage_service). Most
+# specific first: OutOfResources is an Unavailable, IdentifierMismatch an Invalid.
 QUERY_ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
     (IdentifierMismatch, FindStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS),
     (errors.Unavailable, FindStatus.OUT_OF_RESOURCES),
@@ -75,41 +69,11 @@ def status_for(exc: Exception, table: errors.StatusTable) -> int:
     return errors.status_for(exc, table, default=GeneralStatus.PROCESSING_FAILURE)
 
 
-# -- verification and storage ----------------------------------------------------------------
+# -- verification -----------------------------------------------------------------------------
 def on_c_echo(event: Event) -> int:
-    """C-ECHO (PS3.4 A.4): we are alive."""
+    """C-ECHO (PS3.4 A.4): we are alive. Open to every caller that may associate: it
+    shows nothing of the site's data, and it is how a site admin checks a new peer."""
     return GeneralStatus.SUCCESS
-
-
-def on_c_store(event: Event, ingestor: Ingestor) -> int | Dataset:
-    """C-STORE (PS3.4 B.2.2) through pynetdicom (associations the fast path does not take)."""
-    status, comment = store_file(
-        ingestor, Path(event.dataset_path), str(event.assoc.requestor.ae_title)
-    )
-    return status_dataset(status, comment) if comment else status
-
-
-def store_file(ingestor: Ingestor, path: Path, calling_ae: str) -> tuple[int, str | None]:
-    """Ingest a spooled C-STORE data set; (status, error comment) once it is durable.
-
-    A known SOP Instance UID, with the same or different bytes, is a success: the
-    ingest keeps the first and records the conflict (DESIGN.md, "Facts about DICOM
-    ingest"). Truncated or unparseable data is a 0xC000 failure naming the problem.
-    Shared by pynetdicom's handler and :mod:`jip.store.dimse.fast_path`.
-    """
-    try:
-        ingestor.ingest_file(path, calling_ae)
-    except Exception as exc:
-        status = status_for(exc, STORE_ERROR_STATUS)
-        if isinstance(exc, errors.JipError):
-            log.warning(
-                "C-STORE refused",
-                extra={"calling_ae": calling_ae, "status": f"0x{status:04X}", "error": str(exc)},
-            )
-            return status, str(exc)
-        log.exception("C-STORE failed", extra={"calling_ae": calling_ae})
-        return status, f"internal error: {type(exc).__name__}"
-    return StorageStatus.SUCCESS, None
 
 
 # -- query/retrieve ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -40,6 +41,9 @@ A_ABORT_NOT_SPECIFIED = bytes.fromhex("07 00 00000004 0000 02 00")
 # A-ASSOCIATE-RJ: rejected-transient, by the service provider (presentation), local
 # limit exceeded (PS3.8 §9.3.4), the answer pynetdicom gives at its association limit.
 A_ASSOCIATE_RJ_BUSY = bytes.fromhex("03 00 00000004 00 02 03 02")
+# A-ASSOCIATE-RJ: rejected-permanent, by the service user, "called AE title not
+# recognised" (PS3.8 §9.3.4, reason 7), as pynetdicom's require_called_aet answers.
+A_ASSOCIATE_RJ_CALLED_AE = bytes.fromhex("03 00 00000004 00 01 01 07")
 # The largest A-ASSOCIATE-RQ we read: 128 contexts with many syntaxes stay far below.
 REQUEST_LIMIT = 1024 * 1024
 
@@ -56,6 +60,7 @@ MESSAGE_ID = 0x00000110
 MESSAGE_ID_RESPONDED = 0x00000120
 DATA_SET_TYPE = 0x00000800
 STATUS = 0x00000900
+OFFENDING_ELEMENT = 0x00000901
 ERROR_COMMENT = 0x00000902
 AFFECTED_SOP_INSTANCE = 0x00001000
 _US_TAGS = frozenset((COMMAND_FIELD, MESSAGE_ID, DATA_SET_TYPE, STATUS, 0x00000700))
@@ -70,12 +75,31 @@ class ProtocolError(Exception):
 
 
 # -- reading PDUs -----------------------------------------------------------------------
-def recv_exactly(sock: socket.socket, count: int) -> bytearray:
-    """``count`` bytes from ``sock``; ConnectionError if the peer closes first."""
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a peer may take: to start a PDU (idle), and to finish one it started."""
+
+    idle_s: float
+    pdu_s: float
+
+
+def recv_exactly(sock: socket.socket, count: int, deadline: float | None = None) -> bytearray:
+    """``count`` bytes from ``sock``; ConnectionError if the peer closes first.
+
+    With a ``deadline`` (monotonic), TimeoutError once it passes, however the bytes
+    trickle in: a socket timeout alone restarts with every byte.
+    """
     buffer = bytearray(count)
     view = memoryview(buffer)
     done = 0
     while done < count:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{done} of {count} bytes arrived before the deadline")
+            current = sock.gettimeout()
+            if current is None or current > left:
+                sock.settimeout(left)
         got = sock.recv_into(view[done:], count - done)
         if not got:
             raise ConnectionError(f"connection closed after {done} of {count} bytes")
@@ -83,13 +107,37 @@ def recv_exactly(sock: socket.socket, count: int) -> bytearray:
     return buffer
 
 
-def read_pdu(sock: socket.socket, limit: int) -> tuple[int, bytearray]:
-    """One whole PDU: (type, the PDU's bytes including its 6-byte header)."""
-    header = recv_exactly(sock, 6)
+def read_pdu(
+    sock: socket.socket,
+    limit: int,
+    deadlines: Deadlines | None = None,
+    *,
+    until: float | None = None,
+) -> tuple[int, bytearray]:
+    """One whole PDU: (type, the PDU's bytes including its 6-byte header).
+
+    ``deadlines``: the first byte may take ``idle_s``, the whole PDU ``pdu_s`` from
+    then; ``until``: the PDU must be whole by then (monotonic), first byte included.
+    The socket's timeout is ``deadlines.idle_s`` again afterwards.
+    """
+    if deadlines is not None:
+        sock.settimeout(deadlines.idle_s)
+        header = bytearray(6)
+        got = sock.recv_into(header, 6)
+        if not got:
+            raise ConnectionError("connection closed")
+        until = time.monotonic() + deadlines.pdu_s
+        if got < 6:
+            header[got:] = recv_exactly(sock, 6 - got, until)
+    else:
+        header = recv_exactly(sock, 6, until)
     pdu_type, _, length = struct.unpack(">BBL", header)
     if length > limit:
         raise ProtocolError(f"PDU of {length} bytes exceeds the limit of {limit}")
-    return pdu_type, header + recv_exactly(sock, length)
+    pdu = header + recv_exactly(sock, length, until)
+    if deadlines is not None:
+        sock.settimeout(deadlines.idle_s)
+    return pdu_type, pdu
 
 
 # -- association negotiation --------------------------------------------------------------
@@ -204,6 +252,7 @@ def encode_response(
     sop_class: str,
     sop_instance: str | None = None,
     comment: str | None = None,
+    offending: tuple[int, ...] = (),
 ) -> bytes:
     """A response command set with its group length, elements in tag order."""
     elements = [
@@ -213,6 +262,9 @@ def encode_response(
         _element(DATA_SET_TYPE, struct.pack("<H", NO_DATA_SET)),
         _element(STATUS, struct.pack("<H", status)),
     ]
+    if offending:
+        tags = b"".join(struct.pack("<HH", tag >> 16, tag & 0xFFFF) for tag in offending)
+        elements.append(_element(OFFENDING_ELEMENT, tags))
     if comment:
         elements.append(_element(ERROR_COMMENT, error_comment(comment).encode("ascii", "replace")))
     if sop_instance:

@@ -98,10 +98,11 @@ def get_peer(engine: Engine, seeds: Seeds, name: str) -> DicomPeer:
 
 def peer_for_ae_title(engine: Engine, seeds: Seeds, ae_title: str) -> DicomPeer | None:
     """The peer a C-MOVE destination names (PS3.4 C.4.2.1.4.1), or None if none does."""
-    return next(iter(_with_ae_title(engine, seeds, ae_title)), None)
+    return next(iter(peers_with_ae_title(engine, seeds, ae_title)), None)
 
 
-def _with_ae_title(engine: Engine, seeds: Seeds, ae_title: str) -> list[DicomPeer]:
+def peers_with_ae_title(engine: Engine, seeds: Seeds, ae_title: str) -> list[DicomPeer]:
+    """Every peer declared with ``ae_title`` (the caller behind a calling AE title)."""
     wanted = ae_title.strip()
     return [item.peer for item in list_peers(engine, seeds) if item.peer.ae_title == wanted]
 
@@ -112,10 +113,11 @@ def query_scope(
     """The projects whose series C-FIND, C-MOVE and C-GET from ``calling_ae_title`` see.
 
     None means every series: a peer without projects, or an AE that is no peer while
-    ``unknown`` (``store.unknown_ae_queries``) is "all". Several peers with the AE title
-    see what any of them may. Read at each request, as :func:`peer_for_ae_title`.
+    ``unknown`` (``store.unknown_ae_queries``) is "all"; an AE that is no peer sees
+    nothing by default ("none"). Several peers with the AE title see what any of them
+    may. Read at each request, as :func:`peer_for_ae_title`.
     """
-    bound = _with_ae_title(engine, seeds, calling_ae_title)
+    bound = peers_with_ae_title(engine, seeds, calling_ae_title)
     if not bound and unknown == "none":
         extra = {"calling_ae": calling_ae_title.strip()}
         log.info("query from an AE that is no peer: no matches", extra=extra)

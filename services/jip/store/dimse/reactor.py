@@ -16,6 +16,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
 from pynetdicom.association import Association
@@ -73,6 +74,10 @@ class WaitingSocket(AssociationSocket):
 
     _wake: socket.socket
     _pending: bytes = b""  # read by the fast path before handing over (see handle())
+    # An accepted association's deadline for each read pynetdicom asks for (a PDU's
+    # header, then its body): a peer trickling bytes is dropped (TimeoutError ->
+    # pynetdicom's "transport closed"). None for our own requestor associations.
+    pdu_timeout_s: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -103,18 +108,60 @@ class WaitingSocket(AssociationSocket):
         view = memoryview(buffer)
         done = min(nr_bytes, len(self._pending))
         buffer[:done], self._pending = self._pending[:done], self._pending[done:]
-        while done < nr_bytes:
-            count = sock.recv_into(view[done:], nr_bytes - done)
-            if not count:
-                del view
-                return buffer[:done]
-            done += count
+        deadline = None if self.pdu_timeout_s is None else time.monotonic() + self.pdu_timeout_s
+        idle = sock.gettimeout()
+        try:
+            while done < nr_bytes:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"{done} of {nr_bytes} bytes before the deadline")
+                    sock.settimeout(left if idle is None else min(idle, left))
+                count = sock.recv_into(view[done:], nr_bytes - done)
+                if not count:
+                    del view
+                    return buffer[:done]
+                done += count
+        finally:
+            if deadline is not None:
+                sock.settimeout(idle)
         return buffer
+
+    def has_data(self) -> bool:
+        """Whether the peer sent something not yet read, without waiting."""
+        sock = self.socket
+        if self._pending:
+            return True
+        if sock is None or not self._is_connected:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
     def close(self) -> None:
         super().close()
         for wake in getattr(self, "_wake_pair", ()):
             wake.close()
+
+
+def _read_before_sending(dul: Any, sock: AssociationSocket) -> None:
+    """Let the DUL read what the peer sent before it sends the next primitive.
+
+    pynetdicom's DUL sends while it has anything to send and reads only when idle, so a
+    C-CANCEL (PS3.7 §9.3.2.3) arriving while a C-FIND streams its pending responses is
+    read after the last of them, when there is nothing left to cancel. Reading first
+    costs one select() per outgoing primitive.
+    """
+    send = dul._process_recv_primitive
+
+    def read_first() -> bool:
+        if isinstance(sock, WaitingSocket) and sock.has_data():
+            return False  # this turn of the DUL reads the waiting PDU instead
+        return bool(send())
+
+    dul._process_recv_primitive = read_first
 
 
 def make_event_driven(assoc: Association, sock: AssociationSocket) -> None:
@@ -133,6 +180,7 @@ def make_event_driven(assoc: Association, sock: AssociationSocket) -> None:
     dul.to_provider_queue = _WakingQueue(wake_writer)
     if assoc.is_acceptor:
         assoc.dimse.msg_queue = _WaitingQueue()
+        _read_before_sending(dul, sock)
     else:
         assoc.dimse.msg_queue = _ResponsesForSenders(assoc)
     sock.__class__ = WaitingSocket

@@ -14,13 +14,13 @@ import socket
 import struct
 import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
+from jip.store.dimse.access import Caller
 from jip.store.dimse.pdu import (
     A_ABORT_NOT_SPECIFIED,
     A_ABORT_TYPE,
@@ -40,6 +40,7 @@ from jip.store.dimse.pdu import (
     NO_DATA_SET,
     P_DATA_TF_TYPE,
     PDU_LIMIT_FACTOR,
+    Deadlines,
     Offer,
     ProtocolError,
     accept_pdu,
@@ -50,11 +51,9 @@ from jip.store.dimse.pdu import (
     read_pdu,
 )
 from jip.store.dimse.status import GeneralStatus, StorageStatus
+from jip.store.dimse.storage_service import StoreHandler, StoreRequest
 
 log = logging.getLogger(__name__)
-
-# (status, error comment or None) for the spooled file at path from calling AE.
-StoreHandler = Callable[[Path, str], tuple[int, str | None]]
 
 
 @dataclass
@@ -80,16 +79,18 @@ class StoreSession:
         request: A_ASSOCIATE,
         offer: Offer,
         store: StoreHandler,
+        caller: Caller,
         *,
         max_pdu: int,
-        timeout_s: float,
+        deadlines: Deadlines,
     ) -> None:
         self.sock = sock
         self.request = request
         self.offer = offer
         self.store = store
+        self.caller = caller
         self.max_pdu = max_pdu
-        self.timeout_s = timeout_s
+        self.deadlines = deadlines
         self.calling_ae = str(request.calling_ae_title).strip()
         self.contexts: dict[int, tuple[str, str]] = {}  # id -> (abstract, transfer syntax)
         self._stopping = threading.Event()
@@ -104,7 +105,7 @@ class StoreSession:
             for cx in contexts
             if cx.result == 0x00 and cx.context_id is not None
         }
-        self.sock.settimeout(self.timeout_s)
+        self.sock.settimeout(self.deadlines.idle_s)
         try:
             self.sock.sendall(accept_pdu(self.request, contexts, self.max_pdu))
             self._serve()
@@ -132,7 +133,7 @@ class StoreSession:
     def _serve(self) -> None:
         limit = self.max_pdu * PDU_LIMIT_FACTOR + 6
         while True:
-            pdu_type, pdu = read_pdu(self.sock, limit)
+            pdu_type, pdu = read_pdu(self.sock, limit, self.deadlines)
             if pdu_type == P_DATA_TF_TYPE:
                 self._p_data(memoryview(pdu)[6:])
             elif pdu_type == A_RELEASE_RQ_TYPE:
@@ -242,9 +243,14 @@ class StoreSession:
         if incoming.refused is not None:
             self._respond(incoming, C_STORE_RSP, StorageStatus.OUT_OF_RESOURCES, incoming.refused)
             return
-        assert incoming.path is not None
-        status, comment = self.store(incoming.path, self.calling_ae)  # consumes the file
-        self._respond(incoming, C_STORE_RSP, status, comment)
+        assert incoming.path is not None and incoming.fields is not None
+        request = StoreRequest(
+            incoming.path,
+            str(incoming.fields.get(AFFECTED_SOP_CLASS, "")),
+            str(incoming.fields.get(AFFECTED_SOP_INSTANCE, "")),
+        )
+        answer = self.store(self.caller, request)  # consumes the file
+        self._respond(incoming, C_STORE_RSP, answer.status, answer.comment, answer.offending)
         # The next instance's file is made now, while the peer is busy reading it: a
         # new file (inode) costs ~0.1 ms that would otherwise come after its command.
         # Best effort: if it can't be made, the next command tries and says why.
@@ -252,7 +258,12 @@ class StoreSession:
             self._spare = _new_spool()
 
     def _respond(
-        self, incoming: _Incoming, field: int, status: int, comment: str | None = None
+        self,
+        incoming: _Incoming,
+        field: int,
+        status: int,
+        comment: str | None = None,
+        offending: tuple[int, ...] = (),
     ) -> None:
         fields = incoming.fields or {}
         sop_class = str(fields.get(AFFECTED_SOP_CLASS) or self.contexts[incoming.context_id][0])
@@ -264,6 +275,7 @@ class StoreSession:
             sop_class,
             str(instance) if instance else None,
             comment,
+            offending,
         )
         self.sock.sendall(p_data_pdu(incoming.context_id, command))
 
@@ -277,8 +289,14 @@ class StoreSession:
 
     def send_quietly(self, pdu: bytes) -> None:
         """Send ``pdu`` if the connection still takes it (aborts, rejections)."""
-        with contextlib.suppress(OSError):
-            self.sock.sendall(pdu)
+        send_quietly(self.sock, pdu)
+
+
+def send_quietly(sock: socket.socket, pdu: bytes) -> None:
+    """Send ``pdu`` if the connection takes it within a few seconds."""
+    with contextlib.suppress(OSError):
+        sock.settimeout(5.0)
+        sock.sendall(pdu)
 
 
 def _drop_spool(incoming: _Incoming) -> None:

@@ -12,7 +12,8 @@ import pytest
 from jip_sdk.phantom import build_abdomen_phantom
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
 from tests.flow.conftest import free_port
-from tests.flow.support import ingest_phantom, serve
+from tests.flow.support import ingest_phantom
+from tests.support.servers import serve_in_thread
 
 from jip.app import build_app
 from jip.backends import storage_for
@@ -40,7 +41,7 @@ def local_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runti
     app.state.runtime.workflow_engine = FakeEngine(
         series_workflow("organ-seg-radiomics", "organ-seg")
     )
-    with serve(app, "127.0.0.1", settings.http_port) as url, JipClient(url) as client:
+    with serve_in_thread(app, port=settings.http_port) as url, JipClient(url) as client:
         yield runtime, client
     runtime.close()
 
