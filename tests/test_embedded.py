@@ -44,7 +44,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("up")
     data_dir, log = root / "data", root / "jip-up.log"
     http_port, dicom_port = free_port(), free_port()
-    env = {**os.environ, "JIP_AUTH__ENABLED": "false"}
+    # dcmtk's tools call as STORESCU and FINDSCU: declared peers (unknown AEs get nothing).
+    peers = {name.lower(): {"ae_title": name, "host": "127.0.0.1", "port": 9} for name in ("STORESCU", "FINDSCU")}  # fmt: skip
+    env = {**os.environ, "JIP_AUTH__ENABLED": "false", "JIP_STORE__PEERS": json.dumps(peers)}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*JIP, "--data-dir", str(data_dir), "up", "--http-port", str(http_port),

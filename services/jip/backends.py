@@ -87,15 +87,11 @@ def workflow_engine_for(settings: Settings) -> WorkflowEngine:
 
 def runner_for(settings: Settings, *, kubernetes_api: Any = None) -> OperatorRunner:
     """The runner ``settings.flow.runner`` names; ``kubernetes_api`` a CoreV1Api (tests)."""
-    from jip.flow.worker.runner import operators_dir
-
     flow = settings.flow
     if flow.runner == "subprocess":
         from jip.flow.worker.runner_subprocess import SubprocessRunner
 
-        return SubprocessRunner(
-            operators_dir=operators_dir(settings), timeout_s=flow.operator_timeout_s
-        )
+        return SubprocessRunner.from_settings(settings)  # as flow.operator_user
     if flow.runner == "container":
         from jip.flow.worker.runner_container import ContainerRunner
 

@@ -164,6 +164,15 @@ class FlowSettings(BaseModel):
     rule_interval_s: float = Field(default=5.0, gt=0)
     # Human steps: how often a waiting task asks whether it was marked done.
     review_poll_s: float = Field(default=5.0, gt=0)
+    # How long a human step waits for its person. A run's own token lives
+    # operator_timeout_s per operator step plus this, and ends with the run.
+    review_window_s: float = Field(default=7 * 86400.0, gt=0)
+    # Subprocess runner: operators run as this unprivileged user, never as JIP's (they
+    # must not read the signing key, the catalog or JIP's environment). Unset: "nobody"
+    # when JIP runs as root; otherwise the subprocess runner refuses to start operators
+    # unless operator_isolation is "none" (an explicit, logged opt-out for a laptop).
+    operator_user: str | None = None
+    operator_isolation: Literal["user", "none"] = "user"
 
 
 class AuthSettings(BaseModel):

@@ -99,15 +99,23 @@ def rule_component(settings: Settings) -> RuleComponent:
     """The auto-rule evaluator; it opens its own catalog engine, storage, index and
     workflow engine (the adapters ``settings`` name) when it starts, and closes them when
     it stops."""
-    from jip.backends import catalog_engine_for, index_for, storage_for, workflow_engine_for
+    from jip.backends import (
+        catalog_engine_for,
+        identity_for,
+        index_for,
+        storage_for,
+        workflow_engine_for,
+    )
     from jip.flow.component import RuleAdapters, RuleComponent
 
     def open_adapters() -> RuleAdapters:
+        db = catalog_engine_for(settings.resolved_catalog_url)
         return RuleAdapters(
-            db=catalog_engine_for(settings.resolved_catalog_url),
+            db=db,
             storage=storage_for(settings.resolved_storage_url, settings),
             index=index_for(settings.resolved_index_url),
             workflow_engine=workflow_engine_for(settings),
+            identity=identity_for(settings, db),  # issues the token of each run it starts
         )
 
     return RuleComponent(settings, open_adapters)

@@ -116,7 +116,9 @@ def keycloak_key(tmp_path: Path) -> SigningKeys:
 
 @pytest.fixture
 def cluster(tmp_path: Path, issuer_key: Path, keycloak_key: SigningKeys) -> Iterator[Runtime]:
-    settings: Settings = site_settings(tmp_path / "data", issuer_url=KEYCLOAK)
+    settings: Settings = site_settings(
+        tmp_path / "data", issuer_url=KEYCLOAK, jwks_url=f"{KEYCLOAK}/certs"
+    )
     install_key(settings, issuer_key)
     runtime = build_runtime(settings)
     verifier = runtime.identity.authenticator.verifier

@@ -39,7 +39,9 @@ def site(make_module_listener: Callable[..., Listener]) -> Listener:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     itself = DicomPeer(ae_title="JIP", host="127.0.0.1", port=port)
-    return make_module_listener(dicom_port=port, peers={"self": itself})
+    # The CLI calls as JIPCLI: a peer of the site (unknown AEs may not store or query).
+    cli = DicomPeer(ae_title="JIPCLI", host="127.0.0.1", port=port)
+    return make_module_listener(dicom_port=port, peers={"self": itself, "the-cli": cli})
 
 
 @pytest.fixture

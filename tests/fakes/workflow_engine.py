@@ -52,6 +52,8 @@ class FakeEngine:
         self.tasks: dict[str, list[TaskInstance]] = {}
         self.logs: dict[tuple[str, str, int], str] = {}
         self.available = True
+        # What Airflow keeps as Connections jip_run_<run_id>: each run's own token.
+        self.run_tokens: dict[str, str] = {}
         self._counter = itertools.count(1)
 
     def _check(self) -> None:
@@ -157,6 +159,14 @@ class FakeEngine:
         updated = replace(ti, state=state)
         self.tasks[run_id] = [updated if t is ti else t for t in self.tasks[run_id]]
         return updated
+
+    def put_run_token(self, run_id: str, token: str) -> None:
+        self._check()
+        self.run_tokens[run_id] = token
+
+    def remove_run_token(self, run_id: str) -> None:
+        self._check()
+        self.run_tokens.pop(run_id, None)
 
     # -- test controls -----------------------------------------------------------------
 

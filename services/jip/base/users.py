@@ -150,6 +150,9 @@ class Users:
                 is_admin=is_admin,
                 disabled=False,
                 created_at=now_utc(),
+                # A random start: a new user of a removed user's name never matches the
+                # version in the removed user's tokens.
+                token_version=secrets.randbits(31),
             )
             session.add(user)
             session.flush()

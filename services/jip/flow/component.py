@@ -25,13 +25,18 @@ from jip.config import Settings
 from jip.flow.embedded_airflow import EmbeddedAirflow
 from jip.flow.engine import WorkflowEngine
 from jip.flow.rules import RuleEvaluator
+from jip.flow.run_tokens import RunTokenIssuer, RunTokenPolicy
 from jip.flow.service import FlowService
 from jip.flow.worker.api_client import local_api_url
 from jip.flow.worker.runner import operators_dir
+from jip.flow.worker.runner_subprocess import check_operator_isolation
 from jip.meta import MetaIndex, SeriesMatcher
 from jip.store import BlobStorage, Catalog
 
 log = logging.getLogger(__name__)
+
+# How often the rule component closes the tokens of runs that ended unobserved.
+RUN_SWEEP_INTERVAL_S = 30.0
 
 
 def task_environment(settings: Settings) -> dict[str, str]:
@@ -91,6 +96,8 @@ class AirflowComponent:
         self.airflow = EmbeddedAirflow(settings, extra_env=task_environment(settings))
 
     def start(self) -> None:
+        # Refuse at once, not at the first operator run, when operators cannot be isolated.
+        check_operator_isolation(self.settings)
         with _interruptible():
             self.airflow.start()
 
@@ -133,10 +140,15 @@ class RuleComponent:
         self._thread.start()
 
     def _loop(self, evaluator: RuleEvaluator) -> None:
+        swept = 0.0
         while not self._stop.wait(self.interval_s):
             try:
                 if evaluator.service.engine.healthy():
                     evaluator.evaluate()
+                    if time.monotonic() - swept >= RUN_SWEEP_INTERVAL_S:
+                        # Runs nobody looked at since they ended: revoke their tokens.
+                        evaluator.service.close_ended_runs()
+                        swept = time.monotonic()
                     self.last_error = None
                 else:
                     self.last_error = "the workflow engine is not healthy; rules wait"
@@ -173,6 +185,8 @@ class RuleAdapters:
     storage: BlobStorage
     index: MetaIndex
     workflow_engine: WorkflowEngine
+    # Issues each run's own token (None: runs get none; auth off).
+    identity: RunTokenIssuer | None = None
 
     def close(self) -> None:
         for close in (self.index.close, self.workflow_engine.close, self.db.dispose):
@@ -182,21 +196,20 @@ class RuleAdapters:
 
 def build_evaluator(settings: Settings, adapters: RuleAdapters) -> RuleEvaluator:
     """A rule evaluator on the site's catalog, storage, index and workflow engine."""
+    tokens = None
+    if adapters.identity is not None:
+        tokens = RunTokenPolicy.from_settings(settings, adapters.identity)
+    elif settings.auth.enabled:
+        log.warning("auth is enabled but the rule evaluator has no identity: runs it starts get no token")
     service = FlowService(
-        db=adapters.db, engine=adapters.workflow_engine, operators_dir=operators_dir(settings)
+        db=adapters.db,
+        engine=adapters.workflow_engine,
+        operators_dir=operators_dir(settings),
+        tokens=tokens,
     )
     matcher = SeriesMatcher(
         catalog=Catalog(adapters.db), storage=adapters.storage, index=adapters.index
     )
-    token = settings.api_token.get_secret_value() if settings.api_token else None
-    if settings.auth.enabled and token is None:
-        log.warning(
-            "auth is enabled and no api_token is set: runs that rules start cannot reach "
-            "the API; set JIP_API_TOKEN"
-        )
     return RuleEvaluator(
-        service=service,
-        matcher=matcher,
-        quiet_period_s=settings.meta.series_quiet_period_s,
-        token=token,
+        service=service, matcher=matcher, quiet_period_s=settings.meta.series_quiet_period_s
     )

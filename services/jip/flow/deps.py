@@ -14,9 +14,10 @@ from typing import Annotated, Protocol
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
-from jip.base import CurrentUser, CurrentUserDep, project_scope, site_url
+from jip.base import CurrentUser, CurrentUserDep, Identity, project_scope, site_url
 from jip.config import Settings
 from jip.flow.engine import WorkflowEngine
+from jip.flow.run_tokens import RunTokenPolicy
 from jip.flow.service import CohortResolver, FlowService
 from jip.flow.worker.runner import operators_dir
 from jip.meta import Cohorts, MetaIndex
@@ -40,6 +41,9 @@ class FlowAdapters(Protocol):
 
     @property
     def results(self) -> BlobStorage: ...
+
+    @property
+    def identity(self) -> Identity: ...
 
 
 def _adapters(request: Request) -> FlowAdapters:
@@ -67,6 +71,8 @@ def get_flow_service(
         operators_dir=operators_dir(adapters.settings),
         cohorts=_cohorts_of(adapters, user),
         scope=project_scope(user),
+        caller=user,
+        tokens=RunTokenPolicy.from_settings(adapters.settings, adapters.identity),
     )
 
 
@@ -80,14 +86,5 @@ def _cohorts_of(adapters: FlowAdapters, user: CurrentUser) -> CohortResolver:
     return resolve
 
 
-def caller_token(request: Request) -> str | None:
-    """The caller's bearer token, handed to the run's tasks to reach the API as the caller."""
-    if not _adapters(request).settings.auth.enabled:
-        return None
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 FlowServiceDep = Annotated[FlowService, Depends(get_flow_service)]
 ResultsStorageDep = Annotated[BlobStorage, Depends(get_results_storage)]
-CallerTokenDep = Annotated[str | None, Depends(caller_token)]

@@ -185,3 +185,12 @@ class WorkflowEngine(Protocol):
         Only SUCCESS, FAILED and SKIPPED can be set.
         """
         ...
+
+    def put_run_token(self, run_id: str, token: str) -> None:
+        """Keep the run's own API token where its tasks and triggers find it, outside the
+        run's conf (Airflow: the Connection ``jip_run_<run_id>``, password = token)."""
+        ...
+
+    def remove_run_token(self, run_id: str) -> None:
+        """Forget the run's token (the run ended); nothing happens when there is none."""
+        ...

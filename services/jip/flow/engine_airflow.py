@@ -7,6 +7,7 @@ signing in, paging and turning Airflow's errors into `jip.errors` is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 
 from jip.config import Settings
-from jip.errors import Conflict, Invalid, Unavailable
+from jip.errors import Conflict, Invalid, NotFound, Unavailable
 from jip.flow.airflow_home import api_url, read_password
 from jip.flow.airflow_rest import (
     AirflowRest,
@@ -28,6 +29,7 @@ from jip.flow.airflow_rest import (
     ti_what,
 )
 from jip.flow.engine import RunState, TaskInstance, TaskState, WorkflowInfo, WorkflowRun
+from jip.flow.workflows import run_token_conn_id
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +242,32 @@ class AirflowEngine:
             extra={"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "state": str(state)},
         )
         return self.get_task_instance(dag_id, run_id, task_id, map_index)
+
+    # -- the run's own token ---------------------------------------------------------
+
+    def put_run_token(self, run_id: str, token: str) -> None:
+        # A Connection, not the run's conf: conf is shown to anyone who can read the run
+        # in Airflow and stored in its trigger table; a connection's password is masked
+        # in logs and read by tasks and triggers through Airflow's secrets lookup.
+        conn_id = run_token_conn_id(run_id)
+        body = {
+            "connection_id": conn_id,
+            "conn_type": "generic",
+            "description": f"JIP run {run_id}: its own API token (removed when it ends)",
+            "password": token,
+        }
+        what = f"connection {conn_id!r}"
+        try:
+            self.rest.call("POST", "/api/v2/connections", json=body, what=what)
+        except Conflict:  # a retried start: replace it
+            self.rest.call("PATCH", f"/api/v2/connections/{seg(conn_id)}", json=body, what=what)
+
+    def remove_run_token(self, run_id: str) -> None:
+        conn_id = run_token_conn_id(run_id)
+        with contextlib.suppress(NotFound):  # none, or removed already
+            self.rest.call(
+                "DELETE", f"/api/v2/connections/{seg(conn_id)}", what=f"connection {conn_id!r}"
+            )
 
 
 # -- Airflow JSON -> JIP values ---------------------------------------------------------

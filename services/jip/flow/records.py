@@ -34,6 +34,8 @@ class RunRecord:
     created_by: str
     created_at: datetime
     start_error: str | None = None
+    projects: list[str] | None = None
+    closed_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +79,7 @@ def add_run(engine: Engine, record: RunRecord) -> None:
                 created_by=record.created_by,
                 created_at=record.created_at,
                 start_error=record.start_error,
+                projects=None if record.projects is None else sorted(record.projects),
             )
         )
 
@@ -85,6 +88,29 @@ def mark_start_failed(engine: Engine, run_id: str, error: str) -> None:
     """The run was recorded but Airflow never got it: it is failed, for this reason."""
     with engine.begin() as conn:
         conn.execute(update(FlowRun).where(FlowRun.run_id == run_id).values(start_error=error))
+
+
+def mark_closed(engine: Engine, run_id: str) -> bool:
+    """Note that the run's token is closed; False when it was closed already."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(FlowRun)
+            .where(FlowRun.run_id == run_id, FlowRun.closed_at.is_(None))
+            .values(closed_at=now())
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+def open_runs(engine: Engine, *, limit: int = 500) -> list[RunRecord]:
+    """Started runs whose token JIP has not closed yet, oldest first."""
+    query = (
+        select(FlowRun)
+        .where(FlowRun.closed_at.is_(None), FlowRun.start_error.is_(None))
+        .order_by(FlowRun.created_at)
+        .limit(limit)
+    )
+    with Session(engine) as session:
+        return [_run(row) for row in session.scalars(query)]
 
 
 def find_run(engine: Engine, run_id: str) -> RunRecord | None:
@@ -145,6 +171,8 @@ def _run(row: FlowRun) -> RunRecord:
         created_by=row.created_by,
         created_at=row.created_at,
         start_error=row.start_error,
+        projects=None if row.projects is None else list(row.projects),
+        closed_at=row.closed_at,
     )
 
 

@@ -60,7 +60,7 @@ def upload_corrected_seg(
     checked = [_check_seg(data, run_series, run_id) for data in files]
     if not checked:
         raise Invalid("upload at least one corrected SEG file")
-    service.record_results(
+    service.add_results(
         run_id,
         [
             ResultIn(
@@ -113,7 +113,10 @@ def _check_seg(
 
 
 def _open_run_series(service: FlowService, run_id: str) -> list[str]:
-    """The run's series; Conflict when the run has already finished."""
+    """The run's series; Forbidden unless the caller may change the run, Conflict when
+    it has already finished."""
+    _, record = service.locate(run_id)
+    service.require_writer(run_id, record)
     detail = service.run(run_id)
     if detail.state.finished:
         raise Conflict(f"run {run_id!r} has already finished ({detail.state})")

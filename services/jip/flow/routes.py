@@ -15,7 +15,7 @@ from jip.api_types import RowIdPath
 from jip.base import AdminDep, CurrentUserDep
 from jip.errors import NotFound
 from jip.flow import reviews, rules
-from jip.flow.deps import CallerTokenDep, FlowServiceDep, ResultsStorageDep
+from jip.flow.deps import FlowServiceDep, ResultsStorageDep
 from jip.flow.models import (
     FiringModel,
     ResultModel,
@@ -56,10 +56,10 @@ def start_run(
     request: StartRun,
     service: FlowServiceDep,
     user: CurrentUserDep,
-    token: CallerTokenDep,
 ) -> RunModel:
-    """Start a workflow on a list of series (or a saved cohort) with parameters."""
-    return service.start(dag_id, request, user=user.username, token=token)
+    """Start a workflow on a list of series (or a saved cohort) with parameters; needs
+    the researcher role in a project of each series. The run gets a token of its own."""
+    return service.start(dag_id, request, user=user.username)
 
 
 @router.get("/runs")
@@ -80,6 +80,7 @@ def get_run(run_id: str, service: FlowServiceDep) -> RunDetail:
 
 @router.post("/runs/{run_id}/cancel")
 def cancel_run(run_id: str, service: FlowServiceDep) -> RunModel:
+    """Stop a run (the researcher role in each of its projects); its token ends."""
     return service.cancel(run_id)
 
 
@@ -114,7 +115,8 @@ def series_results(
 
 @router.post("/runs/{run_id}/results", status_code=status.HTTP_201_CREATED)
 def record_results(run_id: str, body: ResultsIn, service: FlowServiceDep) -> list[ResultModel]:
-    """Record delivered results (called by the put-output tasks)."""
+    """Record delivered results: only the run's own tasks may (with the run's token);
+    files only under ``runs/<run_id>/`` of the result store."""
     return service.record_results(run_id, body.results)
 
 

@@ -181,14 +181,12 @@ class RuleEvaluator:
         matcher: SeriesMatcher,
         quiet_period_s: float,
         user: str = "jip-rules",
-        token: str | None = None,
     ) -> None:
         self.service = service
         self.db = service.db
         self.matcher = matcher
         self.quiet = timedelta(seconds=quiet_period_s)
         self.user = user
-        self.token = token
 
     def evaluate(self, now: datetime | None = None) -> list[FiringModel]:
         """One pass over every enabled rule; returns the firings it made."""
@@ -288,7 +286,6 @@ class RuleEvaluator:
                 rule.dag_id,
                 StartRun(series=[series_uid], params=rule.params),
                 user=self.user,
-                token=self.token,
                 rule_id=rule.id,
             )
             run_id = run.run_id

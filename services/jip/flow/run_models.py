@@ -12,7 +12,7 @@ from jip.flow import records
 from jip.flow.engine import RunState, TaskInstance, TaskState, WorkflowRun
 from jip.flow.models import ResultModel, RunModel, SeriesProgress, TaskModel
 from jip.flow.schema import ResultKind
-from jip.flow.workflows import SERIES_KEY, STUDIES_KEY, TOKEN_KEY
+from jip.flow.workflows import RESERVED_KEYS, SERIES_KEY
 
 _SERIES_ORDER = (
     TaskState.FAILED,
@@ -71,7 +71,7 @@ def run_model(run: WorkflowRun, record: records.RunRecord | None) -> RunModel:
         series=record.series if record else list(conf.get(SERIES_KEY) or []),
         params=record.params
         if record
-        else {k: v for k, v in conf.items() if k not in (SERIES_KEY, STUDIES_KEY, TOKEN_KEY)},
+        else {k: v for k, v in conf.items() if k not in RESERVED_KEYS},
         cohort_id=record.cohort_id if record else None,
         rule_id=record.rule_id if record else None,
         created_by=record.created_by if record else None,

@@ -70,6 +70,11 @@ class FlowRun(Base):
     # A run is recorded before Airflow is asked to start it: null while and once it is
     # triggered, else why the trigger failed (the run never reached Airflow).
     start_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The projects the run works for (its token's scope); null for runs recorded before
+    # runs had projects (their series' projects stand in).
+    projects: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # When JIP saw the run end and revoked its token and its Airflow connection.
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class FlowResult(Base):

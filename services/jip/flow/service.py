@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from jip.errors import Invalid, NotFound, Unavailable
-from jip.flow import records
+from jip.base import CurrentUser
+from jip.errors import Forbidden, Invalid, NotFound, Unavailable
+from jip.flow import access, records
 from jip.flow.engine import WorkflowEngine
 from jip.flow.models import (
     ResultIn,
@@ -27,6 +28,7 @@ from jip.flow.models import (
     StartRun,
     WorkflowModel,
 )
+from jip.flow.result_keys import check_result_key, check_result_uid, under_run
 from jip.flow.run_models import (
     per_series,
     result_model,
@@ -35,11 +37,12 @@ from jip.flow.run_models import (
     task_model,
     unstarted_run,
 )
+from jip.flow.run_tokens import RunTokenPolicy
 from jip.flow.schema import ResultKind
 from jip.flow.workflows import (
+    RUN_TOKEN_KEY,
     SERIES_KEY,
     STUDIES_KEY,
-    TOKEN_KEY,
     check_params,
     operators_of,
     resolve_schema,
@@ -68,6 +71,8 @@ class FlowService:
         operators_dir: Any,
         cohorts: CohortResolver | None = None,
         scope: Collection[str] | None = None,
+        caller: CurrentUser | None = None,
+        tokens: RunTokenPolicy | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
@@ -76,6 +81,11 @@ class FlowService:
         # The projects whose series the caller may see (None: all). A run belongs to
         # the projects of its series: outside them it does not exist for the caller.
         self.scope = scope
+        # Who asks (None: JIP itself, e.g. the rule evaluator); what they may change is
+        # :mod:`jip.flow.access`'s to say.
+        self.caller = caller
+        # Each run's own token (None: authentication is off, runs need none).
+        self.tokens = tokens
 
     # -- workflows -----------------------------------------------------------------------
 
@@ -116,18 +126,18 @@ class FlowService:
         request: StartRun,
         *,
         user: str,
-        token: str | None = None,
         rule_id: int | None = None,
     ) -> RunModel:
         """Check the request, start the run, record who started it on what."""
         series = self._series_of(request)
         studies = self._studies_of(series)
+        projects = access.run_projects(
+            self.caller, series, SeriesProjects(self.db).projects_of(series)
+        )
         workflow = self.workflow(dag_id)
         self._check_operators_dir(workflow)
         check_params(request.params, workflow.params_schema)
         conf: dict[str, Any] = {**request.params, SERIES_KEY: series, STUDIES_KEY: studies}
-        if token:
-            conf[TOKEN_KEY] = token
         # Recorded first: a run Airflow starts is always one JIP knows of. A trigger that
         # fails leaves the record failed, saying why.
         record = records.RunRecord(
@@ -139,12 +149,23 @@ class FlowService:
             rule_id=rule_id,
             created_by=user,
             created_at=records.now(),
+            projects=projects,
         )
         records.add_run(self.db, record)
         try:
+            if self.tokens is not None:
+                token = self.tokens.issuer.issue_run_token(
+                    run_id=record.run_id,
+                    projects=projects,
+                    ttl_s=self.tokens.ttl_s(workflow.params_schema),
+                    started_by=user,
+                )
+                self.engine.put_run_token(record.run_id, token)
+                conf[RUN_TOKEN_KEY] = True
             run = self.engine.trigger(dag_id, conf, run_id=record.run_id)
         except Exception as exc:
             records.mark_start_failed(self.db, record.run_id, str(exc) or type(exc).__name__)
+            self.close_run(record.run_id)
             raise
         log.info(
             "workflow run started",
@@ -183,6 +204,8 @@ class FlowService:
         if self.scope is None:  # every run Airflow knows, started by JIP or not
             runs = self.engine.list_runs(dag_id, limit=limit)
             found = records.find_runs(self.db, [run.run_id for run in runs])
+            for run in runs:
+                self._close_if_ended(run, found.get(run.run_id))
             return [run_model(run, found.get(run.run_id)) for run in runs]
         # Scoped callers see the runs JIP recorded on series of their projects only.
         recorded = records.newest_runs(
@@ -195,12 +218,46 @@ class FlowService:
         if record.start_error is not None:
             return run_model(unstarted_run(record), record)
         try:
-            return run_model(self.engine.get_run(record.dag_id, record.run_id), record)
+            run = self.engine.get_run(record.dag_id, record.run_id)
         except NotFound:
             return None
+        self._close_if_ended(run, record)
+        return run_model(run, record)
+
+    # -- the run's own token ----------------------------------------------------------------
+
+    def _close_if_ended(self, run: Any, record: records.RunRecord | None) -> None:
+        if record is not None and record.closed_at is None and run.state.finished:
+            self.close_run(record.run_id)
+
+    def close_run(self, run_id: str) -> None:
+        """Revoke the run's token and remove it from the engine (the run ended)."""
+        if self.tokens is not None:
+            self.tokens.issuer.revoke_run_token(run_id)
+            try:
+                self.engine.remove_run_token(run_id)
+            except Unavailable as exc:  # the sweep tries again; the token is revoked
+                log.warning("run token not removed", extra={"run_id": run_id, "error": str(exc)})
+                return
+        if records.mark_closed(self.db, run_id):
+            log.info("run token closed", extra={"run_id": run_id})
+
+    def close_ended_runs(self) -> int:
+        """Close the token of every run that ended (or Airflow forgot); returns how many."""
+        closed = 0
+        for record in records.open_runs(self.db):
+            try:
+                ended = self.engine.get_run(record.dag_id, record.run_id).state.finished
+            except NotFound:
+                ended = True
+            if ended:
+                self.close_run(record.run_id)
+                closed += 1
+        return closed
 
     def locate(self, run_id: str) -> tuple[str, records.RunRecord | None]:
         """The workflow of a run: from the flow tables, else from Airflow's newest runs."""
+        access.check_own_run(self.caller, run_id)
         record = records.find_run(self.db, run_id)
         if record is not None:
             if not self._visible(record):
@@ -233,6 +290,7 @@ class FlowService:
         else:
             run = self.engine.get_run(dag_id, run_id)
             instances = self.engine.task_instances(dag_id, run_id)
+            self._close_if_ended(run, record)
         series = list(run.conf.get(SERIES_KEY) or (record.series if record else []))
         tasks = [task_model(ti, series) for ti in instances]
         base = run_model(run, record)
@@ -246,7 +304,22 @@ class FlowService:
 
     def cancel(self, run_id: str) -> RunModel:
         dag_id, record = self.locate(run_id)
-        return run_model(self.engine.cancel(dag_id, run_id), record)
+        self.require_writer(run_id, record)
+        run = self.engine.cancel(dag_id, run_id)
+        if record is not None:
+            self.close_run(run_id)
+        return run_model(run, record)
+
+    def require_writer(self, run_id: str, record: records.RunRecord | None) -> None:
+        """Forbidden unless the caller may change the run (:mod:`jip.flow.access`)."""
+        if record is None:  # started in Airflow's UI: only site admins see it at all
+            access.require_run_writer(self.caller, run_id, [])
+            return
+        projects = record.projects
+        if projects is None:  # recorded before runs had projects: their series' projects
+            found = SeriesProjects(self.db).projects_of(record.series)
+            projects = sorted(set().union(*found.values()))
+        access.require_run_writer(self.caller, run_id, projects)
 
     def logs(self, run_id: str, *, task: str | None = None, series: str | None = None) -> str:
         """The log of every matching task instance, each under a header line."""
@@ -274,12 +347,25 @@ class FlowService:
     # -- results -------------------------------------------------------------------------
 
     def record_results(self, run_id: str, results: Sequence[ResultIn]) -> list[ResultModel]:
-        """Record results of a run (one JIP did not start, too) made from series the
-        caller may see."""
+        """Record results the run's own tasks delivered (with the run's token)."""
+        access.require_run_token(self.caller, run_id)
+        return self.add_results(run_id, results)
+
+    def add_results(self, run_id: str, results: Sequence[ResultIn]) -> list[ResultModel]:
+        """Record results of a run made from its own series (or, for a run JIP did not
+        start, series the caller may see): files under the run's own key prefix only."""
         record = records.find_run(self.db, run_id)
         sources = [r.series_instance_uid for r in results]
         if (record is not None and not self._visible(record)) or not self._series_visible(sources):
             raise NotFound(f"workflow run {run_id!r} not found")
+        foreign = sorted(set(sources) - set(record.series)) if record is not None else []
+        if foreign:
+            raise Invalid(f"series not in run {run_id!r}: {', '.join(foreign[:5])}")
+        for result in results:
+            if result.kind is ResultKind.FILE:
+                check_result_key(run_id, result.key)
+            else:
+                check_result_uid(result.key, result.result_series_uid)
         stored = records.add_results(
             self.db,
             [records.ResultRecord(id=None, run_id=run_id, **r.model_dump()) for r in results],
@@ -299,8 +385,13 @@ class FlowService:
         return [result_model(r) for r in records.results_of_series(self.db, series, kind=kind)]
 
     def result(self, run_id: str, result_id: int) -> records.ResultRecord:
-        """One result; made from a series the caller may not see, it is not found."""
+        """One result of a run the caller may see; made from a series the caller may not
+        see, it is not found. A file outside the run's own key prefix (recorded before
+        keys were checked) is never served."""
+        self.locate(run_id)
         record = records.get_result(self.db, run_id, result_id)
         if not self._series_visible([record.series_instance_uid]):
             raise NotFound(f"result {result_id} of run {run_id!r} not found")
+        if record.kind is ResultKind.FILE and not under_run(run_id, record.key):
+            raise Forbidden(f"result {result_id} of run {run_id!r} lies outside the run's folder")
         return record

@@ -25,8 +25,18 @@ OPERATOR_KEY = "x-jip-operator"
 # Conf keys JIP sets on every run besides the workflow's parameters.
 SERIES_KEY = "series"
 STUDIES_KEY = "jip_studies"
+# Never set any more (a run's token is kept out of its conf); still refused as a parameter.
 TOKEN_KEY = "jip_api_token"
-RESERVED_KEYS = frozenset({SERIES_KEY, STUDIES_KEY, TOKEN_KEY})
+# True when the run has a token of its own, in the engine's store under
+# run_token_conn_id(run_id) (an Airflow Connection; its password is the token).
+RUN_TOKEN_KEY = "jip_run_token"
+RESERVED_KEYS = frozenset({SERIES_KEY, STUDIES_KEY, TOKEN_KEY, RUN_TOKEN_KEY})
+RUN_TOKEN_CONN_PREFIX = "jip_run_"
+
+
+def run_token_conn_id(run_id: str) -> str:
+    """The Airflow Connection that holds a run's token."""
+    return f"{RUN_TOKEN_CONN_PREFIX}{run_id}"
 
 
 def operator_schema(operators_dir: Path, name: str) -> dict[str, Any] | None:
@@ -67,7 +77,7 @@ def resolve_schema(params_schema: Mapping[str, Any], operators_dir: Path) -> dic
         keep = {k: v for k, v in properties[param].items() if k in ("default", OPERATOR_KEY)}
         properties[param] = {**schema, **keep}
     # JIP fills these itself; they are no business of a researcher.
-    for key in (STUDIES_KEY, TOKEN_KEY):
+    for key in (STUDIES_KEY, TOKEN_KEY, RUN_TOKEN_KEY):
         properties.pop(key, None)
     if "required" in resolved:
         resolved["required"] = [r for r in resolved["required"] if r not in RESERVED_KEYS]

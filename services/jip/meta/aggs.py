@@ -17,9 +17,8 @@ from typing import Literal
 
 from jip.errors import Invalid
 from jip.meta.fields import ID_FIELD, Field, FieldType, Scalar, lookup
+from jip.meta.limits import DEFAULT_LIMITS, QueryLimits
 from jip.meta.query import (
-    DEFAULT_LIMITS,
-    QueryLimits,
     a_noun,
     as_number,
     field_of,

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from jip.errors import Invalid
-from jip.meta.query import DEFAULT_LIMITS, QueryLimits, parse_query
+from jip.meta.limits import DEFAULT_LIMITS, QueryLimits
+from jip.meta.query import parse_query
 from jip.store import check_uid
 
 EXPORT_FORMAT = "jip.cohort"

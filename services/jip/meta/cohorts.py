@@ -34,7 +34,8 @@ from jip.meta.cohort_export import (
 )
 from jip.meta.fields import FIELDS, ID_FIELD
 from jip.meta.index import MetaIndex, SearchResult
-from jip.meta.query import DEFAULT_LIMITS, Query, QueryLimits, Terms, parse_query
+from jip.meta.limits import DEFAULT_LIMITS, QueryLimits
+from jip.meta.query import Query, Terms, parse_query
 from jip.meta.schema import Cohort, CohortSeries
 from jip.meta.service import BY_UID, matching_uids, project_query, scoped_hits
 

@@ -16,7 +16,7 @@ from jip.base import site_url
 from jip.config import Settings
 from jip.meta.cohorts import Cohorts
 from jip.meta.index import MetaIndex
-from jip.meta.query import QueryLimits
+from jip.meta.limits import QueryLimits
 from jip.meta.service import IndexLedger
 
 

@@ -207,7 +207,9 @@ def _summary(dataset: Dataset) -> dict[str, Any]:
         if value not in (None, [], ""):
             summary[name] = value
     if "NumberOfFrames" not in summary:
-        summary["NumberOfFrames"] = int(_guarded("Rows", partial(dataset.__contains__, "Rows")))
+        summary["NumberOfFrames"] = int(
+            bool(_guarded("Rows", partial(dataset.__contains__, "Rows")))
+        )
     return summary
 
 
@@ -252,7 +254,7 @@ def _read_field(dataset: Dataset, field: Field) -> Any:
         if len(items) > MAX_VALUES:
             log.warning("values left out", extra={"field": field.name, "kept": MAX_VALUES})
             items = items[:MAX_VALUES]
-        values = [_convert(field.type, item) for item in items]
+        values = [_guarded(field.name, partial(_convert, field.type, item)) for item in items]
         return [v for v in values if v is not None]
     if field.type in (FieldType.KEYWORD, FieldType.TEXT) and len(items) > 1:
         return _convert(field.type, "\\".join(str(i) for i in items))
@@ -289,26 +291,32 @@ def _functional_value(dataset: Dataset, keyword: str) -> Any:
 
 
 def _convert(ftype: FieldType, value: Any) -> Any:
-    try:
-        match ftype:
-            case FieldType.INTEGER:
-                text = str(value).strip()
-                integer = int(float(text)) if text else None
-                return integer if integer is None or -INT64 <= integer < INT64 else None
-            case FieldType.FLOAT:
-                number = float(str(value).strip())
-                return number if math.isfinite(number) else None
-            case FieldType.DATE:
-                return parse_date(str(value).strip().replace(".", "")[:MAX_TEXT])
-            case _:
-                text = _text(value)
-                if len(text) > MAX_TEXT:  # no string VR of the catalogue's fields allows it
-                    log.warning("value left out: too long", extra={"length": len(text)})
-                    return None
-                return text or None
-    except (TypeError, ValueError, OverflowError):
-        log.warning("value left out", extra={"value_type": ftype.value})
+    """``value`` as the JSON value of a field of type ``ftype``; None when empty.
+
+    ValueError when it is not one: not a number (IS ``1A``), not finite, beyond 64 bits,
+    not a date, or text longer than any of the catalogue's string VRs allow."""
+    text = _text(value)
+    if not text:
         return None
+    match ftype:
+        case FieldType.INTEGER:
+            integer = int(float(text))
+            if not -INT64 <= integer < INT64:
+                raise ValueError("integer beyond 64 bits")
+            return integer
+        case FieldType.FLOAT:
+            number = float(text)
+            if not math.isfinite(number):
+                raise ValueError("not a finite number")
+            return number
+        case FieldType.DATE:
+            day = parse_date(text.replace(".", "")[:MAX_TEXT])
+            if day is None:
+                raise ValueError("not a date")
+            return day
+    if len(text) > MAX_TEXT:  # LO, the longest VR of the catalogue's strings, holds 64
+        raise ValueError(f"text of {len(text)} characters")
+    return text
 
 
 def _text(value: Any) -> str:
@@ -334,7 +342,9 @@ def _single(dataset: Dataset, keyword: str, ftype: FieldType) -> Any:
 def _items_text(items: Any, keyword: str) -> list[str]:
     values: list[str] = []
     for item in _items(items)[:MAX_VALUES]:
-        text = _convert(FieldType.KEYWORD, _element_value(item, keyword))
+        text = _guarded(
+            keyword, partial(_convert, FieldType.KEYWORD, _element_value(item, keyword))
+        )
         if text and text not in values:
             values.append(text)
     return values

@@ -12,7 +12,7 @@ Queries: ``bool`` (must, filter, should + minimum_should_match, must_not), ``ter
 ``terms``, ``range`` (gt, gte, lt, lte), ``exists``, ``wildcard``, ``prefix``, ``match``
 (text fields, operator or/and) and ``match_all``.
 
-Every query is bounded while it is parsed (:class:`QueryLimits`, from ``meta`` settings):
+Every query is bounded while it is parsed (:mod:`jip.meta.limits`, from ``meta`` settings):
 clauses in all, values in all, and the length of patterns and values, so that both index
 adapters refuse the same input with the same message, before any engine sees it.
 """
@@ -23,74 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jip.config import MetaSettings
 from jip.errors import Invalid
 from jip.meta.fields import INT64, Field, FieldType, Scalar, analyze, coerce, lookup
+from jip.meta.limits import DEFAULT_LIMITS, Budget, QueryLimits
 
 MAX_DEPTH = 20
-
-
-@dataclass(frozen=True)
-class QueryLimits:
-    """How much work one search may ask for; each limit is a ``meta`` setting, named in
-    the 400 that refuses a request beyond it."""
-
-    max_clauses: int  # every clause of every bool level (Lucene's max_clause_count)
-    max_terms: int  # values in all: a terms clause counts each, a match each word
-    max_pattern_length: int  # characters of a wildcard or prefix pattern
-    max_value_length: int  # characters of any other value (term, range bound, match)
-    max_aggregations: int  # named aggregations in one request
-
-    @classmethod
-    def of(cls, settings: MetaSettings) -> QueryLimits:
-        return cls(
-            max_clauses=settings.max_query_clauses,
-            max_terms=settings.max_query_terms,
-            max_pattern_length=settings.max_pattern_length,
-            max_value_length=settings.max_value_length,
-            max_aggregations=settings.max_aggregations,
-        )
-
-
-DEFAULT_LIMITS = QueryLimits.of(MetaSettings())
-
-
-class _Budget:
-    """What one query has used of its :class:`QueryLimits` so far, while it is parsed."""
-
-    def __init__(self, limits: QueryLimits) -> None:
-        self.limits = limits
-        self.clauses = 0
-        self.terms = 0
-
-    def add_clauses(self, count: int, path: str) -> None:
-        self.clauses += count
-        if self.clauses > self.limits.max_clauses:
-            raise Invalid(
-                f"{path}: at most {self.limits.max_clauses} clauses in one query "
-                "(setting meta.max_query_clauses): use terms for lists of values"
-            )
-
-    def add_terms(self, count: int, path: str) -> None:
-        self.terms += count
-        if self.terms > self.limits.max_terms:
-            raise Invalid(
-                f"{path}: at most {self.limits.max_terms} values in one query "
-                "(setting meta.max_query_terms)"
-            )
-
-    def check_length(self, value: object, path: str, pattern: bool = False) -> None:
-        if not isinstance(value, str):
-            return
-        limit = self.limits.max_pattern_length if pattern else self.limits.max_value_length
-        if len(value) > limit:
-            what, setting = (
-                ("pattern", "max_pattern_length") if pattern else ("value", "max_value_length")
-            )
-            raise Invalid(
-                f"{path}: a {what} may be at most {limit} characters, got {len(value)} "
-                f"(setting meta.{setting})"
-            )
 
 
 @dataclass(frozen=True)
@@ -163,10 +100,10 @@ MATCH_ALL = MatchAll()  # every series: what no query (None or ``{}``) means
 def parse_query(dsl: object, path: str = "query", limits: QueryLimits = DEFAULT_LIMITS) -> Query:
     """The typed tree of ``dsl``; None or ``{}`` mean every series. Invalid when it
     names anything unknown or asks for more than ``limits`` allow."""
-    return _parse(dsl, path, _Budget(limits))
+    return _parse(dsl, path, Budget(limits))
 
 
-def _parse(dsl: object, path: str, budget: _Budget) -> Query:
+def _parse(dsl: object, path: str, budget: Budget) -> Query:
     if dsl is None or dsl == {}:
         return MatchAll()
     clause, body = single_key(dsl, path, "a query clause")
@@ -176,7 +113,7 @@ def _parse(dsl: object, path: str, budget: _Budget) -> Query:
     return parser(body, f"{path}.{clause}", budget)
 
 
-def _match_all(body: object, path: str, budget: _Budget) -> Query:
+def _match_all(body: object, path: str, budget: Budget) -> Query:
     options(body, path, {"boost"})
     return MatchAll()
 
@@ -184,7 +121,7 @@ def _match_all(body: object, path: str, budget: _Budget) -> Query:
 _OCCURS = ("must", "filter", "should", "must_not")
 
 
-def _bool(body: object, path: str, budget: _Budget) -> Query:
+def _bool(body: object, path: str, budget: Budget) -> Query:
     opts = options(
         body, path, {"must", "filter", "should", "must_not", "boost", "minimum_should_match"}
     )
@@ -229,7 +166,7 @@ def _minimum_should_match(raw: object, should: int, default: int, path: str) -> 
     return number if number >= 0 else max(should + number, 0)
 
 
-def _term(body: object, path: str, budget: _Budget) -> Query:
+def _term(body: object, path: str, budget: Budget) -> Query:
     name, spec = single_key(body, path, "a field")
     field = field_of(name, path, exact=True)
     value = options(spec, f"{path}.{name}", {"value", "boost"}, "value")["value"]
@@ -238,7 +175,7 @@ def _term(body: object, path: str, budget: _Budget) -> Query:
     return Term(field, _value(field, value, f"{path}.{name}"))
 
 
-def _terms(body: object, path: str, budget: _Budget) -> Query:
+def _terms(body: object, path: str, budget: Budget) -> Query:
     opts = options(body, path, None)
     opts.pop("boost", None)
     name, raw = single_key(opts, path, "a field")
@@ -252,7 +189,7 @@ def _terms(body: object, path: str, budget: _Budget) -> Query:
     return Terms(field, tuple(dict.fromkeys(values)))
 
 
-def _range(body: object, path: str, budget: _Budget) -> Query:
+def _range(body: object, path: str, budget: Budget) -> Query:
     name, spec = single_key(body, path, "a field")
     field = lookup(name, path)
     where = f"{path}.{name}"
@@ -271,23 +208,23 @@ def _range(body: object, path: str, budget: _Budget) -> Query:
     return Range(field, **values)
 
 
-def _exists(body: object, path: str, budget: _Budget) -> Query:
+def _exists(body: object, path: str, budget: Budget) -> Query:
     opts = options(body, path, {"field", "boost"}, "field")
     budget.add_terms(1, path)
     return Exists(lookup(opts["field"], f"{path}.field"))
 
 
-def _wildcard(body: object, path: str, budget: _Budget) -> Query:
+def _wildcard(body: object, path: str, budget: Budget) -> Query:
     field, pattern = _keyword_pattern(body, path, budget)
     return Wildcard(field, pattern)
 
 
-def _prefix(body: object, path: str, budget: _Budget) -> Query:
+def _prefix(body: object, path: str, budget: Budget) -> Query:
     field, prefix = _keyword_pattern(body, path, budget)
     return Prefix(field, prefix)
 
 
-def _keyword_pattern(body: object, path: str, budget: _Budget) -> tuple[Field, str]:
+def _keyword_pattern(body: object, path: str, budget: Budget) -> tuple[Field, str]:
     name, spec = single_key(body, path, "a field")
     field = field_of(name, path, exact=True)
     if field.type is not FieldType.KEYWORD:
@@ -300,7 +237,7 @@ def _keyword_pattern(body: object, path: str, budget: _Budget) -> tuple[Field, s
     return field, value
 
 
-def _match(body: object, path: str, budget: _Budget) -> Query:
+def _match(body: object, path: str, budget: Budget) -> Query:
     name, spec = single_key(body, path, "a field")
     field = lookup(name, path)
     where = f"{path}.{name}"
@@ -318,7 +255,7 @@ def _match(body: object, path: str, budget: _Budget) -> Query:
     return Match(field, text, tokens, "and" if operator == "and" else "or")
 
 
-_CLAUSES: dict[str, Callable[[object, str, _Budget], Query]] = {
+_CLAUSES: dict[str, Callable[[object, str, Budget], Query]] = {
     "bool": _bool,
     "term": _term,
     "terms": _terms,

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.dcmtk
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 NOWHERE = 9  # a peer's port that is never dialled (it only calls us)
-NOT_AUTHORISED = "0x0124"
+NOT_AUTHORISED = "0x0124: Refused: Not authorized"  # as storescu -d prints it
 
 
 @dataclass
@@ -44,13 +44,15 @@ class Site:
     series: list[Dataset]  # sent by PACS: project "default"
     folder: Path
 
-    def run(self, tool: str, calling_ae: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, tool: str, calling_ae: str, *args: str, files: tuple[Path, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
         command = [tool, "-v", "-aet", calling_ae, "-aec", "JIP", *args]
-        command += ["127.0.0.1", str(self.listener.port)]
+        command += ["127.0.0.1", str(self.listener.port), *map(str, files)]
         return subprocess.run(command, capture_output=True, text=True, env=DCMTK_ENV, timeout=120)
 
     def storescu(self, calling_ae: str, *paths: Path) -> subprocess.CompletedProcess[str]:
-        return self.run("storescu", calling_ae, *map(str, paths))
+        return self.run("storescu", calling_ae, "-d", files=paths)  # -d: the Error Comment
 
     def stored(self, ds: Dataset) -> bool:
         try:

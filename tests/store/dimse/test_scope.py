@@ -183,7 +183,9 @@ def test_unknown_ae_queries_none_shows_other_aes_nothing(
     make_listener: Callable[..., Listener], make_storescp: Callable[..., StoreSCP], tmp_path: Path
 ) -> None:
     storescp = make_storescp("DEST")
-    listener = make_listener(unknown_ae_store=True, unknown_ae_queries="none", peers={"dest": storescp.peer()})
+    listener = make_listener(
+        unknown_ae_store=True, unknown_ae_queries="none", peers={"dest": storescp.peer()}
+    )
     alpha, beta = two_projects(listener, tmp_path)
     site = Site(listener, storescp, alpha, beta)
     assert listener.instance_count() == len(alpha + beta)  # C-STORE from anyone, as before

@@ -20,7 +20,13 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from jip.errors import Unavailable
-from jip.flow.worker.tasks import SERIES_LABEL, run_id_of, task_client, task_settings
+from jip.flow.worker.tasks import (
+    SERIES_LABEL,
+    run_id_of,
+    run_token_conn,
+    task_client,
+    task_settings,
+)
 from jip.flow.worker.triggers import ReviewTrigger
 
 
@@ -57,7 +63,7 @@ class AwaitReviewOperator(BaseOperator):
                     api_url=client.base_url,
                     run_id=run_id,
                     series_uid=self.series_uid,
-                    token=client.token,
+                    token_conn_id=run_token_conn(context),
                     poll_s=review_poll_s(self.poll_s),
                 ),
                 method_name="resume",

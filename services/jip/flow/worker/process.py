@@ -69,8 +69,13 @@ def run_process(
     log: LogSink,
     timeout_s: float,
     cwd: Path | None = None,
+    user: int | None = None,
+    group: int | None = None,
 ) -> OperatorOutcome:
-    """Run ``argv``, relay its merged output to ``log``, stop it after ``timeout_s``."""
+    """Run ``argv``, relay its merged output to ``log``, stop it after ``timeout_s``.
+
+    ``user``/``group``: drop to these ids (and no supplementary groups) before exec;
+    ``cwd`` is entered before, while still privileged."""
     started = time.monotonic()
     process = subprocess.Popen(
         list(argv),
@@ -84,6 +89,9 @@ def run_process(
         errors="replace",
         bufsize=1,
         start_new_session=True,
+        user=user,
+        group=group,
+        extra_groups=[] if user is not None else None,
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     expired = threading.Event()

@@ -58,6 +58,9 @@ class OperatorJob:
     # without the shared work volume fetches them from the store).
     series: tuple[str, ...] = ()
     run_id: str = ""
+    # The run's own token, for runners whose stage containers reach the API (pods
+    # without the work volume); never given to the operator itself.
+    api_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_operator_name(self.operator)

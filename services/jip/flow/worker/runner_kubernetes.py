@@ -216,10 +216,11 @@ def _operator_container(job: OperatorJob, settings: PodSettings) -> k8s.V1Contai
     )
 
 
-def _stage_env(settings: PodSettings) -> list[k8s.V1EnvVar]:
+def _stage_env(settings: PodSettings, job: OperatorJob) -> list[k8s.V1EnvVar]:
     env = [k8s.V1EnvVar(name="JIP_API_URL", value=settings.api_url)]
-    if settings.api_token:
-        env.append(k8s.V1EnvVar(name="JIP_API_TOKEN", value=settings.api_token))
+    token = job.api_token or settings.api_token  # the run's own token where it has one
+    if token:
+        env.append(k8s.V1EnvVar(name="JIP_API_TOKEN", value=token))
     return [*env, k8s.V1EnvVar(name="HOME", value="/tmp")]
 
 
@@ -238,7 +239,7 @@ def _stage_in_container(job: OperatorJob, settings: PodSettings) -> k8s.V1Contai
             INPUT_MOUNT,
             *job.series,
         ],
-        env=_stage_env(settings),
+        env=_stage_env(settings, job),
         volume_mounts=[
             k8s.V1VolumeMount(name="input", mount_path=INPUT_MOUNT),
             k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),
@@ -261,7 +262,7 @@ def _stage_out_container(job: OperatorJob, settings: PodSettings) -> k8s.V1Conta
             *("python", "-m", "jip.flow.worker.stage", "push", "--source", OUTPUT_MOUNT),
             *("--run-id", job.run_id, "--series", series, "--operator", job.operator),
         ],
-        env=_stage_env(settings),
+        env=_stage_env(settings, job),
         env_from=env_from,
         volume_mounts=[
             k8s.V1VolumeMount(name="output", mount_path=OUTPUT_MOUNT, read_only=True),

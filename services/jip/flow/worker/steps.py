@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ from typing import Any
 
 import pydicom
 
+from jip.flow.result_keys import result_key, safe_segment
 from jip.flow.schema import ResultKind
 from jip.flow.worker.api_client import JipClient
 from jip.flow.worker.runner import (
@@ -36,11 +36,10 @@ from jip.flow.worker.runner import (
     OperatorRunner,
     check_outcome,
 )
-from jip.store import BlobStorage, Catalog, check_key
+from jip.store import BlobStorage, Catalog
 
 log = logging.getLogger(__name__)
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 STOW_BATCH = 64  # instances per STOW-RS request
 
 
@@ -59,24 +58,12 @@ class StepDirs:
         return self.root / "output"
 
 
-def safe_segment(value: str) -> str:
-    """A path segment and storage-key segment from a run id (``manual__...+00:00``)."""
-    clean = _UNSAFE.sub("_", value).strip(".")
-    return clean or "_"
-
-
 def step_dirs(work_dir: Path, run_id: str, series_uid: str, step: str) -> StepDirs:
     return StepDirs(work_dir / safe_segment(run_id) / safe_segment(series_uid) / safe_segment(step))
 
 
 def run_work_dir(work_dir: Path, run_id: str) -> Path:
     return work_dir / safe_segment(run_id)
-
-
-def result_key(run_id: str, relative: str) -> str:
-    """``runs/<run_id>/<series folder>/<file>`` in the result store."""
-    parts = [safe_segment(p) for p in relative.split("/") if p]
-    return check_key("/".join(["runs", safe_segment(run_id), *parts]))
 
 
 # -- get-input ----------------------------------------------------------------------------

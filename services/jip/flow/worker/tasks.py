@@ -14,8 +14,10 @@ failing series stops only its own later steps. How many run at once is Airflow's
     fan_out(per_series)
 
 Each step reads settings (``JIP_*`` variables of Airflow's processes) when it runs, and
-the run's conf for its series, their studies and, when the run was started by a person
-on a site with authentication, the token to reach the site's API.
+the run's conf for its series and their studies. Where the site issued the run a token
+of its own (authentication on), the steps reach the site's API with it, read from the
+Airflow Connection ``jip_run_<run_id>`` (never from the conf; see
+:mod:`jip.flow.run_tokens`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ from jip.flow.schema import ResultKind
 from jip.flow.worker import steps
 from jip.flow.worker.api_client import JipClient
 from jip.flow.worker.runner import OperatorJob
-from jip.flow.workflows import OPERATOR_KEY, SERIES_KEY, STUDIES_KEY, TOKEN_KEY
+from jip.flow.workflows import (
+    OPERATOR_KEY,
+    RUN_TOKEN_KEY,
+    SERIES_KEY,
+    STUDIES_KEY,
+    run_token_conn_id,
+)
 
 log = logging.getLogger(__name__)
 operator_log = logging.getLogger("jip.operator")
@@ -98,10 +106,26 @@ def task_settings() -> Settings:
     return get_settings()
 
 
+def run_token_conn(context: Any) -> str | None:
+    """The Connection holding the run's own token; None when the site issued none."""
+    return run_token_conn_id(run_id_of(context)) if _conf(context).get(RUN_TOKEN_KEY) else None
+
+
+def run_token(context: Any) -> str | None:
+    """The run's own token (AirflowNotFoundException once the run's token was closed)."""
+    conn_id = run_token_conn(context)
+    if conn_id is None:
+        return None
+    from airflow.sdk import Connection
+
+    password = Connection.get(conn_id).password
+    return str(password) if password else None
+
+
 def task_client(context: Any, settings: Settings | None = None) -> JipClient:
-    """A client of the site's API, with the run's token when it has one."""
-    token = _conf(context).get(TOKEN_KEY)
-    return JipClient.from_settings(settings or task_settings(), token=token or None)
+    """A client of the site's API, with the run's own token when it has one (else the
+    worker's ``api_token``)."""
+    return JipClient.from_settings(settings or task_settings(), token=run_token(context))
 
 
 def _series_of(value: Any) -> list[str]:
@@ -166,6 +190,7 @@ def run_operator(
         labels={"series": series_uid, "task": step},
         series=tuple(staged.get("inputs") or [series_uid]),
         run_id=run_id,
+        api_token=run_token(context),  # pods that stage through the API use it
     )
     outcome = steps.run_operator(
         runner_for(settings), job, lambda line: operator_log.info("%s", line)

@@ -1,0 +1,213 @@
+"""FEDERATION: one study across many sites; the algorithm travels, only checked aggregates
+leave (DESIGN.md, "Federation"); this module is its public interface.
+
+What the room holds (the first layer; the hub and the site agent build on it):
+
+- ``stats``: per-site sufficient statistics and their exact combination (count, sum,
+  mean and variance by Chan's update, min/max, histograms on declared edges, quantiles
+  from histograms, labelled approximate); ``order``: exact order statistics (medians,
+  quantiles) of values spread over sites, by count queries (a sans-I/O search);
+  ``levene``: Levene's and Brown–Forsythe's tests where groups span sites, in two rounds.
+- ``disclosure``: the checks every output passes before it may leave a site (schema,
+  minimum cell count, dominance, differencing guard with its ledger port), each refusal
+  typed and worded for the audit log.
+- ``protocol``: the wire models hub and sites share (jobs, declared outputs, sealed
+  results, per-site job state); ``outputs``: each output kind's payload, its disclosure
+  schema and the conversions to and from the stats types.
+- ``crypto``: PyNaCl helpers: X25519 sealed boxes for results, Ed25519 signatures over
+  canonical JSON for workflow digests and bundles.
+- to come: ``hub/`` (its own app and database: sites, enrolment, jobs, sealed results)
+  and ``site/`` (the agent: policy, approval, audit, the persisted cohort ledger).
+
+What it may import: the core (``jip.config``, ``jip.db``, ``jip.errors``, ``jip.logs``,
+``jip.api_types``) and the public names of FLOW, META and BASE (``from jip.flow import
+...``); never their modules, the UI or the composition. Others use FEDERATION only through
+the names below; the composition (runtime, backends, migrations, app, embedded, cli) may
+reach its modules. FEDERATION's own modules import each other directly.
+"""
+
+from jip.federation.crypto import (
+    BoxKeyPair,
+    SigningKeyPair,
+    canonical_json,
+    decode_bytes,
+    encode_key,
+    generate_box_keys,
+    generate_signing_keys,
+    key_id,
+    seal,
+    sign,
+    sign_bundle,
+    sign_workflow,
+    unseal,
+    verify,
+    verify_bundle,
+    verify_workflow,
+)
+from jip.federation.disclosure import (
+    CohortLedger,
+    Decision,
+    DifferencingGuard,
+    DisclosurePolicy,
+    DominanceRule,
+    FieldSpec,
+    InMemoryCohortLedger,
+    OutputSchema,
+    Refusal,
+    ReleasedCohort,
+    Role,
+    Rule,
+    SmallCells,
+    Suppression,
+    check_output,
+    hash_series,
+)
+from jip.federation.levene import (
+    LeveneCentre,
+    LeveneResult,
+    deviation_moments,
+    group_totals,
+    levene,
+    levene_from_deviations,
+    pooled_means,
+)
+from jip.federation.order import (
+    Bracket,
+    OrderSearch,
+    count_at_most,
+    median_from,
+    median_ranks,
+    pool_counts,
+    pooled_medians,
+    quantile_from,
+    quantile_ranks,
+)
+from jip.federation.outputs import (
+    compute,
+    read_count_at_most,
+    read_counts,
+    read_histograms,
+    read_moments,
+    read_summaries,
+    read_totals,
+    release,
+    schema_for,
+)
+from jip.federation.protocol import (
+    CohortDocument,
+    DeclaredOutput,
+    JobSpec,
+    OutputKind,
+    RoundRequest,
+    SiteJobState,
+    SiteJobStatus,
+    SiteResult,
+    WorkflowRef,
+    open_result,
+    seal_result,
+)
+from jip.federation.stats import (
+    Extremes,
+    Histogram,
+    Moments,
+    QuantileEstimate,
+    Summary,
+    Total,
+    approximate_quantile,
+    combine_extremes,
+    combine_histograms,
+    combine_moments,
+    combine_summaries,
+    combine_totals,
+    extremes,
+    histogram,
+    moments,
+    summarize,
+)
+
+__all__ = [
+    "BoxKeyPair",
+    "Bracket",
+    "CohortDocument",
+    "CohortLedger",
+    "Decision",
+    "DeclaredOutput",
+    "DifferencingGuard",
+    "DisclosurePolicy",
+    "DominanceRule",
+    "Extremes",
+    "FieldSpec",
+    "Histogram",
+    "InMemoryCohortLedger",
+    "JobSpec",
+    "LeveneCentre",
+    "LeveneResult",
+    "Moments",
+    "OrderSearch",
+    "OutputKind",
+    "OutputSchema",
+    "QuantileEstimate",
+    "Refusal",
+    "ReleasedCohort",
+    "Role",
+    "RoundRequest",
+    "Rule",
+    "SigningKeyPair",
+    "SiteJobState",
+    "SiteJobStatus",
+    "SiteResult",
+    "SmallCells",
+    "Summary",
+    "Suppression",
+    "Total",
+    "WorkflowRef",
+    "approximate_quantile",
+    "canonical_json",
+    "check_output",
+    "combine_extremes",
+    "combine_histograms",
+    "combine_moments",
+    "combine_summaries",
+    "combine_totals",
+    "compute",
+    "count_at_most",
+    "decode_bytes",
+    "deviation_moments",
+    "encode_key",
+    "extremes",
+    "generate_box_keys",
+    "generate_signing_keys",
+    "group_totals",
+    "hash_series",
+    "histogram",
+    "key_id",
+    "levene",
+    "levene_from_deviations",
+    "median_from",
+    "median_ranks",
+    "moments",
+    "open_result",
+    "pool_counts",
+    "pooled_means",
+    "pooled_medians",
+    "quantile_from",
+    "quantile_ranks",
+    "read_count_at_most",
+    "read_counts",
+    "read_histograms",
+    "read_moments",
+    "read_summaries",
+    "read_totals",
+    "release",
+    "schema_for",
+    "seal",
+    "seal_result",
+    "sign",
+    "sign_bundle",
+    "sign_workflow",
+    "summarize",
+    "unseal",
+    "verify",
+    "verify_bundle",
+    "verify_workflow",
+]
