@@ -35,9 +35,8 @@ sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 from timing import percentile  # noqa: E402
 
 from jip.config import Settings  # noqa: E402
-from jip.meta.fields import ID_FIELD  # noqa: E402
-from jip.meta.indexer import Indexer, MetaIndexer  # noqa: E402
-from jip.meta.service import IndexLedger  # noqa: E402
+from jip.embedded import meta_indexer  # noqa: E402
+from jip.meta import ID_FIELD, MATCH_ALL, Indexer, IndexLedger  # noqa: E402
 from jip.runtime import Runtime, build_runtime  # noqa: E402
 from jip.samples import image_series, random_patient, write_datasets  # noqa: E402
 
@@ -70,7 +69,7 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             hits = self.runtime.index.search(
-                None, limit=10000, fields=[ID_FIELD, "NumberOfInstances"]).hits
+                MATCH_ALL, limit=10000, fields=[ID_FIELD, "NumberOfInstances"]).hits
             now = time.monotonic()
             for hit in hits:
                 counts = self.seen[hit[ID_FIELD]]
@@ -121,7 +120,7 @@ def main() -> None:
         series = make_series(root / "in", args.instances, args.slices, args.size)
         settings = Settings(data_dir=root / "data", auth={"enabled": False})
         runtime = build_runtime(settings)
-        indexer = MetaIndexer(settings)
+        indexer = meta_indexer(settings)  # the component `jip up` runs, its own adapters
         indexer.start()
         watcher = Watcher(runtime)
         watcher.start()

@@ -30,6 +30,7 @@ sys.path[:0] = [str(ROOT / "services"), str(ROOT)]
 from tests.meta.corpus import make_series_docs  # noqa: E402
 from timing import percentile, timed  # noqa: E402
 
+from jip.meta import parse_aggs, parse_query  # noqa: E402
 from jip.meta.index_sqlite import SqliteIndex  # noqa: E402
 
 COHORTS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = {
@@ -64,8 +65,12 @@ Answer = tuple[int, list[str], list[tuple[str, int]], dict[str, int]]
 
 
 def indexed_answer(index: SqliteIndex, query: dict[str, Any]) -> Answer:
-    """What the search page asks: the first page of hits, the total and two facets."""
-    found = index.search(query, limit=PAGE, fields=["SeriesInstanceUID"], aggs=AGGS)
+    """What the search page asks: the first page of hits, the total and two facets. The
+    query and facets are parsed here, as the API parses them at the edge for each request
+    (the index port takes parsed trees)."""
+    found = index.search(
+        parse_query(query), limit=PAGE, fields=["SeriesInstanceUID"], aggs=parse_aggs(AGGS)
+    )
     facets = found.aggregations
     manufacturers = [(b["key"], b["doc_count"]) for b in facets["manufacturer"]["buckets"]]
     years = {b["key_as_string"][:4]: b["doc_count"] for b in facets["per_year"]["buckets"]

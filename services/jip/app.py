@@ -13,11 +13,11 @@ from collections.abc import Callable
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jip import errors
 from jip.base.auth import require_token
 from jip.base.routes import API_ROUTERS, PUBLIC_ROUTERS
+from jip.edge import BodyLimit, TrustedProxies
 from jip.flow.routes import router as flow_router
 from jip.meta.cohort_routes import router as cohort_router
 from jip.meta.routes import router as meta_router
@@ -43,84 +43,6 @@ async def _jip_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 ReadinessCheck = Callable[[], str | None]  # returns None when ready, else why not
-
-# Bodies that stream to disk with limits of their own (store.max_upload_bytes, the
-# multipart parser's): STOW-RS and file uploads.
-STREAMED_BODIES = ("multipart/related", "multipart/form-data", "application/dicom")
-
-
-class BodyLimit:
-    """ASGI middleware: a JSON, form or other small body over ``max_bytes`` is a 413.
-
-    Checked on Content-Length first, then on the bytes that arrive (chunked bodies);
-    the body is read before the route runs and handed on unchanged.
-    """
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._streamed(scope):
-            await self.app(scope, receive, send)
-            return
-        length = _header(scope, b"content-length")
-        if length.isdigit() and int(length) > self.max_bytes:
-            await self._too_large(scope, send)
-            return
-        chunks: list[bytes] = []
-        size, more = 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                await self.app(scope, _replay([message], receive), send)
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(scope, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([body], receive), send)
-
-    @staticmethod
-    def _streamed(scope: Scope) -> bool:
-        media_type = _header(scope, b"content-type").split(";")[0].strip().lower()
-        return media_type in STREAMED_BODIES
-
-    async def _too_large(self, scope: Scope, send: Send) -> None:
-        detail = (
-            f"request body is larger than {self.max_bytes} bytes (http.max_json_body_bytes):"
-            " send less, or ask the site admin to raise the limit"
-        )
-        response = JSONResponse(
-            {"detail": detail}, status_code=413, headers={"Connection": "close"}
-        )
-        await response(scope, _no_receive, send)
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    async def replayed() -> Message:
-        if messages:
-            return messages.pop(0)
-        message: Message = await receive()
-        return message
-
-    return replayed
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
-
 
 # Every router of the site, in the order FastAPI matches them. Store's
 # /api/projects/rules comes before BASE's /api/projects/{name}: "rules" is no project.
@@ -158,6 +80,8 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
         dependencies=guard,
     )
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.http.max_json_body_bytes)
+    # Added last, so it runs first: proxy headers are judged before anything reads them.
+    app.add_middleware(TrustedProxies, trusted=runtime.settings.http.trusted_proxies)
     app.state.runtime = runtime
     app.state.readiness = list(readiness or [])
     app.add_exception_handler(errors.JipError, _jip_error)

@@ -186,18 +186,16 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
 def http_server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
     """uvicorn's settings for the site's API.
 
-    X-Forwarded-For and X-Forwarded-Proto are believed only from ``http.trusted_proxies``
-    (loopback by default): from any other peer they are ignored, so a caller cannot
+    uvicorn's own proxy-header handling is off: the app believes X-Forwarded-* only from
+    ``http.trusted_proxies`` (:class:`jip.edge.TrustedProxies`), so a caller cannot
     choose the address the login throttle counts and the audit log records.
     """
-    trusted = settings.http.trusted_proxies
     return uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=list(trusted) if trusted else [],
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
     )
 

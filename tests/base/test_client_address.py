@@ -6,6 +6,7 @@ so the addresses come from real sockets.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -16,12 +17,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from starlette.types import Receive, Scope, Send
 from tests.base.support import PASSWORD, add_user, install_key, site_settings
 from tests.support.network import free_port
 
 from jip.app import build_app
 from jip.base.audit import AuditFilter
 from jip.config import HttpSettings, Settings
+from jip.edge import TrustedProxies
 from jip.embedded import http_server_config
 from jip.runtime import Runtime, build_runtime
 
@@ -107,5 +110,29 @@ def test_a_trusted_proxy_names_the_client(site: Any) -> None:
 
 
 def test_the_server_never_trusts_every_peer_by_default() -> None:
+    """uvicorn believes no proxy header itself: the app judges them (jip.edge)."""
     config = http_server_config(Settings(), app=None)  # type: ignore[arg-type]
-    assert config.forwarded_allow_ips != "*" and "*" not in config.forwarded_allow_ips
+    assert config.proxy_headers is False
+
+
+def test_proxy_headers_from_an_untrusted_peer_never_reach_a_route() -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(list(scope["headers"]))
+
+    guard = TrustedProxies(app, trusted=["10.0.0.0/8"])
+    headers = [
+        (b"x-forwarded-host", b"evil.example"),
+        (b"forwarded", b"for=1.2.3.4"),
+        (b"accept", b"*/*"),
+    ]
+    for peer in ("192.0.2.7", "testclient"):
+        scope = {"type": "http", "client": (peer, 1234), "headers": headers}
+        asyncio.run(guard(scope, _nothing, _nothing))  # type: ignore[arg-type]
+    assert seen == [[(b"accept", b"*/*")], [(b"accept", b"*/*")]]
+    assert guard.trusts("10.1.2.3") and not guard.trusts("11.0.0.1")
+
+
+async def _nothing(*_: object) -> None:
+    return None

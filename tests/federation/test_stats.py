@@ -111,10 +111,11 @@ def test_order_of_combination_does_not_change_the_result(sites: list[Site]) -> N
 
 
 # -- edge cases -------------------------------------------------------------------------
-def test_no_values_give_n_zero_and_nan_statistics() -> None:
+def test_no_values_give_n_zero_a_neutral_mean_and_no_variance() -> None:
     empty = summarize([])
-    assert (empty.n, empty.moments.total, empty.moments.m2) == (0, 0.0, 0.0)
-    assert math.isnan(empty.moments.mean) and math.isnan(empty.moments.variance())
+    # mean 0.0, not NaN: it travels as a finite number and is neutral when combined
+    assert (empty.n, empty.moments.mean, empty.moments.m2) == (0, 0.0, 0.0)
+    assert math.isnan(empty.moments.variance(0)) and math.isnan(empty.moments.variance(1))
     assert empty.extremes.minimum is None and empty.extremes.maximum is None
     assert combine_moments([empty.moments, moments([2.0, 4.0])]) == moments([2.0, 4.0])
 

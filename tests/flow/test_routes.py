@@ -247,7 +247,7 @@ def test_an_unreachable_engine_is_503(client: TestClient, fake: FakeEngine) -> N
     assert answer.status_code == 503
 
 
-def test_with_auth_the_callers_token_goes_to_the_runs_tasks_and_rules_need_an_admin(
+def test_with_auth_a_run_gets_its_own_token_not_the_callers_and_rules_need_an_admin(
     tmp_path: Path, fake: FakeEngine
 ) -> None:
     from tests.base.support import add_user, site_settings, tokens_for
@@ -272,7 +272,13 @@ def test_with_auth_the_callers_token_goes_to_the_runs_tasks_and_rules_need_an_ad
             )
             assert answer.status_code == 201, answer.text
             assert answer.json()["created_by"] == "rita"
-            assert fake.runs[answer.json()["run_id"]].conf["jip_api_token"] == token
+            run_id = answer.json()["run_id"]
+            # The caller's token never reaches the run; the run has one of its own,
+            # kept by the engine outside the conf (an Airflow Connection).
+            assert token not in str(fake.runs[run_id].conf)
+            assert "jip_api_token" not in fake.runs[run_id].conf
+            assert fake.runs[run_id].conf["jip_run_token"] is True
+            assert fake.run_tokens[run_id] not in ("", token)
             rule = {"name": "r", "dag_id": "organ-seg-radiomics"}
             assert client.post("/api/flow/rules", json=rule, headers=headers).status_code == 403
     finally:

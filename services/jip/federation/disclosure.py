@@ -66,7 +66,7 @@ class Role(StrEnum):
     """What a field of an output is, which decides the rules that apply to it."""
 
     COUNT = "count"  # a number of records: minimum cell count
-    SUM = "sum"  # a sum over records: dominance (needs the contributions)
+    SUM = "sum"  # a sum or mean over records: dominance (needs the contributions)
     VALUE = "value"  # any other finite number (a mean, an extreme, a statistic)
 
 

@@ -10,18 +10,19 @@ The statistic (Levene 1960; Brown & Forsythe 1974; as ``scipy.stats.levene``):
 
 Two rounds, because c_i needs every site's values before any Z can be formed:
 
-1. centres. Each site sends per group (n, Σx) (:func:`group_totals`); the requester pools
-   them, and the group mean is Σx / n exactly (:func:`pooled_means`). The median comes
-   from count queries (:mod:`jip.federation.order`), exact to the data's values.
+1. centres. Each site sends per group (n, x̄) (:func:`group_means`); the requester pools
+   them into each group's mean (:func:`pooled_means`). The median comes from count
+   queries (:mod:`jip.federation.order`), exact to the data's values.
 2. deviations. Each site gets the centres and sends per group the moments of Z
-   (:func:`deviation_moments`): (n, ΣZ, M2_Z). Pooled with Chan's update, they give
+   (:func:`deviation_moments`): (n, Z̄, M2_Z). Pooled with Chan's update, they give
    Z̄_i and Σ_j (Z_ij − Z̄_i)² = M2_i without a sum of squares
    (:func:`levene_from_deviations`).
 
-Precision: W equals the pooled computation to about 1e-15 relative on ordinary data. Far
-from zero (1e9 + noise) the mean centre itself is a double, rounded by half an ulp of the
-mean, which moves W by about that over the spread (1e-8 relative at 1e9 ± 3); SciPy's
-centre carries the same rounding. The median centre is a data value, hence exact.
+Precision: W equals the pooled computation to about 1e-15 relative. Far from zero
+(1e9 + noise) a mean rounded to a double is off by half an ulp (6e-8), which moves W by
+1e-8 relative at 1e9 ± 0.3 (SciPy's own centre does); so the mean centre travels as
+value + rounding error (:class:`Centre`) and Z = |(x − value) − error| keeps every digit.
+The median centre is what ``numpy.median`` gives: a data value or the rounded mean of two.
 
 Groups are labels the job declares (say ``"pz/3T/before"``); a site that has no value of
 a group sends n = 0 for it, or leaves it out.
@@ -33,6 +34,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -41,11 +43,12 @@ from scipy.stats import f as f_distribution
 from jip.errors import Invalid
 from jip.federation.order import Bracket, count_at_most, pool_counts, pooled_medians
 from jip.federation.stats import (
+    Mean,
     Moments,
-    Total,
+    combine_means,
     combine_moments,
-    combine_totals,
     finite_values,
+    mean_of,
     moments,
 )
 
@@ -75,45 +78,49 @@ class LeveneResult:
     mean_deviation: tuple[float, ...]  # Z̄_i
 
 
-def group_totals(groups: GroupValues) -> dict[str, Total]:
-    """Round 1 at a site: (n, Σx) per group (Σ correctly rounded)."""
-    totals = {}
-    for group, values in groups.items():
-        x = finite_values(values, group)
-        totals[group] = Total(int(x.size), math.fsum(x))
-    return totals
+class Centre(NamedTuple):
+    """A group's centre as value + rounding error (error 0 for a median)."""
+
+    value: float
+    error: float = 0.0
 
 
-def pooled_means(parts: Iterable[Mapping[str, Total]]) -> dict[str, float]:
-    """Round 1 at the requester: each group's mean Σx / n from the sites' pooled totals."""
-    by_group: dict[str, list[Total]] = {}
+def group_means(groups: GroupValues) -> dict[str, Mean]:
+    """Round 1 at a site: (n, x̄) per group."""
+    return {group: mean_of(finite_values(values, group)) for group, values in groups.items()}
+
+
+def pooled_means(parts: Iterable[Mapping[str, Mean]]) -> dict[str, Centre]:
+    """Round 1 at the requester: each group's pooled mean, as a :class:`Centre`."""
+    by_group: dict[str, list[Mean]] = {}
     for part in parts:
-        for group, total in part.items():
-            by_group.setdefault(group, []).append(total)
-    means = {}
-    for group, totals in by_group.items():
-        pooled = combine_totals(totals)
+        for group, mean in part.items():
+            by_group.setdefault(group, []).append(mean)
+    centres = {}
+    for group, means in by_group.items():
+        pooled = combine_means(means)
         if pooled.n == 0:
             raise Invalid(f"{group}: no site holds a value of this group")
-        means[group] = pooled.mean
-    return means
+        centres[group] = Centre(pooled.mean, pooled.error)
+    return centres
 
 
-def deviation_moments(groups: GroupValues, centres: Mapping[str, float]) -> dict[str, Moments]:
-    """Round 2 at a site: per group the moments (n, ΣZ, M2_Z) of Z = |x − c| (a group
-    without a centre is a protocol error: the requester names every group it tests)."""
+def deviation_moments(groups: GroupValues, centres: Mapping[str, Centre]) -> dict[str, Moments]:
+    """Round 2 at a site: per group the moments (n, Z̄, M2_Z) of Z = |(x − c) − e| (a
+    group without a centre is a protocol error: the requester names every group)."""
     found = {}
     for group, values in groups.items():
         if group not in centres:
             raise Invalid(f"{group}: no centre was sent for this group")
         x = finite_values(values, group)
-        found[group] = moments(np.abs(x - centres[group]))
+        value, error = centres[group]
+        found[group] = moments(np.abs((x - value) - error))
     return found
 
 
 def levene_from_deviations(
     parts: Iterable[Mapping[str, Moments]],
-    centres: Mapping[str, float],
+    centres: Mapping[str, Centre],
     centre: LeveneCentre,
 ) -> LeveneResult:
     """Round 2 at the requester: W and p from the sites' moments of Z (module docstring).
@@ -137,7 +144,7 @@ def levene_from_deviations(
         raise Invalid(f"levene: needs at least two groups, got {k}")
     if big_n <= k:
         raise Invalid(f"levene: needs more values ({big_n}) than groups ({k})")
-    grand = math.fsum(m.total for m in pooled) / big_n
+    grand = math.fsum(m.n * m.mean for m in pooled) / big_n
     between = math.fsum(m.n * (m.mean - grand) ** 2 for m in pooled)
     within = math.fsum(m.m2 for m in pooled)
     if within > 0:
@@ -152,7 +159,7 @@ def levene_from_deviations(
         df_between=k - 1,
         df_within=big_n - k,
         groups=groups,
-        centres=tuple(centres[g] for g in groups),
+        centres=tuple(centres[g].value for g in groups),
         n=tuple(m.n for m in pooled),
         mean_deviation=tuple(m.mean for m in pooled),
     )
@@ -167,14 +174,14 @@ def levene(
     """The whole two-round protocol with every site in this process: the reference the
     federated run must equal, and the shape a hub's rounds follow (round 1 totals,
     median searches when centred on the median, round 2 deviations)."""
-    round1 = [group_totals(site) for site in sites]
+    round1 = [group_means(site) for site in sites]
     if centre is LeveneCentre.MEAN:
         centres = pooled_means(round1)
     else:
         n_by_group: dict[str, int] = {}
         for part in round1:
-            for group, total in part.items():
-                n_by_group[group] = n_by_group.get(group, 0) + total.n
+            for group, mean in part.items():
+                n_by_group[group] = n_by_group.get(group, 0) + mean.n
         empty = sorted(g for g, n in n_by_group.items() if n == 0)
         if empty:
             raise Invalid(f"{empty[0]}: no site holds a value of this group")
@@ -189,7 +196,8 @@ def levene(
                 for site in sites
             )
 
-        centres = pooled_medians(n_by_group, ask, brackets=brackets, fanout=fanout)
+        medians = pooled_medians(n_by_group, ask, brackets=brackets, fanout=fanout)
+        centres = {group: Centre(median) for group, median in medians.items()}
     round2 = [deviation_moments(site, centres) for site in sites]
     return levene_from_deviations(round2, centres, centre)
 

@@ -9,15 +9,17 @@ kind                keys per group (role)
 ==================  =================================================================
 count               n (count)
 histogram           counts (count × bins), below, above (count)
-sufficient_stats    n (count), sum, m2 (sum), min, max (value, None when n = 0)
-levene_round1       n (count), sum (sum)
-levene_round2       n (count), sum, m2 (sum): the moments of Z = |x − centre|
+sufficient_stats    n (count), mean, m2 (sum), mean_error, min, max (value; min and
+                    max None when n = 0)
+levene_round1       n (count), mean (sum), mean_error (value)
+levene_round2       n (count), mean, m2 (sum), mean_error (value): the moments of
+                    Z = |(x − centre) − centre error|
 count_at_most       at_most, above (count × thresholds): #x ≤ t and #x > t
 ==================  =================================================================
 
 Site side: :func:`release` computes the payload on the site's values and runs
 :func:`~jip.federation.disclosure.check_output` with the per-record contributions of
-every sum (x for Σx, (x − x̄)² for M2). Requester side: the ``read_*`` functions turn a
+every mean and sum (x for x̄, (x − x̄)² for M2). Requester side: the ``read_*`` functions turn a
 released payload back into the stats types to combine.
 """
 
@@ -45,9 +47,10 @@ from jip.federation.stats import (
     Histogram,
     Moments,
     Summary,
-    Total,
+    Mean,
     finite_values,
     histogram,
+    mean_of,
     summarize,
 )
 
@@ -64,11 +67,18 @@ def _group_fields(output: DeclaredOutput, group: str) -> dict[str, FieldSpec]:
         bins = FieldSpec(Role.COUNT, length=len(output.edges) - 1)
         return {"counts": bins, "below": COUNT, "above": COUNT}
     if kind is OutputKind.SUFFICIENT_STATS:
-        return {"n": COUNT, "sum": SUM, "m2": SUM, "min": NULLABLE, "max": NULLABLE}
+        return {
+            "n": COUNT,
+            "mean": SUM,
+            "mean_error": VALUE,
+            "m2": SUM,
+            "min": NULLABLE,
+            "max": NULLABLE,
+        }
     if kind is OutputKind.LEVENE_ROUND1:
-        return {"n": COUNT, "sum": SUM}
+        return {"n": COUNT, "mean": SUM, "mean_error": VALUE}
     if kind is OutputKind.LEVENE_ROUND2:
-        return {"n": COUNT, "sum": SUM, "m2": SUM}
+        return {"n": COUNT, "mean": SUM, "mean_error": VALUE, "m2": SUM}
     assert output.thresholds is not None
     cells = FieldSpec(Role.COUNT, length=len(output.thresholds[group]))
     return {"at_most": cells, "above": cells}
@@ -101,14 +111,15 @@ def _group_payload(
         return {"at_most": at_most, "above": [n - c for c in at_most]}, {}
     if kind is OutputKind.LEVENE_ROUND2:
         assert output.centres is not None
-        x = np.abs(x - output.centres[group])
+        value, error = output.centres[group]
+        x = np.abs((x - value) - error)
+    if kind is OutputKind.LEVENE_ROUND1:
+        found = mean_of(x)
+        return {"n": n, "mean": found.mean, "mean_error": found.error}, {"mean": x}
     summary = summarize(x)
     m = summary.moments
-    deviations = (x - m.mean) ** 2 if n else x
-    payload: dict[str, object] = {"n": n, "sum": m.total}
-    contributions: dict[str, ArrayLike] = {"sum": x}
-    if kind is not OutputKind.LEVENE_ROUND1:
-        payload["m2"], contributions["m2"] = m.m2, deviations
+    payload: dict[str, object] = {"n": n, "mean": m.mean, "mean_error": m.mean_error, "m2": m.m2}
+    contributions: dict[str, ArrayLike] = {"mean": x, "m2": (x - m.mean) ** 2}
     if kind is OutputKind.SUFFICIENT_STATS:
         payload["min"], payload["max"] = summary.extremes.minimum, summary.extremes.maximum
     return payload, contributions
@@ -199,8 +210,9 @@ def read_moments(output: DeclaredOutput, payload: Payload) -> dict[str, Moments]
     return {
         g: Moments(
             _int(output, payload, g, "n"),
-            _float(output, payload, g, "sum"),
+            _float(output, payload, g, "mean"),
             _float(output, payload, g, "m2"),
+            _float(output, payload, g, "mean_error"),
         )
         for g in output.group_labels
     }
@@ -219,10 +231,14 @@ def read_summaries(output: DeclaredOutput, payload: Payload) -> dict[str, Summar
     return found
 
 
-def read_totals(output: DeclaredOutput, payload: Payload) -> dict[str, Total]:
-    """A ``levene_round1`` payload: (n, Σx) per group."""
+def read_means(output: DeclaredOutput, payload: Payload) -> dict[str, Mean]:
+    """A ``levene_round1`` payload: (n, x̄, e) per group."""
     return {
-        g: Total(_int(output, payload, g, "n"), _float(output, payload, g, "sum"))
+        g: Mean(
+            _int(output, payload, g, "n"),
+            _float(output, payload, g, "mean"),
+            _float(output, payload, g, "mean_error"),
+        )
         for g in output.group_labels
     }
 

@@ -73,7 +73,7 @@ class DeclaredOutput(_Wire):
     field: Label
     groups: tuple[Label, ...] = ()
     edges: tuple[float, ...] | None = None
-    centres: dict[Label, float] | None = None
+    centres: dict[Label, tuple[float, float]] | None = None  # (value, rounding error)
     thresholds: dict[Label, tuple[float, ...]] | None = None
 
     @property

@@ -6,7 +6,7 @@ summaries of every site into the pooled result, which equals the computation on 
 pooled values to floating-point precision (the harmonisation study compares sites by
 exactly these numbers, so "close" is not enough).
 
-Why (n, sum, M2) and not (n, Σx, Σx²): the textbook Σx² − (Σx)²/n cancels
+Why (n, x̄, M2) and not (n, Σx, Σx²): the textbook Σx² − (Σx)²/n cancels
 catastrophically when the mean is large against the spread (ADC values of 1e-3 mm²/s
 stored as 1e9 + noise lose every digit). Chan, Golub & LeVeque's pairwise update keeps
 the sum of squared deviations M2 = Σ(x − x̄)² per part and adds the cross term, which is
@@ -41,32 +41,42 @@ def finite_values(values: ArrayLike, what: str = "values") -> NDArray[np.float64
     return array
 
 
-# -- moments ------------------------------------------------------------------------------
+# -- means and moments --------------------------------------------------------------------
+# A mean far from zero (1e9 + noise) is a double rounded by up to half an ulp (6e-8 at
+# 1e9), which is large against the noise. Chan's update needs δ = x̄_b − x̄_a exact to the
+# noise's precision, and Levene's mean centre does too; so a mean travels as the double
+# x̄ plus its rounding error e (exact mean ≈ x̄ + e, a "double-double"), and the pooling
+# works in a frame shifted to the first part's mean, where differences are small and exact.
+
+
 @dataclass(frozen=True)
-class Total:
-    """Count and sum of one part: all the group mean needs (x̄ = Σx / n)."""
+class Mean:
+    """Count and mean of one part (all a group's centre needs), the mean as x̄ + error."""
 
     n: int
-    total: float
+    mean: float  # 0.0 for an empty part (neutral in the combination, finite on the wire)
+    error: float = 0.0
 
     @property
-    def mean(self) -> float:
-        """Σx / n; NaN for an empty part (as ``numpy.mean`` of nothing)."""
-        return self.total / self.n if self.n else math.nan
+    def total(self) -> float:
+        """Σx = n · x̄."""
+        return self.n * (self.mean + self.error)
 
 
 @dataclass(frozen=True)
 class Moments:
-    """Sufficient statistics for mean and variance: n, Σx and M2 = Σ(x − x̄)²."""
+    """Sufficient statistics for mean and variance: n, x̄ (+ its rounding error) and
+    M2 = Σ(x − x̄)²."""
 
     n: int
-    total: float
+    mean: float  # 0.0 for an empty part
     m2: float
+    mean_error: float = 0.0
 
     @property
-    def mean(self) -> float:
-        """Σx / n; NaN for an empty part."""
-        return self.total / self.n if self.n else math.nan
+    def total(self) -> float:
+        """Σx = n · x̄."""
+        return self.n * (self.mean + self.mean_error)
 
     def variance(self, ddof: int = 0) -> float:
         """M2 / (n − ddof), as ``numpy.var(x, ddof=ddof)``; NaN when n ≤ ddof."""
@@ -76,43 +86,73 @@ class Moments:
 EMPTY_MOMENTS = Moments(0, 0.0, 0.0)
 
 
-def moments(values: ArrayLike) -> Moments:
-    """(n, Σx, M2) of one site's values, by the corrected two-pass algorithm:
-    M2 = Σd² − (Σd)²/n with d = x − x̄ (Chan, Golub, LeVeque 1983, eq. 1.7), the second
-    term cancelling the rounding error of x̄. Σ is ``math.fsum`` (correctly rounded)."""
+def _two_sum(big: float, small: float) -> tuple[float, float]:
+    """hi + lo = big + small exactly, hi the rounded sum (Dekker's Fast2Sum, |big| ≥ |small|)."""
+    hi = big + small
+    return hi, small - (hi - big)
+
+
+def mean_of(values: ArrayLike) -> Mean:
+    """(n, x̄, e) of one site's values: x̄₀ = Σx / n, then one correction step
+    c = Σ(x − x̄₀) / n (exact differences, so constant data get their value back) and
+    x̄ + e = x̄₀ + c split by Fast2Sum. Sums are ``math.fsum`` (correctly rounded)."""
     x = finite_values(values)
     n = int(x.size)
     if n == 0:
+        return Mean(0, 0.0)
+    rough = math.fsum(x) / n
+    mean, error = _two_sum(rough, math.fsum(x - rough) / n)
+    return Mean(n, mean, error)
+
+
+def moments(values: ArrayLike) -> Moments:
+    """(n, x̄, M2, e) of one site's values; M2 by the corrected two-pass algorithm,
+    Σd² − (Σd)²/n with d = x − x̄ (Chan, Golub, LeVeque 1983, eq. 1.7), which does not
+    depend on the rounding of x̄."""
+    x = finite_values(values)
+    found = mean_of(x)
+    if found.n == 0:
         return EMPTY_MOMENTS
-    total = math.fsum(x)
-    d = x - total / n
-    m2 = math.fsum(d * d) - math.fsum(d) ** 2 / n
-    return Moments(n, total, max(m2, 0.0))
+    d = x - found.mean
+    m2 = math.fsum(d * d) - math.fsum(d) ** 2 / found.n
+    return Moments(found.n, found.mean, max(m2, 0.0), found.error)
+
+
+def _pool(parts: Iterable[tuple[int, float, float, float]]) -> tuple[int, float, float, float]:
+    """Chan et al.'s pairwise update over (n, x̄, e, M2) parts: n = n_a + n_b,
+    δ = x̄_b − x̄_a, x̄ = x̄_a + δ · n_b / n, M2 = M2_a + M2_b + δ² · n_a n_b / n (Chan,
+    Golub, LeVeque 1983, eq. 2.1), in the frame shifted to the first part's x̄ so that δ
+    keeps the noise's digits; the pooled x̄ + e comes back out of the frame by Fast2Sum."""
+    n, offset, m2, frame = 0, 0.0, 0.0, None
+    for count, mean, error, part_m2 in parts:
+        if count < 0 or part_m2 < 0:
+            raise Invalid(f"moments: n and M2 must not be negative, got n={count}, M2={part_m2}")
+        if count == 0:
+            continue
+        if frame is None:
+            frame = mean
+        delta = ((mean - frame) + error) - offset
+        pooled = n + count
+        m2 += part_m2 + delta * delta * n * count / pooled
+        offset += delta * count / pooled
+        n = pooled
+    if frame is None:
+        return 0, 0.0, 0.0, 0.0
+    mean, error = _two_sum(frame, offset) if abs(frame) >= abs(offset) else _two_sum(offset, frame)
+    return n, mean, error, m2
 
 
 def combine_moments(parts: Iterable[Moments]) -> Moments:
-    """The pooled (n, Σx, M2) of several parts, by Chan et al.'s pairwise update:
-    n = n_a + n_b, δ = x̄_b − x̄_a, M2 = M2_a + M2_b + δ² · n_a n_b / n
-    (Chan, Golub, LeVeque 1979/1983, eq. 2.1). Empty parts are neutral."""
-    n, mean, m2, totals = 0, 0.0, 0.0, []
-    for part in parts:
-        if part.n < 0 or part.m2 < 0:
-            raise Invalid(f"moments: n and M2 must not be negative, got {part}")
-        if part.n == 0:
-            continue
-        pooled = n + part.n
-        delta = part.mean - mean
-        m2 += part.m2 + delta * delta * n * part.n / pooled
-        mean += delta * part.n / pooled
-        n = pooled
-        totals.append(part.total)
-    return Moments(n, math.fsum(totals), m2)
+    """The pooled (n, x̄, M2, e) of several parts (see :func:`_pool`); empty parts are
+    neutral, so a site without a group's values sends n = 0."""
+    n, mean, error, m2 = _pool((p.n, p.mean, p.mean_error, p.m2) for p in parts)
+    return Moments(n, mean, m2, error)
 
 
-def combine_totals(parts: Iterable[Total]) -> Total:
-    """The pooled (n, Σx): counts and sums add (the sum correctly rounded)."""
-    listed = list(parts)
-    return Total(sum(p.n for p in listed), math.fsum(p.total for p in listed))
+def combine_means(parts: Iterable[Mean]) -> Mean:
+    """The pooled (n, x̄, e): the same update without M2."""
+    n, mean, error, _ = _pool((p.n, p.mean, p.error, 0.0) for p in parts)
+    return Mean(n, mean, error)
 
 
 # -- extremes -----------------------------------------------------------------------------

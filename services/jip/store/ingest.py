@@ -78,12 +78,19 @@ class Ingestor:
         self._committer: GroupCommitter[NewInstance, AddResult] = GroupCommitter(self._writer.add)
 
     def ingest_file(
-        self, path: Path, calling_ae_title: str = "", *, project: str | None = None
+        self,
+        path: Path,
+        calling_ae_title: str = "",
+        *,
+        project: str | None = None,
+        header: InstanceHeader | None = None,
     ) -> IngestResult:
         """Ingest the Part 10 file at ``path``, which this call consumes (moves or deletes).
 
         A new series goes to ``project`` if given, else to the projects the catalog's
-        assignment rules choose (:mod:`jip.store.catalog.projects`).
+        assignment rules choose (:mod:`jip.store.catalog.projects`). ``header`` is the
+        file's header when the caller already checked it (:func:`read_header`), so the
+        C-STORE path reads each header once.
 
         Raises :class:`jip.errors.Invalid` for unparseable or truncated input, leaving
         everything already stored untouched.
@@ -91,7 +98,7 @@ class Ingestor:
         moved = False
         try:
             with open_part10(path) as data:
-                header = header_of(data, path)
+                header = header or header_of(data, path)
                 size_bytes, sha256 = len(data), _sha256_of(data)
             key = blob_key(header, sha256)
             # The key names the content: storing identical bytes again under it is

@@ -85,11 +85,11 @@ def store_file(
     ingest"). Truncated or unparseable data is a 0xC000 failure naming the problem.
     """
     try:
-        refused = _refusal(access, caller, request)
+        refused, header = _checked(access, caller, request)
         if refused is not None:
             request.path.unlink(missing_ok=True)
             return refused
-        ingestor.ingest_file(request.path, caller.ae_title)
+        ingestor.ingest_file(request.path, caller.ae_title, header=header)
     except Exception as exc:
         request.path.unlink(missing_ok=True)
         status = errors.status_for(
@@ -110,16 +110,19 @@ def store_file(
     return StoreAnswer(StorageStatus.SUCCESS)
 
 
-def _refusal(access: StoreAccess, caller: Caller, request: StoreRequest) -> StoreAnswer | None:
+def _checked(
+    access: StoreAccess, caller: Caller, request: StoreRequest
+) -> tuple[StoreAnswer | None, InstanceHeader | None]:
+    """(the refusal, or None; the header read for the checks, handed on to the ingest)."""
     if not caller.is_peer and not access.unknown_ae_store:
         # Refused before the data set is even read: nothing of it is looked at.
-        return _not_authorised(caller, not_a_peer(caller.ae_title))
+        return _not_authorised(caller, not_a_peer(caller.ae_title)), None
     header = read_header(request.path)  # Invalid, as the ingest would raise it
     mismatch = _mismatch(header, request)
     if mismatch is not None:
-        return mismatch
+        return mismatch, header
     why = access.refusal(caller, header)
-    return None if why is None else _not_authorised(caller, why)
+    return (None if why is None else _not_authorised(caller, why)), header
 
 
 def _not_authorised(caller: Caller, why: str) -> StoreAnswer:
