@@ -9,10 +9,14 @@ once) and ``jip-bench-noop-serial`` (one task at a time). Ingests ``--series`` s
 phantom CT series, then measures:
 
 - the reference: get-input, the operator and put-output of one series called directly
-  (no Airflow), the same code the tasks run;
+  (no Airflow), the same code and operator runner (``runner_for``) the tasks run;
 - trigger → first operator start, through the flow API;
 - per-task overhead: (serial run time − the reference's work) / tasks;
 - the speed-up of the parallel run over the serial one.
+
+Operators run as the bench's own user (``flow.operator_isolation = none``) in the
+tasks and in the reference alike: the no-op operator is the bench's own code, and
+what is measured is Airflow's overhead, not the hand-over to another user.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 from jip_sdk.phantom import build_abdomen_phantom, write_ct_series
 
 from jip.app import build_app
-from jip.backends import storage_for
+from jip.backends import runner_for, storage_for
 from jip.config import AuthSettings, FlowSettings, MetaSettings, Settings
 from jip.errors import NotFound
 from jip.flow.component import task_environment
@@ -45,7 +49,6 @@ from jip.flow.engine_airflow import AirflowEngine
 from jip.flow.worker import steps
 from jip.flow.worker.api_client import JipClient
 from jip.flow.worker.runner import OperatorJob
-from jip.flow.worker.runner_subprocess import SubprocessRunner
 from jip.runtime import Runtime, build_runtime
 
 NOOP_MAIN = '''"""noop: notes when it started, does nothing else."""
@@ -134,6 +137,7 @@ def make_site(root: Path, parallel: int) -> Settings:
             dags_folder=root / "dags",
             operators_dir=root / "operators",
             max_parallel_series=parallel,
+            operator_isolation="none",  # see the module docstring
         ),
     )
 
@@ -151,7 +155,7 @@ def ingest_series(runtime: Runtime, count: int, root: Path) -> list[str]:
 
 def direct_reference(settings: Settings, uid: str, root: Path, repeats: int = 3) -> tuple[float, float]:
     """Seconds for one series' three steps called directly, and for the operator alone."""
-    runner = SubprocessRunner(operators_dir=settings.flow.operators_dir or root)
+    runner = runner_for(settings)  # the runner the tasks use (tasks.run_operator)
     results = storage_for(settings.resolved_results_url, settings)
     totals, operator_only = [], []
     with JipClient(f"http://127.0.0.1:{settings.http_port}") as client:

@@ -34,13 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
-from jip.config import Settings, StoreSettings
+from jip.config import DicomPeer, Settings, StoreSettings
 from jip.runtime import build_runtime
 from jip.samples import image_series, random_patient, write_datasets
 from jip.store.dimse.listener import ListenerGroup
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 SERIES_SIZE = 100
+CALLING_AE = "BENCH"  # storescu's -aet: a declared peer of JIP, which stores from peers only
 
 
 @dataclass(frozen=True)
@@ -156,21 +157,29 @@ def orthanc(workdir: Path) -> Iterator[Server]:
 
 
 LISTENER_PROCESSES = 0  # --listeners; 0: one per core, as `jip up`
+MAX_SENDERS = 4  # --senders: JIP's associations per address and per AE must admit them all
 
 
 @contextlib.contextmanager
 def jip(workdir: Path) -> Iterator[Server]:
-    """JIP's DICOM listener group on a fresh data directory."""
+    """JIP's DICOM listener group on a fresh data directory; the sending AE is a declared
+    peer (JIP refuses C-STORE from unknown AEs) and the association limits admit every
+    sender (the defaults do up to 8; a limit is never the bottleneck measured)."""
+    limit = max(8, MAX_SENDERS)
     settings = Settings(
         data_dir=workdir / "jip-data",
         store=StoreSettings(
             dicom_port=free_port(),
             dicom_host="127.0.0.1",
             listener_processes=LISTENER_PROCESSES,
+            peers={"bench": DicomPeer(ae_title=CALLING_AE, host="127.0.0.1", port=free_port())},
+            max_associations_per_address=limit,
+            max_associations_per_ae=limit,
+            max_associations=max(32, limit),
         ),
     )
     runtime = build_runtime(settings)  # migrates, as `jip up` does before the listener
-    group = ListenerGroup(settings)
+    group = ListenerGroup(settings, build_runtime)  # as jip.embedded builds it
     group.start()
     try:
         group.wait_ready(120)
@@ -193,7 +202,7 @@ def send(files: list[Path], aet: str, port: int, senders: int) -> float:
     start = time.perf_counter()
     processes = [
         subprocess.Popen(
-            ["storescu", "-aec", aet, "-aet", "BENCH", "127.0.0.1", str(port), *map(str, group)],
+            ["storescu", "-aec", aet, "-aet", CALLING_AE, "127.0.0.1", str(port), *map(str, group)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -270,8 +279,9 @@ def main() -> None:
         "--listeners", type=int, default=0, help="JIP listener processes (0: one per core)"
     )
     args = parser.parse_args()
-    global LISTENER_PROCESSES
+    global LISTENER_PROCESSES, MAX_SENDERS
     LISTENER_PROCESSES = args.listeners
+    MAX_SENDERS = args.senders
     if not shutil.which("storescu"):
         sys.exit("storescu (dcmtk) is required")
     targets = {"orthanc": orthanc, "jip": jip}

@@ -3,6 +3,11 @@
 Each benchmark prints its own ratio against a reference measured in the same run
 (Orthanc for ingest, a plain scan for queries); this runner only sequences them so
 that they never compete for the machine's cores.
+
+    .venv/bin/python bench/run.py [NAME ...] [-- ARG ...]
+
+NAMEs pick the benchmarks whose file name contains one of them (all by default); ARGs
+after ``--`` go to each picked benchmark (``run.py qido query -- --series 500 --runs 3``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ HERE = Path(__file__).parent
 
 
 def main() -> int:
-    selected = sys.argv[1:]
+    selected, extra = sys.argv[1:], []
+    if "--" in selected:
+        at = selected.index("--")
+        selected, extra = selected[:at], selected[at + 1 :]
     scripts = sorted(HERE.glob("bench_*.py"))
     if selected:
         scripts = [s for s in scripts if any(name in s.stem for name in selected)]
@@ -24,7 +32,7 @@ def main() -> int:
     for script in scripts:
         print(f"== {script.stem} ==", flush=True)
         started = time.monotonic()
-        result = subprocess.run([sys.executable, str(script)], check=False)
+        result = subprocess.run([sys.executable, str(script), *extra], check=False)
         print(f"== {script.stem}: exit {result.returncode} after {time.monotonic() - started:.0f} s ==\n")
         if result.returncode:
             failures.append(script.stem)

@@ -99,9 +99,16 @@ def start_up_site(root: Path) -> Iterator[UpSite]:
         "JIP_AUTH__ADMIN_PASSWORD": PASSWORD,
         # One admin token serves the whole session's tests (access tokens live 5 min).
         "JIP_AUTH__ACCESS_TOKEN_TTL_S": "7200",
+        # DIMSE is closed to AEs that are no peer: storescu (calling AE STORESCU) is the
+        # site's modality here.
+        "JIP_STORE__PEERS": '{"modality": {"ae_title": "STORESCU", "host": "127.0.0.1", "port": 104}}',
         "JIP_META__SERIES_QUIET_PERIOD_S": "3",
         "JIP_FLOW__RULE_INTERVAL_S": "1",
         "JIP_FLOW__AIRFLOW_PORT": str(airflow_port),
+        # Operators run as JIP's user here: the test machine's Python may live where the
+        # operator user cannot run it (/root); tests/flow/worker/test_operator_isolation.py
+        # covers the isolation.
+        "JIP_FLOW__OPERATOR_ISOLATION": "none",
     }
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -45,6 +45,10 @@ def site_settings(data_dir: Path, port: int, http_port: int | None = None) -> Se
             max_parallel_series=4,
             rule_interval_s=1.0,
             review_poll_s=1.0,
+            # Operators run as JIP's user here: the test machine's Python may live where
+            # the operator user cannot run it (/root);
+            # tests/flow/worker/test_operator_isolation.py covers the isolation.
+            operator_isolation="none",
         ),
     )
 

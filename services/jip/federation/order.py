@@ -16,6 +16,13 @@ The search is sans-I/O: :class:`OrderSearch` says which thresholds to ask
 how the question reaches the sites (the hub, a file carried by hand, a test calling
 :func:`count_at_most` directly) is the caller's business. Every answer a site gives is a
 count, so it passes the same minimum-cell check as any other count before it leaves.
+
+The trade-off that check imposes: a threshold in the tail of one site's values gives a
+small count there (or a small complement), and the site refuses. Bracket the search with
+released extremes (:class:`Bracket`) and keep ``fanout`` low where sites are small: with
+``fanout=1`` every threshold lies between the median and the middle of the bracket (about
+52 rounds for values within a few binades); a high fanout takes few rounds but asks in
+the tails. A refused count leaves the median unknown, never approximated silently.
 """
 
 from __future__ import annotations

@@ -45,9 +45,9 @@ from jip.federation.protocol import DeclaredOutput, OutputKind
 from jip.federation.stats import (
     Extremes,
     Histogram,
+    Mean,
     Moments,
     Summary,
-    Mean,
     finite_values,
     histogram,
     mean_of,

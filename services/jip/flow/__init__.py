@@ -3,8 +3,10 @@
 What the room holds, by where the code runs:
 
 - the API side: ``routes`` (``/api/flow``), ``deps``, ``service`` (start, list, cancel,
-  logs, results), ``reviews`` (human steps), ``rules`` (auto-rules), ``records`` and
-  ``schema`` (the flow tables), ``models``, ``workflows`` (operator parameter schemas);
+  logs, results), ``access`` (who may start, cancel, review, record), ``run_tokens``
+  (each run's own token), ``result_keys`` (``runs/<run_id>/`` in the result store),
+  ``reviews`` (human steps), ``rules`` (auto-rules), ``records`` and ``schema`` (the
+  flow tables), ``models``, ``workflows`` (operator parameter schemas);
   the workflow engine port ``engine`` and its Airflow adapter ``engine_airflow`` (on the
   REST client ``airflow_rest``); ``scaffold`` (`jip operator new`);
 - ``worker/``: what runs inside Airflow (DAG building blocks, the human-step operator

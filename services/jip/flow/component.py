@@ -54,7 +54,10 @@ def task_environment(settings: Settings) -> dict[str, str]:
         "JIP_FLOW__IMAGE_REGISTRY": flow.image_registry,
         "JIP_FLOW__OPERATOR_TIMEOUT_S": str(flow.operator_timeout_s),
         "JIP_FLOW__REVIEW_POLL_S": str(flow.review_poll_s),
+        "JIP_FLOW__OPERATOR_ISOLATION": flow.operator_isolation,
     }
+    if flow.operator_user is not None:
+        env["JIP_FLOW__OPERATOR_USER"] = flow.operator_user
     if flow.operator_cpus is not None:
         env["JIP_FLOW__OPERATOR_CPUS"] = str(flow.operator_cpus)
     if flow.operator_memory is not None:

@@ -6,7 +6,8 @@ What the room holds:
 - ``extract``: DICOM headers (never pixels) to instance summaries and series documents;
   ``fields``: the field catalogue, what a series document holds.
 - ``query`` (queries) and ``aggs`` (aggregations, sort): the cohort language, a checked
-  subset of OpenSearch's DSL, parsed once at the edge into typed trees.
+  subset of OpenSearch's DSL, parsed once at the edge into typed trees, within the
+  bounds of ``limits`` (:class:`QueryLimits`, the ``meta`` settings).
 - ``index``: the port (:class:`MetaIndex`, which takes parsed trees) and the answer
   shapes; one module per engine: ``index_sqlite`` (embedded shape: its tables and writes)
   with ``index_sqlite_query`` (its query compiler, trees to SQL), ``index_opensearch``
@@ -39,6 +40,7 @@ from jip.meta.cohorts import CohortInfo, Cohorts, CohortSeriesPage
 from jip.meta.fields import FIELDS, ID_FIELD
 from jip.meta.index import MetaIndex, SearchResult
 from jip.meta.indexer import Indexer, IndexerAdapters, IndexPass, MetaIndexer
+from jip.meta.limits import QueryLimits
 from jip.meta.matching import SeriesMatcher, check_query
 from jip.meta.query import MATCH_ALL, Query, parse_query
 from jip.meta.service import IndexLedger, IndexProgress, sweep_orphans
@@ -59,6 +61,7 @@ __all__ = [
     "MetaIndex",
     "MetaIndexer",
     "Query",
+    "QueryLimits",
     "SearchResult",
     "SeriesMatcher",
     "SortKey",

@@ -12,8 +12,11 @@ Two steps, so that the indexer can keep the small per-instance part (the catalog
    fields (``PatientAgeYears``, ``Contrast``) are computed.
 
 Only fields of the catalogue (:mod:`jip.meta.fields`) are read, so private tags are never
-indexed. Badly encoded optional values (a DS that is not a number, a DA that is not a
-date) are left out rather than failing the instance: real archives are full of them.
+indexed. An element whose value cannot be read (a DS that is not a number, a DA that is
+not a date, an integer beyond 64 bits, text past 1024 characters, a sequence that holds
+no items, a wrong VR) leaves its field out with a warning rather than failing the
+instance: real archives are full of them. Text in an unknown character set is kept as
+pydicom decodes it. Only an instance without a usable SOP or Series Instance UID fails.
 """
 
 from __future__ import annotations

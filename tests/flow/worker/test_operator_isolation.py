@@ -38,15 +38,16 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another u
 PROBE = """
 import json, os, sys
 from pathlib import Path
-data_dir = Path(sys.argv[1])
+params = json.loads(os.environ["JIP_PARAMS"])
+data_dir = Path(params["data_dir"])
 def attempt(path):
     try:
         with open(path, "rb") as handle:
             return "read %d bytes" % len(handle.read())
     except OSError as exc:
         return type(exc).__name__
-tried = {str(p): attempt(p) for p in [data_dir / "keys" / "signing-key.pem",
-         data_dir / "catalog.db", Path("/proc/%d/environ" % os.getppid())]}
+tried = {str(p): attempt(p) for p in [*map(Path, params["keys"]), data_dir / "catalog.db",
+         Path("/proc/%d/environ" % os.getppid())]}
 try:
     listing = sorted(os.listdir(data_dir / "keys"))
 except OSError as exc:
@@ -63,9 +64,12 @@ def _python_for(user: str) -> str:
     """An interpreter ``user`` can run (the venv's may live under root's 0700 home)."""
     for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
         if candidate and Path(candidate).exists():
-            ran = subprocess.run(  # noqa: S603 - a fixed interpreter path
-                [candidate, "-c", "pass"], user=user, capture_output=True, check=False
-            )
+            try:
+                ran = subprocess.run(
+                    [candidate, "-c", "pass"], user=user, capture_output=True, check=False
+                )
+            except PermissionError:
+                continue
             if ran.returncode == 0:
                 return candidate
     pytest.fail(f"no Python interpreter that user {user!r} may run")
@@ -107,8 +111,12 @@ def test_an_operator_cannot_read_the_signing_key_catalog_or_parent_environment(
         operators_dir=operators, python=_python_for(account.name), account=account
     )
     lines: list[str] = []
-    job = OperatorJob(operator="probe", input_dir=tmp_path / "in", output_dir=tmp_path / "out")
-    runner.python_args = [str(settings.data_dir)]  # see below
+    job = OperatorJob(
+        operator="probe",
+        input_dir=tmp_path / "in",
+        output_dir=tmp_path / "out",
+        params={"data_dir": str(settings.data_dir), "keys": [str(p) for p in key_files]},
+    )
     outcome = runner.run(job, lines.append)
     assert outcome.ok, "\n".join(lines)
 

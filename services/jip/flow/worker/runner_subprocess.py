@@ -6,8 +6,8 @@ its own (``flow.operator_user``, default ``nobody``), never as JIP's: it cannot 
 token-signing key, the catalog, the parent's environment (``/proc/<pid>/environ``) or
 any other file of the 0700 data directory. It reaches its folders through its working
 directory, which is set while the child is still privileged: the contract variables
-name the input and output folders relative to it, so no folder above them needs to be
-open to the operator's user. The input is handed to that user, the output folder too;
+name the input and output folders relative to it, so no folder above it needs to be
+open to the operator's user (the folders from it down to them are made searchable). The input is handed to that user, the output folder too;
 ``HOME`` and ``TMPDIR`` are a private folder removed afterwards.
 
 Dropping to another user needs root. A JIP that does not run as root refuses to run
@@ -25,6 +25,7 @@ import logging
 import os
 import pwd
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ class SubprocessRunner:
         input_dir, output_dir = job.input_dir.resolve(), job.output_dir.resolve()
         base = Path(os.path.commonpath([input_dir, output_dir]))
         for folder in (input_dir, output_dir):
+            _searchable(base, folder.parent)
             _hand_over(folder, account)
         home = Path(tempfile.mkdtemp(prefix="jip-operator-"))
         os.chown(home, account.uid, account.gid)
@@ -165,6 +167,17 @@ class SubprocessRunner:
         if not main.is_file():
             raise NotFound(f"operator {job.operator!r} not found: no {main}")
         return main
+
+
+def _searchable(base: Path, folder: Path) -> None:
+    """Let others pass through ``base`` down to ``folder`` (search, not list): the
+    operator starts in ``base``; the folders above it stay closed."""
+    while True:
+        if folder == base or base in folder.parents:
+            os.chmod(folder, stat.S_IMODE(folder.stat().st_mode) | stat.S_IXOTH)
+        if folder == base or base not in folder.parents:
+            return
+        folder = folder.parent
 
 
 def _hand_over(folder: Path, account: OperatorAccount) -> None:
