@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner
 from jip_sdk.phantom import build_abdomen_phantom
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
-from tests.flow.support import ingest_phantom, serve
+from tests.flow.support import ingest_phantom
 from tests.support.network import free_port
+from tests.support.servers import serve_in_thread
 
 from jip.app import build_app
 from jip.cli.flow import parse_params
@@ -37,7 +38,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     app = build_app(runtime)
     app.state.runtime.workflow_engine = fake
     ct = ingest_phantom(runtime, build_abdomen_phantom(shape=(4, 64, 64)), data_dir.parent / "ct")
-    with serve(app, "127.0.0.1", settings.http_port) as url:
+    with serve_in_thread(app, port=settings.http_port) as url:
         yield {"url": url, "fake": fake, "ct": ct, "runtime": runtime, "data_dir": data_dir}
     runtime.close()
 

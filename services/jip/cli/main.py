@@ -53,6 +53,14 @@ def _register() -> None:
     cli.add_command(operator.operator)
     cli.add_command(project.project)
 
+    from jip.cli import hub
+
+    cli.add_command(hub.hub)
+
+    from jip.cli import fed
+
+    cli.add_command(fed.fed)
+
 
 def main() -> None:
     _register()

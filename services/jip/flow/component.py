@@ -203,7 +203,9 @@ def build_evaluator(settings: Settings, adapters: RuleAdapters) -> RuleEvaluator
     if adapters.identity is not None:
         tokens = RunTokenPolicy.from_settings(settings, adapters.identity)
     elif settings.auth.enabled:
-        log.warning("auth is enabled but the rule evaluator has no identity: runs it starts get no token")
+        log.warning(
+            "auth is enabled but the rule evaluator has no identity: runs it starts get no token"
+        )
     service = FlowService(
         db=adapters.db,
         engine=adapters.workflow_engine,

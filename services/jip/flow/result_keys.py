@@ -53,7 +53,5 @@ def check_result_key(run_id: str, key: str) -> str:
 def check_result_uid(key: str, result_series_uid: str | None) -> str:
     """A DICOM result's key is its Series Instance UID."""
     if not _UID.match(key) or len(key) > 64 or key != result_series_uid:
-        raise Invalid(
-            f"a DICOM result's key must be its result_series_uid (a UID), not {key!r}"
-        )
+        raise Invalid(f"a DICOM result's key must be its result_series_uid (a UID), not {key!r}")
     return key

@@ -43,7 +43,7 @@ from jip.meta.indexer import Indexer, IndexerAdapters, IndexPass, MetaIndexer
 from jip.meta.limits import QueryLimits
 from jip.meta.matching import SeriesMatcher, check_query
 from jip.meta.query import MATCH_ALL, Query, parse_query
-from jip.meta.service import IndexLedger, IndexProgress, sweep_orphans
+from jip.meta.service import IndexLedger, IndexProgress, cohort_values, sweep_orphans
 
 __all__ = [
     "FIELDS",
@@ -66,6 +66,7 @@ __all__ = [
     "SeriesMatcher",
     "SortKey",
     "check_query",
+    "cohort_values",
     "parse_aggs",
     "parse_query",
     "parse_sort",

@@ -36,6 +36,7 @@ from jip.meta.query import (
     Term,
     Terms,
     Wildcard,
+    parse_query,
 )
 from jip.meta.schema import DeletedSeries, InstanceSummary
 from jip.store import Catalog, existing_instances
@@ -188,6 +189,29 @@ def matching_uids(index: MetaIndex, query: Query, page: int = PAGE) -> Iterator[
         if len(uids) < page:
             return
         last = uids[-1]
+
+
+def cohort_values(
+    index: MetaIndex, query: Mapping[str, Any], project: str, fields: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The series of ``project`` a cohort ``query`` (an exported cohort's, checked here:
+    Invalid names the clause at fault) matches, each with its values of ``fields`` (a
+    field the series lacks is left out). FEDERATION's site agent resolves a job's cohort
+    with it; keyset pages, so a cohort of any size is read whole."""
+    for name in fields:
+        lookup(name, "field")
+    scoped = project_query(parse_query(dict(query), "cohort.query"), project)
+    wanted = list(dict.fromkeys([ID_FIELD, *fields]))
+    found: dict[str, dict[str, Any]] = {}
+    last: str | None = None
+    while True:
+        paged = scoped if last is None else Bool(filter=(scoped, Range(FIELDS[ID_FIELD], gt=last)))
+        hits = index.search(paged, sort=BY_UID, limit=PAGE, fields=wanted).hits
+        for hit in hits:
+            found[str(hit[ID_FIELD])] = {f: hit[f] for f in fields if hit.get(f) is not None}
+        if len(hits) < PAGE:
+            return found
+        last = str(hits[-1][ID_FIELD])
 
 
 def sweep_orphans(index: MetaIndex, ledger: IndexLedger) -> int:

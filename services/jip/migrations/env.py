@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import jip.base.schema  # registers the identity tables on Base.metadata
+import jip.federation.site.schema  # registers the federation site tables on Base.metadata
 import jip.flow.schema  # registers the flow tables on Base.metadata
 import jip.meta.schema  # registers the meta tables on Base.metadata
 import jip.store.catalog.tables  # noqa: F401  (registers the tables on Base.metadata)
