@@ -54,6 +54,9 @@ def test_jip_up_runs_airflow_reports_it_and_stops_it_on_sigterm(tmp_path: Path) 
         **os.environ,
         "JIP_AUTH__ENABLED": "false",
         "JIP_FLOW__AIRFLOW_PORT": str(free_port()),
+        # This machine's Python lives under /root, which the operators' user cannot
+        # enter; tests/flow/worker/test_operator_isolation.py covers the isolation.
+        "JIP_FLOW__OPERATOR_ISOLATION": "none",
     }
     with log.open("wb") as out:
         process = subprocess.Popen(

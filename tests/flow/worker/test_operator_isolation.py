@@ -28,6 +28,7 @@ from jip.errors import Unavailable
 from jip.flow.worker.runner import OperatorJob
 from jip.flow.worker.runner_subprocess import (
     SubprocessRunner,
+    can_execute,
     check_operator_isolation,
     operator_account,
 )
@@ -155,3 +156,28 @@ def test_the_operator_user_must_exist_and_be_unprivileged() -> None:
         operator_account(FlowSettings(operator_user="no-such-user-here"))
     with pytest.raises(Invalid, match="privileged"):
         operator_account(FlowSettings(operator_user="root"))
+
+
+def test_a_site_whose_operator_user_cannot_start_python_refuses_at_start(tmp_path: Path) -> None:
+    # pytest's own temp folders are 0700: start from one others may pass through.
+    shared = Path(tempfile.mkdtemp(prefix="jip-python-"))
+    shared.chmod(0o755)
+    try:
+        _check_the_interpreter_path(shared / "closed", tmp_path)
+    finally:
+        shutil.rmtree(shared)
+
+
+def _check_the_interpreter_path(closed: Path, tmp_path: Path) -> None:
+    (closed / "bin").mkdir(parents=True)
+    python = closed / "bin" / "python"
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    closed.chmod(0o700)  # root's own folder: nobody cannot pass through it
+    settings = Settings(data_dir=tmp_path / "data")
+    with pytest.raises(Unavailable, match="cannot run"):
+        check_operator_isolation(settings, python=str(python))
+    closed.chmod(0o755)
+    check_operator_isolation(settings, python=str(python))  # open: the site starts
+    account = operator_account(settings.flow)
+    assert account is not None and can_execute(account, python)

@@ -21,6 +21,7 @@ runner.
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import pwd
@@ -80,10 +81,43 @@ def operator_account(flow: FlowSettings, *, euid: int | None = None) -> Operator
     return OperatorAccount(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
 
 
-def check_operator_isolation(settings: Settings) -> None:
-    """Refuse to start a site whose subprocess runner could not isolate operators."""
-    if settings.flow.runner == "subprocess":
-        operator_account(settings.flow)
+def check_operator_isolation(settings: Settings, python: str = sys.executable) -> None:
+    """Refuse to start a site whose subprocess runner could not isolate operators, or
+    whose operators' user could not even start the interpreter (found at start, not at
+    the first run)."""
+    if settings.flow.runner != "subprocess":
+        return
+    account = operator_account(settings.flow)
+    if account is not None and not can_execute(account, Path(python)):
+        raise Unavailable(
+            f"operator user {account.name!r} cannot run {python} (a folder on its way is "
+            "closed to that user): install Python where that user can read it, set "
+            "flow.runner = container, or set flow.operator_isolation = none to run "
+            "operators as JIP's own user"
+        )
+
+
+def can_execute(account: OperatorAccount, program: Path) -> bool:
+    """Whether ``account`` may run ``program``: every folder on the way to it (and to
+    what its links point at) searchable, the file itself readable and executable."""
+    for path in (program.absolute(), program.resolve()):
+        for folder in reversed(path.parents):
+            if not _allows(account, folder, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
+                return False
+    target = program.resolve()
+    return _allows(account, target, stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH) and _allows(
+        account, target, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH
+    )
+
+
+def _allows(account: OperatorAccount, path: Path, user: int, group: int, other: int) -> bool:
+    info = path.stat()
+    if info.st_uid == account.uid:
+        return bool(info.st_mode & user)
+    groups = {account.gid, *(g.gr_gid for g in grp.getgrall() if account.name in g.gr_mem)}
+    if info.st_gid in groups:
+        return bool(info.st_mode & group)
+    return bool(info.st_mode & other)
 
 
 class SubprocessRunner:
