@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from jip_sdk.phantom import build_abdomen_phantom, write_ct_series, write_truth_seg
 from tests.base.support import add_user, auth_for
-from tests.base.test_ui_pages import browser_login, csrf_of
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
+from tests.ui.pages.support import browser_login, csrf_of
 
 from jip.base.schema import ProjectRole
 from jip.flow.engine import RunState, TaskState

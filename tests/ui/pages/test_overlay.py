@@ -26,8 +26,8 @@ from jip_sdk.series import read_datasets, sort_slices
 from PIL import Image
 from pydicom.sr.codedict import codes
 from tests.base.support import add_user, auth_for
-from tests.base.test_ui_pages import browser_login
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
+from tests.ui.pages.support import browser_login
 
 from jip.base.schema import ProjectRole
 from jip.flow import records
@@ -247,6 +247,15 @@ def test_frames_without_a_source_reference_are_matched_by_position(site: Phantom
 
 def _record_radiomics(site: PhantomSite) -> None:
     run_id = "jip__20260101T000000_abcdef"
+    # Results are shown for runs the caller may see: the run is recorded in rita's project.
+    records.add_run(
+        site.runtime.engine,
+        records.RunRecord(
+            run_id=run_id, dag_id="organ-seg-radiomics", series=[site.ct.series_instance_uid],
+            params={}, cohort_id=None, rule_id=None, created_by="rita",
+            created_at=records.now(), projects=["default"],
+        ),
+    )  # fmt: skip
     results_root = Path(site.runtime.settings.resolved_results_url.removeprefix("file://"))
     key = f"runs/{run_id}/seg/radiomics.csv"
     (results_root / key).parent.mkdir(parents=True)

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pynetdicom import AE, evt
 from tests.base.support import PASSWORD, add_user, auth_for
-from tests.base.test_ui_pages import browser_login, csrf_of
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
+from tests.ui.pages.support import browser_login, csrf_of, flash_of, post_form
 
 from jip.base.schema import ProjectRole
 from jip.meta.indexer import Indexer
@@ -52,21 +52,6 @@ def series_uids(runtime: Runtime, tmp_path: Path) -> list[str]:
 def admin(series_uids: list[str], client: TestClient) -> TestClient:
     browser_login(client, "ada")
     return client
-
-
-def flash_of(page: str) -> str:
-    match = re.search(r'class="(?:error|meta) flash"[^>]*>([^<]*)<', page)
-    assert match, "page shows no message"
-    return match.group(1)
-
-
-def post_form(client: TestClient, url: str, **fields: str) -> str:
-    """Post a form as the browser does (CSRF token of the page) and return the page after
-    the redirect."""
-    csrf = csrf_of(client.get("/ui/admin/projects").text)
-    response = client.post(url, data={**fields, "csrf_token": csrf}, follow_redirects=False)
-    assert response.status_code == 303, response.text
-    return client.get(response.headers["location"]).text
 
 
 # -- users, projects and roles ----------------------------------------------------------------

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from tests.base.support import PASSWORD, add_user, auth_for
 from tests.fakes.workflow_engine import FakeEngine, series_workflow
+from tests.ui.pages.support import browser_login, csrf_of
 
 from jip.base.auth import is_ui
 from jip.base.schema import ProjectRole
@@ -25,31 +26,6 @@ from jip.samples import synthetic_site, write_datasets
 
 PROJECT = "default"  # store.default_project
 PAGES = ["/ui/explore", "/ui/cohorts", "/ui/admin"]
-
-
-def browser_login(client: TestClient, username: str, password: str = PASSWORD) -> None:
-    """The browser's path: /ui/login → login form → /ui/callback → session cookie."""
-    start = client.get("/ui/login", follow_redirects=False)
-    assert start.status_code == 303
-    authorize = urlsplit(start.headers["location"])
-    assert authorize.path == "/auth/authorize"
-    form = dict(parse_qsl(authorize.query))
-    assert form["code_challenge_method"] == "S256"
-    submitted = client.post(
-        "/auth/authorize",
-        data={**form, "username": username, "password": password},
-        follow_redirects=False,
-    )
-    assert submitted.status_code == 303, submitted.text
-    done = client.get(submitted.headers["location"], follow_redirects=False)
-    assert done.status_code == 303, done.text
-    assert done.headers["location"] == "/ui/explore"
-
-
-def csrf_of(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "page has no CSRF field"
-    return match.group(1)
 
 
 @pytest.fixture

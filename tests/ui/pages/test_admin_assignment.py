@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from tests.base.support import add_user, auth_for
-from tests.base.test_ui_admin import flash_of, post_form
-from tests.base.test_ui_pages import browser_login, csrf_of
+from tests.ui.pages.support import browser_login, csrf_of, flash_of, post_form
 
 from jip.base.schema import ProjectRole
 from jip.runtime import Runtime
