@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
-
 from tests.support.network import free_port
 
 
