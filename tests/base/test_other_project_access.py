@@ -45,6 +45,7 @@ from jip.base.schema import ProjectRole
 from jip.config import Settings
 from jip.flow import records, rules
 from jip.flow.engine import RunState, TaskState
+from jip.flow.result_keys import result_key
 from jip.flow.service import FlowService
 from jip.flow.worker.runner import operators_dir
 from jip.meta import SeriesMatcher
@@ -153,7 +154,13 @@ OPEN = {
 }
 # Other answers that tell nothing: a wrong current password is a 401 whoever asks; a new
 # series into A's study is refused part by part, as into any study B sees no series of.
-EXPECTED = {("PUT", "/api/me/password"): 401, ("POST", "/dicom-web/studies/{study}"): 409}
+# Results are recorded only with a run's own token: every person gets 403 before any run is
+# looked up, whether it exists or not.
+EXPECTED = {
+    ("PUT", "/api/me/password"): 401,
+    ("POST", "/dicom-web/studies/{study}"): 409,
+    ("POST", "/api/flow/runs/{run_id}/results"): 403,
+}
 # A path parameter whose name means one thing on most routes and another on these.
 PARAM_OVERRIDES = {
     ("/api/meta/fields/{name}/values", "name"): "field",
@@ -280,9 +287,10 @@ def _waiting_run(world: World, cohort_id: str) -> str:
 
 
 def _results(world: World, run_id: str) -> tuple[str, str]:
-    """A CSV file in the result store and a DICOM result series, recorded as the run's."""
+    """A CSV file in the result store and a DICOM result series, recorded as the run's
+    own tasks record them: with the run's token, under the run's folder."""
     a, settings = world.a, world.site.runtime.settings
-    key = f"{run_id}/{a.series}/radiomics/features.csv"
+    key = result_key(run_id, f"{a.series}/radiomics/features.csv")
     storage_for(settings.resolved_results_url, settings).put_bytes(key, b"liver,secret\n1,2\n")
     csv = {"series_instance_uid": a.series, "operator": "radiomics", "kind": "file",
            "key": key, "name": "features.csv", "size_bytes": 17}  # fmt: skip
@@ -291,7 +299,10 @@ def _results(world: World, run_id: str) -> tuple[str, str]:
            "result_series_uid": world.a_result.series,
            "study_instance_uid": world.a_result.study, "modality": "SEG"}  # fmt: skip
     url = f"/api/flow/runs/{run_id}/results"
-    recorded = _ok(world.as_a("POST", url, json={"results": [csv, seg]}), 201)
+    run_token = {"Authorization": f"Bearer {world.engine.run_tokens[run_id]}"}
+    recorded = _ok(
+        world.site.client.post(url, json={"results": [csv, seg]}, headers=run_token), 201
+    )
     return str(recorded[0]["id"]), str(recorded[1]["id"])
 
 
