@@ -161,6 +161,30 @@ def test_expired_token_is_fetched_again_once() -> None:
     assert seen == ["Bearer first", "Bearer second"]
 
 
+def test_a_busy_airflow_database_is_asked_again_for_idempotent_requests_only() -> None:
+    # The embedded Airflow's SQLite answers "database is locked" as a 500 while busy.
+    busy = {"GET": 1, "POST": 1}
+    calls: list[str] = []
+
+    def airflow(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": "t"})
+        calls.append(request.method)
+        if busy[request.method]:
+            busy[request.method] -= 1
+            return httpx.Response(500, json={"reason": "Database error", "message": "locked"})
+        return httpx.Response(200, json={"dag_runs": [], "total_entries": 0})
+
+    client = AirflowEngine(
+        "http://airflow", username="jip", password="x", transport=httpx.MockTransport(airflow)
+    )
+    assert client.list_runs() == []  # a GET: asked again once the database is free
+    assert calls == ["GET", "GET"]
+    with pytest.raises(Unavailable, match="500"):  # a trigger is never sent twice
+        client.rest.call("POST", "/api/v2/dags/x/dagRuns", what="a trigger", json={})
+    assert calls == ["GET", "GET", "POST"]
+
+
 def test_unreachable_airflow_is_unavailable(unused_port: int) -> None:
     client = AirflowEngine(f"http://127.0.0.1:{unused_port}", username="jip", password="x")
     try:

@@ -11,6 +11,7 @@ mean for JIP (runs, task instances, their states) is :mod:`jip.flow.engine_airfl
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -71,7 +72,9 @@ class AirflowRest:
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         token = self._current_token()
-        for attempt in range(2):
+        busy_left = BUSY_RETRIES if method.upper() in IDEMPOTENT else 0
+        refreshed = False
+        while True:
             try:
                 response = self._client.request(
                     method,
@@ -82,9 +85,16 @@ class AirflowRest:
                 )
             except httpx.TransportError as exc:
                 raise self._unreachable(exc) from exc
-            if not _token_refused(response) or attempt == 1:
+            if _database_busy(response) and busy_left:
+                # The embedded Airflow's SQLite answers "database is locked" as a 500
+                # while its scheduler writes; an idempotent request may simply go again.
+                busy_left -= 1
+                time.sleep(BUSY_PAUSE_S)
+            elif _token_refused(response) and not refreshed:
+                refreshed = True
+                token = self._current_token(stale=token)
+            else:
                 break
-            token = self._current_token(stale=token)
         if _token_refused(response):
             raise Unavailable(
                 f"Airflow at {self.base_url} rejects the token of user {self.username!r}; "
@@ -154,6 +164,17 @@ class AirflowRest:
                 "is Airflow running? `jip status`"
             )
         return Unavailable(f"talking to Airflow at {self.base_url} failed: {exc}")
+
+
+# Requests that may be sent again unchanged: setting a task's state twice sets it once.
+IDEMPOTENT = frozenset({"GET", "PUT", "PATCH", "DELETE"})
+BUSY_RETRIES = 3
+BUSY_PAUSE_S = 0.5
+
+
+def _database_busy(response: httpx.Response) -> bool:
+    """Airflow's answer when its metadata database could not take the request now."""
+    return response.status_code == 500 and "Database error" in response.text
 
 
 def _token_refused(response: httpx.Response) -> bool:
