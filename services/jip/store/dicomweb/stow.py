@@ -42,6 +42,7 @@ from jip.base import (
     project_scope,
     require_project_role,
 )
+from jip.config import Settings
 from jip.errors import Forbidden, Invalid, OutOfResources, TooLarge, UnsupportedMediaType
 from jip.store.catalog.catalog import AddOutcome
 from jip.store.catalog.projects import SeriesProjects
@@ -272,17 +273,25 @@ def _check_request(request: Request, max_bytes: int) -> str:
     return boundary
 
 
+# Who stores: the caller, the project they asked for (if any), the site's projects.
+StowCaller = tuple[CurrentUser, str | None, Projects]
+
+
 async def _store(
     request: Request,
     ingestor: Ingestor,
-    spool_root: Path,
-    max_bytes: int,
-    max_parts: int,
+    settings: Settings,
     base_url: str,
     expected_study: str | None,
-    project: str | None,
-    access: StoreAccess | None,
+    caller: StowCaller,
 ) -> Response:
+    """Both STOW-RS routes: spool, check and store each part, answer per PS3.18 §10.5."""
+    user, asked_project, projects = caller
+    project = target_project(user, asked_project, projects)
+    access = store_access(user)
+    spool_root = settings.data_dir / "tmp"
+    max_bytes = settings.store.max_upload_bytes
+    max_parts = settings.store.dicomweb.max_stow_parts
     boundary = _check_request(request, max_bytes)
     spool_root.mkdir(parents=True, exist_ok=True)
     spool = Path(tempfile.mkdtemp(dir=spool_root, prefix="stow-"))
@@ -345,17 +354,7 @@ async def store_instances(
     projects: ProjectsDep,
     project: ProjectQuery = None,
 ) -> Response:
-    return await _store(
-        request,
-        ingestor,
-        settings.data_dir / "tmp",
-        settings.store.max_upload_bytes,
-        settings.store.dicomweb.max_stow_parts,
-        base_url,
-        None,
-        target_project(user, project, projects),
-        store_access(user),
-    )
+    return await _store(request, ingestor, settings, base_url, None, (user, project, projects))
 
 
 @router.post("/studies/{study}", summary="Store Instances of a Study")
@@ -372,11 +371,8 @@ async def store_study_instances(
     return await _store(
         request,
         ingestor,
-        settings.data_dir / "tmp",
-        settings.store.max_upload_bytes,
-        settings.store.dicomweb.max_stow_parts,
+        settings,
         base_url,
         check_uid(study, "StudyInstanceUID"),
-        target_project(user, project, projects),
-        store_access(user),
+        (user, project, projects),
     )
