@@ -1,17 +1,21 @@
 """`make bench`: run every benchmark in this folder, one after the other.
 
 Each benchmark prints its own ratio against a reference measured in the same run
-(Orthanc for ingest, a plain scan for queries); this runner only sequences them so
-that they never compete for the machine's cores.
+(Orthanc for ingest, a plain scan for queries, the same statistics computed in one
+process for the federation); this runner only sequences them so that they never
+compete for the machine's cores.
 
     .venv/bin/python bench/run.py [NAME ...] [-- ARG ...]
 
 NAMEs pick the benchmarks whose file name contains one of them (all by default); ARGs
-after ``--`` go to each picked benchmark (``run.py qido query -- --series 500 --runs 3``).
+after ``--`` go to each picked benchmark (``run.py qido query -- --series 500 --runs 3``;
+``run.py federation -- --sites 20 --series 300 --jobs 5``). ``run.py --help`` lists
+them; ``bench/bench_NAME.py --help`` gives one benchmark's arguments.
 """
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import time
@@ -26,6 +30,12 @@ def main() -> int:
         at = selected.index("--")
         selected, extra = selected[:at], selected[at + 1 :]
     scripts = sorted(HERE.glob("bench_*.py"))
+    if {"-h", "--help"} & set(selected):
+        print(__doc__)
+        for script in scripts:
+            summary = (ast.get_docstring(ast.parse(script.read_text())) or "").splitlines()
+            print(f"  {script.stem.removeprefix('bench_'):12} {summary[0] if summary else ''}")
+        return 0
     if selected:
         scripts = [s for s in scripts if any(name in s.stem for name in selected)]
     failures = []

@@ -26,7 +26,16 @@ from jip.store.dicomweb.routes import router as dicomweb_router
 from jip.store.dimse.scu_routes import router as dicom_scu_router
 from jip.store.projects_routes import router as projects_data_router
 from jip.store.routes import router as store_router
-from jip.ui import admin, admin_assignment, admin_peers, runs, series
+from jip.ui import (
+    admin,
+    admin_assignment,
+    admin_peers,
+    federation_admin,
+    federation_policy,
+    federation_studies,
+    runs,
+    series,
+)
 from jip.ui.routes import router as ui_router
 from jip.ui.routes import templates
 from jip.ui.status import router as site_status_router
@@ -61,6 +70,9 @@ ROUTERS: list[APIRouter] = [
     admin.router,
     admin_peers.router,
     admin_assignment.router,
+    federation_admin.router,
+    federation_policy.router,
+    federation_studies.router,
     series.router,
     runs.router,
 ]

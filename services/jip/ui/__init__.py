@@ -9,11 +9,15 @@ What the room holds:
   ``overlay``), ``runs`` and ``workflow_form`` (starting and following workflows),
   ``admin`` (status, users, projects, audit), ``admin_assignment`` (assignment rules),
   ``admin_peers`` (DICOM peers, auto-rules), ``viewer`` (links to an external viewer
-  such as OHIF); ``templates/`` and ``static/``;
+  such as OHIF); ``federation_admin`` and ``federation_policy`` (the site's federation
+  queue, policy, trusted keys and audit), ``federation_studies`` with
+  ``federation_report`` (the researcher's federated studies: per-site and pooled tables,
+  SVG plots); ``templates/`` and ``static/``;
 - ``status``: ``GET /api/admin/status``, the site at a glance for the admin overview.
 
 The pages are server-rendered over the same HTTP API the CLI uses. The UI calls the
 services only through their public interfaces (``jip.base``, ``jip.store``,
-``jip.meta``, ``jip.flow``) and may read the site's adapters through ``jip.runtime``;
-only ``jip.app`` (and above it ``embedded`` and ``cli``) imports it.
+``jip.meta``, ``jip.flow``; ``jip.federation`` with its ``site`` and ``requester``
+packages, which have no HTTP API of the site's own) and may read the site's adapters
+through ``jip.runtime``; only ``jip.app`` (and above it ``embedded`` and ``cli``) imports it.
 """
