@@ -241,6 +241,22 @@ class UiSettings(BaseModel):
         return value
 
 
+class FederationSettings(BaseModel):
+    """The site's federation agent in `jip up` (`jip fed join` first)."""
+
+    # Run the agent when this site has joined a hub; false keeps it off (jobs wait at the
+    # hub, `jip fed agent --once` still polls by hand).
+    enabled: bool = True
+    # Long-poll: how long one request waits at the hub for work (the hub caps it at 30).
+    wait_s: float = Field(default=25.0, ge=0, le=30)
+    # Reconnecting after a failure: uniform in [0, min(cap, base * 2^failures)] seconds.
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=60.0, gt=0)
+    # A researcher's home (`jip fed researcher init --home`) whose federated studies the
+    # UI's "Federated studies" page shows; unset: the page says how to set it.
+    researcher_home: Path | None = None
+
+
 class Settings(BaseSettings):
     """Every URL, port, AE title and path of one JIP site."""
 
@@ -274,6 +290,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    federation: FederationSettings = Field(default_factory=FederationSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -1,7 +1,7 @@
 """The embedded shape: every part of one site in one foreground process tree.
 
-`jip up` holds a list of components (DICOM listener processes, the HTTP API, and as
-later services land: the indexer, Airflow). Each starts, reports readiness and stops;
+`jip up` holds a list of components (DICOM listener processes, the HTTP API, the
+indexer, Airflow and the auto-rules, the federation agent of a site that joined a hub). Each starts, reports readiness and stops;
 shutdown goes in reverse order so in-flight work finishes before its stores close.
 """
 
@@ -27,6 +27,7 @@ from jip.config import Settings
 from jip.runtime import Runtime, build_runtime
 
 if TYPE_CHECKING:
+    from jip.federation.site import AgentComponent
     from jip.flow.component import RuleComponent
     from jip.meta import MetaIndexer
 
@@ -51,21 +52,45 @@ class Component(Protocol):
         ...
 
 
+# How often `jip up` rewrites its state file when a component's description changed (the
+# federation agent's last error, say), so that `jip status` shows what holds now.
+STATE_REFRESH_S = 5.0
+
+
 @dataclass
 class Platform:
     settings: Settings
     runtime: Runtime
     components: list[Component] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
 
-    def write_state(self, http_url: str) -> None:
-        state = {
+    def state(self, http_url: str) -> dict[str, object]:
+        return {
             "pid": os.getpid(),
-            "started_at": time.time(),
+            "started_at": self.started_at,
             "data_dir": str(self.settings.data_dir),
             "http": http_url,
             "components": {c.name: c.describe() for c in self.components},
         }
-        self.settings.state_file.write_text(json.dumps(state, indent=2))
+
+    def write_state(self, http_url: str) -> None:
+        # Replaced whole, never rewritten in place: `jip status` may read it at any time.
+        path = self.settings.state_file
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(self.state(http_url), indent=2))
+        os.replace(partial, path)
+
+    def keep_state_fresh(self, http_url: str, stop: threading.Event) -> None:
+        """Rewrite the state file whenever what the components describe changes."""
+        written = self.state(http_url)["components"]
+        while not stop.wait(STATE_REFRESH_S):
+            try:
+                now = self.state(http_url)["components"]
+                if now != written:
+                    self.write_state(http_url)
+                    written = now
+            except Exception:  # `jip status` shows older news; `jip up` keeps serving
+                log.exception("refreshing %s failed", self.settings.state_file)
 
 
 class Role(enum.StrEnum):
@@ -77,8 +102,14 @@ class Role(enum.StrEnum):
     INDEXER = "indexer"  # the metadata indexer and the auto-rules (+ probes)
 
 
-def embedded_components(settings: Settings, role: Role = Role.ALL) -> list[Component]:
-    """The components a `jip up` process runs besides the HTTP API, in start order."""
+def embedded_components(
+    settings: Settings, role: Role = Role.ALL, runtime: Runtime | None = None
+) -> list[Component]:
+    """The components a `jip up` process runs besides the HTTP API, in start order.
+
+    The federation agent works on ``runtime``'s catalog engine and index: it is among
+    them when a runtime is given (`jip up` gives its own) and the site has joined a hub.
+    """
     components: list[Component] = []
     if role in (Role.ALL, Role.DICOM):
         from jip.store.dimse.listener import ListenerGroup
@@ -92,7 +123,37 @@ def embedded_components(settings: Settings, role: Role = Role.ALL) -> list[Compo
         if not settings.flow.airflow_url and role is Role.ALL:  # else Airflow runs elsewhere
             components.append(AirflowComponent(settings))
         components.append(rule_component(settings))
+    if runtime is not None and role in (Role.ALL, Role.INDEXER):
+        agent = federation_agent(settings, runtime)
+        if agent is not None:
+            components.append(agent)
     return components
+
+
+def federation_agent(settings: Settings, runtime: Runtime) -> AgentComponent | None:
+    """The federation agent, when this site has joined a hub and ``federation.enabled``;
+    it is built on ``runtime``'s catalog engine and metadata index when `jip up` starts
+    it, and settles only the hub's jobs (bundles are answered by hand)."""
+    from jip.federation.site import AgentComponent, Backoff, SiteAgent, SiteFiles, StoredImages
+
+    files = SiteFiles.of(settings.data_dir)
+    fed = settings.federation
+    if not fed.enabled or not files.joined:
+        return None
+
+    def open_agent() -> SiteAgent:
+        backoff = Backoff(base_s=fed.backoff_base_s, cap_s=fed.backoff_cap_s)
+        images = StoredImages(runtime.catalog, runtime.storage, runtime.index)
+        return SiteAgent(
+            runtime.engine,
+            runtime.index,
+            files,
+            images=images,
+            wait_s=fed.wait_s,
+            backoff=backoff,
+        )
+
+    return AgentComponent(open_agent)
 
 
 def rule_component(settings: Settings) -> RuleComponent:
@@ -154,10 +215,12 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
             "Log in with `jip login` and change it with `jip user passwd admin`."
         )
     settings = with_service_token(settings, runtime, purpose=f"jip-up:{role.value}")
-    platform = Platform(settings, runtime, embedded_components(settings, role))
+    platform = Platform(settings, runtime, embedded_components(settings, role, runtime))
     app = build_app(runtime, readiness=[c.not_ready for c in platform.components])
     server = uvicorn.Server(http_server_config(settings, app))
     started: list[Component] = []
+    stop_refresh = threading.Event()
+    refresher: threading.Thread | None = None
     try:
         for component in platform.components:
             log.info("starting %s", component.name)
@@ -166,12 +229,19 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
         host = settings.http_host
         http_url = f"http://{f'[{host}]' if ':' in host else host}:{settings.http_port}"
         platform.write_state(http_url)
+        refresher = threading.Thread(
+            target=platform.keep_state_fresh, args=(http_url, stop_refresh), daemon=True
+        )
+        refresher.start()
         log.info("JIP is up", extra={"http": http_url, "data_dir": str(settings.data_dir)})
         # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default
         # handler that would end the process here, before the components are stopped.
         signal.signal(signal.SIGTERM, _exit_normally)
         server.run()  # returns after SIGINT/SIGTERM (uvicorn installs the handlers)
     finally:
+        stop_refresh.set()
+        if refresher is not None:
+            refresher.join(timeout=10)
         for component in reversed(started):
             log.info("stopping %s", component.name)
             try:

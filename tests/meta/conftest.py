@@ -45,6 +45,8 @@ def open_index(kind: str, tmp: Path) -> tuple[MetaIndex, Callable[[], None]]:
 
     def drop() -> None:
         remote.client.indices.delete(index=remote.index)
+        # ensure_index put a template of the same name; a reused node keeps it otherwise
+        remote.client.indices.delete_index_template(name=remote.index, ignore=[404])
         remote.close()
 
     return remote, drop

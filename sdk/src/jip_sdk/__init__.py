@@ -25,6 +25,7 @@ from jip_sdk.contract import (
 from jip_sdk.entry import ExitCode, run_operator, run_process
 from jip_sdk.errors import Invalid, SdkError
 from jip_sdk.progress import Progress, parse_progress, report_progress
+from jip_sdk.roi import segment_values
 from jip_sdk.series import (
     InputSeries,
     SeriesError,
@@ -58,6 +59,7 @@ __all__ = [
     "require_modality",
     "run_operator",
     "run_process",
+    "segment_values",
     "sort_slices",
     "validate_params",
 ]

@@ -9,47 +9,24 @@ the commands are for the site admin at the machine, like `jip user`.
     jip fed policy set projects=prostate approval=manual min_cohort_size=20
     jip fed queue
     jip fed approve JOB
-    jip fed agent --forever
+    jip fed agent --forever     # `jip up` runs it by itself once the site has joined
+
+Bundles carried by hand, the site's identity and the vocabulary mapping: cli/fed_site.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import getpass
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 
-from jip.cli.site import echo_json, json_option, settings_from, table
-from jip.config import Settings
-from jip.errors import JipError
+from jip.cli.fed_site import COMMANDS, actor, site_catalog, site_images
+from jip.cli.site import echo_json, json_option, table
 
-
-@contextlib.contextmanager
-def _site(ctx: click.Context, data_dir: str | None = None) -> Iterator[tuple[Settings, Any]]:
-    """The site's settings and catalog engine (migrated); errors become messages."""
-    from jip.backends import catalog_engine_for
-    from jip.migrations import upgrade
-
-    settings = settings_from(ctx, data_dir=data_dir)
-    url = settings.resolved_catalog_url
-    engine = None
-    try:
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        upgrade(url)
-        engine = catalog_engine_for(url)
-        yield settings, engine
-    except JipError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        if engine is not None:
-            engine.dispose()
-
-
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
+# The helpers live in fed_site (the site's other commands use them too); kept under these
+# names for the commands here.
+_site = site_catalog
+_actor = actor
 
 
 @click.group()
@@ -104,11 +81,13 @@ def join(
 def agent(ctx: click.Context, mode: str, wait_s: float) -> None:
     """Run the federation agent: take jobs, decide, run, send sealed results."""
     from jip.backends import index_for
-    from jip.federation.site import SiteAgent, SiteFiles
+    from jip.federation.site import SiteAgent, SiteFiles, hub_agent
 
     with _site(ctx) as (settings, engine):
         index = index_for(settings.resolved_index_url)
-        runner = SiteAgent(engine, index, SiteFiles.of(settings.data_dir), wait_s=wait_s)
+        files = SiteFiles.of(settings.data_dir)
+        images = site_images(settings, engine, index)
+        runner = hub_agent(SiteAgent(engine, index, files, wait_s=wait_s, images=images))
         try:
             if mode == "once":
                 new = runner.cycle()
@@ -226,11 +205,23 @@ def queue(ctx: click.Context, show_all: bool, as_json: bool) -> None:
 @click.argument("job_id")
 @click.pass_context
 def approve(ctx: click.Context, job_id: str) -> None:
-    """Approve a queued job (the agent runs it on its next cycle)."""
+    """Approve a queued job (the agent runs it on its next cycle; a job that came by
+    bundle runs now)."""
+    from jip.federation.site import JobBook, SiteFiles, carried, settle_carried
     from jip.federation.site import approve as approve_job
 
-    with _site(ctx) as (_, engine):
+    with _site(ctx) as (settings, engine):
         approve_job(engine, job_id, _actor())
+        if carried(engine, job_id) is not None:
+            from jip.cli.fed_site import site_images, site_index
+
+            with site_index(settings) as index:
+                images = site_images(settings, engine, index)
+                settle_carried(engine, index, SiteFiles.of(settings.data_dir), images)
+            record = JobBook(engine).get(job_id)
+            why = f": {record.reason}" if record.reason else ""
+            click.echo(f"Approved {job_id}: {record.state.value}{why}.")
+            return
     click.echo(f"Approved {job_id}.")
 
 
@@ -245,3 +236,11 @@ def reject(ctx: click.Context, job_id: str, reason: str) -> None:
     with _site(ctx) as (_, engine):
         reject_job(engine, job_id, _actor(), reason)
     click.echo(f"Refused {job_id}.")
+
+
+from jip.cli import fed_job  # noqa: E402  (the researcher's groups, after `fed` exists)
+
+fed_job.register(fed)
+
+for _command in COMMANDS:  # bundles, identity, mapping (cli/fed_site.py)
+    fed.add_command(_command)

@@ -39,6 +39,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
 from jip.errors import Invalid
+from jip.meta.diffusion import b_values
 from jip.meta.fields import (
     FIELDS,
     ID_FIELD,
@@ -61,6 +62,7 @@ _DERIVED = {
     "ReferencedSeriesInstanceUID",
     "SegmentLabels",
     "Radiopharmaceutical",
+    "DiffusionBValues",
 }
 _READ = [f for f in FIELDS.values() if f.name not in _DERIVED and tag_for_keyword(f.name)]
 # Enhanced multi-frame objects (PS3.3 C.7.6.16) keep these in functional group macros.
@@ -138,6 +140,8 @@ def series_document(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 merged.extend(v for v in value if v not in merged)
             else:
                 doc.setdefault(name, value)
+    if "DiffusionBValues" in doc:  # distinct over the instances; sorted, as b increases
+        doc["DiffusionBValues"] = sorted(doc["DiffusionBValues"])
     summaries_only = [s for _, s in ordered]
     doc["NumberOfInstances"] = len(summaries_only)
     doc["NumberOfFrames"] = sum(int(s.get("NumberOfFrames") or 0) for s in summaries_only)
@@ -204,6 +208,7 @@ def _summary(dataset: Dataset) -> dict[str, Any]:
         ("ReferencedSeriesInstanceUID", partial(_referenced_series, dataset)),
         ("SegmentLabels", partial(_segment_labels, dataset)),
         ("Radiopharmaceutical", partial(_radiopharmaceutical, dataset)),
+        ("DiffusionBValues", partial(b_values, dataset)),
     ]
     for name, read in readers:
         value = _guarded(name, read, summary["SOPInstanceUID"])

@@ -127,6 +127,7 @@ _CATALOGUE: tuple[tuple[str, FieldType, Level, bool, bool], ...] = (
     ("SequenceVariant", _K, _SE, True, False),
     ("SequenceName", _K, _SE, False, False),
     ("MRAcquisitionType", _K, _SE, False, False),
+    ("DiffusionBValues", _F, _SE, True, False),  # s/mm², distinct, sorted (meta.diffusion)
     ("EchoTime", _F, _SE, False, False),
     ("RepetitionTime", _F, _SE, False, False),
     ("InversionTime", _F, _SE, False, False),

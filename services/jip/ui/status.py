@@ -113,7 +113,13 @@ def _component(check: Callable[[], str | None]) -> Component:
     owner = getattr(check, "__self__", None)
     name = str(getattr(owner, "name", getattr(check, "__name__", "check")))
     reason = check()
-    return Component(name=name, ready=reason is None, detail=reason or "")
+    # A component may be ready and still have something to say (the federation agent's
+    # last failure to reach its hub: not a reason to fail /healthz).
+    describe = getattr(owner, "describe", None)
+    described = describe() if callable(describe) else {}
+    last_error = described.get("last_error") if isinstance(described, dict) else None
+    detail = reason or (f"last error: {last_error}" if last_error else "")
+    return Component(name=name, ready=reason is None, detail=detail)
 
 
 def _airflow(runtime: Runtime) -> Airflow:

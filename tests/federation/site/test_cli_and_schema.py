@@ -52,7 +52,14 @@ def test_the_fed_tables_migration_matches_the_orm(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     upgrade(url)
     ours = {t.name for t in Base.metadata.sorted_tables if t.name.startswith("fed_")}
-    assert ours == {"fed_jobs", "fed_policy", "fed_trusted_keys", "fed_released_cohorts"}
+    assert ours == {
+        "fed_jobs",
+        "fed_policy",
+        "fed_trusted_keys",
+        "fed_released_cohorts",
+        "fed_carried_jobs",
+        "fed_vocabulary",
+    }
     assert fed_schema.FedJob.__tablename__ in ours
     engine = make_engine(url)
     with engine.connect() as conn:

@@ -29,10 +29,12 @@ from jip.federation.protocol import (
     seal_result,
 )
 from jip.federation.site.files import SiteFiles
+from jip.federation.site.images import ImageSource
 from jip.federation.site.jobs import JobBook, JobRecord, SqlCohortLedger, released_cohort
 from jip.federation.site.policy import Approval, Policies
 from jip.federation.site.runner import run_fed_stats
 from jip.federation.site.transport import Backoff, HubClient
+from jip.federation.site.vocabulary import Vocabulary
 from jip.meta import MetaIndex
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,13 @@ class SiteAgent:
         hub: HubClient | None = None,
         wait_s: float = 25.0,
         backoff: Backoff | None = None,
+        images: ImageSource | None = None,
     ) -> None:
         self.engine, self.index, self.files = engine, index, files
         self.book, self.policies, self.audit = JobBook(engine), Policies(engine), AuditLog(engine)
         self._hub, self.wait_s = hub, wait_s
         self.backoff = backoff or Backoff()
+        self.images = images  # voxel values for `parameters.source = "roi"` jobs
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
@@ -199,7 +203,10 @@ class SiteAgent:
         secret = self.files.ledger_secret()
         guard = DifferencingGuard(SqlCohortLedger(self.engine), policy.disclosure(), secret)
         try:
-            outcome = run_fed_stats(job, outputs, self.index, policy.disclosure(), guard)
+            job = self._in_local_terms(job)
+            outcome = run_fed_stats(
+                job, outputs, self.index, policy.disclosure(), guard, images=self.images
+            )
         except JipError as exc:
             self._audit(
                 "fed.job.failed", record.job_id, {"round": record.round, "reason": str(exc)}
@@ -236,6 +243,14 @@ class SiteAgent:
             },
         )
         return self.book.get(record.job_id, record.round)
+
+    def _in_local_terms(self, job: JobSpec) -> JobSpec:
+        """The job with its cohort query in this site's values: the network's terms go
+        through the site's vocabulary (`jip fed mapping`); unmapped terms stay as sent."""
+        query = Vocabulary(self.engine).translate(dict(job.cohort.query))
+        if query == job.cohort.query:
+            return job
+        return job.model_copy(update={"cohort": job.cohort.model_copy(update={"query": query})})
 
     def _audit(self, action: str, job_id: str, detail: dict[str, Any]) -> None:
         self.audit.record(action, username=AGENT, target=f"job:{job_id}", detail=detail)

@@ -8,6 +8,11 @@
 - ``fed_trusted_keys``: the workflow signing keys the site trusts, by name.
 - ``fed_released_cohorts``: the differencing guard's ledger: each released cohort as
   HMAC-SHA256 hashes of its series under a site secret (never the UIDs).
+- ``fed_carried_jobs``: the jobs that came in a signed bundle carried by hand (`jip fed
+  import-job`), not from the hub: the hub agent leaves them alone, and their result
+  leaves only as a bundle (see :mod:`.bundles`).
+- ``fed_vocabulary``: this site's local values (or glob patterns) of a META field and
+  the network term each means (see :mod:`.vocabulary`).
 """
 
 from __future__ import annotations
@@ -62,3 +67,27 @@ class FedReleasedCohort(Base):
     job_id: Mapped[str] = mapped_column(String(32), index=True)
     series: Mapped[list[str]] = mapped_column(JSON)  # HMAC-SHA256 hex digests
     released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FedCarriedJob(Base):
+    __tablename__ = "fed_carried_jobs"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    signer: Mapped[str] = mapped_column(String(16))  # key id of the researcher's publisher
+    bundle_size: Mapped[int] = mapped_column(Integer)
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    imported_by: Mapped[str] = mapped_column(String(64))
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FedVocabulary(Base):
+    __tablename__ = "fed_vocabulary"
+    __table_args__ = (UniqueConstraint("field", "local", name="uq_fed_vocabulary_local"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    field: Mapped[str] = mapped_column(String(64), index=True)
+    local: Mapped[str] = mapped_column(String(256))  # a value, or a glob pattern (* and ?)
+    network: Mapped[str] = mapped_column(String(128))
+    pattern: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
