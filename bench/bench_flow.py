@@ -3,14 +3,20 @@
     .venv/bin/python bench/bench_flow.py [--series 20] [--parallel 4]
 
 Starts a site (API under uvicorn, auth off) and its embedded Airflow on free ports with
-a no-op operator (it only notes when it started) and two DAGs of the usual shape, per
-series get-input → noop → put-output: ``jip-bench-noop`` (up to ``--parallel`` tasks at
-once) and ``jip-bench-noop-serial`` (one task at a time). Ingests ``--series`` small
-phantom CT series, then measures:
+a no-op operator (it only notes when it started) and DAGs of the two shapes JIP's
+workflows have, per series:
+
+- ``steps``: get-input → noop → put-output as three tasks (organ-seg-radiomics' shape);
+- ``fused``: the same three steps as one ``process_series`` task (deidentify's shape);
+
+each as ``jip-bench-<shape>`` (up to ``--parallel`` tasks at once) and
+``jip-bench-<shape>-serial`` (one task at a time). Ingests ``--series`` small phantom
+CT series, then measures:
 
 - the reference: get-input, the operator and put-output of one series called directly
   (no Airflow), the same code and operator runner (``runner_for``) the tasks run;
-- trigger → first operator start, through the flow API;
+- trigger → first operator start, through the flow API, and where the seconds of that
+  run went by Airflow's own timestamps (scheduled, queued, started, ended);
 - per-task overhead: (serial run time − the reference's work) / tasks;
 - the speed-up of the parallel run over the serial one.
 
@@ -30,6 +36,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -43,6 +51,7 @@ from jip.app import build_app
 from jip.backends import runner_for, storage_for
 from jip.config import AuthSettings, FlowSettings, MetaSettings, Settings
 from jip.errors import NotFound
+from jip.flow.airflow_rest import run_path, run_what
 from jip.flow.component import task_environment
 from jip.flow.embedded_airflow import EmbeddedAirflow
 from jip.flow.engine_airflow import AirflowEngine
@@ -51,6 +60,7 @@ from jip.flow.worker.api_client import JipClient
 from jip.flow.worker.runner import OperatorJob
 from jip.runtime import Runtime, build_runtime
 
+SHAPES = ("fused", "steps")
 NOOP_MAIN = '''"""noop: notes when it started, does nothing else."""
 import time
 from pathlib import Path
@@ -72,16 +82,21 @@ if __name__ == "__main__":
 NOOP_SCHEMA = """{"type": "object", "additionalProperties": false,
  "properties": {"stamp_file": {"type": "string", "default": "/dev/null"}}}
 """
-DAGS = '''from airflow.sdk import dag, task_group
-from jip.flow.worker.tasks import fan_out, get_input, put_output, run_operator, workflow_params
+DAGS = """from airflow.sdk import dag, task_group
+from jip.flow.worker.tasks import (
+    fan_out, get_input, process_series, put_output, run_operator, workflow_params,
+)
 
 
-def make(dag_id, max_active_tasks):
+def make(dag_id, max_active_tasks, fused):
     @dag(dag_id=dag_id, schedule=None, catchup=False, params=workflow_params("noop"),
          max_active_tasks=max_active_tasks, tags=["jip", "bench"])
     def bench():
         @task_group(group_id="series")
         def per_series(series_uid):
+            if fused:
+                process_series.override(task_id="noop")(series_uid, operator="noop")
+                return
             staged = get_input.override(task_id="get-input")(series_uid)
             done = run_operator.override(task_id="noop")(staged, operator="noop")
             put_output.override(task_id="put-output")(done)
@@ -91,9 +106,22 @@ def make(dag_id, max_active_tasks):
     return bench()
 
 
-make("jip-bench-noop", 64)
-make("jip-bench-noop-serial", 1)
-'''
+for shape in SHAPES:
+    make(f"jip-bench-{shape}", 64, shape == "fused")
+    make(f"jip-bench-{shape}-serial", 1, shape == "fused")
+""".replace("SHAPES", repr(SHAPES))
+
+
+@dataclass(frozen=True)
+class ShapeRun:
+    """One DAG shape's figures: one series alone, then every series one task at a time."""
+
+    first_s: float
+    one_s: float
+    one_tasks: int
+    serial_s: float
+    tasks: int
+    where: list[str]
 
 
 def free_port() -> int:
@@ -153,7 +181,9 @@ def ingest_series(runtime: Runtime, count: int, root: Path) -> list[str]:
     return uids
 
 
-def direct_reference(settings: Settings, uid: str, root: Path, repeats: int = 3) -> tuple[float, float]:
+def direct_reference(
+    settings: Settings, uid: str, root: Path, repeats: int = 3
+) -> tuple[float, float]:
     """Seconds for one series' three steps called directly, and for the operator alone."""
     runner = runner_for(settings)  # the runner the tasks use (tasks.run_operator)
     results = storage_for(settings.resolved_results_url, settings)
@@ -173,8 +203,10 @@ def direct_reference(settings: Settings, uid: str, root: Path, repeats: int = 3)
     return min(totals), min(operator_only)
 
 
-def timed_run(api: httpx.Client, dag_id: str, uids: list[str], stamps: Path) -> tuple[float, float, int]:
-    """(trigger → first operator start, trigger → run end, tasks) of one run."""
+def timed_run(
+    api: httpx.Client, dag_id: str, uids: list[str], stamps: Path
+) -> tuple[float, float, int, str, float]:
+    """(trigger → first operator start, trigger → run end, tasks, run id, trigger time)."""
     stamps.write_text("")
     started = time.time()
     answer = api.post(f"/api/flow/workflows/{dag_id}/runs",
@@ -190,7 +222,32 @@ def timed_run(api: httpx.Client, dag_id: str, uids: list[str], stamps: Path) -> 
     if detail["state"] != "success":
         raise SystemExit(f"{dag_id} run {run_id} ended {detail['state']}")
     first = min(float(line) for line in stamps.read_text().split())
-    return first - started, ended - started, detail["tasks_total"]
+    return first - started, ended - started, detail["tasks_total"], run_id, started
+
+
+def breakdown(engine: AirflowEngine, dag_id: str, run_id: str, triggered: float) -> list[str]:
+    """Where one run's seconds went, from Airflow's own timestamps (seconds after trigger).
+
+    Per task instance: scheduled (the scheduler made it runnable), queued (handed to the
+    executor), start (the task process parsed its DAG and began), end.
+    """
+    run = engine.rest.call("GET", run_path(dag_id, run_id), what=run_what(dag_id, run_id))
+    items = engine.rest.paged(f"{run_path(dag_id, run_id)}/taskInstances", "task_instances",
+                              {"order_by": "start_date"}, what=run_what(dag_id, run_id))  # fmt: skip
+
+    def at(value: str | None) -> str:
+        if not value:
+            return "    -"
+        return f"{datetime.fromisoformat(value).timestamp() - triggered:5.2f}"
+
+    lines = [f"  run {run_id}: queued {at(run.get('queued_at'))}, started {at(run.get('start_date'))}, "
+             f"ended {at(run.get('end_date'))}",
+             f"  {'task':<28}{'scheduled':>10}{'queued':>8}{'start':>8}{'end':>8}"]  # fmt: skip
+    for ti in sorted(items, key=lambda t: t.get("start_date") or ""):
+        name = ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
+        lines.append(f"  {name:<28}{at(ti.get('scheduled_when')):>10}{at(ti.get('queued_when')):>8}"
+                     f"{at(ti.get('start_date')):>8}{at(ti.get('end_date')):>8}")  # fmt: skip
+    return lines
 
 
 def wait_for_dags(engine: AirflowEngine, *dag_ids: str) -> None:
@@ -206,10 +263,50 @@ def wait_for_dags(engine: AirflowEngine, *dag_ids: str) -> None:
                 time.sleep(1)
 
 
+def measure_shape(
+    api: httpx.Client, engine: AirflowEngine, shape: str, uids: list[str], stamps: Path
+) -> ShapeRun:
+    first_s, one_s, one_tasks, run_id, at = timed_run(api, f"jip-bench-{shape}", uids[:1], stamps)
+    where = breakdown(engine, f"jip-bench-{shape}", run_id, at)
+    _, serial_s, tasks, _, _ = timed_run(api, f"jip-bench-{shape}-serial", uids, stamps)
+    return ShapeRun(first_s, one_s, one_tasks, serial_s, tasks, where)
+
+
+def report(
+    shapes: dict[str, ShapeRun],
+    parallel_s: float,
+    direct_s: float,
+    operator_s: float,
+    n: int,
+    parallel: int,
+) -> None:
+    for shape, run in shapes.items():
+        print()
+        print(f"{shape}: one series, seconds after the trigger (Airflow's timestamps):")
+        print("\n".join(run.where))
+    print()
+    print(f"{'measurement':<48}{'seconds':>10}{'ratio':>28}")
+    for shape, run in shapes.items():
+        overhead = (run.serial_s - n * direct_s) / run.tasks
+        print(f"{shape + ': trigger -> first operator start':<48}{run.first_s:>10.2f}"
+              f"{run.first_s / operator_s:>12.1f} x operator alone")  # fmt: skip
+        print(f"{f'{shape}: one series, whole run ({run.one_tasks} tasks)':<48}{run.one_s:>10.2f}"
+              f"{run.one_s / direct_s:>12.1f} x direct steps")  # fmt: skip
+        print(f"{f'{shape}: {n} series one by one ({run.tasks} tasks)':<48}{run.serial_s:>10.2f}"
+              f"{run.serial_s / (n * direct_s):>12.1f} x direct steps")  # fmt: skip
+        print(f"{f'{shape}: per-task overhead (serial)':<48}{overhead:>10.2f}"
+              f"{overhead / operator_s:>12.1f} x operator alone")  # fmt: skip
+    serial_s = shapes["fused"].serial_s
+    print(f"{f'fused: {n} series, up to {parallel} tasks at once':<48}{parallel_s:>10.2f}"
+          f"{serial_s / parallel_s:>12.2f} x faster than one by one")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=20)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the site's folder (Airflow's task logs) and print where")  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="jip-bench-flow-"))
     try:
@@ -223,32 +320,25 @@ def main() -> int:
             started = time.monotonic()
             with EmbeddedAirflow(settings, extra_env=task_environment(settings)) as airflow:
                 engine = AirflowEngine.from_settings(settings)
-                wait_for_dags(engine, "jip-bench-noop", "jip-bench-noop-serial")
+                wait_for_dags(
+                    engine, *(f"jip-bench-{s}{m}" for s in SHAPES for m in ("", "-serial"))
+                )
                 print(f"airflow up after {time.monotonic() - started:.0f} s "
                       f"({airflow.url}, parallelism {args.parallel})", flush=True)  # fmt: skip
                 stamps = root / "stamps.txt"
-                timed_run(api, "jip-bench-noop", uids[:1], stamps)  # warm-up: parse, imports
-                first_s, one_s, one_tasks = timed_run(api, "jip-bench-noop", uids[:1], stamps)
-                _, serial_s, tasks = timed_run(api, "jip-bench-noop-serial", uids, stamps)
-                _, parallel_s, _ = timed_run(api, "jip-bench-noop", uids, stamps)
+                timed_run(api, "jip-bench-fused", uids[:1], stamps)  # warm-up: parse, imports
+                shapes = {
+                    shape: measure_shape(api, engine, shape, uids, stamps) for shape in SHAPES
+                }
+                _, parallel_s, _, _, _ = timed_run(api, "jip-bench-fused", uids, stamps)
                 engine.close()
         runtime.close()
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-    n = args.series
-    overhead = (serial_s - n * direct_s) / tasks
-    print()
-    print(f"{'measurement':<44}{'seconds':>10}{'ratio':>28}")
-    print(f"{'trigger -> first operator start':<44}{first_s:>10.2f}"
-          f"{first_s / operator_s:>12.1f} x operator alone")  # fmt: skip
-    print(f"{'one series, whole run (' + str(one_tasks) + ' tasks)':<44}{one_s:>10.2f}"
-          f"{one_s / direct_s:>12.1f} x direct steps")  # fmt: skip
-    print(f"{f'{n} series one by one ({tasks} tasks)':<44}{serial_s:>10.2f}"
-          f"{serial_s / (n * direct_s):>12.1f} x direct steps")  # fmt: skip
-    print(f"{f'{n} series, up to {args.parallel} tasks at once':<44}{parallel_s:>10.2f}"
-          f"{serial_s / parallel_s:>12.2f} x faster than one by one")  # fmt: skip
-    print(f"{'per-task overhead (serial)':<44}{overhead:>10.2f}"
-          f"{overhead / operator_s:>12.1f} x operator alone")  # fmt: skip
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    report(shapes, parallel_s, direct_s, operator_s, args.series, args.parallel)
     return 0
 
 

@@ -1,17 +1,18 @@
 """C-STORE ingest speed: JIP's listener against Orthanc, measured in the same run.
 
-    .venv/bin/python bench/bench_ingest.py [--small 2000] [--large 600] [--senders 4]
+    .venv/bin/python bench/bench_ingest.py [--small 2000] [--large 600] [--senders 4 16]
 
 Makes two CT data sets with ``jip.samples`` (small 64x64 and 512x512 instances),
 then sends each with dcmtk's ``storescu`` (``TCP_NODELAY=1``, which dcmtk reads from
 the environment) to Orthanc and to JIP's listener (``jip up --no-airflow`` runs the
 same ``ListenerGroup``), each started on a fresh data directory for every
-measurement. First with one sender, then with ``--senders`` concurrent storescu
-processes. Each measurement runs ``--repeat`` times with the targets alternating
-(other load on the machine drifts), and starts after an ``os.sync()``; prints the
-medians of instances/s and MB/s and the ratio JIP/Orthanc, and the CPU time the
-receiving server used per instance (less sensitive than throughput to other load on
-the machine).
+measurement. First with one sender, then with each ``--senders`` count of concurrent
+storescu processes; each C-STORE's latency (request sent -> response received) comes
+from storescu's own timestamped log. Each measurement runs ``--repeat`` times with the
+targets alternating (other load on the machine drifts), and starts after an
+``os.sync()``; prints the medians of instances/s, MB/s, p50 and p99 latency and their
+ratios against Orthanc, and the CPU time the receiving server used per instance (less
+sensitive than throughput to other load on the machine).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
+from timing import percentile
+
 from jip.config import DicomPeer, Settings, StoreSettings
 from jip.runtime import build_runtime
 from jip.samples import image_series, random_patient, write_datasets
@@ -53,6 +56,10 @@ class Result:
     seconds: float
     megabytes: float
     cpu_seconds: float  # used by the receiving server's processes during the run
+    latencies_ms: tuple[float, ...] = ()  # each C-STORE, request sent -> response received
+
+    def latency(self, share: float) -> float:
+        return percentile(list(self.latencies_ms), share)
 
     @property
     def cpu_ms_per_instance(self) -> float:
@@ -195,26 +202,65 @@ def jip(workdir: Path) -> Iterator[Server]:
 
 
 # -- measurement -------------------------------------------------------------------------------
-def send(files: list[Path], aet: str, port: int, senders: int) -> float:
-    """Seconds for ``senders`` concurrent storescu processes to send ``files``."""
+# storescu logs each request and response with a microsecond timestamp
+# ("1796641498.136.619": seconds, milliseconds, microseconds), from which the latency of
+# every C-STORE as the sender sees it is read: request sent -> response received.
+LOG_CONFIG = """\
+log4cplus.rootLogger = INFO, console
+log4cplus.appender.console = log4cplus::ConsoleAppender
+log4cplus.appender.console.layout = log4cplus::PatternLayout
+log4cplus.appender.console.layout.ConversionPattern = %D{%s.%Q} %m%n
+"""
+
+
+def latencies_ms(log: str) -> list[float]:
+    """Milliseconds from each "Sending Store Request" to the next "Received Store Response"."""
+    found: list[float] = []
+    sent: float | None = None
+    for line in log.splitlines():
+        stamp, _, message = line.partition(" ")
+        if message.startswith("Sending Store Request"):
+            sent = _seconds(stamp)
+        elif message.startswith("Received Store Response") and sent is not None:
+            found.append((_seconds(stamp) - sent) * 1000)
+            sent = None
+    return found
+
+
+def _seconds(stamp: str) -> float:
+    seconds, millis, micros = stamp.split(".")
+    return int(seconds) + int(millis) / 1e3 + int(micros) / 1e6
+
+
+def send(files: list[Path], aet: str, port: int, senders: int) -> tuple[float, list[float]]:
+    """Seconds for ``senders`` concurrent storescu processes to send ``files``, and the
+    latency of each C-STORE in milliseconds."""
     env = {**os.environ, "TCP_NODELAY": "1"}
     groups = [files[i::senders] for i in range(senders)]
+    with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False) as config:
+        config.write(LOG_CONFIG)
     start = time.perf_counter()
+    command = ["storescu", "-lc", config.name, "-aec", aet, "-aet", CALLING_AE]
     processes = [
         subprocess.Popen(
-            ["storescu", "-aec", aet, "-aet", CALLING_AE, "127.0.0.1", str(port), *map(str, group)],
+            [*command, "127.0.0.1", str(port), *map(str, group)],
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         for group in groups
     ]
-    errors = [p.communicate()[1].decode() for p in processes]
+    outputs = [p.communicate() for p in processes]
     elapsed = time.perf_counter() - start
-    for process, error in zip(processes, errors, strict=True):
+    os.unlink(config.name)
+    latencies: list[float] = []
+    for process, (out, error) in zip(processes, outputs, strict=True):
         if process.returncode != 0:
-            raise RuntimeError(f"storescu failed ({process.returncode}): {error[-2000:]}")
-    return elapsed
+            raise RuntimeError(f"storescu failed ({process.returncode}): {error.decode()[-2000:]}")
+        latencies += latencies_ms(out.decode(errors="replace") + error.decode(errors="replace"))
+    if len(latencies) != len(files):
+        raise RuntimeError(f"read {len(latencies)} latencies for {len(files)} instances")
+    return elapsed, latencies
 
 
 def measure(
@@ -233,36 +279,50 @@ def measure(
             # slow this one's fsyncs down.
             os.sync()
             cpu_before = cpu()
-            seconds = send(files, aet, port, senders)
+            seconds, latencies = send(files, aet, port, senders)
             cpu_used = cpu() - cpu_before
             stored = count()
     if stored != len(files):
         raise RuntimeError(f"{target} stored {stored} of {len(files)} instances")
-    return Result(target, data_set, senders, len(files), seconds, megabytes, cpu_used)
+    return Result(
+        target, data_set, senders, len(files), seconds, megabytes, cpu_used, tuple(latencies)
+    )
 
 
 def report(results: list[Result]) -> None:
-    """Median of the repeats per (data set, senders, target), and JIP/Orthanc."""
+    """Medians of the repeats per (data set, senders, target), and JIP/Orthanc.
+
+    Throughput ratios are JIP/Orthanc (above 1: JIP faster); latency ratios are
+    Orthanc/JIP too, so above 1 means JIP answers sooner there as well.
+    """
     groups: dict[tuple[str, int, str], list[Result]] = {}
     for r in results:
         groups.setdefault((r.data_set, r.senders, r.target), []).append(r)
-    rates = {key: statistics.median(r.per_second for r in runs) for key, runs in groups.items()}
-    mbs = {key: statistics.median(r.mb_per_second for r in runs) for key, runs in groups.items()}
-    cpus = {
-        key: statistics.median(r.cpu_ms_per_instance for r in runs) for key, runs in groups.items()
-    }
+
+    def median(key: tuple[str, int, str], figure: Callable[[Result], float]) -> float:
+        return statistics.median(figure(r) for r in groups[key])
+
     print(
         f"{'data set':<16}{'senders':>8}{'target':>9}{'inst/s':>9}{'MB/s':>8}"
-        f"{'CPU ms/inst':>13}{'JIP/Orthanc':>13}"
+        f"{'CPU ms/inst':>13}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'JIP/Orthanc inst/s':>20}{'p50':>6}{'p99':>6}"
     )
     for key in groups:
         data_set, senders, target = key
-        ratio = ""
-        if target == "jip" and (ref := rates.get((data_set, senders, "orthanc"))):
-            ratio = f"{rates[key] / ref:.2f}"
+        rate = median(key, lambda r: r.per_second)
+        p50, p99 = median(key, lambda r: r.latency(0.5)), median(key, lambda r: r.latency(0.99))
+        ratios = ""
+        ref = (data_set, senders, "orthanc")
+        if target == "jip" and ref in groups:
+            ratios = (
+                f"{rate / median(ref, lambda r: r.per_second):>20.2f}"
+                f"{median(ref, lambda r: r.latency(0.5)) / p50:>6.2f}"
+                f"{median(ref, lambda r: r.latency(0.99)) / p99:>6.2f}"
+            )
         print(
-            f"{data_set:<16}{senders:>8}{target:>9}{rates[key]:>9.0f}{mbs[key]:>8.1f}"
-            f"{cpus[key]:>13.2f}{ratio:>13}"
+            f"{data_set:<16}{senders:>8}{target:>9}{rate:>9.0f}"
+            f"{median(key, lambda r: r.mb_per_second):>8.1f}"
+            f"{median(key, lambda r: r.cpu_ms_per_instance):>13.2f}{p50:>8.2f}{p99:>8.2f}{ratios}"
         )
 
 
@@ -270,7 +330,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=2000, help="64x64 CT instances")
     parser.add_argument("--large", type=int, default=600, help="512x512 CT instances")
-    parser.add_argument("--senders", type=int, default=4, help="concurrent senders, 2nd run")
+    parser.add_argument(
+        "--senders",
+        type=int,
+        nargs="+",
+        default=[4, 16],
+        help="concurrent senders, measured after one sender",
+    )
     parser.add_argument("--only", choices=["jip", "orthanc"], help="measure one target")
     parser.add_argument(
         "--repeat", type=int, default=2, help="runs per measurement (median; targets alternate)"
@@ -281,7 +347,7 @@ def main() -> None:
     args = parser.parse_args()
     global LISTENER_PROCESSES, MAX_SENDERS
     LISTENER_PROCESSES = args.listeners
-    MAX_SENDERS = args.senders
+    MAX_SENDERS = max(args.senders)
     if not shutil.which("storescu"):
         sys.exit("storescu (dcmtk) is required")
     targets = {"orthanc": orthanc, "jip": jip}
@@ -293,12 +359,16 @@ def main() -> None:
         data = Path(tmp)
         t0 = time.perf_counter()
         data_sets = {
-            f"{args.small} x 64^2": make_data_set(data / "small", args.small, 64),
-            f"{args.large} x 512^2": make_data_set(data / "large", args.large, 512),
+            f"{args.small} x 64^2": make_data_set(data / "small", args.small, 64)
+            if args.small
+            else [],
+            f"{args.large} x 512^2": make_data_set(data / "large", args.large, 512)
+            if args.large
+            else [],
         }
         print(f"generated data in {time.perf_counter() - t0:.0f} s", flush=True)
         results = []
-        for senders in (1, args.senders):
+        for senders in dict.fromkeys([1, *args.senders]):
             for name, files in data_sets.items():
                 if not files:
                     continue
@@ -308,7 +378,8 @@ def main() -> None:
                     for target, server in order if run % 2 == 0 else order[::-1]:
                         result = measure(target, server, name, files, senders)
                         print(
-                            f"  {name}, {senders} sender(s), {target}: {result.per_second:.0f}/s",
+                            f"  {name}, {senders} sender(s), {target}: {result.per_second:.0f}/s,"
+                            f" p50 {result.latency(0.5):.2f} ms, p99 {result.latency(0.99):.2f} ms",
                             flush=True,
                         )
                         results.append(result)

@@ -1,16 +1,13 @@
-"""convert-nifti: each image series as NIfTI (.nii.gz with a JSON sidecar) in the result store."""
+"""convert-nifti: each image series as NIfTI (.nii.gz with a JSON sidecar) in the result store.
+
+Per series, one task: get-input → convert-nifti → put-output.
+"""
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task_group
 
-from jip.flow.worker.tasks import (
-    fan_out,
-    get_input,
-    put_output,
-    run_operator,
-    workflow_params,
-)
+from jip.flow.worker.tasks import fan_out, process_series, workflow_params
 
 CONVERT_NIFTI = "convert-nifti"
 VERSION = "0.1.0"
@@ -27,11 +24,9 @@ VERSION = "0.1.0"
 def convert_nifti() -> None:
     @task_group(group_id="series")
     def per_series(series_uid: str) -> None:
-        staged = get_input.override(task_id="get-input")(series_uid)
-        volume = run_operator.override(task_id=CONVERT_NIFTI)(
-            staged, operator=CONVERT_NIFTI, version=VERSION
+        process_series.override(task_id=CONVERT_NIFTI)(
+            series_uid, operator=CONVERT_NIFTI, version=VERSION
         )
-        put_output.override(task_id="put-output")(volume)
 
     fan_out(per_series)
 

@@ -1,7 +1,7 @@
 """deidentify: a de-identified copy of each series (PS3.15 Annex E), stored as a new series.
 
-Per series: get-input → deidentify → put-output (the new series to the store by STOW-RS).
-The new series are recorded as results of the run, so an auto-rule that started this
+Per series, one task: get-input → deidentify → put-output (the new series to the store by
+STOW-RS). The new series are recorded as results of the run, so an auto-rule that started this
 workflow never fires again on them.
 """
 
@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task_group
 
-from jip.flow.worker.tasks import (
-    fan_out,
-    get_input,
-    put_output,
-    run_operator,
-    workflow_params,
-)
+from jip.flow.worker.tasks import fan_out, process_series, workflow_params
 
 DEIDENTIFY = "deidentify"
 VERSION = "0.1.0"
@@ -32,11 +26,9 @@ VERSION = "0.1.0"
 def deidentify() -> None:
     @task_group(group_id="series")
     def per_series(series_uid: str) -> None:
-        staged = get_input.override(task_id="get-input")(series_uid)
-        copy = run_operator.override(task_id=DEIDENTIFY)(
-            staged, operator=DEIDENTIFY, version=VERSION
+        process_series.override(task_id=DEIDENTIFY)(
+            series_uid, operator=DEIDENTIFY, version=VERSION
         )
-        put_output.override(task_id="put-output")(copy)
 
     fan_out(per_series)
 

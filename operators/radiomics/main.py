@@ -40,6 +40,8 @@ from radiomics import featureextractor
 
 logger = logging.getLogger("radiomics-operator")
 
+# Room around a segment's bounding box: pyradiomics pads texture kernels by up to this.
+CROP_PAD_VOXELS = 2
 ID_COLUMNS = ["series_instance_uid", "seg_series_instance_uid", "segment_number", "segment_label"]
 
 
@@ -63,8 +65,19 @@ def source_series_uid(seg: Dataset, override: str | None) -> str:
 
 
 def build_extractor(params: Mapping[str, Any]) -> featureextractor.RadiomicsFeatureExtractor:
-    """A pyradiomics extractor on the original image with only the requested classes."""
-    settings: dict[str, Any] = {"binWidth": float(params["bin_width"]), "label": 1}
+    """A pyradiomics extractor on the original image with only the requested classes.
+
+    pyradiomics' provenance (``additionalInfo``: image and mask hashes, mask statistics
+    over the whole volume) is off: it is dropped from the CSV anyway and cost more than
+    the features on a whole-abdomen CT. ``preCrop`` cuts image and mask to the segment's
+    bounding box first, so resampling works on the organ, not the whole scan.
+    """
+    settings: dict[str, Any] = {
+        "binWidth": float(params["bin_width"]),
+        "label": 1,
+        "additionalInfo": False,
+        "preCrop": True,
+    }
     if params.get("resampled_spacing_mm"):
         settings["resampledPixelSpacing"] = [float(v) for v in params["resampled_spacing_mm"]]
     extractor = featureextractor.RadiomicsFeatureExtractor(**settings)
@@ -79,6 +92,28 @@ def mask_image(segment: SegmentMask, image: sitk.Image) -> sitk.Image:
     mask = sitk.GetImageFromArray(segment.mask.astype(np.uint8))
     mask.CopyInformation(image)
     return mask
+
+
+def crop_to_segment(
+    image: sitk.Image, segment: SegmentMask, pad: int = CROP_PAD_VOXELS
+) -> tuple[sitk.Image, sitk.Image]:
+    """Image and mask cut to the segment's bounding box (plus ``pad`` voxels).
+
+    Every feature reads only voxels inside the mask, so the values do not change; what
+    changes is that pyradiomics' mask checks and statistics no longer scan the whole
+    scan once per segment (an organ is a few percent of an abdominal CT).
+    """
+    present = np.nonzero(segment.mask)  # (z, y, x) index arrays
+    low = [max(0, int(axis.min()) - pad) for axis in present]
+    high = [
+        min(size, int(axis.max()) + 1 + pad)
+        for axis, size in zip(present, segment.mask.shape, strict=True)
+    ]
+    # SimpleITK indexes (x, y, z); numpy (z, y, x).
+    index = [low[2], low[1], low[0]]
+    size = [high[2] - low[2], high[1] - low[1], high[0] - low[0]]
+    cropped = sitk.RegionOfInterest(image, size=size, index=index)
+    return cropped, sitk.RegionOfInterest(mask_image(segment, image), size=size, index=index)
 
 
 def features_for(
@@ -113,7 +148,7 @@ def process_seg(
                     "SEG %s segment %d is empty; skipped", seg_series.uid, segment.number
                 )
                 continue
-            features = features_for(extractor, image, mask_image(segment, image))
+            features = features_for(extractor, *crop_to_segment(image, segment))
             rows.append(
                 {
                     "series_instance_uid": source_uid,

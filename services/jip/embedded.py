@@ -3,10 +3,18 @@
 `jip up` holds a list of components (DICOM listener processes, the HTTP API, the
 indexer, Airflow and the auto-rules, the federation agent of a site that joined a hub). Each starts, reports readiness and stops;
 shutdown goes in reverse order so in-flight work finishes before its stores close.
+
+The DICOM listener comes first, so that a restart (after a crash, say) answers the
+PACS again as soon as it can: its interpreters start before anything else and import
+while this process recovers the catalog (data directory secured, schema migrated); they
+acknowledge nothing before that, and the rest (indexer, Airflow, the federation agent,
+the HTTP API) starts once they accept associations. Heavy libraries (FastAPI, uvicorn,
+the app) are imported only on that path, after the listener.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -18,18 +26,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-import uvicorn
-from fastapi import FastAPI
 from pydantic import SecretStr
 
-from jip.app import build_app
 from jip.config import Settings
-from jip.runtime import Runtime, build_runtime
 
 if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
     from jip.federation.site import AgentComponent
     from jip.flow.component import RuleComponent
     from jip.meta import MetaIndexer
+    from jip.runtime import Runtime
+    from jip.store.dimse.listener import ListenerGroup
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +111,38 @@ class Role(enum.StrEnum):
     INDEXER = "indexer"  # the metadata indexer and the auto-rules (+ probes)
 
 
+# How long `jip up` waits for its DICOM listener processes before it gives up.
+LISTENER_START_S = 60.0
+
+
 def embedded_components(
     settings: Settings, role: Role = Role.ALL, runtime: Runtime | None = None
 ) -> list[Component]:
-    """The components a `jip up` process runs besides the HTTP API, in start order.
+    """The components a `jip up` process runs besides the HTTP API, in start order: the
+    DICOM listener (:func:`listener_components`), then :func:`service_components`."""
+    return [*listener_components(settings, role), *service_components(settings, role, runtime)]
+
+
+def listener_components(settings: Settings, role: Role = Role.ALL) -> list[ListenerGroup]:
+    """The DICOM listener group, where ``role`` runs one; each process builds its
+    adapters with :func:`jip.runtime.build_runtime`."""
+    if role not in (Role.ALL, Role.DICOM):
+        return []
+    from jip.runtime import build_runtime
+    from jip.store.dimse.listener import ListenerGroup
+
+    return [ListenerGroup(settings, build_runtime)]
+
+
+def service_components(
+    settings: Settings, role: Role = Role.ALL, runtime: Runtime | None = None
+) -> list[Component]:
+    """What starts after the listener, in start order.
 
     The federation agent works on ``runtime``'s catalog engine and index: it is among
     them when a runtime is given (`jip up` gives its own) and the site has joined a hub.
     """
     components: list[Component] = []
-    if role in (Role.ALL, Role.DICOM):
-        from jip.store.dimse.listener import ListenerGroup
-
-        components.append(ListenerGroup(settings, build_runtime))
     if role in (Role.ALL, Role.INDEXER):
         components.append(meta_indexer(settings))
     if settings.flow.airflow_enabled and role in (Role.ALL, Role.INDEXER):
@@ -199,7 +227,8 @@ def meta_indexer(settings: Settings) -> MetaIndexer:
 
 
 def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.ALL) -> None:
-    """Start everything, serve until SIGINT/SIGTERM, then stop in reverse order.
+    """Start everything, the DICOM listener first; serve until SIGINT/SIGTERM, then stop
+    in reverse order.
 
     ``announce`` shows the one-time admin password of a first start on the terminal,
     never in the logs.
@@ -207,7 +236,44 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
     # Everything this process and its children (Airflow, listeners) create is the JIP
     # user's alone: catalog, index, WAL files, keys, work files hold PHI and secrets.
     os.umask(0o077)
-    runtime = build_runtime(settings)
+    with contextlib.ExitStack() as running:  # unwinds in reverse order of starting
+        running.callback(log.info, "JIP stopped")  # also when SIGTERM ends server.run()
+        running.callback(_forget_state, settings)
+        listeners = listener_components(settings, role)
+        for group in listeners:
+            group.prepare()  # its interpreters import while the catalog is recovered
+            running.callback(_stop, group)
+        runtime = _recover(settings)
+        running.callback(runtime.close)
+        for group in listeners:
+            log.info("starting %s", group.name)
+            group.start()  # the catalog is current: from here on C-STORE is acknowledged
+            group.wait_ready(LISTENER_START_S)
+        _serve(settings, runtime, listeners, announce, role, running)
+
+
+def _recover(settings: Settings) -> Runtime:
+    """What the listener needs before it may acknowledge: the data directory secured and
+    the catalog migrated (SQLite rolls back or replays its WAL on open)."""
+    from jip.runtime import build_runtime
+
+    return build_runtime(settings)
+
+
+def _serve(
+    settings: Settings,
+    runtime: Runtime,
+    listeners: list[ListenerGroup],
+    announce: Callable[[str], None],
+    role: Role,
+    running: contextlib.ExitStack,
+) -> None:
+    """Start what comes after the listener and serve HTTP until SIGINT/SIGTERM; what it
+    starts is stopped by ``running``."""
+    import uvicorn
+
+    from jip.app import build_app
+
     one_time = runtime.identity.users.bootstrap_admin(settings.auth.admin_password)
     if one_time:
         announce(
@@ -215,42 +281,44 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
             "Log in with `jip login` and change it with `jip user passwd admin`."
         )
     settings = with_service_token(settings, runtime, purpose=f"jip-up:{role.value}")
-    platform = Platform(settings, runtime, embedded_components(settings, role, runtime))
+    services = service_components(settings, role, runtime)
+    platform = Platform(settings, runtime, [*listeners, *services])
     app = build_app(runtime, readiness=[c.not_ready for c in platform.components])
     server = uvicorn.Server(http_server_config(settings, app))
-    started: list[Component] = []
+    for component in services:
+        log.info("starting %s", component.name)
+        component.start()
+        running.callback(_stop, component)
+    host = settings.http_host
+    http_url = f"http://{f'[{host}]' if ':' in host else host}:{settings.http_port}"
+    platform.write_state(http_url)
     stop_refresh = threading.Event()
-    refresher: threading.Thread | None = None
+    refresher = threading.Thread(
+        target=platform.keep_state_fresh, args=(http_url, stop_refresh), daemon=True
+    )
+    refresher.start()
+    running.callback(refresher.join, timeout=10)
+    running.callback(stop_refresh.set)
+    log.info("JIP is up", extra={"http": http_url, "data_dir": str(settings.data_dir)})
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default
+    # handler that would end the process here, before the components are stopped.
+    signal.signal(signal.SIGTERM, _exit_normally)
+    server.run()  # returns after SIGINT/SIGTERM (uvicorn installs the handlers)
+
+
+def _forget_state(settings: Settings) -> None:
+    """Remove the state file `jip status` reads, where it is this process's."""
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        if json.loads(settings.state_file.read_text())["pid"] == os.getpid():
+            settings.state_file.unlink()
+
+
+def _stop(component: Component) -> None:
+    log.info("stopping %s", component.name)
     try:
-        for component in platform.components:
-            log.info("starting %s", component.name)
-            component.start()
-            started.append(component)
-        host = settings.http_host
-        http_url = f"http://{f'[{host}]' if ':' in host else host}:{settings.http_port}"
-        platform.write_state(http_url)
-        refresher = threading.Thread(
-            target=platform.keep_state_fresh, args=(http_url, stop_refresh), daemon=True
-        )
-        refresher.start()
-        log.info("JIP is up", extra={"http": http_url, "data_dir": str(settings.data_dir)})
-        # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default
-        # handler that would end the process here, before the components are stopped.
-        signal.signal(signal.SIGTERM, _exit_normally)
-        server.run()  # returns after SIGINT/SIGTERM (uvicorn installs the handlers)
-    finally:
-        stop_refresh.set()
-        if refresher is not None:
-            refresher.join(timeout=10)
-        for component in reversed(started):
-            log.info("stopping %s", component.name)
-            try:
-                component.stop()
-            except Exception:
-                log.exception("stopping %s failed", component.name)
-        runtime.close()
-        settings.state_file.unlink(missing_ok=True)
-        log.info("JIP stopped")
+        component.stop()
+    except Exception:
+        log.exception("stopping %s failed", component.name)
 
 
 def http_server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
@@ -260,6 +328,8 @@ def http_server_config(settings: Settings, app: FastAPI) -> uvicorn.Config:
     ``http.trusted_proxies`` (:class:`jip.edge.TrustedProxies`), so a caller cannot
     choose the address the login throttle counts and the audit log records.
     """
+    import uvicorn
+
     return uvicorn.Config(
         app,
         host=settings.http_host,

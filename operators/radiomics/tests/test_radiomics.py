@@ -9,14 +9,7 @@ from typing import Any
 
 import pytest
 from jip_sdk import ExitCode, parse_progress
-from jip_sdk.phantom import (
-    ORGANS,
-    AbdomenPhantom,
-    PhantomSeries,
-    build_abdomen_phantom,
-    write_ct_series,
-    write_truth_seg,
-)
+from jip_sdk.phantom import ORGANS, AbdomenPhantom, PhantomSeries
 from jip_sdk.testing import run_operator_main
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
@@ -26,19 +19,6 @@ LABEL_TO_ORGAN = {
     "Right kidney": "right_kidney",
     "Left kidney": "left_kidney",
 }
-
-
-@pytest.fixture(scope="module")
-def phantom() -> AbdomenPhantom:
-    return build_abdomen_phantom()
-
-
-@pytest.fixture(scope="module")
-def inputs(phantom: AbdomenPhantom, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    input_dir = tmp_path_factory.mktemp("input")
-    ct = write_ct_series(phantom, input_dir)
-    seg_path = write_truth_seg(phantom, ct.series, input_dir)
-    return {"dir": input_dir, "ct": ct, "seg_dir": seg_path.parent}
 
 
 def _rows(csv_path: Path) -> list[dict[str, str]]:

@@ -61,6 +61,10 @@ def _register() -> None:
 
     cli.add_command(fed.fed)
 
+    from jip.cli import samples
+
+    cli.add_command(samples.samples)
+
 
 def main() -> None:
     _register()

@@ -16,8 +16,10 @@ What the room holds (the first layer; the hub and the site agent build on it):
   schema and the conversions to and from the stats types.
 - ``crypto``: PyNaCl helpers: X25519 sealed boxes for results, Ed25519 signatures over
   canonical JSON for workflow digests and bundles.
-- to come: ``hub/`` (its own app and database: sites, enrolment, jobs, sealed results)
-  and ``site/`` (the agent: policy, approval, audit, the persisted cohort ledger).
+- ``hub/`` (its own app and database: sites, enrolment, jobs, sealed results and sealed
+  later rounds it relays and cannot read), ``site/`` (the agent: policy, approval, audit,
+  the persisted cohort ledger, bundles carried by hand, the vocabulary) and
+  ``requester/`` (the researcher's keys, submission, later rounds, exact pooling).
 
 What it may import: the core (``jip.config``, ``jip.db``, ``jip.errors``, ``jip.logs``,
 ``jip.api_types``) and the public names of FLOW, META and BASE (``from jip.flow import
@@ -99,13 +101,16 @@ from jip.federation.protocol import (
     DeclaredOutput,
     JobSpec,
     OutputKind,
+    RoundPlan,
     RoundRequest,
     SiteJobState,
     SiteJobStatus,
     SiteResult,
     WorkflowRef,
     open_result,
+    open_round,
     seal_result,
+    seal_round,
 )
 from jip.federation.stats import (
     Extremes,
@@ -154,6 +159,7 @@ __all__ = [
     "Refusal",
     "ReleasedCohort",
     "Role",
+    "RoundPlan",
     "RoundRequest",
     "Rule",
     "SigningKeyPair",
@@ -191,6 +197,7 @@ __all__ = [
     "median_ranks",
     "moments",
     "open_result",
+    "open_round",
     "pool_counts",
     "pooled_means",
     "pooled_medians",
@@ -206,6 +213,7 @@ __all__ = [
     "schema_for",
     "seal",
     "seal_result",
+    "seal_round",
     "sign",
     "sign_bundle",
     "sign_workflow",

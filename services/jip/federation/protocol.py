@@ -4,8 +4,14 @@
   (the document ``jip cohort export`` writes), parameters, the declared outputs, the
   minimum number of sites and a deadline. Sites decide on exactly this; nothing a site
   releases may go beyond ``outputs``.
-- :class:`RoundRequest`: a later round of the same job (Levene's deviations from the
-  pooled centres, the count queries of a median search).
+- :class:`RoundPlan`: a later round of the same job in clear (Levene's deviations from
+  the pooled centres, the count queries of a median search): what the researcher asks.
+- :class:`RoundRequest`: that round as the hub stores and relays it: the plan sealed to
+  each participating site's X25519 box key (:func:`seal_round`), one entry per site.
+  The centres and thresholds are pooled from the sites' answers, so a group only one
+  site holds would show that site's own values to the hub in clear; sealed, the hub
+  relays what it cannot read, and each site opens only its own entry
+  (:func:`open_round`).
 - :class:`SiteResult`: one site's sealed answer for one round, as the hub relays it:
   base64 ciphertext with its size and SHA-256 (which the site's audit log records too).
   The job, site and round are repeated inside the sealed plaintext, so a hub that swaps
@@ -44,6 +50,7 @@ Label = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,63}$")]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 Base64Key = Annotated[str, Field(min_length=44, max_length=44)]
 MAX_RESULT_BYTES = 16 * 1024 * 1024
+MAX_ROUND_BYTES = 1024 * 1024  # one site's sealed round (thresholds and centres are small)
 COHORT_FORMAT = "jip.cohort"  # as jip.meta's cohort export writes it
 
 
@@ -60,6 +67,9 @@ class OutputKind(StrEnum):
     LEVENE_ROUND1 = "levene_round1"
     LEVENE_ROUND2 = "levene_round2"
     COUNT_AT_MOST = "count_at_most"
+
+
+LATER_ROUND_KINDS = frozenset({OutputKind.LEVENE_ROUND2, OutputKind.COUNT_AT_MOST})
 
 
 class DeclaredOutput(_Wire):
@@ -165,12 +175,99 @@ class JobSpec(_Wire):
         return self
 
 
-class RoundRequest(_Wire):
-    """A later round of a job: the outputs it declares carry what round 1 found."""
+class RoundPlan(_Wire):
+    """A later round of a job in clear: the outputs it declares carry what round 1 found
+    (the researcher keeps it; each site opens its own copy from a :class:`RoundRequest`)."""
 
     job_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
     round: Annotated[int, Field(ge=2)]
     outputs: Annotated[tuple[DeclaredOutput, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _later_kinds(self) -> RoundPlan:
+        for output in self.outputs:
+            if output.kind not in LATER_ROUND_KINDS:
+                raise ValueError(
+                    f"{output.name}: a later round asks only "
+                    f"{' or '.join(sorted(k.value for k in LATER_ROUND_KINDS))}, not {output.kind.value}"
+                )
+        return self
+
+
+SealedRound = Annotated[str, Field(min_length=1, max_length=(MAX_ROUND_BYTES + 2) // 3 * 4)]
+
+
+class RoundRequest(_Wire):
+    """A later round as the hub stores and relays it: per site id, base64 of a sealed box
+    (to that site's box key) of the round's canonical JSON; no output in clear."""
+
+    job_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    round: Annotated[int, Field(ge=2)]
+    sealed: Annotated[dict[Identifier, SealedRound], Field(min_length=1)]
+
+
+def _round_plaintext(plan: RoundPlan, site_id: str) -> bytes:
+    outputs = [o.model_dump(mode="json") for o in plan.outputs]
+    document = {"job_id": plan.job_id, "round": plan.round, "site_id": site_id}
+    return canonical_json({**document, "outputs": outputs})
+
+
+def seal_round(
+    job_id: str,
+    round: int,
+    outputs: tuple[DeclaredOutput, ...],
+    site_box_keys: Mapping[str, str],
+) -> RoundRequest:
+    """Seal a later round's ``outputs`` to each site of ``site_box_keys`` (site id →
+    base64 X25519 key, as the hub lists them); the job, round and site are repeated
+    inside each plaintext, so an entry moved to another site, job or round is refused."""
+    plan = RoundPlan(job_id=job_id, round=round, outputs=outputs)
+    if not site_box_keys:
+        raise Invalid(f"round {round} of job {job_id}: no site to send it to")
+    sealed = {}
+    for site_id, box_key in sorted(site_box_keys.items()):
+        plaintext = _round_plaintext(plan, site_id)
+        if len(plaintext) > MAX_ROUND_BYTES - 64:
+            raise Invalid(
+                f"round {round}: {len(plaintext)} bytes of outputs, over {MAX_ROUND_BYTES}; "
+                "ask fewer thresholds (--fanout) or fewer comparisons at once"
+            )
+        box = seal(plaintext, decode_bytes(box_key, f"box key of site {site_id}", 32))
+        sealed[site_id] = base64.b64encode(box).decode("ascii")
+    return RoundRequest(job_id=job_id, round=round, sealed=sealed)
+
+
+def open_round(
+    request: RoundRequest, site_id: str, box_private_key: bytes
+) -> tuple[DeclaredOutput, ...]:
+    """A site's side: its own entry of a sealed round, opened and checked (Forbidden when
+    the round has no entry for it or the box does not open or names another job, round
+    or site; Invalid when the outputs are not later-round outputs)."""
+    what = f"round {request.round} of job {request.job_id}"
+    entry = request.sealed.get(site_id)
+    if entry is None:
+        raise Forbidden(f"{what}: not sealed to site {site_id}; the researcher did not ask it")
+    try:
+        plaintext = unseal(decode_bytes(entry, "sealed round"), box_private_key)
+    except Forbidden as exc:
+        raise Forbidden(
+            f"{what}: the sealed entry does not open with this site's box key (altered, or "
+            "sealed to another key: compare `jip fed identity` with the hub's site list)"
+        ) from exc
+    try:
+        document = json.loads(plaintext)
+        claimed = (document.get("job_id"), document.get("round"), document.get("site_id"))
+    except (ValueError, AttributeError) as exc:
+        raise Invalid(f"{what}: the opened entry is not a JSON object") from exc
+    if claimed != (request.job_id, request.round, site_id):
+        raise Forbidden(f"{what}: the opened entry names another job, round or site")
+    try:
+        plan = RoundPlan.model_validate(
+            {"job_id": request.job_id, "round": request.round, "outputs": document.get("outputs")}
+        )
+    except ValueError as exc:
+        raise Invalid(f"{what}: the opened outputs are not valid: {exc}") from exc
+    return plan.outputs
 
 
 class SiteResult(_Wire):

@@ -32,6 +32,10 @@ from jip.flow.airflow_home import airflow_environment, embedded_url, ensure_pass
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Components that fork task or parsing processes: they start with JIP's task modules
+# imported, so each fork inherits them (see jip.flow.worker.preload).
+_PRELOADING = frozenset({"scheduler", "dag-processor"})
+_PRELOAD_MODULE = "jip.flow.worker.preload"
 # The health endpoint's name for each component that reports a heartbeat.
 _HEALTH_KEYS = {
     "scheduler": "scheduler",
@@ -242,8 +246,9 @@ class EmbeddedAirflow:
         with log_path.open("ab") as out:
             out.write(f"\n--- jip: starting airflow {name} at {time.ctime()} ---\n".encode())
             out.flush()
+            module = _PRELOAD_MODULE if name in _PRELOADING else "airflow"
             process = subprocess.Popen(
-                [sys.executable, "-m", "airflow", name],
+                [sys.executable, "-m", module, name],
                 env=env,
                 cwd=self.home,
                 stdin=subprocess.DEVNULL,

@@ -47,8 +47,9 @@ KEYWORD_SUFFIX = ".keyword"
 class Field:
     """One catalogue entry.
 
-    ``column``: the SQLite index keeps a B-tree index on it (the fields most cohort
-    queries filter and facet on); every single-valued field has a typed column there.
+    ``column``: one of the fields most cohort queries filter and facet on (it orders the
+    SQLite index's columns); every single-valued field has a typed column there, and the
+    index's columnar cache answers the queries (``meta/index_sqlite_columns.py``).
     ``source``: the stored field a ``<name>.keyword`` twin reads; the name itself otherwise.
     """
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jip.meta.aggs import Agg, DateHistogramAgg, RangeAgg, SortKey
-from jip.meta.fields import FIELDS, ID_FIELD, Field
+from jip.meta.fields import FIELDS, ID_FIELD, Field, FieldType
 from jip.meta.index import SearchResult, agg_result, project, range_bucket
 from jip.meta.query import (
     Bool,
@@ -55,34 +55,73 @@ def search_page(
     """A page of the documents matching ``where`` (hits, total, aggregations), read
     inside the caller's transaction so that all three agree."""
     found, total = aggregations(conn, aggs, where, params)
-    if keys:  # one pass for the sorted page and the total (COUNT OVER the match)
-        order = ", ".join(_order(k.field, k.descending) for k in keys)
-        rows = (
-            conn.execute(
-                f"SELECT d.id, COUNT(*) OVER () FROM docs d WHERE {where} ORDER BY {order} "
-                "LIMIT ? OFFSET ?",
-                [*params, limit, offset],
-            ).fetchall()
-            if limit
-            else []
-        )
-        total = rows[0][1] if rows else total
-    else:  # index order: the page stops after `limit` matches
-        rows = conn.execute(
-            f"SELECT d.id FROM docs d WHERE {where} ORDER BY d.id LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        ).fetchall()
+    ids = page_ids(conn, where, params, keys, offset, limit)
     if total is None:
         total = conn.execute(f"SELECT COUNT(*) FROM docs d WHERE {where}", params).fetchone()[0]
-    ids = [r[0] for r in rows]
+    return SearchResult(total, hits(conn, ids, wanted), found)
+
+
+def page_ids(
+    conn: sqlite3.Connection,
+    where: str,
+    params: list[Any],
+    keys: Sequence[SortKey],
+    offset: int,
+    limit: int,
+) -> list[int]:
+    """The ids of one page in the order asked (index order without keys). No window
+    count beside it: ``COUNT(*) OVER ()`` makes SQLite read and sort every match, where
+    ``ORDER BY`` on an indexed column with ``LIMIT`` stops after the page (keyset pages
+    by SeriesInstanceUID read one page each)."""
+    if not limit:
+        return []
+    order = ", ".join(_order(k.field, k.descending) for k in keys) if keys else "d.id"
+    rows = conn.execute(
+        f"SELECT d.id FROM docs d WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def hits(
+    conn: sqlite3.Connection, ids: list[int], wanted: list[str] | None
+) -> list[dict[str, Any]]:
+    """The stored documents ``ids`` in that order, only ``wanted`` fields of them."""
+    if not ids:
+        return []
+    if wanted is not None and not any(FIELDS[name].multi for name in wanted):
+        return _columns_of(conn, ids, wanted)
     sources = dict(
         conn.execute(
             "SELECT id, doc FROM sources WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps(ids),),
         ).fetchall()
     )
-    hits = [project(json.loads(sources[i]), wanted) for i in ids]
-    return SearchResult(total, hits, found)
+    return [project(json.loads(sources[i]), wanted) for i in ids]
+
+
+def _columns_of(
+    conn: sqlite3.Connection, ids: list[int], wanted: list[str]
+) -> list[dict[str, Any]]:
+    """Single-valued fields straight from their columns: parsing each document's JSON
+    costs more than the whole search when a keyset walk reads thousands of hits."""
+    names = ", ".join(f'"{name}"' for name in wanted)
+    rows = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            f"SELECT id, {names} FROM docs WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        )
+    }
+    boolean = [FIELDS[name].type is FieldType.BOOLEAN for name in wanted]
+    return [
+        {
+            name: bool(value) if flag else value
+            for name, flag, value in zip(wanted, boolean, rows[i], strict=True)
+            if value is not None
+        }
+        for i in ids
+    ]
 
 
 # --- queries to SQL ------------------------------------------------------------------
@@ -154,16 +193,25 @@ def _compare(field: Field, template: str, args: list[Any], params: list[Any]) ->
     return template.format(_expr(field))
 
 
-def _prefix(field: Field, prefix: str, params: list[Any]) -> str:
-    """``starts with`` as an index range: [prefix, the prefix's successor), where the
-    successor raises the last character that is not U+10FFFF and drops those after it."""
+def prefix_bounds(prefix: str) -> tuple[str, str | None]:
+    """``starts with`` as a range [prefix, the prefix's successor), where the successor
+    raises the last character that is not U+10FFFF and drops those after it (None: no
+    upper bound). The SQL and the columnar cache both use it, so they agree."""
     stem = prefix.rstrip("\U0010ffff")
     if not stem:
-        return _compare(field, "{0} >= ?", [prefix], params)
+        return prefix, None
     following = ord(stem[-1]) + 1
     if 0xD800 <= following < 0xE000:
         following = 0xE000  # no surrogates in UTF-8
-    return _compare(field, "{0} >= ? AND {0} < ?", [prefix, stem[:-1] + chr(following)], params)
+    return prefix, stem[:-1] + chr(following)
+
+
+def _prefix(field: Field, prefix: str, params: list[Any]) -> str:
+    """``starts with`` as an index range (:func:`prefix_bounds`)."""
+    low, high = prefix_bounds(prefix)
+    if high is None:
+        return _compare(field, "{0} >= ?", [low], params)
+    return _compare(field, "{0} >= ? AND {0} < ?", [low, high], params)
 
 
 def _glob(pattern: str) -> str:

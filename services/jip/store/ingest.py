@@ -75,7 +75,9 @@ class Ingestor:
         self.catalog = catalog
         self.policy = policy
         self._writer = CatalogWriter(catalog.engine, policy, catalog.default_project)
-        self._committer: GroupCommitter[NewInstance, AddResult] = GroupCommitter(self._writer.add)
+        self._committer: GroupCommitter[NewInstance, AddResult] = GroupCommitter(
+            self._writer.add, gate=self._writer.exclusive
+        )
 
     def ingest_file(
         self,

@@ -64,12 +64,12 @@ def csr_for(common_name: str) -> tuple[str, bytes]:
     return csr.public_bytes(serialization.Encoding.PEM).decode("ascii"), key_pem
 
 
-def enrol_body(token: str, csr_pem: str) -> dict[str, str]:
+def enrol_body(token: str, csr_pem: str, box: BoxKeyPair | None = None) -> dict[str, str]:
     return {
         "token": token,
         "csr_pem": csr_pem,
         "identity_key": encode_key(generate_signing_keys().public),
-        "box_key": encode_key(generate_box_keys().public),
+        "box_key": encode_key((box or generate_box_keys()).public),
     }
 
 
@@ -82,6 +82,7 @@ class RunningHub:
     researcher_token: str
     researcher_keys: BoxKeyPair = field(default_factory=generate_box_keys)
     clients: list[httpx.Client] = field(default_factory=list)
+    site_boxes: dict[str, BoxKeyPair] = field(default_factory=dict)  # later rounds open
 
     def close(self) -> None:
         for client in self.clients:
@@ -104,8 +105,11 @@ class RunningHub:
         """Enrol site ``name`` as a site agent does; a client with its certificate."""
         token = add_site(self.hub, name, replace=replace).token
         csr_pem, key_pem = csr_for(name)
+        self.site_boxes[name] = generate_box_keys()
         with self.anonymous() as client:
-            answer = client.post("/api/enrol", json=enrol_body(token, csr_pem))
+            answer = client.post(
+                "/api/enrol", json=enrol_body(token, csr_pem, self.site_boxes[name])
+            )
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["site_id"] == name

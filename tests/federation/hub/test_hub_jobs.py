@@ -23,6 +23,7 @@ from jip.federation import (
     open_result,
     seal_result,
 )
+from jip.federation.protocol import open_round, seal_round
 
 KNOWN_VALUE = 918273.645  # in the sealed payload; must not be readable in the hub's files
 
@@ -187,13 +188,15 @@ def test_a_later_round_reaches_the_sites_and_counts_for_delivery(running_hub: Ru
     running_hub.submit(spec)
     site.post(f"/api/site/jobs/{spec.id}/ack")
     post_result(site, sealed(spec, "alpha"))
-    request = RoundRequest(
-        job_id=spec.id,
-        round=2,
-        outputs=(DeclaredOutput(name="m", kind=OutputKind.COUNT, field="adc"),),
+    outputs = (
+        DeclaredOutput(
+            name="m", kind=OutputKind.COUNT_AT_MOST, field="adc", thresholds={"all": (1.5,)}
+        ),
     )
     with running_hub.researcher() as client:
-        skipped = request.model_copy(update={"round": 3})
+        keys = {s["site_id"]: s["box_key"] for s in client.get("/api/sites").json()}
+        request = seal_round(spec.id, 2, outputs, keys)
+        skipped = seal_round(spec.id, 3, outputs, keys)
         assert (
             client.post(
                 f"/api/jobs/{spec.id}/rounds", json=skipped.model_dump(mode="json")
@@ -205,6 +208,8 @@ def test_a_later_round_reaches_the_sites_and_counts_for_delivery(running_hub: Ru
     assert status_of(running_hub, spec.id)["delivered"] == []  # round 2 is owed
     rounds = site.get("/api/site/jobs").json()["rounds"]
     assert [RoundRequest.model_validate(r) for r in rounds] == [request]
+    opened = open_round(request, "alpha", running_hub.site_boxes["alpha"].private)
+    assert opened == outputs
     assert site.post(f"/api/site/jobs/{spec.id}/ack", params={"round": 2}).status_code == 204
     assert site.get("/api/site/jobs").json() == {"jobs": [], "rounds": []}
     assert post_result(site, sealed(spec, "alpha", round_=2)).status_code == 204

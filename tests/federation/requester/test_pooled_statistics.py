@@ -15,6 +15,7 @@ from tests.federation.site.support import PROJECT
 
 from jip.errors import Forbidden
 from jip.federation import generate_box_keys
+from jip.federation.protocol import RoundPlan
 from jip.federation.requester import (
     Follow,
     HubSession,
@@ -110,6 +111,21 @@ def test_pooled_statistics_and_levene_equal_numpy_and_scipy(net: Network) -> Non
     for group in GROUPS[:2]:
         assert tests["PZ_bf"]["centres"][group] == float(np.median(pooled[group]))
     assert any(line.startswith("round 2: asked 3 site(s)") for line in lines)
+    leaked = readable_in_hub(net, spec.id)
+    assert leaked == [], leaked
+
+
+def readable_in_hub(net: Network, job_id: str) -> list[str]:
+    """The centres and thresholds the job's later rounds asked (as the home keeps them)
+    that appear in clear in the hub's database files (issue #13: none may)."""
+    plans = [RoundPlan.model_validate(r) for r in net.home.job(job_id)["rounds"]]
+    asked = [o for plan in plans for o in plan.outputs]
+    values = {c[0] for o in asked for c in (o.centres or {}).values()}
+    values |= {t for o in asked for ts in (o.thresholds or {}).values() for t in ts}
+    texts = {repr(v) for v in values if len(repr(v)) >= 8}  # many digits: no coincidence
+    assert len(texts) >= 10 and any(o.centres for o in asked)  # the search really ran
+    stored = b"".join(p.read_bytes() for p in net.hub.hub.paths.data_dir.glob("hub.db*"))
+    return sorted(t for t in texts if t.encode() in stored)
 
 
 def test_a_silent_site_leaves_k_of_n_and_is_named(net: Network) -> None:

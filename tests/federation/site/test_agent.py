@@ -4,18 +4,16 @@ manual approval, disclosure refusals, and resuming without losing or repeating a
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.federation.site.fakehub import FakeHub, running_hub
+from tests.federation.site.fakehub import FakeHub
 from tests.federation.site.support import (
     EDGES,
     Researcher,
     Site,
     ages,
-    make_site,
     open_policy,
     series_docs,
 )
@@ -23,20 +21,6 @@ from tests.federation.site.support import (
 from jip.errors import Conflict, Forbidden, Unavailable
 from jip.federation import DeclaredOutput, open_result
 from jip.federation.site import Backoff, HubClient, SiteFiles, approve, join, queue_view, reject
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[FakeHub]:
-    with running_hub(tmp_path) as fake:
-        yield fake
-
-
-@pytest.fixture
-def site(tmp_path: Path, hub: FakeHub) -> Iterator[Site]:
-    made = make_site(tmp_path / "site", hub, ages(60))
-    yield made
-    made.index.close()
-    made.engine.dispose()
 
 
 def released_outputs(hub: FakeHub, site: Site, researcher: Researcher, job_id: str) -> dict:

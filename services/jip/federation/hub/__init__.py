@@ -13,14 +13,19 @@ researcher's bearer token):
   certificate_pem, ca_pem}``; the token reads ``<site_id>.<secret>`` and the CSR's CN
   must be that site id.
 - ``GET /api/site/jobs?wait=S`` -> ``{jobs: [JobSpec], rounds: [RoundRequest]}`` not yet
-  acknowledged by the site, waiting up to S (at most 30) seconds for one.
+  acknowledged by the site, waiting up to S (at most 30) seconds for one; a round is
+  sent only to the sites it is sealed to, with the site's own entry alone.
 - ``POST /api/site/jobs/{id}/ack[?round=N]`` -> 204 (round 1 is the job itself).
 - ``POST /api/site/jobs/{id}/state`` SiteJobStatus -> 204.
 - ``POST /api/site/jobs/{id}/results`` SiteResult -> 204; once per (job, site, round).
 - ``POST /api/jobs`` JobSpec -> ``{id}``; ``GET /api/jobs/{id}`` -> spec, per-site state,
   ``delivered``, ``missed_deadline``, ``k_reached``, ``finished``; ``GET
   /api/jobs/{id}/results[?round=N]`` -> [SiteResult]; ``POST /api/jobs/{id}/rounds``
-  RoundRequest -> 204.
+  RoundRequest -> 204 (sealed per site: the hub stores and relays ciphertext only; the
+  same request again is accepted, another for an existing round is a Conflict).
+- ``GET /api/sites`` -> ``[{site_id, box_key, identity_key}]`` of the enrolled sites
+  (researcher's token): the keys a researcher seals later rounds to. The researcher
+  trusts the hub for them; a site's admin can show its own keys (`jip fed identity`).
 - ``GET /healthz``.
 
 Modules: ``home`` (the data dir, init and open), ``pki`` (CA and certificates),

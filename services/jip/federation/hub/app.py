@@ -188,6 +188,10 @@ def create_app(hub: Hub) -> FastAPI:
         request.app.state.notifier.notify()
         return {"id": job_id}
 
+    @app.get("/api/sites")
+    def sites(researcher: ResearcherDep, hub: HubDep) -> list[dict[str, str]]:
+        return registry.site_keys(hub)
+
     @app.get("/api/jobs/{job_id}")
     def job_status(job_id: str, researcher: ResearcherDep, hub: HubDep) -> dict[str, Any]:
         return jobs.status(hub, researcher, job_id)

@@ -1,6 +1,9 @@
 """Federated jobs as the researcher sees them: submit, later rounds, status, results.
 
-A job goes to every site enrolled when it is submitted. It succeeds with ``min_sites``
+A job goes to every site enrolled when it is submitted. A later round goes only to the
+sites it is sealed to (the researcher seals it to the sites that answered round 1; the
+hub stores the sealed entries and cannot read them); a site left out of a round is not
+asked, is never waited for, and does not count as delivered. It succeeds with ``min_sites``
 (k) of them: a site *delivered* when the hub holds its result for every round asked so
 far. Once the deadline has passed, every site that has not delivered (and did not
 refuse or fail, which say why) is reported ``missed_deadline`` and named; the job is
@@ -81,8 +84,9 @@ def submit(hub: Hub, researcher_id: str, spec: JobSpec) -> str:
 
 
 def add_round(hub: Hub, researcher_id: str, job_id: str, request: RoundRequest) -> None:
-    """Queue a later round for the job's sites. Rounds come in order (2, 3, ...); the
-    same request again is accepted, another one for a round that exists is a Conflict."""
+    """Queue a later round for the sites it is sealed to. Rounds come in order (2, 3,
+    ...); the same request again is accepted, another one for a round that exists is a
+    Conflict; an entry for a site the job was not sent to is Invalid."""
     if request.job_id != job_id:
         raise Invalid(f"job_id: the round names job {request.job_id}, the path {job_id}")
     body = _spec_bytes(request)
@@ -101,9 +105,16 @@ def add_round(hub: Hub, researcher_id: str, job_id: str, request: RoundRequest) 
         session.add(
             HubRound(job_id=job_id, round=request.round, request_json=body, created_at=hub.clock())
         )
-        sites = session.scalars(select(Delivery.site_id).where(Delivery.job_id == job_id))
+        sites = set(session.scalars(select(Delivery.site_id).where(Delivery.job_id == job_id)))
+        strangers = sorted(set(request.sealed) - sites)
+        if strangers:
+            raise Invalid(
+                f"sealed: job {job_id} was not sent to site {strangers[0]}; seal the round "
+                "to the job's sites only"
+            )
         session.add_all(
-            RoundDelivery(job_id=job_id, site_id=site, round=request.round) for site in sites
+            RoundDelivery(job_id=job_id, site_id=site, round=request.round)
+            for site in sorted(request.sealed)
         )
 
 
@@ -122,14 +133,16 @@ def status(hub: Hub, researcher_id: str, job_id: str) -> dict[str, Any]:
         deliveries = session.scalars(
             select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.site_id)
         ).all()
-        answered: dict[str, set[int]] = {}
-        for site, round_ in session.execute(
-            select(HubResult.site_id, HubResult.round).where(HubResult.job_id == job_id)
-        ):
-            answered.setdefault(site, set()).add(round_)
+        answered = _rounds_by_site(session, HubResult, job_id)
+        asked = _rounds_by_site(session, RoundDelivery, job_id)
     passed = job.deadline <= now
     wanted = set(range(1, last + 1))
-    delivered = sorted(d.site_id for d in deliveries if wanted <= answered.get(d.site_id, set()))
+    left_out = {d.site_id for d in deliveries if wanted - {1} - asked.get(d.site_id, set())}
+    delivered = sorted(
+        d.site_id
+        for d in deliveries
+        if d.site_id not in left_out and wanted <= answered.get(d.site_id, set())
+    )
     sites: dict[str, SiteJobStatus] = {}
     for d in deliveries:
         state = SiteJobState(d.state) if d.state else SiteJobState.QUEUED
@@ -143,6 +156,12 @@ def status(hub: Hub, researcher_id: str, job_id: str) -> dict[str, Any]:
                 f"no result for round {', '.join(map(str, missing))} by the deadline "
                 f"{job.deadline.isoformat()}"
             )
+            if d.site_id in left_out and 1 in answered.get(d.site_id, set()):
+                skipped = sorted(wanted - {1} - asked.get(d.site_id, set()))
+                reason = (
+                    f"not asked for round {', '.join(map(str, skipped))}: the researcher "
+                    "sealed it to the sites that had answered round 1"
+                )
         sites[d.site_id] = SiteJobStatus(
             job_id=job_id,
             site_id=d.site_id,
@@ -150,7 +169,7 @@ def status(hub: Hub, researcher_id: str, job_id: str) -> dict[str, Any]:
             reason=reason,
             updated_at=d.state_at or job.created_at,
         )
-    settled = all(s in delivered or sites[s].state in _SAID_WHY for s in sites)
+    settled = all(s in delivered or s in left_out or sites[s].state in _SAID_WHY for s in sites)
     return {
         "spec": json.loads(job.spec_json),
         "deadline": job.deadline.isoformat(),
@@ -165,6 +184,17 @@ def status(hub: Hub, researcher_id: str, job_id: str) -> dict[str, Any]:
         "k_reached": len(delivered) >= job.min_sites,
         "finished": passed or settled,
     }
+
+
+def _rounds_by_site(
+    session: Session, table: type[HubResult] | type[RoundDelivery], job_id: str
+) -> dict[str, set[int]]:
+    found: dict[str, set[int]] = {}
+    for site, round_ in session.execute(
+        select(table.site_id, table.round).where(table.job_id == job_id)
+    ):
+        found.setdefault(site, set()).add(round_)
+    return found
 
 
 def results(

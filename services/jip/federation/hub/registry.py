@@ -115,6 +115,19 @@ def list_sites(hub: Hub) -> list[dict[str, Any]]:
         ]
 
 
+def site_keys(hub: Hub) -> list[dict[str, str]]:
+    """The enrolled sites' public keys, as a researcher may read them (``GET /api/sites``):
+    ``site_id``, ``box_key`` (X25519: later rounds are sealed to it) and ``identity_key``."""
+    with hub.sessions() as session:
+        sites = session.scalars(
+            select(HubSite).where(HubSite.enrolled_at.is_not(None)).order_by(HubSite.id)
+        ).all()
+        return [
+            {"site_id": s.id, "box_key": s.box_key or "", "identity_key": s.identity_key or ""}
+            for s in sites
+        ]
+
+
 def enrol(hub: Hub, token: str, csr_pem: str, identity_key: str, box_key: str) -> dict[str, str]:
     """Consume ``token`` and sign the site's CSR: ``{site_id, certificate_pem, ca_pem}``.
     Forbidden for a token that is unknown, used or expired (told apart for nobody)."""

@@ -1,5 +1,6 @@
 """Federated jobs as a site sees them: what it has not acknowledged yet, its acks, its
-state and its sealed results.
+state and its sealed results. A later round reaches only the sites it is sealed to, each
+with its own sealed entry alone.
 
 Delivery is at least once and stops at the ack: a job (or a later round) is sent on
 every poll until the site says it has persisted it, then never again; a site that
@@ -52,8 +53,14 @@ def pending(hub: Hub, site_id: str) -> dict[str, list[dict[str, Any]]]:
         ).all()
         return {
             "jobs": [json.loads(j.spec_json) for j in jobs],
-            "rounds": [json.loads(r.request_json) for r in rounds],
+            "rounds": [_own_entry(json.loads(r.request_json), site_id) for r in rounds],
         }
+
+
+def _own_entry(request: dict[str, Any], site_id: str) -> dict[str, Any]:
+    """A sealed round as one site gets it: its own entry only (the others are of no use
+    to it, and each site learns nothing about who else was asked)."""
+    return {**request, "sealed": {site_id: request["sealed"][site_id]}}
 
 
 def _delivery(session: Session, site_id: str, job_id: str) -> Delivery:

@@ -112,8 +112,15 @@ class HubSession:
         body = self._call("GET", f"/api/jobs/{job_id}/results", params={"round": round}).json()
         return [SiteResult.model_validate(r) for r in body]
 
+    def site_keys(self) -> dict[str, str]:
+        """The enrolled sites' X25519 box keys (site id → base64), as the hub lists them:
+        later rounds are sealed to them. The hub is trusted for these keys (a site's
+        admin can show its own to compare)."""
+        body = self._call("GET", "/api/sites").json()
+        return {str(s["site_id"]): str(s["box_key"]) for s in body if s.get("box_key")}
+
     def add_round(self, request: RoundRequest) -> None:
-        """Queue a later round for the job's sites."""
+        """Queue a later round, sealed to the sites it asks (:func:`seal_round`)."""
         self._call(
             "POST", f"/api/jobs/{request.job_id}/rounds", json=request.model_dump(mode="json")
         )

@@ -32,7 +32,7 @@ from jip.federation.crypto import (
     generate_box_keys,
     key_id,
 )
-from jip.federation.protocol import JobSpec, RoundRequest, WorkflowRef
+from jip.federation.protocol import JobSpec, RoundPlan, WorkflowRef
 from jip.federation.site.files import write_private
 
 DEFAULT_HOME = Path("~/.jip/federation")
@@ -220,8 +220,9 @@ class ResearcherHome:
     def spec(self, job_id: str) -> JobSpec:
         return JobSpec.model_validate(self.job(job_id)["spec"])
 
-    def rounds(self, job_id: str) -> list[RoundRequest]:
-        return [RoundRequest.model_validate(r) for r in self.job(job_id)["rounds"]]
+    def rounds(self, job_id: str) -> list[RoundPlan]:
+        """The later rounds of a job in clear, as asked (the hub holds them sealed)."""
+        return [RoundPlan.model_validate(r) for r in self.job(job_id)["rounds"]]
 
     def update_job(self, job_id: str, **changes: Any) -> dict[str, Any]:
         """Replace top-level keys of a job's record (the orchestration's progress)."""

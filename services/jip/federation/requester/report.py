@@ -34,7 +34,7 @@ from typing import Any
 from jip.errors import Invalid
 from jip.federation.levene import Centre, LeveneCentre, levene_from_deviations
 from jip.federation.outputs import read_moments
-from jip.federation.protocol import JobSpec, OutputKind, RoundRequest
+from jip.federation.protocol import JobSpec, OutputKind, RoundPlan
 from jip.federation.requester.client import HubSession
 from jip.federation.requester.home import ResearcherHome
 from jip.federation.requester.pooling import POOLED_KINDS, Payloads, open_all, pool_output
@@ -89,7 +89,7 @@ def _finite(value: float) -> float | None:
 
 def _levene(
     session: HubSession,
-    rounds: list[RoundRequest],
+    rounds: list[RoundPlan],
     entry: dict[str, Any],
     private: bytes,
     job_id: str,

@@ -9,21 +9,30 @@ round must ask:
   deviations (``<name>.dev``, a ``levene_round2`` output);
 - centre ``median``: an :class:`~jip.federation.order.OrderSearch` asks count queries
   (``<name>.counts``, ``count_at_most``) round after round until every group's median is
-  exact, then the deviation round.
+  exact, then the deviation round. Where the job has a ``sufficient_stats`` output on
+  the same field, one round of :class:`~.probe.CentreProbe` first brackets each median
+  near the pooled mean, so that no site is asked a count in its tails (a small cell it
+  would refuse).
 
-All comparisons share the job's rounds (one :class:`~jip.federation.protocol.RoundRequest`
-carries every driver's next output). The hub sends a round to every site of the job;
-only the sites that answered round 1 (the *participants*) are waited for, and a
+All comparisons share the job's rounds (one :class:`~jip.federation.protocol.RoundPlan`
+carries the next output of several drivers), with one rule: a round that asks for
+deviations asks for nothing else. A site refuses a round as a whole, so a median search
+refused somewhere must not take the mean-centred tests down with it. Each round goes
+only to the sites that answered round 1 (the *participants*), sealed to each one's box
+key as the hub lists it (:func:`~jip.federation.protocol.seal_round`: the centres and
+thresholds are pooled from the sites' values, so the hub must not read them); a
 participant that refuses, fails or misses a later round ends its comparisons with an
 ``error`` naming it (the centres included its values, so W without it would be wrong).
 
 The drivers are deterministic given the sites' answers, so :func:`follow` resumes an
-interrupted job by replaying the rounds the home recorded (a round already posted is
-not posted again).
+interrupted job by replaying the rounds the home recorded (in clear, as
+:class:`~jip.federation.protocol.RoundPlan`; a round already posted is not posted again,
+and a round sealed but perhaps not posted is posted again as the same sealed request).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -35,10 +44,18 @@ from jip.errors import Conflict, Invalid, JipError
 from jip.federation.levene import Centre, LeveneCentre, pooled_means
 from jip.federation.order import Bracket, OrderSearch, median_from, median_ranks, pool_counts
 from jip.federation.outputs import read_count_at_most, read_means
-from jip.federation.protocol import DeclaredOutput, JobSpec, OutputKind, RoundRequest
+from jip.federation.protocol import (
+    DeclaredOutput,
+    JobSpec,
+    OutputKind,
+    RoundPlan,
+    RoundRequest,
+    seal_round,
+)
 from jip.federation.requester.client import HubSession, Progress
 from jip.federation.requester.home import ResearcherHome
 from jip.federation.requester.pooling import Payloads, open_all, pooled_summaries
+from jip.federation.requester.probe import CentreProbe, Spread
 
 MAX_NAME = 56  # a comparison's outputs are <name>.counts and <name>.dev, labels of ≤ 64
 NOT_ANSWERING = {"refused", "failed", "missed_deadline"}
@@ -88,7 +105,7 @@ class LeveneDriver:
         round1: DeclaredOutput,
         payloads: Payloads,
         *,
-        brackets: Mapping[str, Bracket] | None = None,
+        spreads: Mapping[str, Spread] | None = None,
         fanout: int = 15,
     ) -> None:
         self.comparison, self.field = comparison, round1.field
@@ -97,6 +114,8 @@ class LeveneDriver:
         self.deviation_round: int | None = None
         self.centres: dict[str, Centre] | None = None
         self.search: OrderSearch | None = None
+        self.probe: CentreProbe | None = None
+        self.fanout = fanout
         self._asked: DeclaredOutput | None = None
         groups = comparison.groups
         means = [
@@ -109,9 +128,17 @@ class LeveneDriver:
             self.error = f"group {empty[0]}: no site holds a value" if empty else "no site answered"
         elif comparison.centre is LeveneCentre.MEAN:
             self.centres = pooled_means(means)
+        elif spreads is not None and all(g in spreads for g in groups):
+            self.probe = CentreProbe({g: self.n[g] for g in groups}, spreads)
+            if self.probe.done:
+                self._start_search()
         else:
-            ranks = {g: (self.n[g], median_ranks(self.n[g])) for g in groups}
-            self.search = OrderSearch(ranks, brackets=brackets, fanout=fanout)
+            self._start_search()
+
+    def _start_search(self) -> None:
+        ranks = {g: (self.n[g], median_ranks(self.n[g])) for g in self.comparison.groups}
+        brackets = self.probe.found() if self.probe is not None else None
+        self.search = OrderSearch(ranks, brackets=brackets, fanout=self.fanout)
 
     @property
     def done(self) -> bool:
@@ -132,8 +159,7 @@ class LeveneDriver:
                 centres=centres,
             )
         else:
-            assert self.search is not None
-            thresholds = {g: tuple(t) for g, t in self.search.request().items()}
+            thresholds = self._thresholds()
             self._asked = DeclaredOutput(
                 name=c.counts_output,
                 kind=OutputKind.COUNT_AT_MOST,
@@ -142,6 +168,12 @@ class LeveneDriver:
                 thresholds=thresholds,
             )
         return self._asked
+
+    def _thresholds(self) -> dict[str, tuple[float, ...]]:
+        if self.probe is not None and not self.probe.done:
+            return dict(self.probe.thresholds())
+        assert self.search is not None
+        return {g: tuple(t) for g, t in self.search.request().items()}
 
     def feed(self, round_: int, payloads: Payloads, why: Mapping[str, str]) -> None:
         """The sites' opened results of ``round_``; ``why`` says, per site, why it may
@@ -156,10 +188,17 @@ class LeveneDriver:
         elif asked.kind is OutputKind.LEVENE_ROUND2:
             self.deviation_round = round_
         else:
-            assert self.search is not None
-            self.search.feed(
-                pool_counts(read_count_at_most(asked, payloads[s][asked.name]) for s in self.sites)
+            pooled = pool_counts(
+                read_count_at_most(asked, payloads[s][asked.name]) for s in self.sites
             )
+            if self.search is None:
+                assert self.probe is not None
+                self.probe.feed(pooled)
+                if self.probe.done:
+                    self._start_search()
+                self._asked = None
+                return
+            self.search.feed(pooled)
             if self.search.done:
                 found = self.search.values()
                 self.centres = {g: Centre(median_from(self.n[g], found[g])) for g in found}
@@ -176,16 +215,19 @@ class LeveneDriver:
         }
 
 
-def brackets_for(spec: JobSpec, field: str, payloads: Payloads) -> dict[str, Bracket]:
-    """Pooled extremes per group from a round-1 ``sufficient_stats`` output on the same
-    field (they keep a median search's thresholds inside the data), where one exists."""
-    found: dict[str, Bracket] = {}
+def spreads_for(spec: JobSpec, field: str, payloads: Payloads) -> dict[str, Spread]:
+    """Pooled mean, standard deviation and extremes per group from a round-1
+    ``sufficient_stats`` output on the same field, where one exists (they place a median
+    search's first thresholds near the centre, inside the data)."""
+    found: dict[str, Spread] = {}
     for output in spec.outputs:
         if output.kind is OutputKind.SUFFICIENT_STATS and output.field == field:
             for group, summary in pooled_summaries(output, payloads).items():
                 low, high = summary.extremes.minimum, summary.extremes.maximum
-                if low is not None and high is not None:
-                    found.setdefault(group, Bracket(low, high))
+                if summary.n == 0 or low is None or high is None:
+                    continue
+                sd = math.sqrt(summary.moments.variance())
+                found.setdefault(group, Spread(summary.moments.mean, sd, Bracket(low, high)))
     return found
 
 
@@ -196,8 +238,8 @@ def drivers_for(
     drivers = []
     for comparison in comparisons:
         round1 = outputs[comparison.output]
-        brackets = brackets_for(spec, round1.field, payloads)
-        drivers.append(LeveneDriver(comparison, round1, payloads, brackets=brackets, fanout=fanout))
+        spreads = spreads_for(spec, round1.field, payloads)
+        drivers.append(LeveneDriver(comparison, round1, payloads, spreads=spreads, fanout=fanout))
     return drivers
 
 
@@ -241,23 +283,27 @@ def _run_rounds(
     clock: _Clock,
     progress: Progress,
 ) -> None:
-    posted = {r.round: r for r in home.rounds(job_id)}
+    posted = {r.round: r for r in _plans(home, job_id)}
     keys = home.box_keys()
     round_ = 1
     while True:
-        asked = [(d, d.next_output()) for d in drivers]
+        waiting = [d for d in drivers if not d.done]
+        # deviations go alone: a refused count query must not sink a mean-centred test
+        batch = [d for d in waiting if d.centres is not None] or waiting
+        asked = [(d, d.next_output()) for d in batch]
         outputs = tuple(o for _, o in asked if o is not None)
         if not outputs:
             break
         round_ += 1
         participants = sorted({s for d, o in asked if o is not None for s in d.sites})
-        request = RoundRequest(job_id=job_id, round=round_, outputs=outputs)
-        if round_ in posted and posted[round_] != request:
+        plan = RoundPlan(job_id=job_id, round=round_, outputs=outputs)
+        if round_ in posted and posted[round_] != plan:
             raise Conflict(f"job {job_id}: round {round_} was posted with other outputs")
         try:
             if round_ not in posted:
-                session.add_round(request)
-                home.update_job(job_id, rounds=[*home.job(job_id)["rounds"], _json(request)])
+                session.add_round(_sealed(home, session, plan, participants))
+                rounds = [*home.job(job_id)["rounds"], plan.model_dump(mode="json")]
+                home.update_job(job_id, rounds=rounds, sealing=None)
         except JipError as exc:
             for driver, output in asked:
                 if output is not None:
@@ -278,8 +324,29 @@ def _run_rounds(
     home.update_job(job_id, levene=[d.record() for d in drivers])
 
 
-def _json(request: RoundRequest) -> dict[str, Any]:
-    return request.model_dump(mode="json")
+def _plans(home: ResearcherHome, job_id: str) -> list[RoundPlan]:
+    return [RoundPlan.model_validate(r) for r in home.job(job_id)["rounds"]]
+
+
+def _sealed(
+    home: ResearcherHome, session: HubSession, plan: RoundPlan, participants: list[str]
+) -> RoundRequest:
+    """The round sealed to each participant's box key. It is kept in the home before it
+    is posted, so a retry after a crash posts the same bytes (the hub takes the same
+    request again, and would refuse a newly sealed one as another round)."""
+    kept = home.job(plan.job_id).get("sealing")
+    if kept and kept["plan"] == plan.model_dump(mode="json"):
+        request = RoundRequest.model_validate(kept["request"])
+        if sorted(request.sealed) == participants:
+            return request
+    known = session.site_keys()
+    unknown = [s for s in participants if s not in known]
+    if unknown:
+        raise Invalid(f"site {unknown[0]}: the hub lists no box key for it to seal round to")
+    request = seal_round(plan.job_id, plan.round, plan.outputs, {s: known[s] for s in participants})
+    sealing = {"plan": plan.model_dump(mode="json"), "request": request.model_dump(mode="json")}
+    home.update_job(plan.job_id, sealing=sealing)
+    return request
 
 
 def _why(site: Mapping[str, Any]) -> str:

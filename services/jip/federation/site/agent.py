@@ -1,8 +1,9 @@
 """The site agent: takes jobs from the hub, decides under the site's policy, runs them,
 and sends back only sealed, checked aggregates; every step in the site's audit log.
 
-One cycle (:meth:`SiteAgent.cycle`): long-poll the hub, persist each delivered round,
-then acknowledge it (persist first: a crash in between makes the hub send it again, and
+One cycle (:meth:`SiteAgent.cycle`): long-poll the hub, persist each delivered round (a
+later round opened from its entry sealed to this site's box key; one that does not open
+is kept refused, the reason in the audit log), then acknowledge it (persist first: a crash in between makes the hub send it again, and
 the book takes it once); then settle every round that is not settled: intake (the
 policy's refusals, then manual or automatic approval), run, store the sealed result,
 post it, and tell the hub each new state. A restart resumes from the book: a stored
@@ -20,17 +21,26 @@ from typing import Any
 from sqlalchemy import Engine
 
 from jip.base import AuditLog
-from jip.errors import Conflict, JipError
+from jip.errors import Conflict, Forbidden, Invalid, JipError
 from jip.federation.disclosure import DifferencingGuard
 from jip.federation.protocol import (
+    DeclaredOutput,
     JobSpec,
+    RoundRequest,
     SiteJobState,
     SiteJobStatus,
+    open_round,
     seal_result,
 )
 from jip.federation.site.files import SiteFiles
 from jip.federation.site.images import ImageSource
-from jip.federation.site.jobs import JobBook, JobRecord, SqlCohortLedger, released_cohort
+from jip.federation.site.jobs import (
+    JobBook,
+    JobRecord,
+    SqlCohortLedger,
+    released_cohort,
+    round_document,
+)
 from jip.federation.site.policy import Approval, Policies
 from jip.federation.site.runner import run_fed_stats
 from jip.federation.site.transport import Backoff, HubClient
@@ -86,17 +96,34 @@ class SiteAgent:
         for job in jobs:
             new += self._take(job.id, 1, job.model_dump(mode="json"), job.project)
         for request in rounds:
-            new += self._take(request.job_id, request.round, request.model_dump(mode="json"), "")
+            new += self._take_round(request)
         self.settle()
         return new
 
-    def _take(self, job_id: str, round: int, spec: dict[str, Any], project: str) -> int:
+    def _take(
+        self, job_id: str, round: int, spec: dict[str, Any], project: str, unopened: str = ""
+    ) -> int:
         added = self.book.add(job_id, round, spec)
         if added:
             detail = {"round": round, "project": project}
             self._audit("fed.job.received", job_id, detail)
+            if unopened:
+                record = self.book.get(job_id, round)
+                self._refuse(record, unopened, rule="sealed round")
         self.hub.ack(job_id, round)  # only once it is persisted
         return int(added)
+
+    def _take_round(self, request: RoundRequest) -> int:
+        """Open this site's entry of a sealed round and keep the opened outputs (an
+        entry that does not open is kept as a refused round, and the hub is told why)."""
+        outputs: tuple[DeclaredOutput, ...] | None = None
+        unopened = ""
+        try:
+            outputs = open_round(request, self.site_id, self.files.box_private())
+        except (Forbidden, Invalid) as exc:
+            unopened = str(exc)
+        document = round_document(request.job_id, request.round, outputs)
+        return self._take(request.job_id, request.round, document, "", unopened)
 
     def run_forever(self) -> None:
         while not self._stop.is_set():
@@ -169,7 +196,7 @@ class SiteAgent:
         if record.round == 1:
             refusal = policy.job_refusal(job, self.policies.trusted())
         else:
-            refusal = policy.outputs_refusal(record.round_request.outputs)
+            refusal = policy.outputs_refusal(record.round_outputs)
         if refusal is not None:
             return self._refuse(record, refusal)
         if record.state is SiteJobState.QUEUED and record.round == 1:
@@ -198,7 +225,7 @@ class SiteAgent:
         )
 
     def _run(self, record: JobRecord, job: JobSpec) -> JobRecord:
-        outputs = job.outputs if record.round == 1 else record.round_request.outputs
+        outputs = job.outputs if record.round == 1 else record.round_outputs
         policy = self.policies.get()
         secret = self.files.ledger_secret()
         guard = DifferencingGuard(SqlCohortLedger(self.engine), policy.disclosure(), secret)

@@ -1,6 +1,7 @@
 """The site's job book (``fed_jobs``) and its released-cohort ledger.
 
-A job round is written here before the agent acknowledges it to the hub, so a restart
+A job round is written here before the agent acknowledges it to the hub (a later round
+opened from its sealed entry first), so a restart
 finds every job it was given; its decision, its sealed result (before posting) and what
 the hub has been told are kept with it, so a restart neither runs a job twice nor loses
 what it owes the hub.
@@ -20,8 +21,9 @@ from jip.base import now_utc
 from jip.errors import Conflict, NotFound
 from jip.federation.disclosure import ReleasedCohort, hash_series
 from jip.federation.protocol import (
+    DeclaredOutput,
     JobSpec,
-    RoundRequest,
+    RoundPlan,
     SiteJobState,
     SiteResult,
 )
@@ -44,12 +46,27 @@ class JobRecord:
 
     @property
     def job(self) -> JobSpec:
-        """Round 1's spec (later rounds keep their RoundRequest in ``spec``)."""
+        """Round 1's spec (later rounds keep their opened :class:`RoundPlan` in ``spec``,
+        see :func:`round_document`)."""
         return JobSpec.model_validate(self.spec)
 
     @property
-    def round_request(self) -> RoundRequest:
-        return RoundRequest.model_validate(self.spec)
+    def round_outputs(self) -> tuple[DeclaredOutput, ...]:
+        """A later round's outputs, as this site opened them from its sealed entry (empty
+        when the entry did not open: the round is refused, ``reason`` says why)."""
+        if not self.spec.get("outputs"):
+            return ()
+        return RoundPlan.model_validate(self.spec).outputs
+
+
+def round_document(
+    job_id: str, round: int, outputs: tuple[DeclaredOutput, ...] | None
+) -> dict[str, Any]:
+    """What the book keeps of a later round: its outputs opened from the site's sealed
+    entry (so a restart needs neither the hub nor the key again), or none when the entry
+    did not open."""
+    opened = [o.model_dump(mode="json") for o in outputs or ()]
+    return {"job_id": job_id, "round": round, "outputs": opened}
 
 
 def _record(row: FedJob) -> JobRecord:

@@ -13,6 +13,13 @@ failing series stops only its own later steps. How many run at once is Airflow's
 
     fan_out(per_series)
 
+Where a series' steps are one operator, ``process_series`` does all three in one task
+(one scheduler round and one task process instead of three)::
+
+    @task_group(group_id="series")
+    def per_series(series_uid):
+        process_series.override(task_id="deidentify")(series_uid, operator="deidentify")
+
 Each step reads settings (``JIP_*`` variables of Airflow's processes) when it runs, and
 the run's conf for its series and their studies. Where the site issued the run a token
 of its own (authentication on), the steps reach the site's API with it, read from the
@@ -151,16 +158,12 @@ def list_series() -> list[str]:
     return series
 
 
-@task(map_index_template=SERIES_LABEL)
-def get_input(series_uid: str, also: Any = None) -> dict[str, Any]:
-    """Fetch the series (and ``also``: e.g. a SEG put-output stored) from the store."""
-    context = _context()
-    _label(context, series_uid)
-    settings = task_settings()
+def _stage(
+    context: Any, settings: Settings, series_uid: str, step: str, also: Any
+) -> dict[str, Any]:
+    """get-input's work, shared by its task and by :func:`process_series`."""
     uids = [series_uid, *_series_of(also)]
-    dirs = steps.step_dirs(
-        settings.resolved_flow_work_dir, run_id_of(context), series_uid, _step(context)
-    )
+    dirs = steps.step_dirs(settings.resolved_flow_work_dir, run_id_of(context), series_uid, step)
     studies = dict(_conf(context).get(STUDIES_KEY) or {})
     with task_client(context, settings) as client:
         steps.get_input(client, uids, dirs.input_dir, studies=studies)
@@ -168,17 +171,18 @@ def get_input(series_uid: str, also: Any = None) -> dict[str, Any]:
     return {"series": series_uid, "input_dir": str(dirs.input_dir), "inputs": uids}
 
 
-@task(map_index_template=SERIES_LABEL)
-def run_operator(
-    staged: Mapping[str, Any], *, operator: str, version: str = "latest"
+def _run(
+    context: Any,
+    settings: Settings,
+    staged: Mapping[str, Any],
+    step: str,
+    *,
+    operator: str,
+    version: str,
 ) -> dict[str, Any]:
-    """Run one operator on the staged input through the runner the settings name."""
-    context = _context()
+    """run-operator's work, shared by its task and by :func:`process_series`."""
     series_uid = str(staged["series"])
-    _label(context, series_uid)
-    settings = task_settings()
     run_id = run_id_of(context)
-    step = _step(context)
     dirs = steps.step_dirs(settings.resolved_flow_work_dir, run_id, series_uid, step)
     params = context["params"].get(operator) or {}
     job = OperatorJob(
@@ -203,15 +207,11 @@ def run_operator(
     }
 
 
-@task(map_index_template=SERIES_LABEL)
-def put_output(produced: Mapping[str, Any]) -> dict[str, Any]:
-    """DICOM results to the store (STOW-RS), other files to the result store; recorded."""
+def _deliver(context: Any, settings: Settings, produced: Mapping[str, Any]) -> dict[str, Any]:
+    """put-output's work, shared by its task and by :func:`process_series`."""
     from jip.backends import storage_for
 
-    context = _context()
     series_uid = str(produced["series"])
-    _label(context, series_uid)
-    settings = task_settings()
     run_id = run_id_of(context)
     operator = str(produced["operator"])
     with task_client(context, settings) as client:
@@ -232,6 +232,54 @@ def put_output(produced: Mapping[str, Any]) -> dict[str, Any]:
     files = [r["key"] for r in records if r["kind"] == ResultKind.FILE.value]
     log.info("delivered %d DICOM series and %d files", len(dicom), len(files))
     return {"series": series_uid, "dicom": dicom, "files": files}
+
+
+@task(map_index_template=SERIES_LABEL)
+def get_input(series_uid: str, also: Any = None) -> dict[str, Any]:
+    """Fetch the series (and ``also``: e.g. a SEG put-output stored) from the store."""
+    context = _context()
+    _label(context, series_uid)
+    return _stage(context, task_settings(), series_uid, _step(context), also)
+
+
+@task(map_index_template=SERIES_LABEL)
+def run_operator(
+    staged: Mapping[str, Any], *, operator: str, version: str = "latest"
+) -> dict[str, Any]:
+    """Run one operator on the staged input through the runner the settings name."""
+    context = _context()
+    _label(context, str(staged["series"]))
+    return _run(
+        context, task_settings(), staged, _step(context), operator=operator, version=version
+    )
+
+
+@task(map_index_template=SERIES_LABEL)
+def put_output(produced: Mapping[str, Any]) -> dict[str, Any]:
+    """DICOM results to the store (STOW-RS), other files to the result store; recorded."""
+    context = _context()
+    _label(context, str(produced["series"]))
+    return _deliver(context, task_settings(), produced)
+
+
+@task(map_index_template=SERIES_LABEL)
+def process_series(
+    series_uid: str, *, operator: str, version: str = "latest", also: Any = None
+) -> dict[str, Any]:
+    """get-input, one operator and put-output of one series as one task.
+
+    For steps that belong together: each task costs a scheduler round and a task
+    process start (about a second on a small site, ``bench/bench_flow.py``), and the
+    three steps of one operator have nothing to gain from being scheduled apart: a
+    retry repeats all three, each from a clean folder.
+    """
+    context = _context()
+    _label(context, series_uid)
+    settings = task_settings()
+    step = _step(context)
+    staged = _stage(context, settings, series_uid, step, also)
+    produced = _run(context, settings, staged, step, operator=operator, version=version)
+    return _deliver(context, settings, produced)
 
 
 @task

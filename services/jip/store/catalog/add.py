@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from jip.db import DriverStatement, insert_ignoring_duplicates
 from jip.store.catalog.projects import assign_new_series
 from jip.store.catalog.tables import IngestConflict, Instance, Patient, Series, Study
+from jip.store.catalog.write_lock import WriteLock
 from jip.store.dicom_file import InstanceHeader
 
 
@@ -154,7 +155,8 @@ class CatalogWriter:
     Checking a pooled connection out and back in for each batch cost ~0.05 ms, a tenth
     of the CPU a small instance takes. Batches come one at a time from the group
     committer (the lock only guards other callers). A connection lost with its database
-    (a PostgreSQL restart) is replaced, and the batch it held tried again.
+    (a PostgreSQL restart) is replaced, and the batch it held tried again. ``exclusive``
+    is the group committer's gate: one listener process writes at a time on SQLite.
     """
 
     def __init__(self, engine: Engine, policy: DuplicatePolicy, default_project: str) -> None:
@@ -163,6 +165,8 @@ class CatalogWriter:
         self.default_project = default_project
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+        self._write_lock = WriteLock.for_engine(engine)
+        self.exclusive = self._write_lock.held
 
     def add(self, items: Sequence[NewInstance]) -> list[AddResult]:
         """Record ``items`` in one transaction; the result list matches ``items``."""
@@ -187,6 +191,7 @@ class CatalogWriter:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        self._write_lock.close()
 
 
 def add_instances(

@@ -5,14 +5,20 @@ thread commits at once, itself; rows submitted while a commit runs wait, and the
 of them to wake commits all of them in one transaction. A lone sender thus pays no
 hand-off to another thread, and concurrent senders share commits (and fsyncs) instead
 of queueing for the database lock.
+
+A ``gate`` (the catalog's cross-process write lock, :mod:`jip.store.catalog.write_lock`)
+is entered before the batch is taken: rows that arrive while another process commits
+join the batch that follows it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -22,8 +28,14 @@ Result = TypeVar("Result")
 class GroupCommitter(Generic[Item, Result]):
     """Runs ``commit(batch)`` for batches of submitted items, on the submitting threads."""
 
-    def __init__(self, commit: Callable[[Sequence[Item]], list[Result]], max_batch: int = 256):
+    def __init__(
+        self,
+        commit: Callable[[Sequence[Item]], list[Result]],
+        max_batch: int = 256,
+        gate: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ):
         self._commit = commit
+        self._gate = gate
         self._max_batch = max_batch
         self._closed = False
         self._committing = False
@@ -42,11 +54,13 @@ class GroupCommitter(Generic[Item, Result]):
                     self._changed.wait()
                     continue
                 self._committing = True
-                count = min(len(self._pending), self._max_batch)
-                batch = [self._pending.popleft() for _ in range(count)]
                 self._changed.release()
                 try:
-                    self._commit_batch(batch)
+                    with self._gate():
+                        with self._changed:  # what arrived while the gate was shut too
+                            count = min(len(self._pending), self._max_batch)
+                            batch = [self._pending.popleft() for _ in range(count)]
+                        self._commit_batch(batch)
                 finally:
                     self._changed.acquire()
                     self._committing = False

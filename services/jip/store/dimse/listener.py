@@ -1,5 +1,11 @@
 """The DICOM listener: N processes accepting on one port, for `jip up`.
 
+Start-up comes in two steps so that a restart answers associations as soon as it can:
+:meth:`ListenerGroup.prepare` starts the interpreters at once, and each imports what it
+serves with while the composition recovers what the listener relies on (the catalog
+schema migrated, the spool cleared); :meth:`ListenerGroup.start` then hands each one
+its settings, and only then does it bind the port and acknowledge anything.
+
 Each process binds the DIMSE port with ``SO_REUSEPORT``, so the kernel spreads
 associations over them and concurrent senders use every core (one Python process is
 held to one core by its GIL). Each builds its own adapters with the builder the
@@ -21,6 +27,8 @@ was acknowledged and leaves only spool files, which are removed.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import pickle
@@ -69,7 +77,19 @@ class ListenerGroup:
     def process_count(self) -> int:
         return self.settings.store.listener_processes or os.cpu_count() or 1
 
+    def prepare(self) -> None:
+        """Start the listener interpreters; they import their modules, then wait for
+        :meth:`start` (they neither bind nor acknowledge before it)."""
+        if not self._processes:
+            self._processes = [_Process.spawn(self.build) for _ in range(self.process_count)]
+
     def start(self) -> None:
+        """Reserve the port, clear the spool, and let the (prepared) processes serve.
+
+        Call it once the catalog is ready for writes (migrated): from here on the
+        processes acknowledge C-STORE.
+        """
+        self.prepare()
         store = self.settings.store
         self._reservation = reserve_port(store.dicom_host, store.dicom_port)
         self.port = self._reservation.getsockname()[1]
@@ -79,7 +99,8 @@ class ListenerGroup:
         settings = self.settings.model_copy(
             update={"store": store.model_copy(update={"dicom_port": self.port})}
         )
-        self._processes = [_Process.spawn(settings, self.build) for _ in range(self.process_count)]
+        for process in self._processes:
+            process.hand_over(settings, self.build)
         log.info(
             "DICOM listener starting",
             extra={"ae_title": store.ae_title, "port": self.port, "processes": self.process_count},
@@ -105,6 +126,7 @@ class ListenerGroup:
 
     def stop(self) -> None:
         for process in self._processes:
+            process.close_stdin()  # a prepared process that got no settings leaves at once
             if process.popen.poll() is None:
                 process.popen.terminate()  # SIGTERM: drain, then exit
         deadline = time.monotonic() + self.settings.store.network_timeout_s + 10
@@ -138,8 +160,9 @@ class _Process:
     """One listener process and the pipe on which it says it is ready.
 
     A plain ``python -m jip.store.dimse.listener`` rather than multiprocessing: nothing of
-    the parent (threads, its ``__main__``) is copied or re-imported. The settings and
-    the adapters builder travel pickled over stdin, secrets included.
+    the parent (threads, its ``__main__``) is copied or re-imported. The builder's module
+    is named on the command line, so that the process imports it before it is needed;
+    the settings and the builder travel pickled over stdin, secrets included.
     """
 
     def __init__(self, popen: subprocess.Popen[bytes], ready_fd: int) -> None:
@@ -149,18 +172,35 @@ class _Process:
         self._ready = False
 
     @classmethod
-    def spawn(cls, settings: Settings, build: AdaptersBuilder) -> _Process:
+    def spawn(cls, build: AdaptersBuilder) -> _Process:
         read_fd, write_fd = os.pipe()
         popen = subprocess.Popen(
-            [sys.executable, "-m", "jip.store.dimse.listener", str(write_fd), str(os.getpid())],
+            [
+                *(sys.executable, "-m", "jip.store.dimse.listener"),
+                *(str(write_fd), str(os.getpid()), build.__module__),
+            ],
             stdin=subprocess.PIPE,
             pass_fds=(write_fd,),
         )
         os.close(write_fd)
-        assert popen.stdin is not None
-        popen.stdin.write(pickle.dumps((settings, build)))
-        popen.stdin.close()
         return cls(popen, read_fd)
+
+    def hand_over(self, settings: Settings, build: AdaptersBuilder) -> None:
+        """Send the settings and the builder: the process binds and serves."""
+        assert self.popen.stdin is not None
+        try:
+            self.popen.stdin.write(pickle.dumps((settings, build)))
+            self.popen.stdin.close()
+        except BrokenPipeError as exc:
+            raise Unavailable(
+                f"DICOM listener process {self.pid} exited before it started "
+                f"({self.popen.poll()}); its error is in the log above"
+            ) from exc
+
+    def close_stdin(self) -> None:
+        if self.popen.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.popen.stdin.close()
 
     def is_ready(self) -> bool:
         if not self._ready and self._ready_fd >= 0:
@@ -202,7 +242,6 @@ def serve(settings: Settings, build: AdaptersBuilder, ready_fd: int, parent_pid:
     from jip.logs import setup_logging
     from jip.store.dimse.ae import build_ae, start_server
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     setup_logging(settings.log_level, settings.log_format)
@@ -213,9 +252,9 @@ def serve(settings: Settings, build: AdaptersBuilder, ready_fd: int, parent_pid:
     store = settings.store
     ae = build_ae(store)
     server = start_server(ae, adapters, store.dicom_host, store.dicom_port)
+    log.info("DICOM listener process ready", extra={"port": store.dicom_port, "pid": os.getpid()})
     os.write(ready_fd, b"R")
     os.close(ready_fd)
-    log.info("DICOM listener process ready", extra={"port": store.dicom_port, "pid": os.getpid()})
     try:
         last_sweep = time.monotonic()
         while not stop.wait(1.0):
@@ -265,10 +304,24 @@ def sweep_spool(spool: Path, older_than_s: float) -> None:
             continue
 
 
+# What a listener process serves with, imported before its settings arrive.
+SERVING_MODULES = ("jip.logs", "jip.store.dimse.ae", "pynetdicom.transport")
+
+
 def main() -> None:
-    """``python -m jip.store.dimse.listener READY_FD PARENT_PID``; (settings, builder)
-    pickled on stdin."""
-    settings, build = pickle.loads(sys.stdin.buffer.read())
+    """``python -m jip.store.dimse.listener READY_FD PARENT_PID [MODULE ...]``;
+    (settings, builder) pickled on stdin once the parent has recovered the catalog.
+
+    The MODULEs (the builder's) and :data:`SERVING_MODULES` are imported first, while
+    the parent still recovers, so that serving starts as soon as the settings come.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    for module in (*SERVING_MODULES, *sys.argv[3:]):
+        importlib.import_module(module)
+    handed = sys.stdin.buffer.read()
+    if not handed:
+        return  # the parent stopped (or could not recover) before handing over
+    settings, build = pickle.loads(handed)
     serve(settings, build, int(sys.argv[1]), int(sys.argv[2]))
 
 
