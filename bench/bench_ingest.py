@@ -114,9 +114,9 @@ def make_data_set(folder: Path, count: int, size: int) -> list[Path]:
 
 
 # -- servers -----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def orthanc(workdir: Path) -> Iterator[Server]:
-    """Orthanc 1.x on free ports with a fresh storage directory, plugins off."""
+def orthanc_config(workdir: Path, **settings: object) -> tuple[Path, int, int]:
+    """An Orthanc 1.x configuration on free ports with a fresh storage directory and no
+    plugins (``settings`` added): its path, HTTP port and DICOM port."""
     http_port, dicom_port = free_port(), free_port()
     config = {
         "Name": "bench",
@@ -126,14 +126,21 @@ def orthanc(workdir: Path) -> Iterator[Server]:
         "DicomPort": dicom_port,
         "DicomAet": "ORTHANC",
         "DicomCheckCalledAet": False,
-        "RemoteAccessAllowed": True,
         "AuthenticationEnabled": False,
         "Plugins": [],
-        "StorageCompression": False,
-        "HttpServerEnabled": True,
+        **settings,
     }
     config_path = workdir / "orthanc.json"
     config_path.write_text(json.dumps(config))
+    return config_path, http_port, dicom_port
+
+
+@contextlib.contextmanager
+def orthanc(workdir: Path) -> Iterator[Server]:
+    """Orthanc 1.x serving the benchmark (see :func:`orthanc_config`)."""
+    config_path, http_port, dicom_port = orthanc_config(
+        workdir, RemoteAccessAllowed=True, StorageCompression=False, HttpServerEnabled=True
+    )
     log = (workdir / "orthanc.log").open("w")
     # dcmtk keeps Nagle's algorithm on unless TCP_NODELAY is set: without it Orthanc
     # answers each C-STORE a delayed-ACK later (about 20 instances/s).

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
-from bench_ingest import ORTHANC, free_port
+from bench_ingest import ORTHANC, free_port, orthanc_config
 
 from jip.samples import image_series, random_patient, write_datasets
 
@@ -183,21 +183,7 @@ def restart(target: Target, kind: str, instance: Path) -> None:
 
 
 def orthanc(workdir: Path) -> Target:
-    http_port, dicom_port = free_port(), free_port()
-    config = {
-        "Name": "bench",
-        "StorageDirectory": str(workdir / "storage"),
-        "IndexDirectory": str(workdir / "index"),
-        "HttpPort": http_port,
-        "DicomPort": dicom_port,
-        "DicomAet": "ORTHANC",
-        "DicomCheckCalledAet": False,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [],
-    }
-    config_path = workdir / "orthanc.json"
-    config_path.write_text(json.dumps(config))
+    config_path, _, dicom_port = orthanc_config(workdir, RemoteAccessAllowed=False)
     return Target(
         "Orthanc",
         [ORTHANC, str(config_path)],
