@@ -38,14 +38,17 @@ LAST = "up_site_last"
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], log: Path, timeout_s: float) -> T:
+def wait_for(what: str, probe: Callable[[], T | None], log: Path | None, timeout_s: float) -> T:
+    """Poll ``probe`` each second until it gives a value; fail naming ``what`` (and the
+    tail of ``log``, the process's log, when there is one)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = probe()
         if value is not None:
             return value
         time.sleep(1)
-    pytest.fail(f"timed out waiting for {what}; jip up log:\n{log.read_text()[-6000:]}")
+    tail = log.read_text(errors="replace")[-6000:] if log and log.exists() else ""
+    pytest.fail(f"timed out waiting for {what}; log:\n{tail}")
 
 
 @dataclass

@@ -14,16 +14,13 @@ Everything works on the researcher's home (``--home``, else ``$JIP_FED_HOME``, e
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from jip.cli.site import echo_json, json_option, parse_params, table
-from jip.errors import JipError
+from jip.cli.site import echo_json, jip_errors, json_option, parse_params, table
 
 if TYPE_CHECKING:
     from jip.federation.requester import ResearcherHome
@@ -35,15 +32,6 @@ home_option = click.option(
     default=None,
     help="The researcher's home (default: $JIP_FED_HOME or ~/.jip/federation).",
 )
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """JIP's errors as one-line messages (they say what to do next)."""
-    try:
-        yield
-    except JipError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _home_path(home_dir: Path | None) -> Path:
@@ -87,7 +75,7 @@ def researcher_init(
     again to change the hub or token; the keys are kept."""
     from jip.federation.requester import ResearcherHome
 
-    with _errors():
+    with jip_errors():
         home = ResearcherHome.init(_home_path(home_dir), hub_url, token, ca_file)
         described = home.describe()
     if as_json:
@@ -102,7 +90,7 @@ def researcher_init(
 @json_option
 def researcher_show(home_dir: Path | None, as_json: bool) -> None:
     """The home's hub, public key, publisher key and signed workflows."""
-    with _errors():
+    with jip_errors():
         described = _open(home_dir).describe()
     if as_json:
         echo_json(described)
@@ -167,7 +155,7 @@ def workflow_sign(
     from jip.federation.requester import ResearcherHome, read_key_file
 
     home_path = _home_path(home_dir)
-    with _errors():
+    with jip_errors():
         public, private = read_key_file(key_file or home_path / "publisher.key", "publisher")
         try:
             ref = WorkflowRef(
@@ -230,7 +218,7 @@ def job_submit(home_dir: Path | None, spec_file: Path | None, **options: Any) ->
     from jip.federation.requester import HubSession, submit_job
 
     as_json, wait = options.pop("as_json"), options.pop("wait")
-    with _errors():
+    with jip_errors():
         home = _open(home_dir)
         request = _request(home, spec_file, options)
         with HubSession(home, poll_s=options["poll_s"]) as session:
@@ -324,7 +312,7 @@ def job_status(job_id: str, home_dir: Path | None, as_json: bool) -> None:
     """Where the job stands at each site (the hub's view; nothing is opened)."""
     from jip.federation.requester import HubSession
 
-    with _errors():
+    with jip_errors():
         home = _open(home_dir)
         with HubSession(home) as session:
             status = session.status(job_id)
@@ -351,7 +339,7 @@ def job_results(job_id: str, home_dir: Path | None, as_json: bool) -> None:
     site's numbers and the pooled ones; Levene tests."""
     from jip.federation.requester import job_report
 
-    with _errors():
+    with jip_errors():
         report = job_report(_open(home_dir), job_id)
     if as_json:
         echo_json(report)
@@ -364,7 +352,7 @@ def job_results(job_id: str, home_dir: Path | None, as_json: bool) -> None:
 @json_option
 def job_list(home_dir: Path | None, as_json: bool) -> None:
     """The jobs submitted from this home (no hub needed)."""
-    with _errors():
+    with jip_errors():
         jobs = _open(home_dir).list_jobs()
     if as_json:
         echo_json(jobs)

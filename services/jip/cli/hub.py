@@ -20,8 +20,7 @@ from pathlib import Path
 
 import click
 
-from jip.cli.site import echo_json, json_option, table
-from jip.errors import JipError
+from jip.cli.site import echo_json, jip_errors, json_option, table
 from jip.federation.hub import (
     Hub,
     add_researcher,
@@ -49,16 +48,8 @@ def _dir(ctx: click.Context, hub_dir: str | None) -> Path:
 
 
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except JipError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@contextlib.contextmanager
 def _opened(ctx: click.Context, hub_dir: str | None) -> Iterator[Hub]:
-    with _errors():
+    with jip_errors():
         hub = open_hub(_dir(ctx, hub_dir))
         try:
             yield hub
@@ -83,7 +74,7 @@ def hub() -> None:
 @click.pass_context
 def init(ctx: click.Context, hub_dir: str | None, hosts: tuple[str, ...], as_json: bool) -> None:
     """Create the hub: its database, its CA and its server certificate (once)."""
-    with _errors():
+    with jip_errors():
         paths = init_hub(_dir(ctx, hub_dir), list(hosts))
     found = {"data_dir": str(paths.data_dir), "ca": str(paths.ca_cert)}
     if as_json:
@@ -127,7 +118,7 @@ def site_add(
     as_json: bool,
 ) -> None:
     """Add a site and print its one-time enrolment token (shown this once)."""
-    with _opened(ctx, hub_dir) as opened, _errors():
+    with _opened(ctx, hub_dir) as opened, jip_errors():
         enrolment = add_site(opened, name, dt.timedelta(hours=ttl_hours), replace=replace)
     if as_json:
         echo_json(enrolment.to_json())
@@ -166,7 +157,7 @@ def researcher() -> None:
 @click.pass_context
 def researcher_add(ctx: click.Context, name: str, hub_dir: str | None, as_json: bool) -> None:
     """Add a researcher and print their bearer token (shown this once)."""
-    with _opened(ctx, hub_dir) as opened, _errors():
+    with _opened(ctx, hub_dir) as opened, jip_errors():
         found = add_researcher(opened, name)
     if as_json:
         echo_json(found)

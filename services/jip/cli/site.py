@@ -21,9 +21,11 @@ one with auth enabled answers that a login is needed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +34,7 @@ import click
 import httpx
 
 from jip.config import Settings, reachable_host
-from jip.errors import detail_of
+from jip.errors import JipError, detail_of
 
 TOKEN_FILE = "token.json"
 REFRESH_MARGIN_S = 30
@@ -232,6 +234,15 @@ url_option = click.option(
     "--url", default=None, help="The site (default: JIP_API_URL, the login's, the running one)."
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@contextlib.contextmanager
+def jip_errors() -> Iterator[None]:
+    """JIP's errors as one-line messages (they say what to do next), not tracebacks."""
+    try:
+        yield
+    except JipError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def echo_json(value: Any) -> None:

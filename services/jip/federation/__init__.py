@@ -14,6 +14,7 @@ What the room holds (the first layer; the hub and the site agent build on it):
 - ``protocol``: the wire models hub and sites share (jobs, declared outputs, sealed
   results, per-site job state); ``outputs``: each output kind's payload, its disclosure
   schema and the conversions to and from the stats types.
+- ``private_files``: owner-only (0600) files replaced whole, for every key on disk;
 - ``crypto``: PyNaCl helpers: X25519 sealed boxes for results, Ed25519 signatures over
   canonical JSON for workflow digests and bundles.
 - ``hub/`` (its own app and database: sites, enrolment, jobs, sealed results and sealed

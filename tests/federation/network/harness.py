@@ -15,14 +15,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from tests.support.network import free_port
+from tests.up_site import wait_for
 
 from jip.config import Settings
 from jip.meta import Indexer
@@ -30,18 +30,6 @@ from jip.runtime import build_runtime
 
 JIP = [sys.executable, "-m", "jip.cli.main"]
 T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, log: Path | None) -> T:
-    """Poll ``probe`` until it gives a value; fail naming ``what`` (and the log's tail)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-6000:] if log and log.exists() else ""
-    pytest.fail(f"timed out waiting for {what}\n{tail}")
 
 
 def run(cmd: Sequence[str], env: dict[str, str] | None = None, timeout: float = 180) -> str:
@@ -189,7 +177,7 @@ class HubProcess:
                 probe.settimeout(1)
                 return True if probe.connect_ex(("127.0.0.1", self.port)) == 0 else None
 
-        wait_for("the hub to listen", listening, 60, self.root / "hub.log")
+        wait_for("the hub to listen", listening, self.root / "hub.log", 60)
 
     def log_tail(self) -> str:
         log = self.root / "hub.log"

@@ -33,9 +33,9 @@ from tests.federation.network.harness import (
     SiteProcess,
     netns_unavailable,
     run,
-    wait_for,
 )
 from tests.federation.network.study import SiteData, groups, label, make_site
+from tests.up_site import wait_for
 
 from jip.samples_dwi import REGIONS
 
@@ -247,7 +247,7 @@ def test_a_site_killed_mid_job_is_named_and_resumes_without_a_second_result(
         reason = str(_site_state(network, job_id, "dresden").get("reason"))
         return True if "not fetched" not in reason else None
 
-    wait_for("dresden to take the job", taken, 60, dresden.process.log if dresden.process else None)
+    wait_for("dresden to take the job", taken, dresden.process.log if dresden.process else None, 60)
     dresden.kill()
     report = network.researcher("job", "results", job_id)
     deadline = time.monotonic() + 120
@@ -264,8 +264,8 @@ def test_a_site_killed_mid_job_is_named_and_resumes_without_a_second_result(
     wait_for(
         "dresden to settle the job after its restart",
         lambda: True if network.audit("dresden", "fed.job.missed_deadline") else None,
-        90,
         dresden.process.log if dresden.process else None,
+        90,
     )
     assert not [a for a in network.audit("dresden", "fed.result.released")
                 if a["target"] == f"job:{job_id}"]  # fmt: skip
@@ -290,7 +290,7 @@ def test_refusals_are_audited_at_the_site(network: Network, study: dict[str, Any
         ]
         return found or None
 
-    (entry,) = wait_for("the small-cell refusal in heidelberg's audit", refused, 90, None)
+    (entry,) = wait_for("the small-cell refusal in heidelberg's audit", refused, None, 90)
     assert any(r["rule"] == "min_cell" for r in entry["detail"]["refusals"]), entry
     # the signed workflow with another image digest: the signature no longer holds
     tampered = network.root / "tampered.json"
@@ -304,7 +304,7 @@ def test_refusals_are_audited_at_the_site(network: Network, study: dict[str, Any
         found = [a for a in network.audit("mannheim", "fed.job.refused") if a["target"] == target]
         return found or None
 
-    (entry,) = wait_for("the tampered workflow's refusal in mannheim's audit", rejected, 90, None)
+    (entry,) = wait_for("the tampered workflow's refusal in mannheim's audit", rejected, None, 90)
     assert "signature" in entry["detail"]["reason"], entry
 
 

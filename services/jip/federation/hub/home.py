@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jip.db import make_engine, make_sessionmaker
 from jip.errors import Conflict, NotFound
-from jip.federation.hub.pki import Authority, cert_pem, make_authority, write_private
+from jip.federation.hub.pki import Authority, cert_pem, make_authority
 from jip.federation.hub.tables import HubBase
+from jip.federation.private_files import write_private
 
 Clock = Callable[[], dt.datetime]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,17 +37,6 @@ def _now() -> dt.datetime:
 
 def _years(years: int) -> dt.timedelta:
     return dt.timedelta(days=365 * years)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` readable by its owner only (0600): keys never sit world-readable."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -32,8 +32,8 @@ from jip.federation.crypto import (
     generate_box_keys,
     key_id,
 )
+from jip.federation.private_files import write_private
 from jip.federation.protocol import JobSpec, RoundPlan, WorkflowRef
-from jip.federation.site.files import write_private
 
 DEFAULT_HOME = Path("~/.jip/federation")
 HOME_ENV = "JIP_FED_HOME"

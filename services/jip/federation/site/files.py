@@ -10,7 +10,6 @@ ledger hashes series under) and ``hub.json`` (the hub's URL and this site's id).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import ssl
 from dataclasses import dataclass
@@ -30,24 +29,9 @@ from jip.federation.crypto import (
     generate_box_keys,
     generate_signing_keys,
 )
+from jip.federation.private_files import write_private
 
 ENROL_TIMEOUT_S = 30.0
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` readable by its owner only (0600), replacing the file atomically."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from jip.federation.crypto import (
     generate_signing_keys,
     key_id,
 )
-from jip.federation.site.files import SiteFiles, write_private
+from jip.federation.private_files import write_private
+from jip.federation.site.files import SiteFiles
 
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # protocol's Identifier
 
