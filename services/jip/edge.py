@@ -11,12 +11,15 @@ throttle, audit entry or returned URL ever sees a caller's invention.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from jip import metrics
 
 PROXY_HEADERS = frozenset(
     {
@@ -140,3 +143,35 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
+
+
+class RequestMetrics:
+    """ASGI middleware: each HTTP request's latency by route template (``/metrics``).
+
+    The route template (``/api/runs/{run_id}``), not the URL, keeps the number of
+    series bounded; a request no route matched counts as ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def noted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noted)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.HTTP_SECONDS.labels(route, scope["method"], str(status)).observe(
+                time.perf_counter() - started
+            )

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from jip import metrics
 from jip.base.audit import AuditAction, AuditLog
 from jip.base.schema import LoginAttempt, as_utc
 from jip.config import AuthSettings
@@ -82,6 +83,8 @@ class LoginThrottle:
         finally:
             self.slots.release()
             self._finish(attempt_id, outcome)
+            if outcome == FAILED:
+                metrics.LOGIN_FAILURES.inc()
 
     def reserve(self, username: str, client_ip: str, *, now: datetime) -> int:
         """Insert a pending attempt, then refuse it if it is over a limit."""

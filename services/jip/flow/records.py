@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, literal, select, update
+from sqlalchemy import Engine, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from jip.db import insert_ignoring_duplicates
@@ -111,6 +111,21 @@ def open_runs(engine: Engine, *, limit: int = 500) -> list[RunRecord]:
     )
     with Session(engine) as session:
         return [_run(row) for row in session.scalars(query)]
+
+
+def run_state_counts(engine: Engine) -> dict[str, int]:
+    """Runs by what JIP knows without asking Airflow: ``running`` (token open), ``ended``
+    (token closed once Airflow said so) and ``start_failed`` (never reached Airflow)."""
+    state = case(
+        (FlowRun.start_error.is_not(None), "start_failed"),
+        (FlowRun.closed_at.is_not(None), "ended"),
+        else_="running",
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(select(state, func.count()).group_by(state)).all()
+    counts = dict.fromkeys(("running", "ended", "start_failed"), 0)
+    counts.update({str(name): int(count) for name, count in rows})
+    return counts
 
 
 def find_run(engine: Engine, run_id: str) -> RunRecord | None:

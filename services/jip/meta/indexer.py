@@ -25,6 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import pydicom
@@ -32,6 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import Engine
 
+from jip import metrics
 from jip.config import Settings
 from jip.errors import Invalid, NotFound
 from jip.meta.extract import instance_summary, read_summary, series_document
@@ -85,7 +87,12 @@ class Indexer:
         removed = self._apply_deletions()
         batch = self.catalog.unindexed(self.batch_size)
         if not batch:
+            metrics.INDEX_LAG.set(0)
             return IndexPass(removed=removed)
+        oldest = min(instance.received_at for instance in batch)
+        if oldest.tzinfo is None:  # SQLite hands back naive UTC
+            oldest = oldest.replace(tzinfo=UTC)
+        metrics.INDEX_LAG.set(max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
         summaries: dict[str, tuple[str, dict[str, Any]]] = {}
         errors: dict[str, str] = {}
         for instance in batch:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jip import metrics
 from jip.store.catalog.add import CatalogWriter
 from jip.store.catalog.catalog import AddOutcome, AddResult, Catalog, DuplicatePolicy, NewInstance
 from jip.store.catalog.group_commit import GroupCommitter
@@ -126,6 +127,9 @@ class Ingestor:
     def _record(self, item: NewInstance) -> IngestResult:
         header = item.header
         result = self._committer.submit(item)
+        if result.outcome is not AddOutcome.DUPLICATE:
+            via = "dimse" if item.calling_ae_title else "http"
+            metrics.STORED_BYTES.labels(via).inc(item.size_bytes)
         if result.outcome in (AddOutcome.CONFLICT, AddOutcome.OVERWRITTEN):
             log.warning(
                 "instance conflict",

@@ -43,6 +43,7 @@ import threading
 import time
 from pathlib import Path
 
+from jip import metrics
 from jip.config import Settings
 from jip.errors import Unavailable
 from jip.store.adapters import AdaptersBuilder
@@ -81,7 +82,12 @@ class ListenerGroup:
         """Start the listener interpreters; they import their modules, then wait for
         :meth:`start` (they neither bind nor acknowledge before it)."""
         if not self._processes:
-            self._processes = [_Process.spawn(self.build) for _ in range(self.process_count)]
+            shared = metrics.shared_dir(self.settings.data_dir)
+            metrics.clear_shared(shared)
+            env = metrics.listener_environment(shared)
+            self._processes = [
+                _Process.spawn(self.build, env) for _ in range(self.process_count)
+            ]
 
     def start(self) -> None:
         """Reserve the port, clear the spool, and let the (prepared) processes serve.
@@ -172,7 +178,7 @@ class _Process:
         self._ready = False
 
     @classmethod
-    def spawn(cls, build: AdaptersBuilder) -> _Process:
+    def spawn(cls, build: AdaptersBuilder, env: dict[str, str] | None = None) -> _Process:
         read_fd, write_fd = os.pipe()
         popen = subprocess.Popen(
             [
@@ -181,6 +187,7 @@ class _Process:
             ],
             stdin=subprocess.PIPE,
             pass_fds=(write_fd,),
+            env=env,
         )
         os.close(write_fd)
         return cls(popen, read_fd)

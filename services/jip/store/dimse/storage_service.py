@@ -27,7 +27,7 @@ from pydicom.tag import Tag
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
-from jip import errors
+from jip import errors, metrics
 from jip.store.dicom_file import InstanceHeader, read_header
 from jip.store.dimse.access import Caller, StoreAccess, not_a_peer
 from jip.store.dimse.status import GeneralStatus, StorageStatus, status_dataset
@@ -76,6 +76,23 @@ StoreHandler = Callable[[Caller, StoreRequest], StoreAnswer]
 
 
 def store_file(
+    ingestor: Ingestor, access: StoreAccess, caller: Caller, request: StoreRequest
+) -> StoreAnswer:
+    """:func:`_store_file`, counted and timed for /metrics."""
+    with metrics.CSTORE_SECONDS.time():
+        answer = _store_file(ingestor, access, caller, request)
+    metrics.CSTORE_TOTAL.labels(_outcome(answer.status)).inc()
+    return answer
+
+
+def _outcome(status: int) -> str:
+    if status == StorageStatus.SUCCESS:
+        return "success"
+    refusals = (GeneralStatus.NOT_AUTHORISED, StorageStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS)
+    return "refused" if status in refusals else "failed"
+
+
+def _store_file(
     ingestor: Ingestor, access: StoreAccess, caller: Caller, request: StoreRequest
 ) -> StoreAnswer:
     """Ingest a spooled C-STORE data set if it may be; the answer once it is durable.
