@@ -51,17 +51,22 @@ def is_seg(series: InputSeries) -> bool:
     return str(header.get("Modality", "")) == "SEG"
 
 
-def source_series_uid(seg: Dataset, override: str | None) -> str:
-    """The image series a SEG was made on: the parameter if given, else its reference."""
+def source_series_uid(seg: Dataset, override: str | None, only_image: str | None = None) -> str:
+    """The image series a SEG was made on: the parameter if given, else its reference,
+    else ``only_image``, the one image series in the input (a SEG from elsewhere without
+    ReferencedSeriesSequence, staged by seg-radiomics next to the series its frames
+    derive from)."""
     if override:
         return override
     referenced = seg.get("ReferencedSeriesSequence")
-    if not referenced:
-        raise SeriesError(
-            f"SEG {seg.SOPInstanceUID} has no ReferencedSeriesSequence; "
-            "name its image series with the source_series_uid parameter"
-        )
-    return str(referenced[0].SeriesInstanceUID)
+    if referenced:
+        return str(referenced[0].SeriesInstanceUID)
+    if only_image:
+        return only_image
+    raise SeriesError(
+        f"SEG {seg.SOPInstanceUID} has no ReferencedSeriesSequence; "
+        "name its image series with the source_series_uid parameter"
+    )
 
 
 def build_extractor(params: Mapping[str, Any]) -> featureextractor.RadiomicsFeatureExtractor:
@@ -132,12 +137,13 @@ def process_seg(
     context: OperatorContext,
     seg_series: InputSeries,
     extractor: featureextractor.RadiomicsFeatureExtractor,
+    only_image: str | None = None,
 ) -> Path:
     """Features for every segment of every SEG file in one SEG series; returns the CSV."""
     rows: list[dict[str, Any]] = []
     wanted = context.params.get("segment_labels")
     for seg in read_datasets(seg_series):
-        source_uid = source_series_uid(seg, context.params.get("source_series_uid"))
+        source_uid = source_series_uid(seg, context.params.get("source_series_uid"), only_image)
         source = sort_slices(read_datasets(find_series(context.input_dir, source_uid)))
         image = load_image(source)
         for segment in read_segment_masks(seg, source):
@@ -174,7 +180,10 @@ def process_seg(
 
 def process(context: OperatorContext) -> None:
     """Compute features for every SEG series in the input."""
-    seg_series = [s for s in iter_series(context.input_dir) if is_seg(s)]
+    every = list(iter_series(context.input_dir))
+    seg_series = [s for s in every if is_seg(s)]
+    images = [s.uid for s in every if not is_seg(s)]
+    only_image = images[0] if len(images) == 1 else None
     if not seg_series:
         raise SeriesError(
             f"no SEG series in {context.input_dir}; radiomics needs a SEG and its image series"
@@ -182,7 +191,7 @@ def process(context: OperatorContext) -> None:
     extractor = build_extractor(context.params)
     for index, series in enumerate(seg_series):
         report_progress(index / len(seg_series), series=series.uid, message="extracting")
-        process_seg(context, series, extractor)
+        process_seg(context, series, extractor, only_image)
         report_progress((index + 1) / len(seg_series), series=series.uid, message="written")
 
 

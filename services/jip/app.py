@@ -8,24 +8,30 @@ Request bodies other than the streamed ones (STOW-RS, file uploads) are capped a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from jip import errors
+from jip import errors, metrics
 from jip.base.auth import require_token
 from jip.base.routes import API_ROUTERS, PUBLIC_ROUTERS
-from jip.edge import BodyLimit, TrustedProxies
+from jip.edge import BodyLimit, RequestMetrics, TrustedProxies
+from jip.flow.forwarding_routes import router as forwarding_router
+from jip.flow.records import run_state_counts
 from jip.flow.routes import router as flow_router
+from jip.flow.run_download import router as run_download_router
+from jip.meta.cohort_download import router as cohort_download_router
 from jip.meta.cohort_routes import router as cohort_router
 from jip.meta.routes import router as meta_router
 from jip.runtime import Runtime
 from jip.store.dicomweb.routes import router as dicomweb_router
+from jip.store.dimse.pacs_routes import router as pacs_router
 from jip.store.dimse.scu_routes import router as dicom_scu_router
+from jip.store.forward_routes import router as dicom_send_router
 from jip.store.projects_routes import router as projects_data_router
 from jip.store.routes import router as store_router
+from jip.store.upload_routes import router as upload_router
 from jip.ui import (
     admin,
     admin_assignment,
@@ -33,9 +39,15 @@ from jip.ui import (
     federation_admin,
     federation_policy,
     federation_studies,
+    ohif,
     runs,
     series,
 )
+from jip.ui import download as ui_download
+from jip.ui import upload as ui_upload
+from jip.ui.chart_routes import router as chart_router
+from jip.ui.forwarding import router as forwarding_ui_router
+from jip.ui.pacs import router as pacs_ui_router
 from jip.ui.routes import router as ui_router
 from jip.ui.routes import templates
 from jip.ui.status import router as site_status_router
@@ -57,14 +69,20 @@ ReadinessCheck = Callable[[], str | None]  # returns None when ready, else why n
 # /api/projects/rules comes before BASE's /api/projects/{name}: "rules" is no project.
 ROUTERS: list[APIRouter] = [
     store_router,
+    upload_router,
     dicom_scu_router,
+    pacs_router,
+    dicom_send_router,
     projects_data_router,
     dicomweb_router,
     *PUBLIC_ROUTERS,
     *API_ROUTERS,
     meta_router,
     cohort_router,
+    cohort_download_router,
     flow_router,
+    forwarding_router,
+    run_download_router,
     site_status_router,
     ui_router,
     admin.router,
@@ -75,11 +93,42 @@ ROUTERS: list[APIRouter] = [
     federation_studies.router,
     series.router,
     runs.router,
+    ui_upload.router,
+    ui_download.router,
+    forwarding_ui_router,
+    pacs_ui_router,
+    chart_router,
+    ohif.router,  # /viewer: OHIF, checking the UI session itself
+]
+
+# The services of the cluster shape, each a Deployment of `jip up --role <group>`, and the
+# routers each serves (charts/jip's Ingress routes by these prefixes). BASE holds
+# /api/projects whole, store's project assignment included: one Ingress prefix.
+ROUTER_GROUPS: dict[str, list[APIRouter]] = {
+    "store": [
+        store_router,
+        upload_router,
+        dicom_scu_router,
+        pacs_router,
+        dicom_send_router,
+        dicomweb_router,
+        ohif.router,  # /viewer reads DICOMweb in-process, so it lives beside it
+    ],
+    "meta": [meta_router, cohort_router, cohort_download_router],
+    "flow": [flow_router, forwarding_router, run_download_router],
+}
+ROUTER_GROUPS["base"] = [
+    r for r in ROUTERS if not any(r in group for group in ROUTER_GROUPS.values())
 ]
 
 
-def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -> FastAPI:
-    """The site's API; ``readiness`` checks gate ``/healthz`` and ``/readyz``."""
+def build_app(
+    runtime: Runtime,
+    readiness: list[ReadinessCheck] | None = None,
+    groups: Collection[str] | None = None,
+) -> FastAPI:
+    """The site's API; ``readiness`` checks gate ``/healthz`` and ``/readyz``; ``groups``
+    (keys of :data:`ROUTER_GROUPS`) limits it to those services' routers (None: all)."""
     # Deny by default: with auth enabled every route, including those added below by any
     # service, needs a valid bearer token unless jip.base.auth names it public (probes,
     # /metrics, /auth/*, /.well-known/*).
@@ -92,13 +141,16 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
         dependencies=guard,
     )
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.http.max_json_body_bytes)
+    app.add_middleware(RequestMetrics)
     # Added last, so it runs first: proxy headers are judged before anything reads them.
     app.add_middleware(TrustedProxies, trusted=runtime.settings.http.trusted_proxies)
     app.state.runtime = runtime
     app.state.readiness = list(readiness or [])
     app.add_exception_handler(errors.JipError, _jip_error)
-    for router in ROUTERS:
-        app.include_router(router)
+    served = ROUTERS if groups is None else [r for g in groups for r in ROUTER_GROUPS[g]]
+    for router in ROUTERS:  # in ROUTERS' order, whatever the groups
+        if router in served:
+            app.include_router(router)
     add_template_globals(templates.env)
 
     def not_ready() -> list[str]:
@@ -128,8 +180,18 @@ def build_app(runtime: Runtime, readiness: list[ReadinessCheck] | None = None) -
         """Whether every part is ready now (readiness probe)."""
         return probe(not_ready())
 
+    metrics.register_gauge(
+        "jip_flow_runs",
+        "Workflow runs JIP started, by state.",
+        "state",
+        lambda: run_state_counts(runtime.engine),
+    )
+    shared_metrics = metrics.shared_dir(runtime.settings.data_dir)
+
     @app.get("/metrics", tags=["probes"], include_in_schema=False)
-    def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+    def prometheus_metrics() -> PlainTextResponse:
+        """Prometheus text format: this process and the DICOM listener processes."""
+        body = metrics.exposition(shared_metrics).decode()
+        return PlainTextResponse(body, media_type=metrics.CONTENT_TYPE)
 
     return app

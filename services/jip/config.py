@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -37,6 +38,10 @@ class DicomPeer(BaseModel):
     # The projects whose series this AE's C-FIND, C-MOVE and C-GET see when it calls
     # us; empty: every series (DIMSE has no login: the calling AE title is the caller).
     projects: list[str] = Field(default_factory=list, max_length=100)
+    # How studies are retrieved from it (the PACS page, saved queries): "move" asks it to
+    # C-MOVE to our AE (it must know our AE title, host and port); "get" fetches them on
+    # our own association (C-GET), for a peer that has no route to us.
+    retrieve: Literal["move", "get"] = "move"
 
     @field_validator("projects")
     @classmethod
@@ -69,6 +74,15 @@ class DicomWebSettings(BaseModel):
     max_frames_per_request: int = Field(default=1000, ge=1)
     # Most parts in one STOW-RS request (413 beyond); an empty part fails unparsed.
     max_stow_parts: int = Field(default=10_000, ge=1)
+
+
+class PacsSettings(BaseModel):
+    """The PACS page and saved queries (query and retrieve from a DICOM peer)."""
+
+    # How often the scheduler in `jip up` looks for saved queries that are due.
+    scheduler_interval_s: float = Field(default=30.0, gt=0)
+    # Most studies one C-FIND may list (the rest are dropped, and the page says so).
+    max_query_results: int = Field(default=500, ge=1, le=10_000)
 
 
 class StoreSettings(BaseModel):
@@ -109,6 +123,7 @@ class StoreSettings(BaseModel):
     # The project of a new series that no assignment rule matches (created on start).
     default_project: str = Field(default="default", pattern=PROJECT_NAME)
     dicomweb: DicomWebSettings = Field(default_factory=DicomWebSettings)
+    pacs: PacsSettings = Field(default_factory=PacsSettings)
 
 
 class MetaSettings(BaseModel):
@@ -126,6 +141,16 @@ class MetaSettings(BaseModel):
     max_pattern_length: int = Field(default=256, ge=1, le=10_000)
     max_value_length: int = Field(default=1024, ge=1, le=32_766)
     max_aggregations: int = Field(default=100, ge=1, le=1000)
+
+
+class GpuSettings(BaseModel):
+    """Where operator pods that ask for GPUs (``gpu: N``) go (charts/jip ``operators.gpu``)."""
+
+    # The extended resource the device plugin offers (NVIDIA's by default).
+    resource: str = "nvidia.com/gpu"
+    # Labels of the GPU node pool, and the taints its nodes carry, as Kubernetes writes them.
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str | int]] = Field(default_factory=list)
 
 
 class FlowSettings(BaseModel):
@@ -160,6 +185,7 @@ class FlowSettings(BaseModel):
     # A Secret whose keys are JIP_* variables (result store URL and credentials) for the
     # stage-output container of pods without the work PVC.
     kubernetes_stage_secret: str | None = None
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
     # Auto-rules: how often newly complete series are checked.
     rule_interval_s: float = Field(default=5.0, gt=0)
     # Human steps: how often a waiting task asks whether it was marked done.
@@ -222,12 +248,23 @@ class HttpSettings(BaseModel):
     max_json_body_bytes: int = Field(default=1024**2, ge=1024)
 
 
+class OhifSettings(BaseModel):
+    """The OHIF viewer served at ``/viewer`` (jip.ui.ohif), fetched by `make install`."""
+
+    # Serve the viewer and link series to it (when its files are there).
+    enabled: bool = True
+    # Where `python -m jip.ui.ohif_fetch` puts the pinned @ohif/app: <dir>/<version>/.
+    dir: Path = Field(default_factory=lambda: Path(sys.prefix) / "share" / "jip" / "ohif")
+
+
 class UiSettings(BaseModel):
     """The web UI."""
 
     # A link from the series page to an external viewer; {study} and {series} are
     # replaced by the UIDs (OHIF: "/ohif/viewer?StudyInstanceUIDs={study}"). None: no link.
     viewer_url_template: str | None = None
+    # The OHIF viewer at /viewer; the template above, when set, wins for the links.
+    ohif: OhifSettings = Field(default_factory=OhifSettings)
 
     @field_validator("viewer_url_template")
     @classmethod
@@ -255,6 +292,30 @@ class FederationSettings(BaseModel):
     # A researcher's home (`jip fed researcher init --home`) whose federated studies the
     # UI's "Federated studies" page shows; unset: the page says how to set it.
     researcher_home: Path | None = None
+
+
+class DicomWebPeer(BaseModel):
+    """A DICOMweb endpoint the site sends to with STOW-RS (PS3.18 10.5): another archive,
+    a cloud store; ``token`` is sent as a bearer token when set."""
+
+    url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://")
+    token: SecretStr | None = None
+
+
+class ForwardSettings(BaseModel):
+    """Sending series to peers (`POST /api/dicom/send`) and the forwarding rules."""
+
+    # Who may send besides site admins (usernames); a run may send when who started it may.
+    senders: list[str] = Field(default_factory=list)
+    # Peers reached by STOW-RS instead of C-STORE, by name (beside store.peers).
+    dicomweb_peers: dict[str, DicomWebPeer] = Field(default_factory=dict)
+    # How often the forwarder looks for new matching series and for sends that are due.
+    interval_s: float = Field(default=5.0, gt=0)
+    # A series failing this often goes to the dead-letter list for the admin.
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    # Retry n waits min(cap, base * 2^(n-1)) seconds.
+    backoff_base_s: float = Field(default=30.0, ge=0)
+    backoff_cap_s: float = Field(default=3600.0, ge=0)
 
 
 class Settings(BaseSettings):
@@ -291,6 +352,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
     federation: FederationSettings = Field(default_factory=FederationSettings)
+    forward: ForwardSettings = Field(default_factory=ForwardSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 
     from jip.federation.site import AgentComponent
     from jip.flow.component import RuleComponent
+    from jip.flow.forwarder import ForwardComponent
     from jip.meta import MetaIndexer
     from jip.runtime import Runtime
     from jip.store.dimse.listener import ListenerGroup
+    from jip.store.dimse.saved_queries import SavedQueryScheduler
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +105,29 @@ class Platform:
 
 
 class Role(enum.StrEnum):
-    """Which parts one `jip up` process runs: all of them, or one (cluster Deployments)."""
+    """Which parts one `jip up` process runs: all of them (one machine), or one service
+    (a cluster Deployment, charts/jip). Every role serves probes and /metrics."""
 
     ALL = "all"
-    API = "api"  # the HTTP API only
-    DICOM = "dicom"  # the DIMSE listener (+ probes)
-    INDEXER = "indexer"  # the metadata indexer and the auto-rules (+ probes)
+    STORE = "store"  # DICOMweb and the store API
+    META = "meta"  # cohort search and saved cohorts
+    FLOW = "flow"  # the workflow API and the auto-rules
+    BASE = "base"  # identity, projects, audit and the web UI
+    DICOM = "dicom"  # the DIMSE listener
+    INDEXER = "indexer"  # the metadata indexer
+    FEDERATION = "federation"  # the site's federation agent (calls out to the hub)
+    API = "api"  # store + meta + flow + base in one process (kept for older installs)
+
+    @property
+    def router_groups(self) -> tuple[str, ...] | None:
+        """The keys of :data:`jip.app.ROUTER_GROUPS` this role serves; None: every one."""
+        if self in (Role.ALL, Role.API):
+            return None
+        return (self.value,) if self in (Role.STORE, Role.META, Role.FLOW, Role.BASE) else ()
+
+    def runs(self, part: Role) -> bool:
+        """Whether this role runs ``part``'s background work (ALL runs every part's)."""
+        return self is Role.ALL or self is part
 
 
 # How long `jip up` waits for its DICOM listener processes before it gives up.
@@ -126,7 +145,7 @@ def embedded_components(
 def listener_components(settings: Settings, role: Role = Role.ALL) -> list[ListenerGroup]:
     """The DICOM listener group, where ``role`` runs one; each process builds its
     adapters with :func:`jip.runtime.build_runtime`."""
-    if role not in (Role.ALL, Role.DICOM):
+    if not role.runs(Role.DICOM):
         return []
     from jip.runtime import build_runtime
     from jip.store.dimse.listener import ListenerGroup
@@ -143,19 +162,32 @@ def service_components(
     them when a runtime is given (`jip up` gives its own) and the site has joined a hub.
     """
     components: list[Component] = []
-    if role in (Role.ALL, Role.INDEXER):
+    if role.runs(Role.INDEXER):
         components.append(meta_indexer(settings))
-    if settings.flow.airflow_enabled and role in (Role.ALL, Role.INDEXER):
+        components.append(forward_component(settings))  # one per site: sends once
+    # The rules may run in several flow pods: a run is unique per (rule, series).
+    if settings.flow.airflow_enabled and role.runs(Role.FLOW):
         from jip.flow.component import AirflowComponent
 
         if not settings.flow.airflow_url and role is Role.ALL:  # else Airflow runs elsewhere
             components.append(AirflowComponent(settings))
         components.append(rule_component(settings))
-    if runtime is not None and role in (Role.ALL, Role.INDEXER):
+    if runtime is not None and role.runs(Role.INDEXER):
+        components.append(pacs_scheduler(runtime, role))  # saved PACS queries, nightly
+    if runtime is not None and role.runs(Role.FEDERATION):
         agent = federation_agent(settings, runtime)
         if agent is not None:
             components.append(agent)
     return components
+
+
+def pacs_scheduler(runtime: Runtime, role: Role) -> SavedQueryScheduler:
+    """Runs saved PACS queries when due, on ``runtime``'s adapters (C-GET stores through
+    its ingestor); with the API in the same process it also closes the retrievals that
+    the last stop cut short."""
+    from jip.store.dimse.saved_queries import SavedQueryScheduler
+
+    return SavedQueryScheduler(runtime, interrupt_all=role is Role.ALL)
 
 
 def federation_agent(settings: Settings, runtime: Runtime) -> AgentComponent | None:
@@ -210,6 +242,37 @@ def rule_component(settings: Settings) -> RuleComponent:
     return RuleComponent(settings, open_adapters)
 
 
+def forward_component(settings: Settings) -> ForwardComponent:
+    """The forwarder (forwarding rules, retries, dead letters); it opens its own catalog
+    engine, storage and index, and sends with store's sender."""
+    from jip.backends import catalog_engine_for, index_for, storage_for
+    from jip.flow.forwarder import ForwardComponent, Forwarder
+    from jip.meta import SeriesMatcher
+    from jip.store import Catalog
+    from jip.store.forward_send import StoredSeriesSender
+
+    def open_forwarder() -> tuple[Forwarder, Callable[[], None]]:
+        db = catalog_engine_for(settings.resolved_catalog_url)
+        storage = storage_for(settings.resolved_storage_url, settings)
+        index = index_for(settings.resolved_index_url)
+        catalog = Catalog(db)
+        forwarder = Forwarder(
+            db=db,
+            matcher=SeriesMatcher(catalog=catalog, storage=storage, index=index),
+            sender=StoredSeriesSender(settings=settings, catalog=catalog, storage=storage),
+            settings=settings.forward,
+            quiet_period_s=settings.meta.series_quiet_period_s,
+        )
+
+        def close() -> None:
+            index.close()
+            db.dispose()
+
+        return forwarder, close
+
+    return ForwardComponent(open_forwarder, settings.forward.interval_s)
+
+
 def meta_indexer(settings: Settings) -> MetaIndexer:
     """The metadata indexer component; it opens its own catalog engine, storage and index
     (the adapters ``settings`` name) when it starts, and closes them when it stops."""
@@ -252,6 +315,12 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
         _serve(settings, runtime, listeners, announce, role, running)
 
 
+def migrate(settings: Settings) -> None:
+    """Bring the catalog schema to the newest revision once, before any pod starts (the
+    chart's hook Job); it also creates the default project."""
+    _recover(settings).close()
+
+
 def _recover(settings: Settings) -> Runtime:
     """What the listener needs before it may acknowledge: the data directory secured and
     the catalog migrated (SQLite rolls back or replays its WAL on open)."""
@@ -283,7 +352,9 @@ def _serve(
     settings = with_service_token(settings, runtime, purpose=f"jip-up:{role.value}")
     services = service_components(settings, role, runtime)
     platform = Platform(settings, runtime, [*listeners, *services])
-    app = build_app(runtime, readiness=[c.not_ready for c in platform.components])
+    app = build_app(
+        runtime, readiness=[c.not_ready for c in platform.components], groups=role.router_groups
+    )
     server = uvicorn.Server(http_server_config(settings, app))
     for component in services:
         log.info("starting %s", component.name)

@@ -101,6 +101,23 @@ ADMIN_ONLY = {
     ("POST", "/api/dicom/peers/{name}/echo"),
     ("POST", "/api/dicom/peers/{name}/find"),
     ("POST", "/api/dicom/peers/{name}/move"),
+    ("POST", "/api/dicom/peers/{name}/studies"),
+    ("POST", "/api/dicom/retrievals"),
+    ("GET", "/api/dicom/retrievals"),
+    ("GET", "/api/dicom/retrievals/{retrieval_id}"),
+    ("GET", "/api/dicom/saved-queries"),
+    ("POST", "/api/dicom/saved-queries"),
+    ("DELETE", "/api/dicom/saved-queries/{query_id}"),
+    ("POST", "/api/dicom/saved-queries/{query_id}/run"),
+    ("GET", "/api/dicom/send/peers"),  # site admins and forward.senders (none by default)
+    ("GET", "/api/flow/forwarding/rules"),
+    ("POST", "/api/flow/forwarding/rules"),
+    ("GET", "/api/flow/forwarding/rules/{rule_id}"),
+    ("PATCH", "/api/flow/forwarding/rules/{rule_id}"),
+    ("DELETE", "/api/flow/forwarding/rules/{rule_id}"),
+    ("GET", "/api/flow/forwarding/items"),
+    ("POST", "/api/flow/forwarding/items/{item_id}/retry"),
+    ("POST", "/api/flow/forwarding/items/{item_id}/drop"),
     ("GET", "/api/projects/rules"),
     ("POST", "/api/projects/rules"),
     ("GET", "/api/projects/rules/{rule_id}"),
@@ -126,6 +143,7 @@ ADMIN_ONLY = {
 # nothing of A. Every other route addresses A's data by identifier: a 404.
 OPEN = {
     ("GET", "/api/store/stats"),
+    ("POST", "/api/store/upload"),
     ("GET", "/dicom-web"),
     ("OPTIONS", "/dicom-web"),
     ("GET", "/dicom-web/studies"),
@@ -160,6 +178,8 @@ EXPECTED = {
     ("PUT", "/api/me/password"): 401,
     ("POST", "/dicom-web/studies/{study}"): 409,
     ("POST", "/api/flow/runs/{run_id}/results"): 403,
+    # Sending needs forward.senders (none by default): refused before any series is read.
+    ("POST", "/api/dicom/send"): 403,
 }
 # A path parameter whose name means one thing on most routes and another on these.
 PARAM_OVERRIDES = {
@@ -171,6 +191,7 @@ PARAM_OVERRIDES = {
             "/api/dicom/peers/{name}/echo",
             "/api/dicom/peers/{name}/find",
             "/api/dicom/peers/{name}/move",
+            "/api/dicom/peers/{name}/studies",
         )
     },
 }
@@ -266,6 +287,10 @@ def world(site: Site, tmp_path: Path) -> World:
         "rule_id": str(project_rule["id"]),
         "rule": flow_rule,
         "dag_id": WORKFLOW,
+        # Saved PACS queries and their retrievals are site-wide: admins' business.
+        "query_id": "1",
+        "retrieval_id": "1",
+        "item_id": "1",  # forwarding's queue is site-wide too
     }
     runs_of_a = [run_id, rule_runs[a.series], rule_runs[a_result.series]]
     world.secrets = _secrets_of(world, cohort, runs_of_a)
@@ -391,6 +416,30 @@ REQUESTS: dict[tuple[str, str], Extras] = {
         lambda w, u: {"keys": {"StudyInstanceUID": w.a.study}}
     ),
     ("GET", "/api/flow/results"): lambda w, u: {"params": {"series": w.a.series}},
+    ("POST", "/api/dicom/peers/{name}/studies"): _json(lambda w, u: {"patient_id": "LIVER"}),
+    ("POST", "/api/dicom/retrievals"): _json(
+        lambda w, u: {"peer": "LIVER_CT", "project": A, "study_instance_uids": [w.a.study]}
+    ),
+    ("POST", "/api/dicom/saved-queries"): _json(
+        lambda w, u: {"name": "nightly", "peer": "LIVER_CT", "project": A}
+    ),
+    ("POST", "/api/flow/forwarding/rules"): _json(
+        lambda w, u: {"name": "to-pacs", "peer": "LIVER_CT", "query": {}}
+    ),
+    ("PATCH", "/api/flow/forwarding/rules/{rule_id}"): _json(lambda w, u: {"enabled": False}),
+    ("POST", "/api/dicom/send"): _json(lambda w, u: {"peer": "LIVER_CT", "series": [w.a.series]}),
+    ("POST", "/api/store/upload"): lambda w, u: {
+        "files": [
+            (
+                "files",
+                (
+                    "a.dcm",
+                    part10(_in_study(series_datasets(10)[0], w.a.study)),
+                    "application/dicom",
+                ),
+            )
+        ]
+    },
     ("POST", "/api/projects/rules"): _json(lambda w, u: {"project": A, "calling_ae_title": "X"}),
     ("PATCH", "/api/projects/rules/{rule_id}"): _json(lambda w, u: {"enabled": False}),
     ("POST", "/dicom-web/studies"): lambda w, u: _stow(series_datasets(7)),
@@ -452,6 +501,10 @@ NO_BODY = {
     ("POST", "/api/meta/cohorts/{cohort_id}/freeze"),
     ("POST", "/api/meta/cohorts/{cohort_id}/unfreeze"),
     ("POST", "/api/flow/runs/{run_id}/cancel"),
+    ("POST", "/api/flow/runs/{run_id}/retry"),
+    ("POST", "/api/dicom/saved-queries/{query_id}/run"),
+    ("POST", "/api/flow/forwarding/items/{item_id}/retry"),
+    ("POST", "/api/flow/forwarding/items/{item_id}/drop"),
 }
 
 

@@ -1,281 +1,348 @@
-"""charts/jip, the cluster shape: rendered offline by Helm's own engine (helm-python-sdk),
-every manifest checked against the Kubernetes API schemas (kubernetes-validate, strict),
-and the wiring that a site depends on asserted. Nothing here needs a cluster.
-"""
+"""charts/jip, one complete site: rendered offline by Helm's own engine (helm-python-sdk)
+for a matrix of values, every object checked against the Kubernetes API schemas of two
+versions (kubernetes-validate, strict), `helm lint --strict`, and the wiring a site
+depends on asserted. Nothing here needs a cluster."""
 
 from __future__ import annotations
 
 import base64
-import copy
-from collections.abc import Iterator
-from pathlib import Path
+import json
 from typing import Any
 
 import pytest
-import yaml
-
-helm = pytest.importorskip("helm_python", reason="helm-python-sdk renders the chart")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-
-CHART = Path(__file__).resolve().parents[2] / "charts" / "jip"
-RELEASE = "jip"
-NAMESPACE = "imaging"
-ROLES = ("api", "dicom", "indexer")
-
-
-def example(name: str) -> dict[str, Any]:
-    """A values file the chart ships under ci/ (what docs/cluster-install.md points to)."""
-    values: dict[str, Any] = yaml.safe_load((CHART / "ci" / f"{name}-values.yaml").read_text())
-    return values
-
-
-MINIMAL = example("minimal")
-PRODUCTION = example("production")
-
-CATALOG_URL = PRODUCTION["catalog"]["url"]
-INDEX_URL = PRODUCTION["index"]["url"]
-SECRET_VALUES = (
-    CATALOG_URL,
-    INDEX_URL,
-    PRODUCTION["storage"]["secretKey"],
-    PRODUCTION["auth"]["clientSecret"],
-    PRODUCTION["flow"]["airflowPassword"],
+from fastapi.routing import APIRoute
+from tests.charts.support import (
+    API_SERVICES,
+    CHART,
+    MATRIX,
+    NAMESPACE,
+    RELEASE,
+    SERVICES,
+    Obj,
+    example,
+    image_references,
+    merged,
+    named,
+    only,
+    render,
 )
 
+from jip.app import ROUTER_GROUPS
 
-def merged(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    """``base`` with dotted-path overrides, e.g. ``merged(MINIMAL, **{"auth.enabled": False})``."""
-    values = copy.deepcopy(base)
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = values
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return values
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk renders the chart")
+
+KUBERNETES_VERSIONS = ("1.29", "1.33")
+MINIMAL = example("minimal")
+PRODUCTION = example("production")
+EXTERNAL = example("external")
 
 
-@pytest.fixture(scope="module")
-def chart() -> Iterator[Any]:
-    with helm.Chart.load(str(CHART)) as loaded:
-        yield loaded
+def deployment(objects: list[Obj], part: str) -> Obj:
+    return only(objects, "Deployment", named(part))
 
 
-def render(chart: Any, values: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Every object the chart renders for ``values``, as an install would (schema included)."""
-    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE)
-    objects: list[dict[str, Any]] = []
-    for path, text in sorted(manifests.items()):
-        if not path.endswith(".yaml"):
-            continue  # NOTES.txt
-        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return objects
-
-
-def only(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
-    return found[0]
-
-
-def deployment(objects: list[dict[str, Any]], role: str) -> dict[str, Any]:
-    return only(objects, "Deployment", f"{RELEASE}-{role}")
-
-
-def container(objects: list[dict[str, Any]], role: str) -> dict[str, Any]:
-    (main,) = deployment(objects, role)["spec"]["template"]["spec"]["containers"]
+def container(objects: list[Obj], part: str) -> Obj:
+    (main,) = deployment(objects, part)["spec"]["template"]["spec"]["containers"]
     return main
 
 
-def env_of(objects: list[dict[str, Any]], role: str) -> dict[str, dict[str, Any]]:
-    return {entry["name"]: entry for entry in container(objects, role)["env"]}
+def env_of(objects: list[Obj], part: str) -> dict[str, Obj]:
+    return {entry["name"]: entry for entry in container(objects, part)["env"]}
 
 
-def config_map(objects: list[dict[str, Any]]) -> dict[str, str]:
-    return only(objects, "ConfigMap", RELEASE)["data"]
+def config_map(objects: list[Obj]) -> dict[str, str]:
+    data: dict[str, str] = only(objects, "ConfigMap", RELEASE)["data"]
+    return data
 
 
-def secret_data(objects: list[dict[str, Any]]) -> dict[str, str]:
-    data = only(objects, "Secret", RELEASE)["data"]
+def secret_data(objects: list[Obj], name: str = RELEASE) -> dict[str, str]:
+    data = only(objects, "Secret", name)["data"]
     return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
 
-def rejection(chart: Any, values: dict[str, Any]) -> str:
+def rejection(chart: Any, values: Obj) -> str:
     """The message ``helm install`` would print for ``values``."""
     with pytest.raises(helm.HelmValuesError) as caught:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     return str(caught.value)
 
 
-# --- Rendering and Kubernetes schemas ---------------------------------------------------
+# --- Rendering, Kubernetes schemas, lint -------------------------------------------------
 
 
-@pytest.mark.parametrize("kubernetes_version", ["1.27", "1.30", "latest"])
-@pytest.mark.parametrize("values", [MINIMAL, PRODUCTION], ids=["minimal", "production"])
-def test_every_manifest_passes_the_kubernetes_schema(
-    chart: Any, values: dict[str, Any], kubernetes_version: str
-) -> None:
-    if kubernetes_version == "latest":
-        kubernetes_version = kubernetes_validate.latest_version()
-    objects = render(chart, values)
-    kinds = {o["kind"] for o in objects}
-    assert kinds >= {
-        "ConfigMap",
-        "Secret",
-        "Deployment",
-        "Service",
-        "Ingress",
-        "PodDisruptionBudget",
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-        "NetworkPolicy",
+@pytest.mark.parametrize("name", MATRIX)
+def test_every_object_passes_the_kubernetes_schemas_of_two_versions(chart: Any, name: str) -> None:
+    objects = render(chart, example(name))
+    assert {"Deployment", "Service", "Ingress", "NetworkPolicy", "Secret"} <= {
+        o["kind"] for o in objects
     }
     for obj in objects:
-        try:
-            kubernetes_validate.validate(obj, kubernetes_version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.path)
-            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} at {where}: {exc.message}")
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                where = ".".join(str(p) for p in exc.path)
+                pytest.fail(f"{version} {obj['kind']}/{obj['metadata']['name']} {where}: {exc}")
 
 
-def test_helm_lint_finds_nothing_in_production_values(chart: Any) -> None:
-    report = helm.lint(str(CHART), PRODUCTION, strict=True, kube_version="v1.30.0")
+@pytest.mark.parametrize("name", MATRIX)
+def test_helm_lint_strict_finds_nothing(name: str) -> None:
+    report = helm.lint(str(CHART), example(name), strict=True, kube_version="v1.30.0")
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
-def test_each_role_is_its_own_deployment_running_jip_up_with_that_role(chart: Any) -> None:
-    objects = render(chart, PRODUCTION)
-    for role in ROLES:
-        assert container(objects, role)["args"] == ["up", "--role", role]
-        assert container(objects, role)["image"] == "registry.hospital.local/jip:0.1.0"
-    assert deployment(objects, "api")["spec"]["replicas"] == 3
-    assert deployment(objects, "dicom")["spec"]["replicas"] == 2
-
-
-def test_a_disabled_role_renders_no_objects(chart: Any) -> None:
-    objects = render(chart, merged(MINIMAL, **{"dicom.enabled": False}))
-    assert not [o for o in objects if o["metadata"]["name"] == f"{RELEASE}-dicom"]
-
-
-def test_optional_objects_can_be_switched_off(chart: Any) -> None:
-    values = merged(
-        MINIMAL,
-        **{
-            "ingress.enabled": False,
-            "networkPolicy.enabled": False,
-            "podDisruptionBudget.enabled": False,
-            "rbac.create": False,
-            "serviceAccount.create": False,
-            "serviceAccount.name": "imaging-workloads",
-        },
+def test_defaults_bring_a_whole_site(chart: Any) -> None:
+    objects = render(chart, MINIMAL)
+    workloads = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for part in SERVICES:
+        assert ("Deployment", named(part)) in workloads
+    for store in ("postgresql", "minio", "opensearch"):
+        assert ("StatefulSet", named(store)) in workloads
+    assert ("Deployment", named("keycloak")) in workloads
+    for process in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        assert ("Deployment", named(f"airflow-{process}")) in workloads
+    assert ("Job", named("migrations")) in workloads
+    assert ("Job", named("airflow-migrations")) in workloads
+    pod = json.dumps(only(objects, "ConfigMap", named("airflow"))["data"])
+    assert "KubernetesExecutor" in json.dumps(
+        [e for e in container(objects, "airflow-scheduler")["env"] if "value" in e]
     )
-    objects = render(chart, values)
+    assert "kind: Pod" in pod
+
+
+def test_external_backends_replace_the_bundled_ones(chart: Any) -> None:
+    objects = render(chart, EXTERNAL)
     kinds = {o["kind"] for o in objects}
-    assert kinds == {"ConfigMap", "Secret", "Deployment", "Service"}
-    for obj in objects:
-        kubernetes_validate.validate(obj, "1.30", strict=True)
-    pod = deployment(objects, "api")["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "imaging-workloads"
-
-
-# --- Settings: what goes to the ConfigMap, what to the Secret ---------------------------
-
-
-def test_api_gets_the_catalog_url_from_the_secret_never_the_configmap(chart: Any) -> None:
-    objects = render(chart, PRODUCTION)
-    ref = env_of(objects, "api")["JIP_CATALOG_URL"]["valueFrom"]["secretKeyRef"]
-    assert ref["name"] == RELEASE
-    assert secret_data(objects)[ref["key"]] == CATALOG_URL
-    assert ref["optional"] is False
-    plain = "\n".join(f"{k}={v}" for k, v in config_map(objects).items())
-    assert "JIP_CATALOG_URL" not in plain
-    for secret in SECRET_VALUES:
-        assert secret not in plain
-
-
-def test_every_secret_setting_is_a_secret_reference_in_every_role(chart: Any) -> None:
-    objects = render(chart, PRODUCTION)
-    data = secret_data(objects)
-    expected = {
-        "JIP_CATALOG_URL": CATALOG_URL,
-        "JIP_INDEX_URL": INDEX_URL,
-        "JIP_S3_ACCESS_KEY": PRODUCTION["storage"]["accessKey"],
-        "JIP_S3_SECRET_KEY": PRODUCTION["storage"]["secretKey"],
-        "JIP_AUTH__CLIENT_SECRET": PRODUCTION["auth"]["clientSecret"],
-        "JIP_FLOW__AIRFLOW_PASSWORD": PRODUCTION["flow"]["airflowPassword"],
+    assert "StatefulSet" not in kinds
+    names = {o["metadata"]["name"] for o in objects}
+    assert not {named(p) for p in ("keycloak", "airflow-scheduler", "airflow")} & names
+    env = env_of(objects, "store")
+    assert env["JIP_DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "jip-postgresql",
+        "key": "password",
     }
-    for role in ROLES:
-        env = env_of(objects, role)
-        for name, value in expected.items():
-            assert "value" not in env[name], f"{role}: {name} is inline"
-            assert data[env[name]["valueFrom"]["secretKeyRef"]["key"]] == value
+    assert env["JIP_CATALOG_URL"]["value"] == (
+        "postgresql://jip:$(JIP_DB_PASSWORD)@pg.db.hospital.local:5432/jip"
+    )
+    assert env["JIP_INDEX_URL"]["value"] == (
+        "https://jip:$(JIP_INDEX_PASSWORD)@search.hospital.local:9200"
+    )
+    assert env["JIP_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "jip-s3"
+    data = config_map(objects)
+    assert (
+        data["JIP_STORAGE_URL"] == "s3://jip-dicom/site?endpoint=s3.hospital.local:443&secure=true"
+    )
+    assert data["JIP_AUTH__ISSUER_URL"] == EXTERNAL["externalKeycloak"]["issuerUrl"]
+    assert data["JIP_FLOW__AIRFLOW_URL"] == EXTERNAL["externalAirflow"]["url"]
 
 
-def test_an_existing_secret_is_referenced_and_none_is_rendered(chart: Any) -> None:
-    values = merged(MINIMAL, **{"secrets.existingSecret": "jip-site-a-credentials"})
-    del values["catalog"], values["index"]
+# --- JIP's services ----------------------------------------------------------------------
+
+
+def test_each_service_is_its_own_deployment_running_jip_up_with_its_role(chart: Any) -> None:
+    objects = render(chart, PRODUCTION)
+    digest = PRODUCTION["images"]["jip"]["digest"]
+    for part in SERVICES:
+        assert container(objects, part)["args"] == ["up", "--role", part]
+        assert container(objects, part)["image"] == f"registry.hospital.local/jip/jip@{digest}"
+    assert deployment(objects, "store")["spec"]["replicas"] == 3
+    assert deployment(objects, "dicom")["spec"]["replicas"] == 2
+    assert deployment(objects, "meta")["spec"]["replicas"] == 2
+
+
+def test_every_role_the_chart_starts_is_one_jip_up_knows() -> None:
+    from jip.embedded import Role
+
+    assert {*SERVICES, "federation"} <= {r.value for r in Role}
+
+
+def test_migrations_run_once_in_a_hook_before_pods_roll(chart: Any) -> None:
+    external = only(render(chart, EXTERNAL), "Job", named("migrations"))
+    annotations = external["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    (main,) = external["spec"]["template"]["spec"]["containers"]
+    assert main["args"] == ["up", "--migrate-only"]
+    assert "envFrom" not in main  # the release's ConfigMap does not exist before install
+    bundled = only(render(chart, MINIMAL), "Job", named("migrations"))
+    # The bundled database exists only once the release is installed.
+    assert bundled["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
+
+
+def test_images_come_from_values_and_a_digest_pins_them(chart: Any) -> None:
+    objects = render(chart, MINIMAL)
+    assert image_references(objects) == {
+        "jip/jip:0.1.0",
+        "jip/airflow:0.1.0",
+        "docker.io/library/postgres:16.6-bookworm",
+        "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z",
+        "docker.io/opensearchproject/opensearch:2.19.1",
+        "quay.io/keycloak/keycloak:26.1.4",
+    }
+    pinned = image_references(render(chart, PRODUCTION))
+    assert pinned and all("@sha256:" in ref for ref in pinned)
+    tagged = image_references(render(chart, merged(MINIMAL, **{"images.jip.tag": "1.2.3"})))
+    assert "jip/jip:1.2.3" in tagged
+
+
+# --- Settings: what goes to the ConfigMap, what to Secrets -------------------------------
+
+
+@pytest.mark.parametrize("name", MATRIX)
+def test_no_credential_is_inline_in_any_pod(chart: Any, name: str) -> None:
+    secretish = ("PASSWORD", "SECRET", "ACCESS_KEY", "FERNET", "TOKEN")
+    for obj in render(chart, example(name)):
+        if obj["kind"] not in ("Deployment", "StatefulSet", "Job"):
+            continue
+        spec = obj["spec"]["template"]["spec"]
+        for c in [*spec["containers"], *spec.get("initContainers", [])]:
+            for entry in c.get("env", []):
+                if any(word in entry["name"] for word in secretish) and not entry["name"].endswith(
+                    "_FILE"
+                ):
+                    assert "valueFrom" in entry, f"{obj['metadata']['name']}: {entry['name']}"
+
+
+def test_generated_secrets_are_random_and_never_values(chart: Any) -> None:
+    first, second = (secret_data(render(chart, MINIMAL, fresh=True)) for _ in range(2))
+    for key in ("postgresql-password", "minio-root-password", "keycloak-admin-password"):
+        assert len(first[key]) >= 32
+        assert first[key] != second[key]  # made at install; `lookup` keeps the live one
+    fernet = base64.urlsafe_b64decode(first["airflow-fernet-key"])
+    assert len(fernet) == 32  # what Fernet accepts
+    passwords = json.loads(first["airflow-passwords.json"])
+    assert passwords == {"jip": first["airflow-jip-password"]}
+    secret = only(render(chart, MINIMAL), "Secret", RELEASE)
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_secrets_are_looked_up_so_upgrades_keep_them() -> None:
+    text = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert 'lookup "v1" "Secret"' in text
+    tls = (CHART / "templates" / "secret.yaml").read_text()
+    assert "lookup" in tls and "genSelfSignedCert" in tls
+
+
+@pytest.mark.parametrize("name", MATRIX)
+def test_rendered_secrets_hold_nothing_given_in_plain_values(chart: Any, name: str) -> None:
+    """Plain strings of the values (hosts, names, labels) never appear in a Secret: what a
+    Secret holds was generated, or lives in an existingSecret the chart only names."""
+    values = example(name)
     objects = render(chart, values)
-    assert not [o for o in objects if o["kind"] == "Secret"]
-    ref = env_of(objects, "api")["JIP_CATALOG_URL"]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": "jip-site-a-credentials", "key": "catalog-url", "optional": False}
+
+    def strings(node: Any) -> set[str]:
+        if isinstance(node, dict):
+            return {s for v in node.values() for s in strings(v)}
+        if isinstance(node, list):
+            return {s for v in node for s in strings(v)}
+        return {node} if isinstance(node, str) and len(node) >= 6 else set()
+
+    plain = strings(values)
+    for obj in objects:
+        if obj["kind"] != "Secret" or obj["type"] == "kubernetes.io/tls":
+            continue
+        for key, value in obj["data"].items():
+            decoded = base64.b64decode(value).decode()
+            leaked = [s for s in plain if s in decoded]
+            assert not leaked, f"{obj['metadata']['name']}/{key} holds {leaked}"
 
 
-def test_configmap_and_secret_are_read_back_by_jip_settings(
+def test_configmap_and_secrets_are_read_back_by_jip_settings(
     chart: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The strings the chart writes are what jip.config.Settings parses in the pod."""
+    """The strings the chart writes are what jip.config.Settings parses in the pod, with
+    Kubernetes' $(VAR) expansion done as the kubelet does it."""
     from jip.config import Settings
 
-    objects = render(chart, PRODUCTION)
+    objects = render(chart, MINIMAL)
     data = secret_data(objects)
     for name, value in config_map(objects).items():
         monkeypatch.setenv(name, value)
-    for name, entry in env_of(objects, "api").items():
+    resolved: dict[str, str] = {}
+    for name, entry in env_of(objects, "store").items():
         if "valueFrom" in entry:
-            monkeypatch.setenv(name, data[entry["valueFrom"]["secretKeyRef"]["key"]])
+            resolved[name] = data[entry["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            value = entry["value"]
+            for earlier, known in resolved.items():
+                value = value.replace(f"$({earlier})", known)
+            resolved[name] = value
+        monkeypatch.setenv(name, resolved[name])
     monkeypatch.delenv("JIP_CONFIG", raising=False)
 
     settings = Settings()
 
-    assert settings.catalog_url == CATALOG_URL
-    assert settings.index_url == INDEX_URL
-    assert settings.storage_url == PRODUCTION["storage"]["url"]
+    assert settings.catalog_url == (
+        f"postgresql://jip:{data['postgresql-password']}@jip-postgresql:5432/jip"
+    )
+    assert settings.index_url == "http://jip-opensearch:9200"
+    assert settings.storage_url == "s3://jip-dicom/site?endpoint=jip-minio:9000&secure=false"
     assert settings.s3_secret_key is not None
-    assert settings.s3_secret_key.get_secret_value() == PRODUCTION["storage"]["secretKey"]
-    assert settings.http_host == "0.0.0.0"
+    assert settings.s3_secret_key.get_secret_value() == data["minio-root-password"]
+    assert settings.auth.issuer_url == "https://jip.hospital.local/keycloak/realms/jip"
+    assert settings.auth.jwks_url is not None and "jip-keycloak:8080" in settings.auth.jwks_url
+    assert settings.flow.airflow_url == "http://jip-airflow-api-server:8080"
+    assert settings.flow.airflow_password == data["airflow-jip-password"]
+    assert settings.http.trusted_proxies == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    assert str(settings.data_dir) == "/var/lib/jip"
+
+
+def test_production_settings_reach_the_pods(chart: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jip.config import Settings
+
+    for name, value in config_map(render(chart, PRODUCTION)).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
     assert settings.store.ae_title == "JIP_SITE_A"
     assert settings.store.allowed_calling_aets == ["PACS", "CT01"]
     assert settings.store.peers["pacs"].port == 104
     assert settings.store.listener_processes == 4
     assert settings.store.max_upload_bytes == 8 * 1024**3
     assert settings.meta.index_batch_size == 1000
-    assert settings.auth.issuer_url == PRODUCTION["auth"]["issuerUrl"]
-    assert settings.flow.airflow_url == PRODUCTION["flow"]["airflowUrl"]
-    assert settings.flow.airflow_password == PRODUCTION["flow"]["airflowPassword"]
-    assert settings.flow.runner == "kubernetes"
-    assert str(settings.data_dir) == "/var/lib/jip"
+    assert settings.http.trusted_proxies == ["10.244.0.0/16"]
+
+
+def test_operator_pods_get_the_gpu_pool_from_values(
+    chart: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow's task pods build operator pods (runner_kubernetes) from these settings."""
+    from tests.charts.support import task_pod_template
+
+    from jip.config import Settings
+
+    pod = task_pod_template(render(chart, PRODUCTION))
+    assert pod is not None
+    (base,) = pod["spec"]["containers"]
+    for entry in base["env"]:
+        if entry["name"].startswith("JIP_") and "value" in entry:
+            monkeypatch.setenv(entry["name"], entry["value"])
+    flow = Settings().flow
+    assert flow.runner == "kubernetes"
+    assert flow.kubernetes_namespace == NAMESPACE
+    assert flow.gpu.node_selector == {"hospital.local/pool": "gpu"}
+    assert flow.gpu.tolerations == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert flow.kubernetes_stage_image.startswith("registry.hospital.local/jip/jip@sha256:")
 
 
 def test_a_changed_setting_rolls_the_pods(chart: Any) -> None:
-    def checksums(values: dict[str, Any]) -> dict[str, str]:
-        annotations = deployment(render(chart, values), "api")["spec"]["template"]["metadata"]
-        return annotations["annotations"]
+    def checksum(values: Obj) -> str:
+        template = deployment(render(chart, values), "store")["spec"]["template"]
+        value: str = template["metadata"]["annotations"]["checksum/config"]
+        return value
 
-    before = checksums(MINIMAL)
-    new_config = checksums(merged(MINIMAL, **{"config.logLevel": "DEBUG"}))
-    new_secret = checksums(merged(MINIMAL, **{"catalog.url": CATALOG_URL + "x"}))
-    assert new_config["checksum/config"] != before["checksum/config"]
-    assert new_secret["checksum/secret"] != before["checksum/secret"]
+    assert checksum(MINIMAL) == checksum(MINIMAL)
+    assert checksum(merged(MINIMAL, **{"config.logLevel": "DEBUG"})) != checksum(MINIMAL)
 
 
-# --- DICOM -----------------------------------------------------------------------------
+# --- DICOM -------------------------------------------------------------------------------
 
 
 def test_dicom_service_exposes_the_configured_port(chart: Any) -> None:
     objects = render(chart, PRODUCTION)
-    service = only(objects, "Service", f"{RELEASE}-dicom")["spec"]
+    service = only(objects, "Service", named("dicom"))["spec"]
     assert service["type"] == "LoadBalancer"
     assert service["loadBalancerIP"] == "10.20.1.50"
     assert service["externalTrafficPolicy"] == "Local"
@@ -284,33 +351,172 @@ def test_dicom_service_exposes_the_configured_port(chart: Any) -> None:
     ports = {p["name"]: p["containerPort"] for p in container(objects, "dicom")["ports"]}
     assert ports["dicom"] == 11112
     assert config_map(objects)["JIP_STORE__DICOM_PORT"] == "11112"
-    selector = deployment(objects, "dicom")["spec"]["selector"]["matchLabels"]
-    assert service["selector"] == selector
+    assert service["selector"] == deployment(objects, "dicom")["spec"]["selector"]["matchLabels"]
 
 
 def test_dicom_service_can_be_a_node_port(chart: Any) -> None:
     values = merged(
         MINIMAL, **{"dicom.service": {"type": "NodePort", "port": 11112, "nodePort": 30104}}
     )
-    service = only(render(chart, values), "Service", f"{RELEASE}-dicom")["spec"]
+    service = only(render(chart, values), "Service", named("dicom"))["spec"]
     assert service["type"] == "NodePort"
     assert service["ports"][0]["nodePort"] == 30104
     assert "loadBalancerIP" not in service
 
 
-def test_dicom_service_is_a_load_balancer_on_11112_by_default(chart: Any) -> None:
-    service = only(render(chart, MINIMAL), "Service", f"{RELEASE}-dicom")["spec"]
-    assert service["type"] == "LoadBalancer"
-    assert service["ports"][0]["port"] == 11112
+# --- Ingress and TLS ---------------------------------------------------------------------
 
 
-# --- Probes and pod security ------------------------------------------------------------
+def ingress_routes(objects: list[Obj]) -> dict[str, str]:
+    (rule,) = only(objects, "Ingress", RELEASE)["spec"]["rules"]
+    return {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_probes_hit_healthz_and_readyz_on_the_http_port(chart: Any, role: str) -> None:
+def routed_to(routes: dict[str, str], path: str) -> str:
+    """The Service an Ingress's Prefix paths send ``path`` to (longest prefix wins)."""
+    best = max(
+        (p for p in routes if p == "/" or path == p or path.startswith(p.rstrip("/") + "/")),
+        key=len,
+    )
+    return routes[best]
+
+
+def test_ingress_sends_every_route_to_the_service_that_serves_it(chart: Any) -> None:
+    routes = ingress_routes(render(chart, MINIMAL))
+    for group, routers in ROUTER_GROUPS.items():
+        for router in routers:
+            for route in router.routes:
+                if isinstance(route, APIRoute):
+                    path = route.path.split("{")[0] or "/"
+                    assert routed_to(routes, path) == named(group), f"{route.path} ({group})"
+    assert routed_to(routes, "/keycloak/realms/jip") == named("keycloak")
+    assert routed_to(routes, "/healthz") == named("base")
+
+
+def test_ingress_terminates_tls_with_a_given_or_a_generated_certificate(chart: Any) -> None:
+    given = only(render(chart, PRODUCTION), "Ingress", RELEASE)["spec"]
+    assert given["tls"] == [{"hosts": ["jip.hospital.local"], "secretName": "jip-tls"}]
+    assert given["ingressClassName"] == "nginx"
+    assert not [o for o in render(chart, PRODUCTION) if o["metadata"]["name"] == "jip-tls"]
     objects = render(chart, MINIMAL)
-    main = container(objects, role)
+    made = only(objects, "Secret", named("tls"))
+    assert made["type"] == "kubernetes.io/tls"
+    assert made["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    cert = base64.b64decode(made["data"]["tls.crt"]).decode()
+    assert cert.startswith("-----BEGIN CERTIFICATE-----")
+    assert only(objects, "Ingress", RELEASE)["spec"]["tls"][0]["secretName"] == named("tls")
+
+
+# --- Observability -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("part", [*SERVICES, "federation"])
+def test_every_jip_pod_carries_scrape_annotations(chart: Any, part: str) -> None:
+    objects = render(chart, example("federation"))
+    annotations = deployment(objects, part)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8000"
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_grafana_dashboard_ships_as_a_labelled_configmap_using_jip_metrics(chart: Any) -> None:
+    board = only(render(chart, MINIMAL), "ConfigMap", named("dashboard"))
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(board["data"]["jip.json"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in (
+        "jip_dicom_cstore_total",
+        "jip_dicom_cstore_seconds_bucket",
+        "jip_store_bytes_total",
+        "jip_index_lag_seconds",
+        "jip_flow_runs",
+        "jip_http_request_seconds_bucket",
+        "jip_login_failures_total",
+    ):
+        assert metric in exprs, metric
+    assert "by (state)" in exprs and "route" in exprs
+
+
+# --- Values the schema refuses -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named_field"),
+    [
+        pytest.param({"postgresql.enabled": False}, "/externalPostgresql", id="pg-external-empty"),
+        pytest.param({"minio.enabled": False}, "/externalMinio", id="s3-external-empty"),
+        pytest.param({"opensearch.enabled": False}, "/externalOpensearch", id="os-external-empty"),
+        pytest.param({"keycloak.enabled": False}, "/externalKeycloak", id="kc-external-empty"),
+        pytest.param({"airflow.enabled": False}, "/externalAirflow", id="af-external-empty"),
+        pytest.param({"federation.enabled": True}, "/federation/hub", id="fed-without-hub"),
+        pytest.param({"config.store.dicomPort": 104}, "/config/store/dicomPort", id="port-104"),
+        pytest.param(
+            {"config.store.aeTitle": "A_TITLE_LONGER_THAN_16"}, "/config/store/aeTitle", id="ae"
+        ),
+        pytest.param({"config.store.aeTitle": "JIP\\1"}, "/config/store/aeTitle", id="ae-bs"),
+        pytest.param({"dicom.service.nodePort": 104}, "/dicom/service/nodePort", id="nodeport"),
+        pytest.param(
+            {"podSecurityContext.runAsNonRoot": False},
+            "/podSecurityContext/runAsNonRoot",
+            id="root",
+        ),
+        pytest.param(
+            {"securityContext.readOnlyRootFilesystem": False},
+            "/securityContext/readOnlyRootFilesystem",
+            id="writable-root",
+        ),
+        pytest.param({"store.resources.limits": None}, "/store/resources", id="no-limits"),
+        pytest.param({"host": "JIP_Site"}, "/host", id="host"),
+        pytest.param({"networkPolicy.dicomSources": ["10.20.0.0"]}, "/networkPolicy", id="cidr"),
+        pytest.param({"images.jip.digest": "sha256:abc"}, "/images/jip/digest", id="digest"),
+        pytest.param({"catalog": {"url": "postgresql://u:pw@h/db"}}, "'catalog'", id="old-url"),
+        pytest.param(
+            {"externalKeycloak.issuerUrl": "http://kc/realms/jip"},
+            "/externalKeycloak",
+            id="issuer-http",
+        ),
+    ],
+)
+def test_invalid_values_are_refused_naming_the_field(
+    chart: Any, overrides: Obj, named_field: str
+) -> None:
+    assert named_field in rejection(chart, merged(MINIMAL, **overrides))
+
+
+def test_auth_and_workflows_switched_off_need_no_identity_or_airflow(chart: Any) -> None:
+    values = merged(EXTERNAL, **{"config.auth.enabled": False, "config.flow.enabled": False})
+    del values["externalKeycloak"], values["externalAirflow"]
+    objects = render(chart, values)
+    data = config_map(objects)
+    assert data["JIP_AUTH__ENABLED"] == "false"
+    assert data["JIP_FLOW__AIRFLOW_ENABLED"] == "false"
+    assert "JIP_AUTH__ISSUER_URL" not in data
+    assert "JIP_AUTH__CLIENT_SECRET" not in env_of(objects, "base")
+
+
+@pytest.mark.parametrize("part", API_SERVICES)
+def test_api_services_are_cluster_internal(chart: Any, part: str) -> None:
+    service = only(render(chart, MINIMAL), "Service", named(part))["spec"]
+    assert service["type"] == "ClusterIP"
+    assert service["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+    ]
+
+
+@pytest.mark.parametrize("part", SERVICES)
+def test_disruption_budgets_select_their_service_and_never_block_a_drain(
+    chart: Any, part: str
+) -> None:
+    objects = render(chart, MINIMAL)
+    budget = only(objects, "PodDisruptionBudget", named(part))["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert budget["selector"] == deployment(objects, part)["spec"]["selector"]
+
+
+@pytest.mark.parametrize("part", SERVICES)
+def test_probes_hit_healthz_and_readyz_on_the_http_port(chart: Any, part: str) -> None:
+    objects = render(chart, MINIMAL)
+    main = container(objects, part)
     http = {p["name"]: p["containerPort"] for p in main["ports"]}["http"]
     assert str(http) == config_map(objects)["JIP_HTTP_PORT"]
     for probe, path in [
@@ -319,168 +525,3 @@ def test_probes_hit_healthz_and_readyz_on_the_http_port(chart: Any, role: str) -
         ("readinessProbe", "/readyz"),
     ]:
         assert main[probe]["httpGet"] == {"path": path, "port": "http"}, probe
-
-
-@pytest.mark.parametrize("role", ROLES)
-def test_pods_run_non_root_on_a_read_only_root_filesystem(chart: Any, role: str) -> None:
-    objects = render(chart, PRODUCTION)
-    pod = deployment(objects, role)["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] > 0
-    main = container(objects, role)
-    assert main["securityContext"]["readOnlyRootFilesystem"] is True
-    assert main["securityContext"]["allowPrivilegeEscalation"] is False
-    assert main["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "emptyDir" in volumes[mounts["/tmp"]]
-    assert main["resources"]["limits"]["memory"]
-
-
-def test_only_the_api_mounts_a_kubernetes_token(chart: Any) -> None:
-    objects = render(chart, MINIMAL)
-    tokens = {
-        role: deployment(objects, role)["spec"]["template"]["spec"]["automountServiceAccountToken"]
-        for role in ROLES
-    }
-    assert tokens == {"api": True, "dicom": False, "indexer": False}
-
-
-# --- Ingress, network policy, disruption budget, RBAC -----------------------------------
-
-
-def test_ingress_routes_each_path_and_terminates_tls(chart: Any) -> None:
-    ingress = only(render(chart, PRODUCTION), "Ingress", RELEASE)["spec"]
-    assert ingress["ingressClassName"] == "nginx"
-    assert ingress["tls"] == [{"hosts": ["jip.hospital.local"], "secretName": "jip-tls"}]
-    (rule,) = ingress["rules"]
-    assert rule["host"] == "jip.hospital.local"
-    routes = {
-        p["path"]: (p["backend"]["service"]["name"], p["backend"]["service"]["port"]["number"])
-        for p in rule["http"]["paths"]
-    }
-    assert routes == {
-        "/dicom-web": (f"{RELEASE}-api", 8000),
-        "/api": (f"{RELEASE}-api", 8000),
-        "/auth": ("keycloak", 80),
-        "/": (f"{RELEASE}-api", 8000),
-    }
-
-
-def test_network_policies_let_in_only_the_ingress_controller_and_dicom(chart: Any) -> None:
-    objects = render(chart, PRODUCTION)
-    api = only(objects, "NetworkPolicy", f"{RELEASE}-api")["spec"]["ingress"]
-    assert api[0]["ports"] == [{"port": "http", "protocol": "TCP"}]
-    assert api[0]["from"][0]["namespaceSelector"] == {
-        "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}
-    }
-    dicom = only(objects, "NetworkPolicy", f"{RELEASE}-dicom")["spec"]["ingress"]
-    assert dicom[0]["ports"] == [{"port": "dicom", "protocol": "TCP"}]
-    assert [peer["ipBlock"]["cidr"] for peer in dicom[0]["from"]] == [
-        "10.20.0.0/16",
-        "10.30.4.7/32",
-    ]
-    # Every other rule is the metrics scrape, and only on the HTTP port.
-    for rules in (api[1:], dicom[1:]):
-        assert [r["ports"] for r in rules] == [[{"port": "http", "protocol": "TCP"}]]
-    indexer = only(render(chart, MINIMAL), "NetworkPolicy", f"{RELEASE}-indexer")["spec"]
-    assert indexer["policyTypes"] == ["Ingress"]
-    assert indexer["ingress"] == []
-
-
-@pytest.mark.parametrize("role", ROLES)
-def test_disruption_budgets_select_their_role_and_never_block_a_drain(
-    chart: Any, role: str
-) -> None:
-    objects = render(chart, MINIMAL)
-    budget = only(objects, "PodDisruptionBudget", f"{RELEASE}-{role}")["spec"]
-    assert budget["maxUnavailable"] == 1
-    assert budget["selector"] == deployment(objects, role)["spec"]["selector"]
-
-
-def test_runner_role_may_manage_operator_pods_and_read_their_logs_only(chart: Any) -> None:
-    objects = render(chart, PRODUCTION)
-    rules = only(objects, "Role", f"{RELEASE}-operator-runner")["rules"]
-    granted = {(res, verb) for rule in rules for res in rule["resources"] for verb in rule["verbs"]}
-    assert granted == {
-        ("pods", "create"),
-        ("pods", "get"),
-        ("pods", "list"),
-        ("pods", "watch"),
-        ("pods", "delete"),
-        ("pods/log", "get"),
-    }
-    assert all(rule["apiGroups"] == [""] for rule in rules)
-    binding = only(objects, "RoleBinding", f"{RELEASE}-operator-runner")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE},
-        {"kind": "ServiceAccount", "name": "airflow-worker", "namespace": "airflow"},
-    ]
-    for role in ROLES:
-        pod = deployment(objects, role)["spec"]["template"]["spec"]
-        assert pod["serviceAccountName"] == RELEASE
-
-
-# --- Values the schema refuses ----------------------------------------------------------
-
-
-def test_shipped_defaults_alone_are_refused_naming_every_missing_url(chart: Any) -> None:
-    message = rejection(chart, {})
-    for field in (
-        "/catalog/url",
-        "/index/url",
-        "/storage/url",
-        "/results/url",
-        "/auth/issuerUrl",
-        "/flow/airflowUrl",
-    ):
-        assert field in message
-
-
-@pytest.mark.parametrize(
-    ("overrides", "named"),
-    [
-        pytest.param({"catalog.url": ""}, "'/catalog/url': minLength", id="catalog-missing"),
-        pytest.param(
-            {"catalog.url": "sqlite:///var/lib/jip/catalog.db"}, "/catalog/url", id="catalog-sqlite"
-        ),
-        pytest.param({"storage.url": "file:///srv/jip/blobs"}, "/storage/url", id="storage-file"),
-        pytest.param({"index.url": "opensearch:9200"}, "/index/url", id="index-no-scheme"),
-        pytest.param({"auth.issuerUrl": ""}, "/auth/issuerUrl", id="issuer-missing"),
-        pytest.param({"flow.airflowUrl": ""}, "/flow/airflowUrl", id="airflow-missing"),
-        pytest.param({"config.store.dicomPort": 104}, "/config/store/dicomPort", id="port-104"),
-        pytest.param(
-            {"config.store.aeTitle": "A_TITLE_LONGER_THAN_16"}, "/config/store/aeTitle", id="ae"
-        ),
-        pytest.param({"config.store.aeTitle": "JIP\\1"}, "/config/store/aeTitle", id="ae-bs"),
-        pytest.param(
-            {"dicom.service.nodePort": 104}, "/dicom/service/nodePort", id="nodeport-range"
-        ),
-        pytest.param(
-            {"podSecurityContext.runAsNonRoot": False},
-            "/podSecurityContext/runAsNonRoot",
-            id="root",
-        ),
-        pytest.param({"ingress.tls.enabled": True}, "/ingress/host", id="tls-without-host"),
-        pytest.param(
-            {"networkPolicy.dicomSources": ["10.20.0.0"]},
-            "/networkPolicy/dicomSources/0",
-            id="cidr",
-        ),
-        pytest.param({"catlog": {"url": CATALOG_URL}}, "'catlog'", id="typo"),
-        pytest.param({"flow.runner": "subprocess"}, "/flow/runner", id="runner"),
-    ],
-)
-def test_invalid_values_are_refused_naming_the_field(
-    chart: Any, overrides: dict[str, Any], named: str
-) -> None:
-    assert named in rejection(chart, merged(MINIMAL, **overrides))
-
-
-def test_auth_and_workflows_switched_off_need_no_issuer_or_airflow(chart: Any) -> None:
-    values = merged(MINIMAL, **{"auth.enabled": False, "flow.enabled": False})
-    del values["auth"]["issuerUrl"], values["flow"]["airflowUrl"]
-    data = config_map(render(chart, values))
-    assert data["JIP_AUTH__ENABLED"] == "false"
-    assert data["JIP_FLOW__AIRFLOW_ENABLED"] == "false"
-    assert "JIP_AUTH__ISSUER_URL" not in data

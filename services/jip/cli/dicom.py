@@ -9,6 +9,11 @@ The remote AE is a peer by name (``--peer pacs``: from ``store.peers`` or added 
     jip dicom send --peer pacs ./export/
     jip dicom find --peer pacs --level series StudyInstanceUID=1.2.3 Modality
     jip dicom move --peer pacs --dest JIP StudyInstanceUID=1.2.3
+
+`jip dicom upload` is the other way in: files, folders and zips over HTTP into a project
+of a site (`POST /api/store/upload`), as the browser's Upload page sends them:
+
+    jip dicom upload ./cd-export/ scans.zip --project liver
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
+import httpx
 from click._termui_impl import ProgressBar
 from pydicom.dataset import Dataset
 
-from jip.cli.site import settings_from
+from jip.cli import dicom_upload
+from jip.cli.site import echo_json, settings_from, site_client, url_option
 from jip.config import DicomPeer, Settings
 from jip.errors import JipError
 from jip.store.catalog.queries import QueryLevel
@@ -121,7 +128,7 @@ def _fail(exc: JipError) -> click.ClickException:
 
 @click.group()
 def dicom() -> None:
-    """DIMSE towards a PACS or modality: echo, send files, find, move."""
+    """DIMSE towards a PACS or modality (echo, send, find, move); upload into a site."""
 
 
 @dicom.command()
@@ -272,6 +279,48 @@ def move(
         )
     if result.failed:
         ctx.exit(1)
+
+
+@dicom.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--project", help="The project new series go to (default: your only one).")
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print every file's result as JSON.")
+@click.pass_context
+def upload(
+    ctx: click.Context, paths: tuple[Path, ...], project: str | None, url: str | None, as_json: bool
+) -> None:
+    """Upload DICOM files, folders (recursively) and zips into a site over HTTP.
+
+    Every file (every zip member) is stored, a duplicate, skipped (DICOMDIR) or refused
+    with the reason; the exit status is 1 when any file was refused.
+    """
+    files = dicom_upload.collect(paths)
+    if not files:
+        raise click.UsageError("no files under the paths given")
+    params = {"project": project} if project else {}
+    results: list[dict[str, Any]] = []
+    with site_client(ctx, url) as client, _progress(sum(f.size for f in files), "uploading") as bar:
+        for batch in dicom_upload.batches(files):
+            body = dicom_upload.FormBody(batch)
+            headers = {"Content-Type": body.content_type, "Content-Length": str(body.length())}
+            answer = client.call(
+                "POST", "/api/store/upload", params=params, headers=headers,
+                content=body.chunks(bar.update), timeout=httpx.Timeout(300, read=3600),
+            )  # fmt: skip
+            results.extend(answer["results"])
+    counts = {s: sum(r["status"] == s for r in results) for s in _STATUSES}
+    if as_json:
+        echo_json({"files": len(results), **counts, "results": results})
+    else:
+        click.echo(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(results)} files")
+        for result in [r for r in results if r["status"] == "refused"][:50]:
+            click.echo(f"  refused {result['name']}: {result['reason']}", err=True)
+    if counts["refused"]:
+        ctx.exit(1)
+
+
+_STATUSES = ("stored", "duplicate", "skipped", "refused")
 
 
 def _progress(length: int, label: str) -> ProgressBar[int]:

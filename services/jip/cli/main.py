@@ -40,7 +40,10 @@ def _register() -> None:
     cli.add_command(user.user)
     cli.add_command(user.login)
     cli.add_command(user.logout)
-    cli.add_command(user.keycloak)
+
+    from jip.cli import keycloak
+
+    cli.add_command(keycloak.keycloak)
 
     from jip.cli import cohort, meta
 
@@ -64,6 +67,19 @@ def _register() -> None:
     from jip.cli import samples
 
     cli.add_command(samples.samples)
+
+    from jip.cli import forward
+
+    cli.add_command(forward.forward)
+
+    from jip.cli import backup
+
+    cli.add_command(backup.backup_group)
+
+    from jip.cli import pacs
+
+    dicom.dicom.add_command(pacs.saved_query)
+    dicom.dicom.add_command(pacs.retrieve)
 
 
 def main() -> None:

@@ -29,9 +29,20 @@ from jip.logs import setup_logging
     type=click.Choice([r.value for r in Role]),
     default=Role.ALL.value,
     show_default=True,
-    help="Run every part (one machine) or one part (a cluster Deployment).",
+    help=(
+        "Run every part (all: one machine) or one service of the cluster shape: store "
+        "(DICOMweb), meta (search, cohorts), flow (workflows, rules), base (identity, "
+        "projects, audit, UI), dicom (DIMSE listener), indexer, federation (the agent); "
+        "api is store+meta+flow+base."
+    ),
 )
 @click.option("--no-airflow", is_flag=True, default=False, help="Do not start the workflow engine.")
+@click.option(
+    "--migrate-only",
+    is_flag=True,
+    default=False,
+    help="Bring the catalog schema up to date and exit (the chart's migrations Job).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -42,6 +53,7 @@ def up(
     listeners: int | None,
     role: str,
     no_airflow: bool,
+    migrate_only: bool,
 ) -> None:
     """Start the platform (HTTP API, DICOM listener, workflows) until Ctrl-C."""
     settings = settings_from(
@@ -54,4 +66,10 @@ def up(
         flow__airflow_enabled=False if no_airflow else None,
     )
     setup_logging(settings.log_level, settings.log_format)
+    if migrate_only:
+        from jip.embedded import migrate
+
+        migrate(settings)
+        click.echo("The catalog is up to date.", err=True)
+        return
     run(settings, announce=lambda message: click.echo(message, err=True), role=Role(role))

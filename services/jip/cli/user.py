@@ -1,4 +1,4 @@
-"""`jip user …`, `jip login`, `jip logout` and `jip keycloak bootstrap`.
+"""`jip user …`, `jip login` and `jip logout`.
 
 `jip user` manages the local users of the embedded shape directly in the site's catalog
 (run it on the site's machine, as the site admin). `jip login` gets a token from the
@@ -251,44 +251,3 @@ def remove(ctx: click.Context, username: str, yes: bool) -> None:
             AuditAction.USER_REMOVE, username=_actor(), target=username.lower(), client_ip="local"
         )
     click.echo(f"Removed {username.lower()}.")
-
-
-# -- jip keycloak ----------------------------------------------------------------------------
-@click.group()
-def keycloak() -> None:
-    """Set up Keycloak as the issuer of the cluster shape."""
-
-
-@keycloak.command("bootstrap")
-@click.option("--admin-url", required=True, help="Keycloak's base URL (https://keycloak.example).")
-@click.option("--admin-user", default="admin", show_default=True, help="A master-realm admin.")
-@click.option("--admin-password", prompt=True, hide_input=True, help="Their password.")
-@click.pass_context
-def keycloak_bootstrap(
-    ctx: click.Context, admin_url: str, admin_user: str, admin_password: str
-) -> None:
-    """Create the realm, roles, clients jip and jip-cli, and a group per project."""
-    from keycloak.exceptions import KeycloakError
-
-    from jip.backends import catalog_engine_for
-    from jip.base import Projects
-    from jip.base.keycloak import bootstrap_realm
-    from jip.migrations import upgrade
-
-    settings = settings_from(ctx)
-    upgrade(settings.resolved_catalog_url)  # a group per project of the site's catalog
-    engine = catalog_engine_for(settings.resolved_catalog_url)
-    try:
-        projects = Projects(engine).names()
-    finally:
-        engine.dispose()
-    try:
-        setup = bootstrap_realm(settings, admin_url, admin_user, admin_password, projects=projects)
-    except KeycloakError as exc:
-        raise click.ClickException(f"Keycloak refused: {exc}") from None
-    click.echo(f"Realm {setup.realm}: roles {', '.join(setup.roles)}")
-    click.echo(f"Clients: {', '.join(setup.clients)}")
-    click.echo(f"Project groups: {len(setup.groups)}")
-    click.echo(
-        f"Set auth.issuer_url to {admin_url.rstrip('/')}/realms/{setup.realm} on every service."
-    )

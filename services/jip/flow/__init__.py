@@ -6,7 +6,11 @@ What the room holds, by where the code runs:
   logs, results), ``access`` (who may start, cancel, review, record), ``run_tokens``
   (each run's own token), ``result_keys`` (``runs/<run_id>/`` in the result store),
   ``reviews`` (human steps), ``rules`` (auto-rules), ``records`` and ``schema`` (the
-  flow tables), ``models``, ``workflows`` (operator parameter schemas);
+  flow tables), ``models``, ``workflows`` (operator parameter schemas), ``retry`` (a
+  new run on a run's failed series), ``run_download`` (a run's results as a zip);
+  ``forwarding``, ``forwarding_schema``, ``forwarding_routes`` and ``forwarder``
+  (forwarding rules, their queue and dead letters; the send itself is store's, handed
+  in by the composition);
   the workflow engine port ``engine`` and its Airflow adapter ``engine_airflow`` (on the
   REST client ``airflow_rest``); ``scaffold`` (`jip operator new`);
 - ``worker/``: what runs inside Airflow (DAG building blocks, the human-step operator

@@ -68,6 +68,8 @@ class RunDetail(RunModel):
     per_series: list[SeriesProgress] = Field(default_factory=list)
     tasks_total: int = 0
     tasks_finished: int = 0
+    # The run this one retries (its failed series only); see jip.flow.retry.
+    retry_of: str | None = None
 
 
 class ResultIn(BaseModel):

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse,
 from jip.api_types import RowIdPath
 from jip.base import AdminDep, CurrentUserDep
 from jip.errors import NotFound
-from jip.flow import reviews, rules
+from jip.flow import retry, reviews, rules
 from jip.flow.deps import FlowServiceDep, ResultsStorageDep
 from jip.flow.models import (
     FiringModel,
@@ -82,6 +82,13 @@ def get_run(run_id: str, service: FlowServiceDep) -> RunDetail:
 def cancel_run(run_id: str, service: FlowServiceDep) -> RunModel:
     """Stop a run (the researcher role in each of its projects); its token ends."""
     return service.cancel(run_id)
+
+
+@router.post("/runs/{run_id}/retry", status_code=status.HTTP_201_CREATED)
+def retry_run(run_id: str, service: FlowServiceDep, user: CurrentUserDep) -> RunModel:
+    """Run the workflow again on the run's failed series only (a new run, linked to this
+    one by ``retry_of``); needs the researcher role in each of the run's projects."""
+    return retry.retry_failed(service, run_id, user=user.username)
 
 
 @router.get("/runs/{run_id}/logs", response_class=PlainTextResponse)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # A saved cohort id -> its series UIDs (meta's saved cohorts, once they land).
 CohortResolver = Callable[[str], list[str]]
+# Conf key of a run that retries another's failed series: that run (jip.flow.retry).
+RETRY_OF_KEY = "jip_retry_of"
 
 
 def new_run_id() -> str:
@@ -127,8 +129,11 @@ class FlowService:
         *,
         user: str,
         rule_id: int | None = None,
+        extra_conf: Mapping[str, Any] | None = None,
     ) -> RunModel:
-        """Check the request, start the run, record who started it on what."""
+        """Check the request, start the run, record who started it on what.
+
+        ``extra_conf``: JIP's own keys for the engine (a retry's link to its first run)."""
         series = self._series_of(request)
         studies = self._studies_of(series)
         projects = access.run_projects(
@@ -137,7 +142,12 @@ class FlowService:
         workflow = self.workflow(dag_id)
         self._check_operators_dir(workflow)
         check_params(request.params, workflow.params_schema)
-        conf: dict[str, Any] = {**request.params, SERIES_KEY: series, STUDIES_KEY: studies}
+        conf: dict[str, Any] = {
+            **request.params,
+            **(extra_conf or {}),
+            SERIES_KEY: series,
+            STUDIES_KEY: studies,
+        }
         # Recorded first: a run Airflow starts is always one JIP knows of. A trigger that
         # fails leaves the record failed, saying why.
         record = records.RunRecord(
@@ -300,6 +310,7 @@ class FlowService:
             per_series=per_series(tasks, series),
             tasks_total=len(tasks),
             tasks_finished=sum(t.state.finished for t in tasks),
+            retry_of=run.conf.get(RETRY_OF_KEY),
         )
 
     def cancel(self, run_id: str) -> RunModel:

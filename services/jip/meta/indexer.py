@@ -85,14 +85,12 @@ class Indexer:
 
     def run_once(self) -> IndexPass:
         removed = self._apply_deletions()
+        oldest = self.catalog.oldest_unindexed_at()
+        lag = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+        metrics.INDEX_LAG.set(max(0.0, lag))
         batch = self.catalog.unindexed(self.batch_size)
         if not batch:
-            metrics.INDEX_LAG.set(0)
             return IndexPass(removed=removed)
-        oldest = min(instance.received_at for instance in batch)
-        if oldest.tzinfo is None:  # SQLite hands back naive UTC
-            oldest = oldest.replace(tzinfo=UTC)
-        metrics.INDEX_LAG.set(max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
         summaries: dict[str, tuple[str, dict[str, Any]]] = {}
         errors: dict[str, str] = {}
         for instance in batch:

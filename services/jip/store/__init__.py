@@ -14,10 +14,18 @@ What the room holds:
   attribute matching, which projects a series belongs to, deletion; the catalog is also
   META's outbox (instances not yet indexed).
 - ``storage/``: the blob storage port and its adapters (``file://``, ``s3://``).
+- ``upload.py`` (files, folders and zips in through the ingest path, one result per
+  file) and the zips out: ``zip_stream.py`` (the streamed zip), ``archive.py`` and
+  ``archive_nifti.py`` (series as stored DICOM or NIfTI), ``download.py`` (the scoped,
+  audited HTTP answer META's cohort and FLOW's run downloads give).
+- ``forward_send.py``, ``forward_routes.py``: sending series to a peer (C-STORE or
+  STOW-RS), ``POST /api/dicom/send``; ``dimse/study_query.py``, ``retrievals.py``,
+  ``saved_queries.py``, ``pacs_routes.py``: the PACS page's query and retrieve, and the
+  saved queries `jip up` runs nightly.
 - ``adapters.py``, ``deps.py``: what store reads of the adapters the composition built
   (a Protocol that ``jip.runtime.Runtime`` satisfies; store never imports the runtime).
-- ``routes.py``, ``projects_routes.py``, ``dimse/scu_routes.py``, ``dicomweb/routes.py``:
-  the HTTP routes, mounted by ``jip.app``.
+- ``routes.py``, ``upload_routes.py``, ``projects_routes.py``, ``dimse/scu_routes.py``,
+  ``dicomweb/routes.py``: the HTTP routes, mounted by ``jip.app``.
 
 What it may import: the core (``jip.config``, ``jip.db``, ``jip.errors``, ``jip.logs``,
 ``jip.api_types``) and BASE's public names (``from jip.base import ...``); never meta,
@@ -43,18 +51,33 @@ from jip.store.dicomweb.multipart import (
     read_parts,
     write_parts,
 )
+from jip.store.download import (
+    ArchiveFormatQuery,
+    DownloadAudit,
+    DownloadRequest,
+    FileEntry,
+    SpoolDirDep,
+    zip_response,
+)
 from jip.store.ingest import Ingestor
 from jip.store.storage.port import BlobStorage, check_key
+from jip.store.zip_stream import ArchiveFormat
 
 __all__ = [
     "RULE_FIELDS",
+    "ArchiveFormat",
+    "ArchiveFormatQuery",
     "BlobStorage",
     "Catalog",
+    "DownloadAudit",
+    "DownloadRequest",
     "FailedInstance",
+    "FileEntry",
     "Ingestor",
     "IngestorDep",
     "Part",
     "SeriesProjects",
+    "SpoolDirDep",
     "StoredInstance",
     "boundary_of",
     "check_key",
@@ -65,4 +88,5 @@ __all__ = [
     "read_parts",
     "visible_series",
     "write_parts",
+    "zip_response",
 ]

@@ -8,8 +8,13 @@ What the room holds:
 - the pages: ``explore`` and ``series`` (cohort search, the series viewer and its SEG
   ``overlay``), ``runs`` and ``workflow_form`` (starting and following workflows),
   ``admin`` (status, users, projects, audit), ``admin_assignment`` (assignment rules),
-  ``admin_peers`` (DICOM peers, auto-rules), ``viewer`` (links to an external viewer
-  such as OHIF); ``federation_admin`` and ``federation_policy`` (the site's federation
+  ``admin_peers`` (DICOM peers, auto-rules), ``viewer`` (the link to a viewer),
+  ``ohif`` (OHIF v3 at /viewer: its files, its generated config, a read-only DICOMweb
+  mount that takes the session cookie) with ``ohif_fetch`` (the pinned @ohif/app,
+  fetched by `make install`); ``upload``, ``download`` and ``forward`` (files in and
+  zips out, streamed through the API), ``pacs`` (query and retrieve, saved queries),
+  ``forwarding`` (forwarding rules and dead letters), ``charts`` with ``chart_routes``
+  (facet distributions as server-drawn SVG); ``federation_admin`` and ``federation_policy`` (the site's federation
   queue, policy, trusted keys and audit), ``federation_studies`` with
   ``federation_report`` (the researcher's federated studies: per-site and pooled tables,
   SVG plots); ``templates/`` and ``static/``;

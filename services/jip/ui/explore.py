@@ -159,3 +159,69 @@ def buckets(facet: Facet, aggregation: Mapping[str, Any]) -> list[tuple[str, int
             continue
         result.append((str(key), count))
     return result
+
+
+# -- charts: the facets' distributions, drawn by jip.ui.charts ----------------------------
+
+# Ten-year bins for the age histogram (the facet's four ranges are for filtering).
+AGE_BINS: tuple[tuple[str, float | None, float | None], ...] = (
+    *((f"{lo}-{lo + 10}", float(lo), float(lo + 10)) for lo in range(0, 90, 10)),
+    ("90+", 90.0, None),
+)
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One picture of the Explore and cohort pages: its aggregation and how to read it."""
+
+    name: str
+    title: str
+    agg: dict[str, Any]
+    unit: str = "series"
+    histogram: bool = False  # ordered bins: empty ones at either end are left out
+
+
+CHARTS = {
+    chart.name: chart
+    for chart in (
+        Chart(
+            "age",
+            "Age at study (years)",
+            Facet("PatientAgeYears", "Age", kind="range", ranges=AGE_BINS).agg(),
+            histogram=True,
+        ),
+        Chart(
+            "years",
+            "Studies per year",
+            {"date_histogram": {"field": "StudyDate", "calendar_interval": "year"}},
+            unit="studies",
+            histogram=True,
+        ),
+        Chart("modalities", "Modalities", {"terms": {"field": "Modality", "size": 20}}),
+        Chart("manufacturers", "Manufacturers", {"terms": {"field": "Manufacturer", "size": 15}}),
+    )
+}
+
+
+def chart_buckets(chart: Chart, aggregation: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(label, count) in the aggregation's order; a histogram without its empty ends."""
+    pairs = [
+        (
+            str(b.get("key_as_string", b.get("key")))[:4]
+            if chart.name == "years"
+            else str(b.get("key")),
+            int(b.get("doc_count", 0)),
+        )
+        for b in aggregation.get("buckets", [])
+    ]
+    if chart.histogram:
+        filled = [i for i, (_, count) in enumerate(pairs) if count]
+        pairs = pairs[filled[0] : filled[-1] + 1] if filled else []
+    return pairs
+
+
+def within_year(query: Mapping[str, Any] | None, year: str) -> dict[str, Any]:
+    """``query`` narrowed to studies of one calendar year (StudyDate)."""
+    start = int(year)
+    clause = {"range": {"StudyDate": {"gte": f"{start}-01-01", "lt": f"{start + 1}-01-01"}}}
+    return {"bool": {"filter": [*([query] if query else []), clause]}}

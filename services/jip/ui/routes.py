@@ -17,15 +17,14 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from jip import errors
-from jip.base import CurrentUser, IssuerDep
+from jip.base import CurrentUser, IdentityDep
 from jip.ui import explore, workflow_form
 from jip.ui.api import Api, ApiError
 from jip.ui.session import (
     CSRF_FIELD,
-    REFRESH_COOKIE,
     UiRoute,
     check_csrf,
-    clear_session,
+    end_session,
     finish_login,
     login_redirect,
     session_user,
@@ -92,26 +91,20 @@ def login(request: Request) -> Response:
 @router.get("/ui/callback")
 def callback(
     request: Request,
-    issuer: IssuerDep,
+    identity: IdentityDep,
     code: Annotated[str, Query()] = "",
     state: Annotated[str, Query()] = "",
     error: Annotated[str, Query()] = "",
 ) -> Response:
     if error or not code:
         raise errors.Unauthorized(f"login failed: {error or 'no code'}")
-    return finish_login(request, issuer, code, state)
+    return finish_login(request, identity.issuer, code, state)
 
 
 @router.post("/ui/logout")
-def logout(request: Request, issuer: IssuerDep, csrf_token: CsrfField = "") -> Response:
+def logout(request: Request, csrf_token: CsrfField = "") -> Response:
     check_csrf(request, csrf_token)
-    refresh = request.cookies.get(REFRESH_COOKIE)
-    if refresh:
-        host = request.client.host if request.client else ""
-        issuer.logout(refresh_token=refresh, user=None, client_ip=host)
-    response = see_other("/auth/logout")
-    clear_session(response)
-    return response
+    return end_session(request)
 
 
 # -- explore -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, Request, Response, UploadFile
@@ -16,6 +16,8 @@ from jip.ui.session import check_csrf
 router = APIRouter(tags=["ui"], route_class=PageRoute, include_in_schema=False)
 
 FINISHED_RUN_STATES = frozenset({"success", "failed", "cancelled"})
+# Series states a retry runs again (jip.flow.retry.RETRIED_STATES).
+RETRIED_STATES = frozenset({"failed", "upstream_failed"})
 
 
 @router.get("/ui/runs/{run_id}")
@@ -29,7 +31,12 @@ async def _render_run(
 ) -> Response:
     api = Api(request)
     run = await api.get(f"/api/flow/runs/{quote(run_id)}")
-    logs = (await api.call("GET", f"/api/flow/runs/{quote(run_id)}/logs")).text
+    try:
+        logs = (await api.call("GET", f"/api/flow/runs/{quote(run_id)}/logs")).text
+    except ApiError as exc:  # a run just started has no task yet, so no log
+        if exc.status != 404:
+            raise
+        logs = ""
     results = await api.get(f"/api/flow/runs/{quote(run_id)}/results")
     task_names = sorted({name for row in run["per_series"] for name in row["tasks"]})
     waiting = sorted(
@@ -45,8 +52,16 @@ async def _render_run(
         task_names=task_names,
         waiting=waiting,
         finished=run["state"] in FINISHED_RUN_STATES,
+        failed_series=_failed_series(run),
         upload_error=upload_error,
     )
+
+
+def _failed_series(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a retry would run again: the failed series, or all of a run never started."""
+    if run["state"] == "failed" and not run["tasks"]:
+        return list(run["per_series"])
+    return [row for row in run["per_series"] if row["state"] in RETRIED_STATES]
 
 
 @router.post("/ui/runs/{run_id}/cancel")
@@ -56,6 +71,16 @@ async def cancel_run(
     check_csrf(request, csrf_token)
     await Api(request).post(f"/api/flow/runs/{quote(run_id)}/cancel")
     return see_other(f"/ui/runs/{quote(run_id)}")
+
+
+@router.post("/ui/runs/{run_id}/retry")
+async def retry_failed(
+    request: Request, user: UserDep, run_id: str, csrf_token: CsrfField = ""
+) -> Response:
+    """Start the run again on its failed series only; the new run's page follows."""
+    check_csrf(request, csrf_token)
+    started = await Api(request).post(f"/api/flow/runs/{quote(run_id)}/retry")
+    return see_other(f"/ui/runs/{quote(started['run_id'])}")
 
 
 @router.post("/ui/runs/{run_id}/tasks/{task}/done")

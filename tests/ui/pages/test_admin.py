@@ -318,6 +318,7 @@ def test_viewer_url_is_a_template_global_formatted_from_the_setting(
 ) -> None:
     template = templates.env.from_string("{{ viewer_url('1.2.3', '4.5') }}")
     request = SimpleNamespace(app=app)
+    runtime.settings.ui.ohif.enabled = False  # neither a template nor OHIF: no link
     assert template.render(request=request) == "None"
     runtime.settings.ui.viewer_url_template = "/ohif/viewer?StudyInstanceUIDs={study}&s={series}"
     assert template.render(request=request) == "/ohif/viewer?StudyInstanceUIDs=1.2.3&amp;s=4.5"

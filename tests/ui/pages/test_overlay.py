@@ -149,7 +149,8 @@ def test_series_page_links_to_the_configured_viewer(
     site: PhantomSite, client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     browser_login(client, "rita")
-    assert "Open in OHIF" not in client.get(site.page_url).text
+    monkeypatch.setattr(site.runtime.settings.ui.ohif, "enabled", False)
+    assert 'id="open-viewer"' not in client.get(site.page_url).text
     template = "/ohif/viewer?StudyInstanceUIDs={study}&SeriesInstanceUIDs={series}"
     monkeypatch.setattr(site.runtime.settings.ui, "viewer_url_template", template)
     link = re.search(

@@ -63,6 +63,11 @@ class PodSettings:
     api_token: str | None = None
     service_account: str | None = None
     extra_labels: Mapping[str, str] = field(default_factory=dict)
+    # Pods asking for GPUs: the device plugin's resource, the GPU pool's node labels and
+    # the tolerations of its taints (flow.gpu).
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
+    gpu_tolerations: tuple[Mapping[str, str | int], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PodSettings:
@@ -80,7 +85,19 @@ class PodSettings:
             stage_secret=flow.kubernetes_stage_secret,
             api_url=api_url_of(settings),
             api_token=settings.api_token.get_secret_value() if settings.api_token else None,
+            gpu_resource=flow.gpu.resource,
+            gpu_node_selector=dict(flow.gpu.node_selector),
+            gpu_tolerations=tuple(dict(t) for t in flow.gpu.tolerations),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodResources:
+    """One operator's needs (its manifest), over the site's defaults in PodSettings."""
+
+    cpus: float | None = None
+    memory: str | None = None
+    gpu: int = 0
 
 
 def pod_name(job: OperatorJob) -> str:
@@ -98,12 +115,20 @@ def label_value(value: str) -> str:
 
 
 def build_pod(
-    job: OperatorJob, settings: PodSettings, *, deadline_s: int | None = None
+    job: OperatorJob,
+    settings: PodSettings,
+    *,
+    deadline_s: int | None = None,
+    image: str | None = None,
+    resources: PodResources | None = None,
 ) -> k8s.V1Pod:
     """The pod that runs ``job``; staged through the PVC or through the store's API.
 
-    ``deadline_s`` (activeDeadlineSeconds) ends the pod even when nobody deletes it.
+    ``deadline_s`` (activeDeadlineSeconds) ends the pod even when nobody deletes it;
+    ``image`` (e.g. pinned by digest) replaces ``<registry>jip/<operator>:<version>``;
+    ``resources`` with ``gpu > 0`` adds the GPU limit, node selector and tolerations.
     """
+    needs = resources or PodResources()
     name = pod_name(job)
     labels = {
         "app.kubernetes.io/name": "jip-operator",
@@ -119,7 +144,7 @@ def build_pod(
     annotations = {f"jip/{key}": value for key, value in job.labels.items()}
     if job.run_id:
         annotations["jip/run-id"] = job.run_id
-    operator = _operator_container(job, settings)
+    operator = _operator_container(job, settings, needs, image)
     tmp = k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())
     if settings.work_pvc:
         volumes = [
@@ -181,8 +206,22 @@ def build_pod(
             init_containers=init_containers,
             containers=containers,
             volumes=volumes,
+            node_selector=dict(settings.gpu_node_selector) if needs.gpu else None,
+            tolerations=[_toleration(t) for t in settings.gpu_tolerations] if needs.gpu else None,
         ),
     )
+
+
+def _toleration(spec: Mapping[str, str | int]) -> k8s.V1Toleration:
+    """A toleration written as Kubernetes writes it (``tolerationSeconds``)."""
+    names = {wire: attr for attr, wire in k8s.V1Toleration.attribute_map.items()}
+    unknown = sorted(set(spec) - set(names))
+    if unknown:
+        raise Invalid(
+            f"flow.gpu.tolerations: unknown field {', '.join(unknown)}; "
+            f"use Kubernetes' names ({', '.join(sorted(names))})"
+        )
+    return k8s.V1Toleration(**{names[key]: value for key, value in spec.items()})
 
 
 def _container_security() -> k8s.V1SecurityContext:
@@ -193,25 +232,31 @@ def _container_security() -> k8s.V1SecurityContext:
     )
 
 
-def _resources(settings: PodSettings) -> k8s.V1ResourceRequirements:
+def _resources(settings: PodSettings, needs: PodResources) -> k8s.V1ResourceRequirements:
     limits: dict[str, str] = {}
-    if settings.cpus is not None:
-        limits["cpu"] = f"{settings.cpus:g}"
-    if settings.memory is not None:
-        limits["memory"] = settings.memory
+    cpus = needs.cpus if needs.cpus is not None else settings.cpus
+    memory = needs.memory or settings.memory
+    if cpus is not None:
+        limits["cpu"] = f"{cpus:g}"
+    if memory is not None:
+        limits["memory"] = memory
+    if needs.gpu:
+        limits[settings.gpu_resource] = str(needs.gpu)
     # Requests equal limits: the scheduler places the pod where it really fits.
     return k8s.V1ResourceRequirements(limits=limits or None, requests=dict(limits) or None)
 
 
-def _operator_container(job: OperatorJob, settings: PodSettings) -> k8s.V1Container:
+def _operator_container(
+    job: OperatorJob, settings: PodSettings, needs: PodResources, image: str | None
+) -> k8s.V1Container:
     env = contract_env(INPUT_MOUNT, OUTPUT_MOUNT, job.params)
     env |= {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
     return k8s.V1Container(
         name=OPERATOR_CONTAINER,
-        image=image_name(settings.registry, job.operator, job.version),
+        image=image or image_name(settings.registry, job.operator, job.version),
         image_pull_policy="IfNotPresent",
         env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
-        resources=_resources(settings),
+        resources=_resources(settings, needs),
         security_context=_container_security(),
     )
 

@@ -135,7 +135,7 @@ def task_client(context: Any, settings: Settings | None = None) -> JipClient:
     return JipClient.from_settings(settings or task_settings(), token=run_token(context))
 
 
-def _series_of(value: Any) -> list[str]:
+def series_of(value: Any) -> list[str]:
     """Series UIDs from a put-output result (its DICOM series), a list or one UID."""
     if value is None:
         return []
@@ -162,7 +162,7 @@ def _stage(
     context: Any, settings: Settings, series_uid: str, step: str, also: Any
 ) -> dict[str, Any]:
     """get-input's work, shared by its task and by :func:`process_series`."""
-    uids = [series_uid, *_series_of(also)]
+    uids = [series_uid, *series_of(also)]
     dirs = steps.step_dirs(settings.resolved_flow_work_dir, run_id_of(context), series_uid, step)
     studies = dict(_conf(context).get(STUDIES_KEY) or {})
     with task_client(context, settings) as client:

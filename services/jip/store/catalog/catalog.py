@@ -266,6 +266,17 @@ class Catalog:
             uids = list(conn.execute(query).scalars())
         return self._instances(Instance.sop_instance_uid.in_(uids)) if uids else []
 
+    def oldest_unindexed_at(self) -> datetime | None:
+        """When the oldest instance still waiting for the indexer arrived (index lag)."""
+        query = select(func.min(Instance.received_at)).where(
+            Instance.indexed_at.is_(None), Instance.index_error.is_(None)
+        )
+        with self.engine.connect() as conn:
+            oldest: datetime | None = conn.execute(query).scalar()
+        if oldest is not None and oldest.tzinfo is None:  # SQLite hands back naive UTC
+            oldest = oldest.replace(tzinfo=UTC)
+        return oldest
+
     def mark_indexed(self, sop_instance_uids: Sequence[str], error: str | None = None) -> None:
         values: dict[str, object] = (
             {"indexed_at": _now()} if error is None else {"index_error": error}

@@ -85,9 +85,7 @@ class ListenerGroup:
             shared = metrics.shared_dir(self.settings.data_dir)
             metrics.clear_shared(shared)
             env = metrics.listener_environment(shared)
-            self._processes = [
-                _Process.spawn(self.build, env) for _ in range(self.process_count)
-            ]
+            self._processes = [_Process.spawn(self.build, env) for _ in range(self.process_count)]
 
     def start(self) -> None:
         """Reserve the port, clear the spool, and let the (prepared) processes serve.

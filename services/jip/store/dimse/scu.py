@@ -14,20 +14,25 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import build_context
+from pynetdicom import StoragePresentationContexts, build_context, build_role, evt
 from pynetdicom.association import Association
 
 from jip import errors
 from jip.config import DicomPeer, Settings
 from jip.store.catalog.queries import QueryLevel
 from jip.store.dimse.ae import JipAE, configure_pynetdicom, send_path
-from jip.store.dimse.contexts import VERIFICATION, QueryRetrieveModel, requested_contexts
+from jip.store.dimse.contexts import (
+    STORAGE_TRANSFER_SYNTAXES,
+    VERIFICATION,
+    QueryRetrieveModel,
+    requested_contexts,
+)
 from jip.store.dimse.status import is_pending, is_success, is_warning
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,10 @@ _FIND = {
 _MOVE = {
     "study": QueryRetrieveModel.STUDY_ROOT_MOVE,
     "patient": QueryRetrieveModel.PATIENT_ROOT_MOVE,
+}
+_GET = {
+    "study": QueryRetrieveModel.STUDY_ROOT_GET,
+    "patient": QueryRetrieveModel.PATIENT_ROOT_GET,
 }
 _MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: context IDs are odd numbers 1-255
 
@@ -102,10 +111,12 @@ def scu_ae(settings: Settings) -> JipAE:
     return ae
 
 
-def _associate(ae: JipAE, peer: DicomPeer, contexts: list[object]) -> Association:
+def _associate(ae: JipAE, peer: DicomPeer, contexts: list[object], **extra: Any) -> Association:
     where = f"{peer.ae_title}@{peer.host}:{peer.port}"
     try:
-        assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title)
+        assoc = ae.associate(
+            peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title, **extra
+        )
     except OSError as exc:  # a host name that does not resolve, among others
         raise errors.Unavailable(
             f"cannot reach {where}: {exc.strerror or exc}; check the peer's host and port"
@@ -257,10 +268,57 @@ def move(
     query = identifier(level, keys)
     ae = scu_ae(settings)
     assoc = _associate(ae, peer, [build_context(_MOVE[model].value)])
+    responses = assoc.send_c_move(query, destination_ae, _MOVE[model].value)
+    return _retrieved(assoc, responses, "C-MOVE", peer, progress)
+
+
+# What the C-GET requestor does with each instance the peer sends on the association:
+# the C-STORE event in, a status (or status data set) out.
+GetStoreHandler = Callable[[Any], "int | Dataset"]
+
+
+def get(
+    settings: Settings,
+    peer: DicomPeer,
+    level: QueryLevel,
+    keys: dict[str, str],
+    on_store: GetStoreHandler,
+    model: Model = "study",
+    progress: Callable[[MoveProgress], None] | None = None,
+) -> MoveResult:
+    """C-GET (PS3.4 C.4.3): the peer sends the matches back on our own association.
+
+    For a peer that cannot open a connection to us (no route, or our AE unknown there).
+    We propose the Storage SOP classes with the SCP role (PS3.7 D.3.3.4), one context
+    fewer than the PS3.8 limit of 128 to leave room for the C-GET one; ``on_store``
+    stores each instance as the listener would.
+    """
+    query = identifier(level, keys)
+    ae = scu_ae(settings)
+    storage = [str(cx.abstract_syntax) for cx in StoragePresentationContexts]
+    storage = storage[: _MAX_CONTEXTS - 1]
+    syntaxes: list[str] = list(STORAGE_TRANSFER_SYNTAXES)
+    contexts: list[object] = [build_context(_GET[model].value)]
+    contexts += [build_context(sop_class, syntaxes) for sop_class in storage]
+    roles = [build_role(sop_class, scp_role=True) for sop_class in storage]
+    handlers = [(evt.EVT_C_STORE, on_store)]
+    assoc = _associate(ae, peer, contexts, ext_neg=roles, evt_handlers=handlers)
+    responses = assoc.send_c_get(query, _GET[model].value)
+    return _retrieved(assoc, responses, "C-GET", peer, progress)
+
+
+def _retrieved(
+    assoc: Association,
+    responses: Iterator[tuple[Dataset, Dataset | None]],
+    service: str,
+    peer: DicomPeer,
+    progress: Callable[[MoveProgress], None] | None,
+) -> MoveResult:
+    """The final result of a C-MOVE or C-GET, reporting each pending response."""
     final: Dataset | None = None
     final_identifier: Dataset | None = None
     try:
-        for status, found in assoc.send_c_move(query, destination_ae, _MOVE[model].value):
+        for status, found in responses:
             code = int(getattr(status, "Status", 0xFFFF))
             if is_pending(code):
                 if progress is not None:
@@ -271,11 +329,13 @@ def move(
         if assoc.is_established:
             assoc.release()
     if final is None or "Status" not in final:
-        raise errors.Unavailable(f"C-MOVE on {peer.ae_title}: no final response (timeout or abort)")
+        raise errors.Unavailable(
+            f"{service} on {peer.ae_title}: no final response (timeout or abort)"
+        )
     code = int(final.Status)
     counts = _move_progress(final)
     if not (is_success(code) or is_warning(code)) and counts.completed == 0:
-        _raise_unless_success(code, final, "C-MOVE", peer)
+        _raise_unless_success(code, final, service, peer)
     failed_uids = []
     if final_identifier is not None and "FailedSOPInstanceUIDList" in final_identifier:
         value = final_identifier.FailedSOPInstanceUIDList

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
+from jip import errors
 from jip.base import AdminDep, AuditDep, ClientIpDep, ProjectsDep, require_admin
 from jip.config import DicomPeer
 from jip.store.adapters import StoreAdapters
@@ -30,6 +31,7 @@ class PeerOut(BaseModel):
     host: str
     port: int
     projects: list[str] = Field(default_factory=list)  # what it sees calling us; []: all
+    retrieve: Literal["move", "get"] = "move"  # C-MOVE to us, or C-GET (no route to us)
     source: peers.PeerSource
     overrides_settings: bool = False
 
@@ -89,6 +91,12 @@ def put_peer(
     projects: ProjectsDep,
 ) -> PeerOut:
     """Add or change a peer (a configured one of the same name is overridden)."""
+    if body.retrieve != "move":
+        # The dicom_peers table has no column for it yet: refuse rather than drop it.
+        raise errors.Invalid(
+            f"retrieve {body.retrieve!r}: set it for this peer in store.peers (the site's "
+            "configuration); peers added here are retrieved from with C-MOVE"
+        )
     for project in body.projects:
         projects.get(project)  # 404 for an unknown project
     item = peers.put_peer(adapters.engine, name, body, user=admin.username)
