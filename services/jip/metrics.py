@@ -33,6 +33,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -74,8 +75,6 @@ class _CallbackGauge(Collector):
         self.name, self.doc, self.label, self.read = name, doc, label, read
 
     def collect(self) -> Iterable[Metric]:
-        from prometheus_client.core import GaugeMetricFamily
-
         family = GaugeMetricFamily(self.name, self.doc, labels=[self.label])
         try:
             counts = self.read()

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from jip.store.upload import is_zip
+
 BATCH_FILES = 200
 BATCH_BYTES = 256 * 1024 * 1024
 _CHUNK = 1024 * 1024
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,6 @@ class UploadFile:
     path: Path
     name: str  # as the site reports it: relative to the folder given, folder included
     size: int
-
-
-def is_zip(path: Path) -> bool:
-    with path.open("rb") as handle:
-        head = handle.read(132)
-    return head[:4] in _ZIP_MAGIC and head[128:132] != b"DICM"
 
 
 def collect(paths: Iterable[Path]) -> list[UploadFile]:

@@ -97,7 +97,7 @@ def _skip_reason(name: str) -> str | None:
     return None
 
 
-def _is_zip(path: Path) -> bool:
+def is_zip(path: Path) -> bool:
     """A zip by its first bytes, unless it is a DICOM file whose preamble happens to
     look like one (``DICM`` at offset 128 decides, PS3.10 §7.1)."""
     with path.open("rb") as handle:
@@ -162,7 +162,7 @@ class Uploader:
         if (reason := _skip_reason(name)) is not None:
             part.path.unlink(missing_ok=True)
             yield FileResult(name, FileStatus.SKIPPED, reason)
-        elif part.size and _is_zip(part.path):
+        elif part.size and is_zip(part.path):
             try:
                 yield from self._zip(name, part.path)
             finally:
@@ -207,7 +207,7 @@ class Uploader:
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
             target.unlink(missing_ok=True)
             return FileResult(name, FileStatus.REFUSED, f"cannot unpack from the zip: {exc}")
-        if zipfile.is_zipfile(target) and _is_zip(target):
+        if zipfile.is_zipfile(target) and is_zip(target):
             target.unlink(missing_ok=True)
             return FileResult(name, FileStatus.REFUSED, "a zip inside the zip: upload it alone")
         member = ReceivedPart(index, {}, target, info.file_size)
