@@ -29,8 +29,9 @@ pytest: install
 
 test: lint typecheck pytest
 
-# Every image a site runs (base from mmdebstrap, jip, airflow, one per operator), built
-# with podman; digests in build/images.json. BASE=python:3.11-slim where a registry is.
+# Every image a site runs (base from mmdebstrap, jip, airflow, the operator SDK base, then
+# one per operator FROM it), built with podman; digests in build/images.json.
+# BASE=python:3.11-slim where a registry is.
 images: install
 	nice -n 10 $(PY) deploy/images.py $(if $(BASE),--base $(BASE))
 

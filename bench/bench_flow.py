@@ -301,6 +301,15 @@ def report(
           f"{serial_s / parallel_s:>12.2f} x faster than one by one")  # fmt: skip
 
 
+def load_average() -> str:
+    """The machine's 1/5/15-minute load, printed beside the figures (a shared machine
+    inflates absolute times; the ratios are what to read)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=20)
@@ -309,6 +318,7 @@ def main() -> int:
                         help="keep the site's folder (Airflow's task logs) and print where")  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="jip-bench-flow-"))
+    load_before = load_average()
     try:
         settings = make_site(root, args.parallel)
         runtime = build_runtime(settings)
@@ -339,6 +349,7 @@ def main() -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     report(shapes, parallel_s, direct_s, operator_s, args.series, args.parallel)
+    print(f"load average (1/5/15 min): {load_before} at the start, {load_average()} at the end")
     return 0
 
 

@@ -12,7 +12,12 @@ again on the same data at once, as a supervisor would, and calls it in a tight l
 with dcmtk's echoscu (C-ECHO) or storescu (one small CT instance, C-STORE) until one
 association succeeds: that is the time from kill -9 to the first accepted association.
 The targets alternate. Prints medians and the ratios JIP/Orthanc (below 1: JIP sooner
-or smaller), and the import graph of a JIP listener process (``python -X importtime``).
+or smaller), the time from kill -9 until JIP's HTTP API answers /healthz (it starts
+after the listener), the memory of each process at rest, and the import graph of a JIP
+listener process (``python -X importtime``).
+
+Run it on a quiet machine for absolute figures; on a shared one read the ratios and
+note ``/proc/loadavg`` (printed at the start and the end).
 
 Python runs with its bytecode cache on, as on an installed site (``PYTHONPYCACHEPREFIX``
 in a temporary folder, ``PYTHONDONTWRITEBYTECODE`` dropped); the first, untimed start
@@ -123,15 +128,33 @@ def alive(pid: int) -> bool:
 
 def memory_mb(pids: list[int]) -> tuple[float, float]:
     """Summed RSS and PSS (MB) of ``pids``."""
-    rss = pss = 0
+    rss = pss = 0.0
     for pid in pids:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name == "Rss":
-                rss += int(value.split()[0])
-            elif name == "Pss":
-                pss += int(value.split()[0])
+        one_rss, one_pss = process_memory_mb(pid)
+        rss, pss = rss + one_rss, pss + one_pss
+    return rss, pss
+
+
+def process_memory_mb(pid: int) -> tuple[float, float]:
+    """RSS and PSS (MB) of one process, from /proc."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "Rss":
+            rss += int(value.split()[0])
+        elif name == "Pss":
+            pss += int(value.split()[0])
     return rss / 1024, pss / 1024
+
+
+def process_label(pid: int) -> str:
+    """What a process of the tree is: `jip up`'s own, a DICOM listener, Orthanc..."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    if "jip.store.dimse.listener" in argv:
+        return "DICOM listener"
+    if "up" in argv:
+        return "jip up (HTTP API, indexer, ...)"
+    return Path(argv[0]).name
 
 
 def probe(target: Target, kind: str, instance: Path) -> bool:
@@ -254,7 +277,11 @@ def listener_imports() -> str:
     return f"{len(rows)} modules, {total_us / 1e6:.2f} s of imports; heavy: {', '.join(heavy) or 'none'}"
 
 
-def report(targets: list[Target], memory: dict[str, tuple[float, float, int]]) -> None:
+def report(
+    targets: list[Target],
+    memory: dict[str, tuple[float, float, int]],
+    per_process: dict[str, list[tuple[str, float, float]]],
+) -> None:
     jip_target, reference = targets
     print(f"\n{'figure':38}{'JIP':>10}{'Orthanc':>10}{'JIP/Orthanc':>13}")
     for figure, times in jip_target.times.items():
@@ -273,6 +300,9 @@ def report(targets: list[Target], memory: dict[str, tuple[float, float, int]]) -
     print(
         f"{'PSS at rest (MB, shared pages once)':38}{pss:>10.0f}{ref_pss:>10.0f}{pss / ref_pss:>12.1f}x"
     )
+    for name, rows in per_process.items():
+        for label, one_rss, one_pss in rows:
+            print(f"  {name}: {label:34} RSS {one_rss:6.0f} MB   PSS {one_pss:6.0f} MB")
 
 
 def main() -> None:
@@ -289,6 +319,7 @@ def main() -> None:
         root = Path(tmp)
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: bytecode cached
         os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+        print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
         listener_imports()  # compiles
         print(f"JIP listener process: {listener_imports()}", flush=True)
         slices = image_series(
@@ -301,6 +332,7 @@ def main() -> None:
         (root / "jip").mkdir(), (root / "orthanc").mkdir()
         targets = [jip(root / "jip", args.listeners), orthanc(root / "orthanc")]
         memory: dict[str, tuple[float, float, int]] = {}
+        per_process: dict[str, list[tuple[str, float, float]]] = {}
         try:
             for target in targets:
                 target.start()
@@ -311,6 +343,9 @@ def main() -> None:
                 assert target.process is not None
                 pids = [target.process.pid, *process_tree(target.process.pid)]
                 memory[target.name] = (*memory_mb(pids), len(pids))
+                per_process[target.name] = [
+                    (process_label(pid), *process_memory_mb(pid)) for pid in pids
+                ]
             for run in range(args.repeat):
                 for kind in PROBES:
                     for target in targets if run % 2 == 0 else targets[::-1]:
@@ -324,7 +359,8 @@ def main() -> None:
         finally:
             for target in targets:
                 target.stop()
-        report(targets, memory)
+        report(targets, memory, per_process)
+        print(f"load average at end: {Path('/proc/loadavg').read_text().strip()}")
 
 
 if __name__ == "__main__":

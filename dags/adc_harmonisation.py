@@ -1,8 +1,9 @@
 """adc-harmonisation: an ADC map per DWI series, then ADC statistics per region.
 
-Per DWI series: get-input (WADO-RS) → adc-map → put-adc (the map to the store by
-STOW-RS) → roi-input (the DWI series, its ADC map and its SEG) → roi-stats → put-json
-(roi_stats.json to the result store). The SEG is the one drawn on the DWI series,
+Per DWI series, two operator steps (each one task: stage by WADO-RS, run, deliver; a pod
+on the cluster): adc-map (the map to the store by STOW-RS) → roi-series (the stored map
+and the series' SEG) → roi-stats (on the DWI series, its ADC map and its SEG;
+roi_stats.json to the result store). The SEG is the one drawn on the DWI series,
 named per series in the ``segmentations`` parameter ({DWI series UID: SEG series UID});
 roi-stats pairs it with the ADC map by position (same geometry, same frame of
 reference) and skips the multi-b DWI series itself. A series without a SEG stops after
@@ -16,15 +17,8 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 
-from jip.flow.worker.tasks import (
-    SERIES_LABEL,
-    UID_PATTERN,
-    fan_out,
-    get_input,
-    put_output,
-    run_operator,
-    workflow_params,
-)
+from jip.flow.worker.operator_step import operator_step
+from jip.flow.worker.tasks import SERIES_LABEL, UID_PATTERN, fan_out, workflow_params
 
 ADC_MAP = "adc-map"
 ROI_STATS = "roi-stats"
@@ -64,15 +58,9 @@ def roi_inputs(stored: Mapping[str, Any], series_uid: str) -> list[str]:
 def adc_harmonisation() -> None:
     @task_group(group_id="series")
     def per_series(series_uid: str) -> None:
-        staged = get_input.override(task_id="get-input")(series_uid)
-        adc = run_operator.override(task_id=ADC_MAP)(staged, operator=ADC_MAP, version=VERSION)
-        stored = put_output.override(task_id="put-adc")(adc)
+        stored = operator_step(series_uid, operator=ADC_MAP, version=VERSION)
         wanted = roi_inputs.override(task_id="roi-series")(stored, series_uid)
-        roi_input = get_input.override(task_id="roi-input")(series_uid, also=wanted)
-        stats = run_operator.override(task_id=ROI_STATS)(
-            roi_input, operator=ROI_STATS, version=VERSION
-        )
-        put_output.override(task_id="put-json")(stats)
+        operator_step(series_uid, operator=ROI_STATS, version=VERSION, also=wanted)
 
     fan_out(per_series)
 

@@ -1,7 +1,8 @@
 """annotate-review: organ segmentation, a person reviews it, radiomics on the reviewed SEG.
 
-Per series: get-input → organ-seg → put-seg → annotate (waits; see below) →
-radiomics-input (the CT and the reviewed SEG) → radiomics → put-csv.
+Per series: organ-seg (one operator step: stage, run, the SEG to the store) → annotate
+(waits; see below) → radiomics (one operator step on the CT and the reviewed SEG;
+radiomics.csv to the result store). On the cluster each operator step is a pod.
 
 The ``annotate`` task waits, without holding a worker, until a person either marks the
 series done (``POST /api/flow/runs/{run}/tasks/annotate/done``: radiomics runs on the
@@ -13,14 +14,9 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task_group
 
+from jip.flow.worker.operator_step import operator_step
 from jip.flow.worker.operators import AwaitReviewOperator
-from jip.flow.worker.tasks import (
-    fan_out,
-    get_input,
-    put_output,
-    run_operator,
-    workflow_params,
-)
+from jip.flow.worker.tasks import fan_out, workflow_params
 
 ORGAN_SEG = "organ-seg"
 RADIOMICS = "radiomics"
@@ -38,15 +34,9 @@ VERSION = "0.1.0"
 def annotate_review() -> None:
     @task_group(group_id="series")
     def per_series(series_uid: str) -> None:
-        staged = get_input.override(task_id="get-input")(series_uid)
-        seg = run_operator.override(task_id=ORGAN_SEG)(staged, operator=ORGAN_SEG, version=VERSION)
-        proposed = put_output.override(task_id="put-seg")(seg)
+        proposed = operator_step(series_uid, operator=ORGAN_SEG, version=VERSION)
         reviewed = AwaitReviewOperator(task_id="annotate", series_uid=series_uid, proposed=proposed)
-        seg_input = get_input.override(task_id="radiomics-input")(series_uid, also=reviewed.output)
-        features = run_operator.override(task_id=RADIOMICS)(
-            seg_input, operator=RADIOMICS, version=VERSION
-        )
-        put_output.override(task_id="put-csv")(features)
+        operator_step(series_uid, operator=RADIOMICS, version=VERSION, also=reviewed.output)
 
     fan_out(per_series)
 

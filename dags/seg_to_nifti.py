@@ -1,17 +1,18 @@
 """seg-to-nifti: each SEG series as a NIfTI label map, its image as NIfTI, and labels.json.
 
-Per SEG series: get-seg → find-source (the image series it references; see
-jip.flow.worker.sources) → convert-input (the SEG and its image) → seg-to-nifti →
-put-output (``<SEG series>/labels.nii.gz``, ``image.nii.gz`` and ``labels.json`` in the
-result store).
+Per SEG series: find-source (the image series it references; see
+jip.flow.worker.sources) → seg-to-nifti (one operator step on the SEG and its image; a pod
+on the cluster; ``<SEG series>/labels.nii.gz``, ``image.nii.gz`` and ``labels.json`` in
+the result store).
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task_group
 
+from jip.flow.worker.operator_step import operator_step
 from jip.flow.worker.sources import find_source
-from jip.flow.worker.tasks import fan_out, get_input, put_output, run_operator, workflow_params
+from jip.flow.worker.tasks import fan_out, workflow_params
 
 SEG_TO_NIFTI = "seg-to-nifti"
 VERSION = "0.1.0"
@@ -28,15 +29,10 @@ VERSION = "0.1.0"
 def seg_to_nifti() -> None:
     @task_group(group_id="series")
     def per_series(series_uid: str) -> None:
-        seg = get_input.override(task_id="get-seg")(series_uid)
         sources = find_source.override(task_id="find-source")(
-            seg, operator=SEG_TO_NIFTI, modalities=["SEG"]
+            series_uid, operator=SEG_TO_NIFTI, modalities=["SEG"]
         )
-        staged = get_input.override(task_id="convert-input")(series_uid, also=sources)
-        converted = run_operator.override(task_id=SEG_TO_NIFTI)(
-            staged, operator=SEG_TO_NIFTI, version=VERSION
-        )
-        put_output.override(task_id="put-output")(converted)
+        operator_step(series_uid, operator=SEG_TO_NIFTI, version=VERSION, also=sources)
 
     fan_out(per_series)
 

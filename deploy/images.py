@@ -9,11 +9,16 @@ The images (tag = the project's version, which is the chart's appVersion):
   python:3.11-slim`` (any Debian-like image with python3 and ``venv``).
 - ``jip/jip``: the platform, every role (``jip up --role ...``), deploy/Dockerfile.
 - ``jip/airflow``: Airflow 3 with JIP's DAGs and worker code, deploy/airflow.Dockerfile.
-- ``jip/<operator>``: one per ``operators/<name>/Dockerfile`` (the SDK, not the platform).
+- ``jip/operator-sdk``: the operator SDK (not the platform) in /opt/venv and the operator
+  user, deploy/operator-sdk.Dockerfile; built before the operators, which start ``FROM``
+  it (their ``SDK`` build argument) and add only their own files and libraries.
+- ``jip/<operator>``: one per ``operators/<name>/Dockerfile``.
 
-Each build is multi-stage (a build stage fills a venv, the final stage copies it: no
-pip, no compiler), runs as a non-root user and keeps podman's layer cache plus uv and
-pip cache mounts, so a rebuild after a code change reinstalls nothing. The result is
+Each venv is filled in a build stage and copied into the final one (no pip, no uv, no
+compiler there; an operator's extra libraries are installed with the build stage's uv
+mounted, not copied), every image runs as a non-root user, and podman's layer cache plus
+uv and pip cache mounts mean a rebuild after a code change reinstalls nothing; an
+operator's own layers are a few kilobytes over the shared SDK layers. The result is
 ``build/images.json``: every image's id and digest, which workflows pin
 (``jip/organ-seg@sha256:...``, see :mod:`jip.flow.worker.pod_operator`).
 """
@@ -35,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "build" / "images.json"
 IGNORE = ROOT / "deploy" / "containerignore"
 DEFAULT_BASE = "localhost/jip/base:bookworm"
+SDK = "operator-sdk"  # the operators' base image, jip/operator-sdk:<version>
 # podman 4.3 with runc cannot raise these limits in a sandbox; set them explicitly.
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
 # What the base adds to minbase: Python 3.11 (bookworm's), its venv module, CA certs.
@@ -51,9 +57,17 @@ class Image:
 
     name: str
     dockerfile: Path
+    # Built FROM jip/operator-sdk (build argument SDK) rather than from BASE.
+    on_sdk: bool = False
 
     def ref(self, version: str) -> str:
         return f"jip/{self.name}:{version}"
+
+    def build_args(self, *, base: str, version: str) -> dict[str, str]:
+        """The one build argument its Dockerfile declares: SDK for operators, else BASE."""
+        if self.on_sdk:
+            return {"SDK": f"localhost/jip/{SDK}:{version}"}
+        return {"BASE": base}
 
 
 def version() -> str:
@@ -68,13 +82,28 @@ def operator_names() -> list[str]:
 
 
 def all_images() -> list[Image]:
-    """The platform first (the bundle's order), then one image per operator."""
+    """The platform first (the bundle's order), the operator SDK, then the operators."""
     images = [
         Image("jip", ROOT / "deploy" / "Dockerfile"),
         Image("airflow", ROOT / "deploy" / "airflow.Dockerfile"),
+        Image(SDK, ROOT / "deploy" / f"{SDK}.Dockerfile"),
     ]
-    images += [Image(n, ROOT / "operators" / n / "Dockerfile") for n in operator_names()]
+    images += [
+        Image(n, ROOT / "operators" / n / "Dockerfile", on_sdk=True) for n in operator_names()
+    ]
     return images
+
+
+def chosen_images(names: list[str]) -> list[Image]:
+    """``names`` (all when empty) in build order; the SDK joins any operator (its base)."""
+    images = all_images()
+    unknown = set(names) - {i.name for i in images}
+    if unknown:
+        sys.exit(f"images: no image named {', '.join(sorted(unknown))}; see --list")
+    wanted = set(names)
+    if any(i.on_sdk and i.name in wanted for i in images):
+        wanted.add(SDK)
+    return [i for i in images if not names or i.name in wanted]
 
 
 def engine() -> str:
@@ -117,7 +146,9 @@ def build_base(podman: str, ref: str = DEFAULT_BASE) -> None:
         sys.exit(f"images: building the base failed (mmdebstrap {debootstrap.returncode})")
 
 
-def build_one(podman: str, image: Image, *, tag: str, base: str, quiet: bool) -> None:
+def build_one(podman: str, image: Image, *, version: str, base: str, quiet: bool) -> None:
+    tag = image.ref(version)
+    build_args = image.build_args(base=base, version=version)
     argv = [
         podman,
         "build",
@@ -126,8 +157,7 @@ def build_one(podman: str, image: Image, *, tag: str, base: str, quiet: bool) ->
         "--layers",
         *ULIMITS,
         *host_ca_volume(),
-        "--build-arg",
-        f"BASE={base}",
+        *(part for key, value in build_args.items() for part in ("--build-arg", f"{key}={value}")),
         "--file",
         str(image.dockerfile),
         "--ignorefile",
@@ -182,10 +212,7 @@ def say(message: str) -> None:
 def build(names: list[str], *, base: str, refresh_base: bool, quiet: bool) -> list[str]:
     """Build ``names`` (all when empty); return their references."""
     podman = engine()
-    chosen = [i for i in all_images() if not names or i.name in names]
-    unknown = set(names) - {i.name for i in all_images()}
-    if unknown:
-        sys.exit(f"images: no image named {', '.join(sorted(unknown))}; see --list")
+    chosen = chosen_images(names)
     if base == DEFAULT_BASE and (refresh_base or not image_exists(podman, base)):
         build_base(podman, base)
     tag_version = version()
@@ -195,7 +222,7 @@ def build(names: list[str], *, base: str, refresh_base: bool, quiet: bool) -> li
         tag = image.ref(tag_version)
         say(f"[{number}/{len(chosen)}] {tag} ({image.dockerfile.relative_to(ROOT)})")
         one = time.monotonic()
-        build_one(podman, image, tag=tag, base=base, quiet=quiet)
+        build_one(podman, image, version=tag_version, base=base, quiet=quiet)
         entries[tag] = inspect(podman, tag)
         say(
             f"[{number}/{len(chosen)}] {tag} {entries[tag]['id'][:19]} {time.monotonic() - one:.0f} s"
@@ -208,10 +235,13 @@ def build(names: list[str], *, base: str, refresh_base: bool, quiet: bool) -> li
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="deploy/images.py",
-        description="Build JIP's images with podman (base, jip, airflow, one per operator) "
+        description="Build JIP's images with podman (base, jip, airflow, the operator SDK, "
+        "one per operator on it) "
         "and record their digests in build/images.json.",
     )
-    parser.add_argument("names", nargs="*", help="only these images (jip, airflow, operators)")
+    parser.add_argument(
+        "names", nargs="*", help="only these images (jip, airflow, operator-sdk, operators)"
+    )
     parser.add_argument(
         "--base",
         default=os.environ.get("JIP_IMAGE_BASE", DEFAULT_BASE),

@@ -5,7 +5,9 @@
 
 - ``images.tar``: every image this repository builds that the site runs (``podman save
   -m``, one docker archive): the images the chart references (``jip/jip``,
-  ``jip/airflow``) and one per operator (Airflow starts those as pods);
+  ``jip/airflow``), one per operator (Airflow starts those as pods) and the operator
+  SDK base they are built on (``jip/operator-sdk``: its layers are the operators' own,
+  so it adds next to nothing, and the site can build its own operators on it offline);
 - ``images.txt``: the references in ``images.tar``, one a line;
 - ``external-images.txt``: the third-party images the chart references (PostgreSQL,
   MinIO, OpenSearch, Keycloak), which no registry here can give us: the site mirrors
@@ -70,11 +72,17 @@ def is_ours(ref: str) -> bool:
     return ref.startswith("jip/") or "/jip/" in ref
 
 
+def operator_images() -> set[str]:
+    """What the bundle carries beyond the chart's references: the operators (pods that
+    Airflow starts) and the SDK base they are built on."""
+    version = built_images.version()
+    names = [built_images.SDK, *built_images.operator_names()]
+    return {f"jip/{name}:{version}" for name in names}
+
+
 def plan(chart_refs: set[str]) -> tuple[list[str], list[str]]:
     """(images the bundle carries, third-party images the site provides)."""
-    version = built_images.version()
-    operators = {f"jip/{name}:{version}" for name in built_images.operator_names()}
-    ours = sorted({r for r in chart_refs if is_ours(r)} | operators)
+    ours = sorted({r for r in chart_refs if is_ours(r)} | operator_images())
     return ours, sorted(r for r in chart_refs if not is_ours(r))
 
 

@@ -8,13 +8,20 @@ never by frame order, so a SEG that omits empty frames still lines up.
 
 One CSV per SEG, ``JIP_OUTPUT_DIR/<SEG SeriesInstanceUID>/radiomics.csv``, one row per
 (series, segment): source series UID, SEG series UID, segment number and label, then the
-features pyradiomics names ``original_<class>_<feature>``.
+features pyradiomics names ``<image type>_<class>_<feature>`` (``original_shape_...``,
+``log-sigma-1-0-mm-3D_firstorder_...``, ``wavelet-LLH_glcm_...``).
+
+What is computed is the run's choice (``params.schema.json``): a study names its feature
+classes, image types, bin width and resampling. The default is a typical organ-level
+study's, first-order, shape and GLCM on the original image: seconds per series, where
+every class on the whole scan (pyradiomics' defaults) once took a minute.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +49,20 @@ logger = logging.getLogger("radiomics-operator")
 
 # Room around a segment's bounding box: pyradiomics pads texture kernels by up to this.
 CROP_PAD_VOXELS = 2
+# pyradiomics' own crop margin (its ``padDistance``) before it filters an image: with a
+# filtered image type, cutting closer than this would change the filtered values.
+FILTER_PAD_VOXELS = 5
+# The ``image_types`` parameter's names -> pyradiomics' image type names.
+IMAGE_TYPES = {
+    "original": "Original",
+    "log": "LoG",
+    "wavelet": "Wavelet",
+    "square": "Square",
+    "squareroot": "SquareRoot",
+    "logarithm": "Logarithm",
+    "exponential": "Exponential",
+    "gradient": "Gradient",
+}
 ID_COLUMNS = ["series_instance_uid", "seg_series_instance_uid", "segment_number", "segment_label"]
 
 
@@ -70,7 +91,7 @@ def source_series_uid(seg: Dataset, override: str | None, only_image: str | None
 
 
 def build_extractor(params: Mapping[str, Any]) -> featureextractor.RadiomicsFeatureExtractor:
-    """A pyradiomics extractor on the original image with only the requested classes.
+    """A pyradiomics extractor with only the requested classes on the requested images.
 
     pyradiomics' provenance (``additionalInfo``: image and mask hashes, mask statistics
     over the whole volume) is off: it is dropped from the CSV anyway and cost more than
@@ -89,7 +110,25 @@ def build_extractor(params: Mapping[str, Any]) -> featureextractor.RadiomicsFeat
     extractor.disableAllFeatures()
     for name in params["feature_classes"]:
         extractor.enableFeatureClassByName(name)
+    extractor.disableAllImageTypes()
+    for name in params.get("image_types") or ["original"]:
+        custom = {"sigma": [float(s) for s in params["log_sigma_mm"]]} if name == "log" else {}
+        extractor.enableImageTypeByName(IMAGE_TYPES[name], customArgs=custom)
     return extractor
+
+
+def crop_pad(params: Mapping[str, Any], image: sitk.Image) -> int:
+    """Voxels kept around a segment: a filter needs pyradiomics' own margin (in the grid
+    it filters on, so scaled up where the image is resampled to coarser voxels)."""
+    if set(params.get("image_types") or ["original"]) <= {"original"}:
+        return CROP_PAD_VOXELS
+    target = params.get("resampled_spacing_mm")
+    scale = (
+        max((float(t) / s for t, s in zip(target, image.GetSpacing(), strict=True)), default=1.0)
+        if target
+        else 1.0
+    )
+    return math.ceil(FILTER_PAD_VOXELS * max(1.0, scale))
 
 
 def mask_image(segment: SegmentMask, image: sitk.Image) -> sitk.Image:
@@ -154,7 +193,8 @@ def process_seg(
                     "SEG %s segment %d is empty; skipped", seg_series.uid, segment.number
                 )
                 continue
-            features = features_for(extractor, *crop_to_segment(image, segment))
+            cropped = crop_to_segment(image, segment, crop_pad(context.params, image))
+            features = features_for(extractor, *cropped)
             rows.append(
                 {
                     "series_instance_uid": source_uid,

@@ -170,8 +170,13 @@ def authenticator_for(
     verifier: TokenVerifier
     site = LocalKeyVerifier(keys, issuer=issuer, audience=auth.audience)
     if auth.issuer_url:
+        from jip.base.keycloak_sessions import sessions_for
+
         verifier = JwksVerifier(
-            issuer=auth.issuer_url, audience=auth.audience, jwks_url=auth.jwks_url
+            issuer=auth.issuer_url,
+            audience=auth.audience,
+            jwks_url=auth.jwks_url,
+            sessions=sessions_for(settings),
         )
     else:
         verifier = site

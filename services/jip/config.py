@@ -23,6 +23,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+# The access sections live in jip.config_access; re-exported, so read them from here too.
+from jip.config_access import AuthSettings as AuthSettings
+from jip.config_access import HttpSettings as HttpSettings
+from jip.config_access import KeycloakSettings as KeycloakSettings
+from jip.config_access import MetricsSettings as MetricsSettings
+
 # A project name, as BASE checks it (jip.base.projects).
 PROJECT_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # What DIMSE queries from a calling AE that is no peer see (StoreSettings).
@@ -153,6 +159,18 @@ class GpuSettings(BaseModel):
     tolerations: list[dict[str, str | int]] = Field(default_factory=list)
 
 
+class FlowApiSettings(BaseModel):
+    """How workflow tasks and operator pods reach the site's services, and what the flow
+    API takes from them (charts/jip sets the in-cluster Service URLs)."""
+
+    # DICOMweb, /api/store and /api/dicom; unset: api_url (or the site's own URL).
+    store_url: str | None = None
+    # /api/flow (results, reviews); unset: api_url (or the site's own URL).
+    flow_url: str | None = None
+    # The largest result file a task may upload (PUT /api/flow/runs/{id}/files/...).
+    max_file_bytes: int = Field(default=4 * 1024**3, ge=1)
+
+
 class FlowSettings(BaseModel):
     """Airflow and the operator runner."""
 
@@ -182,10 +200,8 @@ class FlowSettings(BaseModel):
     # pods stage input into an emptyDir through the store's API and push their output.
     kubernetes_work_pvc: str | None = None
     kubernetes_stage_image: str = "jip/jip:0.1.0"
-    # A Secret whose keys are JIP_* variables (result store URL and credentials) for the
-    # stage-output container of pods without the work PVC.
-    kubernetes_stage_secret: str | None = None
     gpu: GpuSettings = Field(default_factory=GpuSettings)
+    api: FlowApiSettings = Field(default_factory=FlowApiSettings)
     # Auto-rules: how often newly complete series are checked.
     rule_interval_s: float = Field(default=5.0, gt=0)
     # Human steps: how often a waiting task asks whether it was marked done.
@@ -199,53 +215,6 @@ class FlowSettings(BaseModel):
     # unless operator_isolation is "none" (an explicit, logged opt-out for a laptop).
     operator_user: str | None = None
     operator_isolation: Literal["user", "none"] = "user"
-
-
-class AuthSettings(BaseModel):
-    """Token validation; the embedded issuer is used when ``issuer_url`` is unset."""
-
-    enabled: bool = True
-    issuer_url: str | None = None
-    audience: str = "jip"
-    # Short, so that what a token says (roles, projects) cannot lag far behind; the
-    # embedded issuer's tokens are also checked per request against the user's token
-    # version (disable, removal, role change and password change end them at once).
-    access_token_ttl_s: int = Field(default=300, ge=60)
-    # Cluster shape: where the issuer's keys are; unset reads jwks_uri from its discovery.
-    jwks_url: str | None = None
-    # Embedded issuer: the URL people and the CLI reach this site at, its `iss` claim.
-    # Unset: http://<http_host>:<http_port>.
-    public_url: str | None = None
-    refresh_token_ttl_s: int = Field(default=86400, ge=60)
-    # Browser login may redirect to the site itself, loopback URIs (RFC 8252) and these.
-    redirect_uris: list[str] = Field(default_factory=list)
-    # Failed logins per username and client IP before the issuer answers 429.
-    login_max_failures: int = Field(default=5, ge=1)
-    login_failure_window_s: int = Field(default=300, ge=1)
-    # Failed logins of one username from any address, and of the whole site, within
-    # the window before logins are refused (password guessing and spraying).
-    login_max_failures_per_user: int = Field(default=20, ge=1)
-    login_max_failures_site: int = Field(default=200, ge=1)
-    # Password hashes (scrypt, 32 MiB each) computed at once; a login that finds no free
-    # slot within password_hash_wait_s is answered 503 with Retry-After.
-    max_concurrent_password_hashes: int = Field(default=4, ge=1)
-    password_hash_wait_s: float = Field(default=5.0, ge=0)
-    # First run: the `admin` user's password (JIP_AUTH__ADMIN_PASSWORD); unset, a
-    # one-time password is generated and shown once.
-    admin_password: SecretStr | None = None
-
-
-class HttpSettings(BaseModel):
-    """The HTTP server: whom to believe about the client's address, request body limits."""
-
-    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IP addresses or
-    # CIDR networks, "*" for any): a reverse proxy on this machine by default. From any
-    # other peer the headers are ignored and the connection's address is the client's
-    # (login throttling and the audit log use it).
-    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
-    # Largest JSON or form request body; STOW-RS and file uploads stream and have
-    # their own limits (store.max_upload_bytes).
-    max_json_body_bytes: int = Field(default=1024**2, ge=1024)
 
 
 class OhifSettings(BaseModel):
@@ -353,6 +322,8 @@ class Settings(BaseSettings):
     ui: UiSettings = Field(default_factory=UiSettings)
     federation: FederationSettings = Field(default_factory=FederationSettings)
     forward: ForwardSettings = Field(default_factory=ForwardSettings)
+    keycloak: KeycloakSettings = Field(default_factory=KeycloakSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("data_dir")
     @classmethod

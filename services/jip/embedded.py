@@ -6,10 +6,15 @@ shutdown goes in reverse order so in-flight work finishes before its stores clos
 
 The DICOM listener comes first, so that a restart (after a crash, say) answers the
 PACS again as soon as it can: its interpreters start before anything else and import
-while this process recovers the catalog (data directory secured, schema migrated); they
-acknowledge nothing before that, and the rest (indexer, Airflow, the federation agent,
-the HTTP API) starts once they accept associations. Heavy libraries (FastAPI, uvicorn,
-the app) are imported only on that path, after the listener.
+only what a C-STORE needs while this process recovers (:func:`jip.runtime.recover`:
+data directory secured, schema current, default project present; after a restart two
+queries, Alembic loads only to migrate); they acknowledge nothing before that. Only
+once they accept associations does this process build the rest of its runtime
+(identity) and import the heavy libraries (FastAPI, uvicorn, the app) and start the
+rest (indexer, Airflow, the federation agent, the HTTP API), so that it takes no CPU from
+them meanwhile. What a crash leaves besides the catalog needs nothing before the listener
+accepts: spool files of unacknowledged transfers are removed as it starts, and
+instances stored but not yet indexed wait in the catalog, which is the indexer's outbox.
 """
 
 from __future__ import annotations
@@ -144,13 +149,13 @@ def embedded_components(
 
 def listener_components(settings: Settings, role: Role = Role.ALL) -> list[ListenerGroup]:
     """The DICOM listener group, where ``role`` runs one; each process builds its
-    adapters with :func:`jip.runtime.build_runtime`."""
+    adapters with :func:`jip.runtime.build_store_runtime`."""
     if not role.runs(Role.DICOM):
         return []
-    from jip.runtime import build_runtime
+    from jip.runtime import build_store_runtime
     from jip.store.dimse.listener import ListenerGroup
 
-    return [ListenerGroup(settings, build_runtime)]
+    return [ListenerGroup(settings, build_store_runtime)]
 
 
 def service_components(
@@ -306,27 +311,25 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
         for group in listeners:
             group.prepare()  # its interpreters import while the catalog is recovered
             running.callback(_stop, group)
-        runtime = _recover(settings)
-        running.callback(runtime.close)
+        from jip.runtime import build_runtime, recover
+
+        recover(settings)
         for group in listeners:
             log.info("starting %s", group.name)
             group.start()  # the catalog is current: from here on C-STORE is acknowledged
+        for group in listeners:  # idle meanwhile: the listener has the CPU to itself
             group.wait_ready(LISTENER_START_S)
+        runtime = build_runtime(settings, migrate=False)
+        running.callback(runtime.close)
         _serve(settings, runtime, listeners, announce, role, running)
 
 
 def migrate(settings: Settings) -> None:
     """Bring the catalog schema to the newest revision once, before any pod starts (the
     chart's hook Job); it also creates the default project."""
-    _recover(settings).close()
-
-
-def _recover(settings: Settings) -> Runtime:
-    """What the listener needs before it may acknowledge: the data directory secured and
-    the catalog migrated (SQLite rolls back or replays its WAL on open)."""
     from jip.runtime import build_runtime
 
-    return build_runtime(settings)
+    build_runtime(settings).close()
 
 
 def _serve(

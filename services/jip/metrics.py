@@ -17,12 +17,24 @@ Names (the chart's Grafana dashboard, charts/jip/dashboards/jip.json, uses them)
 - ``jip_flow_runs{state}``: workflow runs by state, counted when scraped;
 - ``jip_http_request_seconds{route,method,status}``: HTTP latency by route template;
 - ``jip_login_failures_total``: failed password logins.
+
+``/metrics`` answers loopback clients only unless ``metrics.allow`` or
+``metrics.token_file`` say otherwise (:class:`jip.edge.MetricsGate`). In the cluster,
+each JIP pod runs :func:`relay` beside the service (``python -m jip.metrics relay``): it
+serves ``/metrics`` on a port of its own, which no Service routes and the
+NetworkPolicy opens to the monitoring namespace only, by fetching the service's
+``/metrics`` over loopback.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
-from collections.abc import Callable, Iterable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from prometheus_client import (
@@ -156,3 +168,85 @@ class _Fixed(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return iter(self.families)
+
+
+# -- The relay: /metrics on a port of its own (the cluster's scrape path) -------------------
+RELAY_PORT = 9102
+RELAY_TIMEOUT_S = 10.0
+log = logging.getLogger(__name__)
+
+
+class _RelayHandler(BaseHTTPRequestHandler):
+    """GET /metrics fetches ``source`` over loopback; GET /healthz answers the relay's
+    probes; everything else is a 404. No header of the caller is passed on."""
+
+    source = ""
+    server_version = "jip-metrics-relay"
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz":
+            self._answer(200, b"ok\n", "text/plain")
+        elif self.path == "/metrics":
+            self._relay()
+        else:
+            self._answer(404, b"only /metrics and /healthz are served here\n", "text/plain")
+
+    def _relay(self) -> None:
+        try:
+            with urllib.request.urlopen(self.source, timeout=RELAY_TIMEOUT_S) as upstream:
+                body = upstream.read()
+                content_type = upstream.headers.get("Content-Type", CONTENT_TYPE)
+        except (urllib.error.URLError, OSError) as exc:
+            message = f"cannot read {self.source}: {exc}; is the service up?\n"
+            self._answer(502, message.encode(), "text/plain")
+            return
+        self._answer(200, body, content_type)
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("metrics relay: " + format, *args)
+
+
+def relay_server(*, host: str, port: int, source: str) -> ThreadingHTTPServer:
+    """A server on ``host:port`` relaying ``source`` (the service's loopback /metrics)."""
+    handler = type("RelayHandler", (_RelayHandler,), {"source": source})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m jip.metrics",
+        description="Serve a JIP service's /metrics on a port of its own (the cluster's "
+        "scrape path): the service answers /metrics to loopback callers only.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("relay", help="relay the service's /metrics to this port")
+    run.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    run.add_argument("--port", type=int, default=RELAY_PORT, help="port to listen on")
+    run.add_argument(
+        "--source",
+        default=f"http://127.0.0.1:{os.environ.get('JIP_HTTP_PORT', '8000')}/metrics",
+        help="the service's /metrics, on loopback (default: JIP_HTTP_PORT or 8000)",
+    )
+    args = parser.parse_args(argv)
+    server = relay_server(host=args.host, port=args.port, source=args.source)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log.info("relaying %s on %s:%s/metrics", args.source, args.host, args.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

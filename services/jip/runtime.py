@@ -5,6 +5,12 @@ get it through ``app.state.runtime`` (each service's ``deps.py`` reads the attri
 needs through a small Protocol, so no service imports this module) and DIMSE handlers
 as bound arguments. Adapters a process may never need (index, result store, workflow
 engine) are opened on first use; tests may set them beforehand.
+
+A DICOM listener process builds only a :class:`StoreRuntime` (catalog, blob storage,
+ingest) and imports nothing else of the platform: identity, the index and the workflow
+engine are imported where they are built, so that a listener answers within a second of
+a restart. :func:`recover` is what must hold before any process acknowledges an
+instance; after a restart it is a cheap check.
 """
 
 from __future__ import annotations
@@ -12,35 +18,41 @@ from __future__ import annotations
 import stat
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-
-from jip.backends import (
-    catalog_engine_for,
-    identity_for,
-    index_for,
-    results_storage_for,
-    storage_for,
-    workflow_engine_for,
-)
-from jip.base import Identity
 from jip.config import Settings
-from jip.db import private_sqlite_file
-from jip.flow.engine import WorkflowEngine
-from jip.meta.index import MetaIndex
-from jip.migrations import upgrade
-from jip.store.catalog.catalog import Catalog, DuplicatePolicy
-from jip.store.ingest import Ingestor
-from jip.store.storage.port import BlobStorage
+
+# Everything else is imported where it is used: `jip up` imports this module for the
+# listener's builder before it starts the listener processes, and should spend no time
+# on it then.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from jip.base import Identity
+    from jip.flow.engine import WorkflowEngine
+    from jip.meta.index import MetaIndex
+    from jip.store.catalog.catalog import Catalog
+    from jip.store.ingest import Ingestor
+    from jip.store.storage.port import BlobStorage
 
 
 @dataclass
-class Runtime:
+class StoreRuntime:
+    """What a DICOM listener process serves with (:class:`jip.store.adapters.StoreAdapters`)."""
+
     settings: Settings
     engine: Engine
     catalog: Catalog
     storage: BlobStorage
     ingestor: Ingestor
+
+    def close(self) -> None:
+        self.ingestor.close()
+        self.engine.dispose()
+
+
+@dataclass
+class Runtime(StoreRuntime):
     identity: Identity
     _index: MetaIndex | None = field(default=None, repr=False)
     _results: BlobStorage | None = field(default=None, repr=False)
@@ -52,6 +64,8 @@ class Runtime:
         """The metadata index, opened on first use (listener processes never need it)."""
         with self._lazy_lock:
             if self._index is None:
+                from jip.backends import index_for
+
                 self._index = index_for(self.settings.resolved_index_url)
             return self._index
 
@@ -60,6 +74,8 @@ class Runtime:
         """The result store of workflow runs, opened on first use."""
         with self._lazy_lock:
             if self._results is None:
+                from jip.backends import results_storage_for
+
                 self._results = results_storage_for(self.settings)
             return self._results
 
@@ -72,6 +88,8 @@ class Runtime:
         """The workflow engine (Airflow's REST API), connected on first use."""
         with self._lazy_lock:
             if self._workflow_engine is None:
+                from jip.backends import workflow_engine_for
+
                 self._workflow_engine = workflow_engine_for(self.settings)
             return self._workflow_engine
 
@@ -80,12 +98,11 @@ class Runtime:
         self._workflow_engine = engine
 
     def close(self) -> None:
-        self.ingestor.close()
         if self._index is not None:
             self._index.close()
         if self._workflow_engine is not None:
             self._workflow_engine.close()
-        self.engine.dispose()
+        super().close()
 
 
 def secure_data_dir(settings: Settings) -> None:
@@ -96,6 +113,8 @@ def secure_data_dir(settings: Settings) -> None:
     may read any of it. SQLite files are created 0600 before SQLite opens them, so
     their -wal and -shm files get that mode too.
     """
+    from jip.db import private_sqlite_file
+
     data_dir = settings.data_dir
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)
@@ -107,19 +126,68 @@ def secure_data_dir(settings: Settings) -> None:
             path.chmod(stat.S_IMODE(mode) & 0o700)
 
 
-def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
-    """Adapters for ``settings``; ``migrate`` brings the catalog schema up to date."""
+def recover(settings: Settings) -> None:
+    """What must hold before any process acknowledges an instance: the data directory
+    private, the catalog at the newest schema (SQLite rolls back or replays its WAL on
+    open) and the default project present.
+
+    After a restart all of that usually holds already: two queries say so, and Alembic
+    and the identity tables' code load only when something is to be done.
+    """
+    from jip.backends import catalog_engine_for
+    from jip.migrations import is_current
+
     secure_data_dir(settings)
-    catalog_url = settings.resolved_catalog_url
+    engine = catalog_engine_for(settings.resolved_catalog_url)
+    try:
+        if is_current(engine) and _has_project(engine, settings.store.default_project):
+            return
+    finally:
+        engine.dispose()
+    build_runtime(settings).close()  # migrates and creates the default project
+
+
+def _has_project(engine: Engine, name: str) -> bool:
+    from sqlalchemy import select
+
+    from jip.base import Project
+
+    with engine.connect() as connection:
+        return (
+            connection.execute(select(Project.name).where(Project.name == name)).first() is not None
+        )
+
+
+def build_store_runtime(settings: Settings, *, migrate: bool = False) -> StoreRuntime:
+    """The catalog, blob storage and ingest of one listener process (a
+    :class:`jip.store.adapters.AdaptersBuilder`); ``migrate``: :func:`recover` first."""
+    from jip.backends import catalog_engine_for, storage_for
+    from jip.store.catalog.catalog import Catalog, DuplicatePolicy
+    from jip.store.ingest import Ingestor
+
     if migrate:
-        upgrade(catalog_url)
-    engine = catalog_engine_for(catalog_url)
+        recover(settings)
+    engine = catalog_engine_for(settings.resolved_catalog_url)
     catalog = Catalog(engine, default_project=settings.store.default_project)
     storage = storage_for(settings.resolved_storage_url, settings)
     ingestor = Ingestor(storage, catalog, DuplicatePolicy(settings.store.duplicate_policy))
-    identity = identity_for(settings, engine)
+    return StoreRuntime(settings, engine, catalog, storage, ingestor)
+
+
+def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+    """Adapters for ``settings``; ``migrate`` brings the catalog schema up to date."""
+    from jip.backends import identity_for
+    from jip.migrations import upgrade
+
+    secure_data_dir(settings)
+    if migrate:
+        upgrade(settings.resolved_catalog_url)
+    store = build_store_runtime(settings)
+    identity = identity_for(settings, store.engine)
     if migrate:
         identity.projects.ensure(
             settings.store.default_project, "Series that no assignment rule matches"
         )
-    return Runtime(settings, engine, catalog, storage, ingestor, identity=identity)
+    return Runtime(
+        settings, store.engine, store.catalog, store.storage, store.ingestor, identity=identity
+    )

@@ -169,7 +169,11 @@ def test_bootstrap_twice_keeps_what_exists_and_adds_new_projects(
     ]
     assert "https://jip.moved.example/*" in admin.get_client(web)["redirectUris"]
     mappers = admin.get_mappers_from_client(web)
-    assert sorted(m["name"] for m in mappers) == ["groups", "jip-audience"]
+    assert sorted(m["name"] for m in mappers) == [
+        "groups",
+        "jip-audience",
+        "jip-realm-roles-userinfo",
+    ]
 
 
 def test_a_wrong_admin_password_says_what_to_check(

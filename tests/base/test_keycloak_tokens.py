@@ -9,65 +9,35 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
-from keycloak import KeycloakAdmin
 from tests.base.keycloak_server import (
     PASSWORD,
-    KeycloakServer,
     add_user,
     cluster_settings,
-    keycloak_server,
     new_realm,
     password_grant,
     set_enabled,
     token_endpoint,
     tokens,
 )
+from tests.base.keycloak_site import SITE, Realm, site_on_new_realm
 from tests.support.servers import serve_in_thread
 
-from jip.app import build_app
 from jip.base import CurrentUser
 from jip.base.keycloak import KeycloakLogin
 from jip.base.schema import ProjectRole
-from jip.config import Settings
 from jip.errors import Unauthorized
-from jip.runtime import Runtime, build_runtime
-
-SITE = "http://testserver"
-
-
-@dataclass
-class Realm:
-    server: KeycloakServer
-    name: str
-    admin: KeycloakAdmin
-    settings: Settings
-    runtime: Runtime
-    client: TestClient
-
-    def bearer(self, username: str) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {tokens(self.server, self.name, username)['access_token']}"
-        }
 
 
 @pytest.fixture(scope="module")
 def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Realm]:
-    server = keycloak_server()
-    name = new_realm("tokens")
-    settings = cluster_settings(server, name, tmp_path_factory.mktemp("kc") / "data", SITE)
-    admin = server.bootstrap(settings, ["lung", "brain"])
-    add_user(admin, "rita", groups=["/projects/lung/researcher", "/projects/brain/viewer"])
-    add_user(admin, "ada", realm_roles=["admin"])
-    runtime = build_runtime(settings)
-    with TestClient(build_app(runtime)) as client:
-        yield Realm(server, name, admin, settings, runtime, client)
-    runtime.close()
+    with site_on_new_realm(tmp_path_factory.mktemp("kc") / "data", "tokens") as site:
+        add_user(site.admin, "rita", groups=["/projects/lung/researcher", "/projects/brain/viewer"])
+        add_user(site.admin, "ada", realm_roles=["admin"])
+        yield site
 
 
 def test_groups_become_projects_and_roles(realm: Realm) -> None:

@@ -178,6 +178,7 @@ EXPECTED = {
     ("PUT", "/api/me/password"): 401,
     ("POST", "/dicom-web/studies/{study}"): 409,
     ("POST", "/api/flow/runs/{run_id}/results"): 403,
+    ("PUT", "/api/flow/runs/{run_id}/files/{name}"): 403,
     # Sending needs forward.senders (none by default): refused before any series is read.
     ("POST", "/api/dicom/send"): 403,
 }
@@ -482,6 +483,11 @@ REQUESTS: dict[tuple[str, str], Extras] = {
             ]
         }
     ),
+    ("PUT", "/api/flow/runs/{run_id}/files/{name}"): lambda w, u: {
+        "content": b"planted",
+        "params": {"series": w.a.series, "operator": "x"},
+        "headers": {"Content-Type": "application/octet-stream"},
+    },
     ("POST", "/api/flow/runs/{run_id}/tasks/{task}/done"): _json(
         lambda w, u: {"series": [w.a.series]}
     ),

@@ -42,8 +42,17 @@ def deployment(objects: list[Obj], part: str) -> Obj:
     return only(objects, "Deployment", named(part))
 
 
+def containers(objects: list[Obj], part: str) -> dict[str, Obj]:
+    spec = deployment(objects, part)["spec"]["template"]["spec"]
+    return {c["name"]: c for c in spec["containers"]}
+
+
 def container(objects: list[Obj], part: str) -> Obj:
-    (main,) = deployment(objects, part)["spec"]["template"]["spec"]["containers"]
+    """The part's own container (JIP's services have the ``metrics`` relay beside it)."""
+    found = containers(objects, part)
+    if part in found:
+        return found[part]
+    (main,) = found.values()
     return main
 
 
@@ -286,6 +295,8 @@ def test_configmap_and_secrets_are_read_back_by_jip_settings(
     assert settings.flow.airflow_password == data["airflow-jip-password"]
     assert settings.http.trusted_proxies == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
     assert str(settings.data_dir) == "/var/lib/jip"
+    assert (settings.keycloak.recheck_s, settings.keycloak.unreachable_grace_s) == (30, 60)
+    assert settings.metrics.allow == [] and settings.metrics.token_file is None
 
 
 def test_production_settings_reach_the_pods(chart: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -415,8 +426,52 @@ def test_every_jip_pod_carries_scrape_annotations(chart: Any, part: str) -> None
     objects = render(chart, example("federation"))
     annotations = deployment(objects, part)["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == "8000"
+    assert annotations["prometheus.io/port"] == "9102"  # the relay's, not the API's
     assert annotations["prometheus.io/path"] == "/metrics"
+
+
+@pytest.mark.parametrize("part", [*SERVICES, "federation"])
+def test_every_jip_pod_relays_its_loopback_metrics_on_a_port_of_its_own(
+    chart: Any, part: str
+) -> None:
+    objects = render(chart, example("federation"))
+    pod = containers(objects, part)
+    assert set(pod) == {part, "metrics"}
+    relay = pod["metrics"]
+    assert relay["image"] == pod[part]["image"]
+    assert relay["command"] == ["python", "-m", "jip.metrics", "relay"]
+    assert relay["args"] == ["--port=9102", "--source=http://127.0.0.1:8000/metrics"]
+    assert relay["ports"] == [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
+    assert relay["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert "env" not in relay and "envFrom" not in relay  # no settings, no credentials
+    assert "JIP_METRICS__ALLOW" not in env_of(objects, part)  # JIP answers loopback only
+
+
+def test_no_service_or_ingress_routes_the_metrics_port(chart: Any) -> None:
+    for name in MATRIX:
+        objects = render(chart, example(name))
+        for service in (o for o in objects if o["kind"] == "Service"):
+            for port in service["spec"]["ports"]:
+                assert port.get("targetPort") != "metrics", (name, service["metadata"]["name"])
+                assert port["port"] != 9102, (name, service["metadata"]["name"])
+        for ingress in (o for o in objects if o["kind"] == "Ingress"):
+            for rule in ingress["spec"]["rules"]:
+                for path in rule["http"]["paths"]:
+                    assert path["backend"]["service"]["port"] != {"name": "metrics"}, name
+
+
+def test_a_metrics_token_comes_from_a_secret_as_a_file(chart: Any) -> None:
+    assert "JIP_METRICS__TOKEN_FILE" not in env_of(render(chart, MINIMAL), "store")
+    objects = render(chart, merged(MINIMAL, **{"metrics.existingTokenSecret": "scrape-token"}))
+    for part in SERVICES:
+        env = env_of(objects, part)
+        assert env["JIP_METRICS__TOKEN_FILE"]["value"] == "/var/run/secrets/jip-metrics/token"
+        mounts = {m["name"]: m for m in container(objects, part)["volumeMounts"]}
+        assert mounts["metrics-token"]["readOnly"] is True
+        volumes = {
+            v["name"]: v for v in deployment(objects, part)["spec"]["template"]["spec"]["volumes"]
+        }
+        assert volumes["metrics-token"]["secret"]["secretName"] == "scrape-token"
 
 
 def test_grafana_dashboard_ships_as_a_labelled_configmap_using_jip_metrics(chart: Any) -> None:

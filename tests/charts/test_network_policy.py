@@ -104,6 +104,15 @@ def test_the_ingress_controller_reaches_the_web_ui_and_api_only(site: Site, serv
         assert not site.reaches(CONTROLLER, backend, port), backend
 
 
+@pytest.mark.parametrize("service", ["store", "meta", "flow", "base", "dicom", "indexer"])
+def test_only_the_monitoring_namespace_reaches_the_metrics_relay(site: Site, service: str) -> None:
+    assert site.reaches(MONITORING, service, 9102)
+    assert not site.reaches(MONITORING, service, 8000)  # the API is no scrape path
+    for stranger in (CONTROLLER, OPERATOR, ELSEWHERE):
+        assert not site.reaches(stranger, service, 9102), stranger.labels
+    assert not site.reaches("airflow-worker", service, 9102)
+
+
 def test_the_pacs_reaches_the_dicom_listener_only(site: Site) -> None:
     pacs = outside("10.20.3.4")
     assert site.reaches(pacs, "dicom", 11112)
@@ -135,8 +144,12 @@ def test_only_flow_and_base_call_airflow(site: Site) -> None:
 
 
 def test_operator_pods_reach_the_api_only(site: Site) -> None:
-    for service in API_SERVICES:
+    for service in ("store", "flow"):  # WADO-RS/STOW-RS in, results out
         assert site.reaches(OPERATOR, service, 8000), service
+    for service in ("meta", "base"):
+        assert not site.reaches(OPERATOR, service, 8000), service
+    assert not site.reaches(OPERATOR, CONTROLLER, 443)
+    assert not site.reaches(OPERATOR, CONTROLLER, 80)
     for target, port in [
         ("postgresql", 5432),
         ("minio", 9000),
@@ -190,8 +203,9 @@ def test_production_narrows_dicom_metrics_and_external_backends(chart: Any) -> N
     assert site.reaches(outside("10.20.3.4"), "dicom", 11112)
     assert site.reaches(outside("10.30.4.7"), "dicom", 11112)
     assert not site.reaches(outside("192.168.1.5"), "dicom", 11112)
-    assert site.reaches(MONITORING, "store", 8000)
-    assert site.reaches(MONITORING, "indexer", 8000)
+    assert site.reaches(MONITORING, "store", 9102)  # the metrics relay
+    assert site.reaches(MONITORING, "indexer", 9102)
+    assert not site.reaches(MONITORING, "store", 8000)  # not the API
     assert not site.reaches(MONITORING, "minio", 9000)
     # The hospital's PostgreSQL, and its PACS as a C-MOVE destination.
     assert site.reaches("store", outside("10.40.1.1"), 5432)

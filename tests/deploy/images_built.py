@@ -56,6 +56,14 @@ def ensure_built(*names: str) -> dict[str, str]:
     return {name: f"localhost/jip/{name}:{version}" for name in names}
 
 
+def limit_containers(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give every `podman run` (the container runner's too) the limits runc can set in a
+    sandbox, through a containers.conf in ``folder``."""
+    conf = folder / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n')
+    monkeypatch.setenv("CONTAINERS_CONF", str(conf))
+
+
 def run_in(
     image: str, *argv: str, entrypoint: str | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,8 @@
 """The images `make images` builds, run for real with podman: an operator image through
-the container runner on the phantom CT, the JIP image serving /healthz, and every image
-non-root without a compiler. Skipped only where podman is missing (.ci/run installs it).
+the container runner on the phantom CT, confined there (not root, no capabilities, no
+network, nothing writable but its output and /tmp), the JIP image serving /healthz, and
+every image non-root without a compiler. Skipped only where podman is missing (.ci/run
+installs it).
 """
 
 from __future__ import annotations
@@ -16,10 +18,18 @@ import httpx
 import pytest
 from jip_sdk.phantom import build_abdomen_phantom, write_ct_series
 from jip_sdk.testing import dciodvfy_errors
-from tests.deploy.images_built import ULIMITS, deploy_module, ensure_built, podman, run_in
+from tests.deploy.images_built import (
+    ULIMITS,
+    deploy_module,
+    ensure_built,
+    limit_containers,
+    podman,
+    run_in,
+)
 from tests.support.network import free_port
 
 from jip.flow.worker.runner import OperatorJob
+from jip.flow.worker.runner_container import OPERATOR_UID as CONTAINER_UID
 from jip.flow.worker.runner_container import ContainerRunner
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # a cold build takes minutes
@@ -37,9 +47,7 @@ def built() -> dict[str, str]:
 @pytest.fixture
 def container_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The container runner's `podman run` gets the limits runc can set in a sandbox."""
-    conf = tmp_path / "containers.conf"
-    conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n')
-    monkeypatch.setenv("CONTAINERS_CONF", str(conf))
+    limit_containers(tmp_path, monkeypatch)
 
 
 def test_organ_seg_image_writes_a_valid_seg_through_the_container_runner(
@@ -64,6 +72,62 @@ def test_organ_seg_image_writes_a_valid_seg_through_the_container_runner(
     assert seg.is_file(), sorted(p.name for p in output.rglob("*"))
     assert dciodvfy_errors(seg) == []
     assert outcome.progress is not None and outcome.progress.fraction == 1.0
+    assert seg.stat().st_uid == os.getuid()  # handed back to the task's user
+
+
+# What the probe tries to write outside its output and /tmp: the read-only input, the
+# image's files, the root file system.
+FORBIDDEN = ("/jip/input/1.2.3/new", "/jip/input/1.2.3/1.dcm", "/opt/operator/main.py",
+             "/opt/venv/pyvenv.cfg", "/etc/passwd", "/probe")  # fmt: skip
+PROBE = f"""
+out="$JIP_OUTPUT_DIR"
+id -u > "$out/uid"
+grep -E '^(CapEff|NoNewPrivs):' /proc/self/status > "$out/status"
+ls /sys/class/net > "$out/net"
+for path in {" ".join(FORBIDDEN)}; do
+    if (echo probe >> "$path") 2>/dev/null; then echo "$path" >> "$out/written"; fi
+done
+echo probe > /tmp/probe && echo probe > "$out/1.2.3.txt"
+"""
+
+
+class ProbeRunner(ContainerRunner):
+    """The container runner's own command and hand-over, with a shell probe as the entry
+    point instead of the operator's main.py."""
+
+    def command(self, job: OperatorJob) -> list[str]:
+        *argv, image = super().command(job)
+        return [*argv, "--entrypoint", "/bin/sh", image, "-c", PROBE]
+
+
+def test_operator_container_is_not_root_and_writes_only_its_output(
+    built: dict[str, str], tmp_path: Path, container_limits: None
+) -> None:
+    series = tmp_path / "input" / "1.2.3"
+    series.mkdir(parents=True)
+    (series / "1.dcm").write_bytes(b"untouched")
+    output = tmp_path / "output"
+    job = OperatorJob(
+        operator="organ-seg",
+        version=deploy_module("images").version(),
+        input_dir=tmp_path / "input",
+        output_dir=output,
+        run_id="image-probe",
+    )
+    lines: list[str] = []
+    outcome = ProbeRunner(engine=podman(), registry="localhost/").run(job, lines.append)
+    assert outcome.ok, "\n".join(lines[-40:])
+    uid = int((output / "uid").read_text())
+    assert uid != 0 and uid == (CONTAINER_UID if os.geteuid() == 0 else os.getuid())
+    status = dict(line.split(":") for line in (output / "status").read_text().splitlines())
+    assert int(status["CapEff"], 16) == 0 and status["NoNewPrivs"].strip() == "1"
+    assert (output / "net").read_text().split() == ["lo"]
+    assert not (output / "written").exists(), (output / "written").read_text()
+    assert (output / "1.2.3.txt").read_text() == "probe\n"  # output and /tmp are writable
+    assert sorted(p.name for p in series.iterdir()) == ["1.dcm"]
+    assert (series / "1.dcm").read_bytes() == b"untouched"
+    for path in (output, output / "uid", series):  # both folders handed back
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid()), path
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The offline bundle carries exactly the images the chart references (rendered with
-its default values by Helm's engine) plus the operators' images; third-party images
-are listed for the site to provide, never silently left out."""
+its default values by Helm's engine) plus the operators' images and their SDK base;
+third-party images are listed for the site to provide, never silently left out."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ def test_plan_splits_the_charts_images_into_ours_and_the_sites() -> None:
     version = deploy_module("images").version()
     referenced = bundle.chart_images()
     ours, external = bundle.plan(referenced)
-    operators = {f"jip/{name}:{version}" for name in deploy_module("images").operator_names()}
+    names = ["operator-sdk", *deploy_module("images").operator_names()]
+    operators = {f"jip/{name}:{version}" for name in names}
     assert set(ours) | set(external) == referenced | operators
     assert {f"jip/jip:{version}", f"jip/airflow:{version}", f"jip/organ-seg:{version}"} <= set(ours)
+    assert f"jip/operator-sdk:{version}" in ours
     # Every third-party image is one that values.yaml names under images.* (site-mirrored).
     named = {
         f"{image['repository']}:{image['tag']}"
@@ -43,7 +45,8 @@ def test_bundle_archive_holds_exactly_the_planned_images(tmp_path: Path) -> None
     out = bundle.write_bundle(tmp_path / "jip-offline.tar", podman=podman())
     inside, external = bundle.bundle_contents(out)
     referenced = bundle.chart_images()
-    operators = {f"jip/{name}:{images.version()}" for name in images.operator_names()}
+    names = [images.SDK, *images.operator_names()]
+    operators = {f"jip/{name}:{images.version()}" for name in names}
     assert inside | external == referenced | operators
     assert not inside & external
     with tarfile.open(out) as archive:

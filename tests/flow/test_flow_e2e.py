@@ -68,9 +68,8 @@ def _seg_result(organ_run: dict[str, Any]) -> dict[str, Any]:
 def test_ct_series_finishes_every_step(organ_run: dict[str, Any]) -> None:
     ct = series_state(organ_run["detail"], organ_run["ct"].series_instance_uid)
     assert ct["state"] == "success", organ_run["detail"]
-    assert set(ct["tasks"]) == {
-        "get-input", "organ-seg", "put-seg", "radiomics-input", "radiomics", "put-csv",
-    }  # fmt: skip
+    # One task per operator step (get-input, the operator, put-output in one).
+    assert set(ct["tasks"]) == {"organ-seg", "radiomics"}
 
 
 def test_seg_is_in_the_store_and_references_its_source(
@@ -134,13 +133,13 @@ def test_failing_operator_fails_its_task_with_its_log_and_others_finish(
     assert detail["state"] == "failed"
     mr = series_state(detail, mr_uid)
     assert mr["state"] == "failed"
-    assert mr["tasks"]["get-input"] == "success"
     assert mr["tasks"]["organ-seg"] == "failed"
     assert mr["tasks"]["radiomics"] == "upstream_failed"
     log = site.api.get(
         f"/api/flow/runs/{organ_run['run_id']}/logs", params={"task": "organ-seg", "series": mr_uid}
     )
     assert log.status_code == 200
+    assert f"input staged: {mr_uid}" in log.text  # the step's get-input part succeeded
     assert "has Modality MR; this operator needs CT" in log.text
     assert "exited with status 3" in log.text
     assert series_state(detail, organ_run["ct"].series_instance_uid)["state"] == "success"

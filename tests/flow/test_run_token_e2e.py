@@ -3,8 +3,9 @@
 A real embedded Airflow of its own (the session's test site runs with auth off) and the
 annotate-review workflow: the researcher starts it with a token that lives 60 s (plus
 the 30 s clock-skew leeway), the human step waits until that token is long refused,
-then the run goes on (get-input, radiomics, put-csv through the API) and finishes. The
-run's token is never in the run's conf, and once the run ended it is refused.
+then the run goes on (the radiomics step stages, runs and delivers through the API) and
+finishes. The run's token is never in the run's conf, and once the run ended it is
+refused.
 """
 
 from __future__ import annotations

@@ -117,3 +117,47 @@ def test_a_sorted_page_is_sorted_over_every_match(tmp_path: Path) -> None:
     assert [h["SeriesInstanceUID"] for h in found.hits] == ordered[5:25]
     assert found.total == len(reference.search(docs, query))
     index.close()
+
+
+def test_writes_by_another_index_show_when_only_single_valued_columns_are_cached(
+    tmp_path: Path,
+) -> None:
+    """The cache then reads the changed rows' columns, not their JSON sources: the same
+    answers, booleans, missing values and ranges over many distinct values included."""
+    query = {
+        "bool": {
+            "filter": [{"range": {"StudyDate": {"gte": "2012-01-01"}}}],
+            "must_not": [{"terms": {"Modality": ["PT", "SEG"]}}],
+        }
+    }
+    aggs = {
+        "manufacturer": {"terms": {"field": "Manufacturer", "size": 20}},
+        "contrast": {"terms": {"field": "Contrast", "size": 5}},
+        "thickness": {"range": {"field": "SliceThickness", "ranges": [{"to": 2}, {"from": 2}]}},
+    }
+
+    def answer(index: SqliteIndex) -> tuple[Any, ...]:
+        found = index.search(parse_query(query), limit=10000, aggs=parse_aggs(aggs))
+        uids = sorted(h["SeriesInstanceUID"] for h in found.hits)
+        return found.total, uids, found.aggregations
+
+    docs = make_series_docs(400, seed=8)
+    writer, reader = SqliteIndex(tmp_path / "i.db"), SqliteIndex(tmp_path / "i.db")
+    expected = SqliteIndex(tmp_path / "expected.db")
+    writer.upsert(docs[:250])
+    expected.upsert(docs[:250])
+    reader.search(parse_query(query), limit=0, aggs=parse_aggs(aggs))  # columns loaded
+    flipped = {**docs[3], "Contrast": not docs[3].get("Contrast", False), "Manufacturer": "X"}
+    emptied = {k: v for k, v in docs[4].items() if k not in ("Manufacturer", "StudyDate")}
+    for index in (writer, expected):
+        index.upsert(docs[250:])
+        index.upsert([flipped, emptied])
+        index.delete([docs[9]["SeriesInstanceUID"]])
+    assert answer(reader) == answer(expected)
+    total, uids, _ = answer(reader)
+    current = {d["SeriesInstanceUID"]: d for d in [*docs, flipped, emptied]}
+    del current[docs[9]["SeriesInstanceUID"]]
+    matched = reference.search(list(current.values()), query)
+    assert (total, uids) == (len(matched), sorted(d["SeriesInstanceUID"] for d in matched))
+    for index in (writer, reader, expected):
+        index.close()

@@ -452,6 +452,7 @@ def test_a_storage_failure_records_nothing(
         raise Unavailable("object store down")
 
     monkeypatch.setattr(blob_storage, "move_in", unavailable)
+    monkeypatch.setattr(blob_storage, "stage", unavailable)  # the C-STORE path's move_in
     monkeypatch.setattr(blob_storage, "put_bytes", unavailable)
     data = corpus_file("CT_small.dcm").read_bytes()
     spool = incoming(data)

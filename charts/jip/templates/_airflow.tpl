@@ -31,9 +31,12 @@
 - name: AIRFLOW__API__SECRET_KEY
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: airflow-api-secret-key}
-# What JIP's tasks need: the site's API (through the Ingress, which routes by path) and
-# the operator pods' settings; a run's token comes with each run.
+# What JIP's tasks need: the store's and the flow API's Services inside the cluster
+# (passed on to operator pods' stage containers), the site's API through the Ingress for
+# anything else, and the operator pods' settings; a run's token comes with each run.
 - {name: JIP_API_URL, value: {{ printf "https://%s" .Values.host | quote }}}
+- {name: JIP_FLOW__API__STORE_URL, value: {{ printf "http://%s:%v" (include "jip.componentName" (dict "root" . "component" "store")) .Values.httpPort | quote }}}
+- {name: JIP_FLOW__API__FLOW_URL, value: {{ printf "http://%s:%v" (include "jip.componentName" (dict "root" . "component" "flow")) .Values.httpPort | quote }}}
 - {name: JIP_FLOW__RUNNER, value: kubernetes}
 - {name: JIP_FLOW__KUBERNETES_NAMESPACE, value: {{ .Release.Namespace | quote }}}
 - {name: JIP_FLOW__KUBERNETES_STAGE_IMAGE, value: {{ include "jip.image" . | quote }}}

@@ -65,3 +65,35 @@ def test_resampled_spacing_comes_from_the_params(
     assert volume % 27 == pytest.approx(0, abs=1e-6) or volume % 27 == pytest.approx(27)
     assert volume == pytest.approx(phantom.volume_ml("liver") * 1000, rel=0.1)
     assert float(row["original_glcm_Contrast"]) >= 0
+
+
+def test_filtered_features_on_the_bounding_box_equal_those_on_the_whole_scan(
+    radiomics_main: ModuleType, inputs: dict[str, Any]
+) -> None:
+    import pydicom
+
+    params = {
+        "feature_classes": ["firstorder", "glcm"],
+        "bin_width": 25,
+        "image_types": ["original", "log", "wavelet"],
+        "log_sigma_mm": [1.5],
+        "resampled_spacing_mm": None,
+    }
+    source = sort_slices(
+        read_datasets(find_series(inputs["dir"], inputs["ct"].series_instance_uid))
+    )
+    image = load_image(source)
+    extractor = radiomics_main.build_extractor(params)
+    segments = read_segment_masks(pydicom.dcmread(inputs["seg_path"]), source)
+    spleen = next(s for s in segments if s.label == "Spleen")
+
+    whole = radiomics_main.features_for(extractor, image, radiomics_main.mask_image(spleen, image))
+    pad = radiomics_main.crop_pad(params, image)
+    cropped = radiomics_main.features_for(
+        extractor, *radiomics_main.crop_to_segment(image, spleen, pad)
+    )
+
+    assert pad > radiomics_main.CROP_PAD_VOXELS
+    assert any(name.startswith("log-sigma-1-5-mm-3D_glcm_") for name in whole)
+    assert any(name.startswith("wavelet-HHH_firstorder_") for name in whole)
+    assert cropped == pytest.approx(whole, rel=1e-9)

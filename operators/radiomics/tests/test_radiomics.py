@@ -13,6 +13,7 @@ from jip_sdk.phantom import ORGANS, AbdomenPhantom, PhantomSeries
 from jip_sdk.testing import run_operator_main
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
+ID_COLUMNS = ["series_instance_uid", "seg_series_instance_uid", "segment_number", "segment_label"]
 LABEL_TO_ORGAN = {
     "Liver": "liver",
     "Spleen": "spleen",
@@ -51,11 +52,12 @@ def test_one_row_per_segment_with_ids_first(
     ]
 
 
-def test_default_classes_are_firstorder_and_shape(default_run: dict[str, Any]) -> None:
-    classes = {
-        name.split("_")[1] for name in default_run["rows"][0] if name.startswith("original_")
-    }
-    assert classes == {"firstorder", "shape"}
+def test_default_is_firstorder_shape_and_glcm_on_the_original_image(
+    default_run: dict[str, Any],
+) -> None:
+    features = [name for name in default_run["rows"][0] if name not in ID_COLUMNS]
+    assert {name.split("_")[0] for name in features} == {"original"}
+    assert {name.split("_")[1] for name in features} == {"firstorder", "shape", "glcm"}
     assert not any(name.startswith("diagnostics_") for name in default_run["rows"][0])
 
 
@@ -101,6 +103,42 @@ def test_unknown_feature_class_is_rejected(inputs: dict[str, Any], tmp_path: Pat
     )
     assert result.returncode == ExitCode.BAD_PARAMS
     assert "feature_classes/0" in result.stdout
+    assert "'glcm'" in result.stdout  # the message lists what may be asked for
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_image_type_is_rejected(inputs: dict[str, Any], tmp_path: Path) -> None:
+    result = run_operator_main(
+        MAIN,
+        input_dir=inputs["dir"],
+        output_dir=tmp_path,
+        params={"image_types": ["original", "glcm"]},
+    )
+    assert result.returncode == ExitCode.BAD_PARAMS
+    assert "image_types/1" in result.stdout
+    assert "'wavelet'" in result.stdout
+
+
+def test_filtered_image_types_add_their_columns_only(
+    inputs: dict[str, Any], tmp_path: Path
+) -> None:
+    result = run_operator_main(
+        MAIN,
+        input_dir=inputs["dir"],
+        output_dir=tmp_path,
+        params={
+            "feature_classes": ["firstorder"],
+            "image_types": ["log", "square"],
+            "log_sigma_mm": [2],
+            "segment_labels": ["Left kidney"],
+        },
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    rows = _rows(tmp_path / inputs["seg_dir"].name / "radiomics.csv")
+    features = [name for name in rows[0] if name not in ID_COLUMNS]
+    assert {name.split("_")[0] for name in features} == {"log-sigma-2-0-mm-3D", "square"}
+    assert {name.split("_")[1] for name in features} == {"firstorder"}
 
 
 def test_input_without_seg_fails_with_a_clear_message(

@@ -15,28 +15,70 @@ exit statuses and the progress lines. An operator's ``main.py`` needs little mor
         run_operator(process, schema_path=Path(__file__).with_name("params.schema.json"))
 """
 
-from jip_sdk.contract import (
-    ContractError,
-    OperatorContext,
-    ParamsError,
-    read_context,
-    validate_params,
-)
-from jip_sdk.entry import ExitCode, run_operator, run_process
-from jip_sdk.errors import Invalid, SdkError
-from jip_sdk.progress import Progress, parse_progress, report_progress
-from jip_sdk.roi import segment_values
-from jip_sdk.series import (
-    InputSeries,
-    SeriesError,
-    find_series,
-    iter_datasets,
-    iter_series,
-    load_image,
-    read_datasets,
-    require_modality,
-    sort_slices,
-)
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jip_sdk.contract import (
+        ContractError,
+        OperatorContext,
+        ParamsError,
+        read_context,
+        validate_params,
+    )
+    from jip_sdk.entry import ExitCode, run_operator, run_process
+    from jip_sdk.errors import Invalid, SdkError
+    from jip_sdk.progress import Progress, parse_progress, report_progress
+    from jip_sdk.roi import segment_values
+    from jip_sdk.series import (
+        InputSeries,
+        SeriesError,
+        find_series,
+        iter_datasets,
+        iter_series,
+        load_image,
+        read_datasets,
+        require_modality,
+        sort_slices,
+    )
+
+_EXPORTS = {
+    "jip_sdk.contract": (
+        "ContractError",
+        "OperatorContext",
+        "ParamsError",
+        "read_context",
+        "validate_params",
+    ),
+    "jip_sdk.entry": ("ExitCode", "run_operator", "run_process"),
+    "jip_sdk.errors": ("Invalid", "SdkError"),
+    "jip_sdk.progress": ("Progress", "parse_progress", "report_progress"),
+    "jip_sdk.roi": ("segment_values",),
+    "jip_sdk.series": (
+        "InputSeries",
+        "SeriesError",
+        "find_series",
+        "iter_datasets",
+        "iter_series",
+        "load_image",
+        "read_datasets",
+        "require_modality",
+        "sort_slices",
+    ),
+}
+
+if not TYPE_CHECKING:  # the type checker reads the imports above
+
+    def __getattr__(name: str) -> object:
+        """Import a public name's module on first use (the platform imports ``entry``
+        and ``progress`` and should not load SimpleITK and highdicom with them)."""
+        for module, names in _EXPORTS.items():
+            if name in names:
+                value = getattr(importlib.import_module(module), name)
+                globals()[name] = value
+                return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ContractError",

@@ -28,6 +28,7 @@ import jwt
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from jip.base.keycloak_sessions import KeycloakSessions, userinfo_url
 from jip.base.keys import SigningKeys
 from jip.base.ledger import RUN_CLAIM, SERVICE_CLAIM, TokenLedger
 from jip.base.schema import ProjectRole
@@ -195,13 +196,24 @@ class JwksVerifier:
     """The cluster shape: tokens of an external issuer (Keycloak), keys from its JWKS.
 
     The JWKS URL comes from ``auth.jwks_url`` or the issuer's discovery document; keys
-    are cached, and a token with an unknown ``kid`` refetches them (key rotation).
+    are cached, and a token with an unknown ``kid`` refetches them (key rotation). A
+    token whose signature holds is then checked against its Keycloak session
+    (``sessions``, :mod:`jip.base.keycloak_sessions`; by default every 30 s), so a
+    disabled user or a lost group counts within that window, not at expiry.
     """
 
-    def __init__(self, *, issuer: str, audience: str, jwks_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        jwks_url: str | None = None,
+        sessions: KeycloakSessions | None = None,
+    ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.jwks_url = jwks_url
+        self.sessions = sessions or KeycloakSessions(userinfo_url(issuer, jwks_url))
         self._client: jwt.PyJWKClient | None = None
 
     def verify(self, token: str) -> dict[str, Any]:
@@ -213,13 +225,14 @@ class JwksVerifier:
             ) from None
         except (jwt.PyJWKClientError, jwt.InvalidTokenError) as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        return decode_access_token(
+        claims = decode_access_token(
             token,
             signing_key.key,
             issuer=self.issuer,
             audience=self.audience,
             algorithms=CLUSTER_ALGORITHMS,
         )
+        return self.sessions.check(token, claims)
 
     def client(self) -> jwt.PyJWKClient:
         if self._client is None:

@@ -7,7 +7,8 @@ JIP expects, so that Keycloak's tokens look like the embedded issuer's:
 - realm roles ``admin``, ``owner``, ``researcher``, ``viewer``;
 - the public client ``jip`` (web UI: authorization code with PKCE S256) and the public
   client ``jip-cli`` (password grant and loopback redirects for ``jip login``), both with
-  an audience mapper (``aud`` = ``auth.audience``) and a ``groups`` mapper (full paths);
+  an audience mapper (``aud`` = ``auth.audience``), a ``groups`` mapper (full paths) and
+  the realm roles in userinfo (what :mod:`jip.base.keycloak_sessions` rechecks);
 - a group ``/projects/<project>`` per project with subgroups ``owner``, ``researcher``
   and ``viewer``, each granting the realm role of its name. Membership of
   ``/projects/lung/researcher`` appears in the token as that group path, which
@@ -287,6 +288,21 @@ def _mappers(settings: Settings) -> list[dict[str, Any]]:
                 "full.path": "true",
                 "access.token.claim": "true",
                 "id.token.claim": "true",
+                "userinfo.token.claim": "true",
+            },
+        },
+        {
+            # Keycloak's own realm-role mapper fills access tokens only; userinfo needs
+            # the roles too, because the session check reads them fresh from there.
+            "name": "jip-realm-roles-userinfo",
+            "protocol": "openid-connect",
+            "protocolMapper": "oidc-usermodel-realm-role-mapper",
+            "config": {
+                "claim.name": "realm_access.roles",
+                "multivalued": "true",
+                "jsonType.label": "String",
+                "access.token.claim": "false",
+                "id.token.claim": "false",
                 "userinfo.token.claim": "true",
             },
         },

@@ -14,7 +14,26 @@ import click
 from jip.errors import JipError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Subcommand modules are imported when a command is looked up: `jip up` imports
+    only its own, so that its DICOM listener starts without waiting for the rest."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            if cmd_name == "up":
+                from jip.cli import up
+
+                self.add_command(up.up)
+            else:
+                _register()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
@@ -83,7 +102,6 @@ def _register() -> None:
 
 
 def main() -> None:
-    _register()
     try:
         cli(standalone_mode=True)
     except JipError as exc:  # pragma: no cover - click exits before in most cases

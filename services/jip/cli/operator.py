@@ -35,7 +35,7 @@ def operator() -> None:
 @click.pass_context
 def new(ctx: click.Context, name: str, root: Path | None) -> None:
     """Create operators/NAME/ with main.py, Dockerfile, params.schema.json, README, a test."""
-    from jip.flow.scaffold import scaffold_operator
+    from jip.flow.scaffold import image_build_command, scaffold_operator
     from jip.flow.worker.runner import operators_dir
 
     target = root or operators_dir(settings_from(ctx))
@@ -46,6 +46,7 @@ def new(ctx: click.Context, name: str, root: Path | None) -> None:
     for path in files:
         click.echo(f"created {path}")
     click.echo(f"next: pytest {target / name}  and  jip operator test {name} --series <UID>")
+    click.echo(f"image: make images, or alone: {image_build_command(name)}")
 
 
 @operator.command("test")

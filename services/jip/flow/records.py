@@ -259,6 +259,14 @@ def get_result(engine: Engine, run_id: str, result_id: int) -> ResultRecord:
         return _result(row)
 
 
+def set_result_size(engine: Engine, result_id: int, size_bytes: int) -> None:
+    """A replaced result file's new size (the record itself is kept, see add_results)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(FlowResult).where(FlowResult.id == result_id).values(size_bytes=size_bytes)
+        )
+
+
 def runs_producing(engine: Engine, series_uids: Iterable[str]) -> dict[str, set[str]]:
     """For each given series that is a DICOM result of some run: those runs' ids."""
     uids = list(series_uids)

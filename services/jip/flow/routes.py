@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, File, Query, Response, UploadFile, status
+from fastapi import APIRouter, Body, File, Query, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from jip.api_types import RowIdPath
-from jip.base import AdminDep, CurrentUserDep
+from jip.base import AdminDep, AuditDep, ClientIpDep, CurrentUserDep
 from jip.errors import NotFound
-from jip.flow import retry, reviews, rules
+from jip.flow import result_files, retry, reviews, rules
 from jip.flow.deps import FlowServiceDep, ResultsStorageDep
 from jip.flow.models import (
+    SERIES_UID_PATTERN,
     FiringModel,
     ResultModel,
     ResultsIn,
@@ -125,6 +127,50 @@ def record_results(run_id: str, body: ResultsIn, service: FlowServiceDep) -> lis
     """Record delivered results: only the run's own tasks may (with the run's token);
     files only under ``runs/<run_id>/`` of the result store."""
     return service.record_results(run_id, body.results)
+
+
+@router.put("/runs/{run_id}/files/{name:path}", status_code=status.HTTP_201_CREATED)
+async def upload_result_file(
+    run_id: str,
+    name: str,
+    request: Request,
+    service: FlowServiceDep,
+    storage: ResultsStorageDep,
+    user: CurrentUserDep,
+    audit: AuditDep,
+    ip: ClientIpDep,
+    series: Annotated[str, Query(pattern=SERIES_UID_PATTERN, max_length=64)],
+    operator: Annotated[str, Query(min_length=1, max_length=64)],
+) -> ResultModel:
+    """Store one result file of the run (the body, streamed) and record it: only the
+    run's own tasks may (with the run's token); the same name again replaces it."""
+    await run_in_threadpool(result_files.check_upload, service, run_id, name, series)
+    settings = request.app.state.runtime.settings
+    limit = settings.flow.api.max_file_bytes
+    result_files.check_length(request, limit)
+    spool = await result_files.spool_body(request.stream(), settings.data_dir / "tmp", limit)
+    try:
+        stored = await run_in_threadpool(
+            result_files.store_file,
+            service,
+            storage,
+            run_id,
+            name,
+            spool,
+            series=series,
+            operator=operator,
+        )
+    finally:
+        spool.unlink(missing_ok=True)
+    detail = {"name": name, "series": series, "operator": operator, "size": stored.size_bytes}
+    audit.record(
+        "flow.result.file",
+        username=user.username,
+        target=f"run:{run_id}",
+        detail=detail,
+        client_ip=ip,
+    )
+    return stored
 
 
 @router.get("/runs/{run_id}/results/{result_id}", response_model=None)

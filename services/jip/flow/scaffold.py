@@ -3,13 +3,16 @@
 The scaffold follows the operator contract and the layout of ``operators/<name>/``:
 ``main.py`` (reads every input series with the operator SDK ``jip_sdk``, writes
 ``summary.json`` per series, reports progress), ``params.schema.json``, a ``Dockerfile``
-built from the repository root that installs the SDK alone (``sdk/``, never the
-platform), a ``README.md`` and ``tests/test_<name>.py``, which runs ``main.py`` as a
-runner does on the SDK's synthetic CT phantom.
+built from the repository root on the operator SDK base image (``jip/operator-sdk``,
+which `make images` builds first: the SDK alone, never the platform, and the operator
+user), so the new image is a few kilobytes of its own, a ``README.md`` and
+``tests/test_<name>.py``, which runs ``main.py`` as a runner does on the SDK's synthetic
+CT phantom.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 from jip.errors import Conflict
@@ -83,22 +86,21 @@ _SCHEMA = """{{
 }}
 """
 
-_DOCKERFILE = """# Build from the repository root: docker build -f operators/{name}/Dockerfile -t jip/{name}:0.1.0 .
-FROM python:3.11-slim
-
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-
-# The operator SDK alone (pydicom, highdicom, SimpleITK, jsonschema), not the platform.
-COPY sdk /opt/jip-sdk
-RUN pip install /opt/jip-sdk
-
-WORKDIR /opt/operator
+_DOCKERFILE = """# The {name} operator image, on the operator SDK base (deploy/operator-sdk.Dockerfile):
+# the SDK in /opt/venv (pydicom, highdicom, SimpleITK, numpy, jsonschema), never the
+# platform, and the operator user. `make images` builds it with the others; by hand, from
+# the repository root, once `make images` has built jip/operator-sdk:
+#   {build}
+# A site with a registry can point SDK elsewhere:
+#   --build-arg SDK=registry.hospital.local/jip/operator-sdk:{sdk}
+# More libraries: operators/rtstruct-to-seg/Dockerfile adds a wheel with a borrowed uv,
+# operators/radiomics/Dockerfile compiles one in a build stage; none stays in the image.
+ARG SDK=localhost/jip/operator-sdk:{sdk}
+FROM ${{SDK}}
 COPY operators/{name}/main.py operators/{name}/params.schema.json ./
-
-# Runners set JIP_INPUT_DIR, JIP_OUTPUT_DIR and JIP_PARAMS; run unprivileged.
-RUN useradd --create-home --uid 10001 operator
-USER operator
-ENTRYPOINT ["python", "main.py"]
+# Runners set JIP_INPUT_DIR, JIP_OUTPUT_DIR and JIP_PARAMS and never run it as root.
+USER 10001:10001
+ENTRYPOINT ["/opt/venv/bin/python", "main.py"]
 """
 
 _README = """# {name}
@@ -115,8 +117,12 @@ What the operator does (replace this).
 ```sh
 pytest operators/{name}                                   # its tests
 jip operator test {name} --series <SeriesInstanceUID>     # on a series of the local store
-docker build -f operators/{name}/Dockerfile -t jip/{name}:0.1.0 .   # from the repo root
+make images                                               # every image, this one too
+{build}   # alone
 ```
+
+The image starts `FROM` the operator SDK base (`jip/operator-sdk`, built by `make images`);
+a site with a registry passes `--build-arg SDK=<registry>/jip/operator-sdk:{sdk}`.
 
 See docs/operator-developer.md for adding it to a workflow.
 """
@@ -169,7 +175,19 @@ def scaffold_operator(root: Path, name: str) -> list[Path]:
         folder / "README.md": _README,
         folder / "tests" / f"test_{module}.py": _TEST,
     }
+    values = {"name": name, "sdk": sdk_version(), "build": image_build_command(name)}
     for path, template in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.format(name=name), encoding="utf-8")
+        path.write_text(template.format(**values), encoding="utf-8")
     return sorted(files)
+
+
+def image_build_command(name: str) -> str:
+    """How to build the operator's image alone, from the repository root, once `make
+    images` has built the SDK base (`make images` builds it with the others)."""
+    return f"podman build --format docker -f operators/{name}/Dockerfile -t jip/{name}:0.1.0 ."
+
+
+def sdk_version() -> str:
+    """The tag of the SDK base image `make images` builds: the platform's version."""
+    return importlib.metadata.version("jip-platform")

@@ -365,13 +365,7 @@ class FlowService:
     def add_results(self, run_id: str, results: Sequence[ResultIn]) -> list[ResultModel]:
         """Record results of a run made from its own series (or, for a run JIP did not
         start, series the caller may see): files under the run's own key prefix only."""
-        record = records.find_run(self.db, run_id)
-        sources = [r.series_instance_uid for r in results]
-        if (record is not None and not self._visible(record)) or not self._series_visible(sources):
-            raise NotFound(f"workflow run {run_id!r} not found")
-        foreign = sorted(set(sources) - set(record.series)) if record is not None else []
-        if foreign:
-            raise Invalid(f"series not in run {run_id!r}: {', '.join(foreign[:5])}")
+        self.check_sources(run_id, [r.series_instance_uid for r in results])
         for result in results:
             if result.kind is ResultKind.FILE:
                 check_result_key(run_id, result.key)
@@ -382,6 +376,15 @@ class FlowService:
             [records.ResultRecord(id=None, run_id=run_id, **r.model_dump()) for r in results],
         )
         return [result_model(r) for r in stored]
+
+    def check_sources(self, run_id: str, sources: Sequence[str]) -> None:
+        """Results are made from the run's own series, all of which the caller may see."""
+        record = records.find_run(self.db, run_id)
+        if (record is not None and not self._visible(record)) or not self._series_visible(sources):
+            raise NotFound(f"workflow run {run_id!r} not found")
+        foreign = sorted(set(sources) - set(record.series)) if record is not None else []
+        if foreign:
+            raise Invalid(f"series not in run {run_id!r}: {', '.join(foreign[:5])}")
 
     def results(self, run_id: str, *, series: str | None = None) -> list[ResultModel]:
         self.locate(run_id)

@@ -25,8 +25,10 @@ Schema:
   caches in any process apply just those; the log keeps the last 1,024 generations.
 
 Queries, aggregations and the statements of a search page are compiled by
-:mod:`jip.meta.index_sqlite_query`; this module holds the tables, the connections and
-the writes.
+:mod:`jip.meta.index_sqlite_query`; the tables' layout and rows are
+:mod:`jip.meta.index_sqlite_schema`'s; a whole-index rebuild in bulk (staged tables
+swapped in at the end) is :mod:`jip.meta.index_sqlite_bulk`'s; this module holds the
+connections and the incremental writes.
 
 The stdlib ``sqlite3`` module rather than SQLAlchemy: the statements are SQLite-only
 (``json_each``, ``WITHOUT ROWID``, window functions), built per query from the tree, and
@@ -42,45 +44,40 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from jip.errors import Invalid, Unavailable
 from jip.meta.aggs import Agg, SortKey, parse_aggs
-from jip.meta.fields import FIELDS, ID_FIELD, FieldType, analyze, normalize_document
+from jip.meta.fields import FIELDS, ID_FIELD, normalize_document
 from jip.meta.index import SearchResult, check_fields, check_page
+from jip.meta.index_sqlite_bulk import rebuild as bulk_rebuild
 from jip.meta.index_sqlite_columns import ColumnCache
 from jip.meta.index_sqlite_query import (
-    FIELD_IDS,
     aggregations,
     hits,
     page_ids,
     search_page,
     where_sql,
 )
+from jip.meta.index_sqlite_schema import (
+    INSERT_DOC,
+    SideRow,
+    create_tables,
+    doc_row,
+    new_epoch,
+    side_rows,
+    source,
+)
 from jip.meta.query import MATCH_ALL, Query
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # raise it when the layout or jip.meta.fields.analyze changes
-_SQL_TYPES = {
-    FieldType.KEYWORD: "TEXT",
-    FieldType.TEXT: "TEXT",
-    FieldType.DATE: "TEXT",
-    FieldType.INTEGER: "INTEGER",
-    FieldType.FLOAT: "REAL",
-    FieldType.BOOLEAN: "INTEGER",
-}
-# The fields queries name most first: SQLite walks a row's header up to the column it reads.
-_COLUMNS = sorted(
-    (f for f in FIELDS.values() if not f.multi and f.name != ID_FIELD), key=lambda f: not f.column
-)
-_COLUMN_NAMES = [f.name for f in _COLUMNS]
 _LISTED = "d.id IN (SELECT value FROM json_each(?))"
 
 
@@ -125,6 +122,14 @@ class SqliteIndex:
                 _log_changes(conn, _write_docs(conn, latest))
         return len(latest)
 
+    def rebuild(
+        self, docs: Iterable[Mapping[str, Any]], progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Replace every document with ``docs`` in bulk (:mod:`jip.meta.index_sqlite_bulk`:
+        no per-row index upkeep; searches see the old contents until it is done);
+        returns how many the index holds. ``progress``: documents loaded so far."""
+        return bulk_rebuild(self._write, docs, progress)
+
     def delete(self, series_uids: Iterable[str]) -> int:
         uids = list(series_uids)
         if not uids:
@@ -143,7 +148,7 @@ class SqliteIndex:
         with self._write() as conn:
             for table in ("doc_values", "doc_tokens", "docs", "sources", "changes"):
                 conn.execute(f"DELETE FROM {table}")
-            _new_epoch(conn)
+            new_epoch(conn)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -294,7 +299,12 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
             old_docs = [json.loads(r[0]) for r in conn.execute("SELECT doc FROM sources")]
         for table in ("docs", "sources", "doc_values", "doc_tokens", "changes"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
-        _create_tables(conn)
+        create_tables(conn)
+        conn.execute(
+            "CREATE TABLE changes (rev INTEGER NOT NULL, id INTEGER NOT NULL, "
+            "PRIMARY KEY (rev, id)) WITHOUT ROWID"
+        )
+        new_epoch(conn)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (_fingerprint(),))
         _write_docs(conn, _still_valid(old_docs))
     except BaseException:
@@ -303,41 +313,9 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
-def _create_tables(conn: sqlite3.Connection) -> None:
-    columns = "".join(f', "{f.name}" {_SQL_TYPES[f.type]}' for f in _COLUMNS)
-    conn.execute(
-        f'CREATE TABLE docs (id INTEGER PRIMARY KEY, "SeriesInstanceUID" TEXT NOT NULL '
-        f"UNIQUE{columns})"
-    )
-    # The SQL path (a snapshot older than the process's columns) keeps an index on the
-    # field nearly every cohort query names; few distinct values, so cheap to maintain.
-    conn.execute('CREATE INDEX "ix_docs_Modality" ON docs ("Modality")')
-    conn.execute("CREATE TABLE sources (id INTEGER PRIMARY KEY, doc TEXT NOT NULL)")
-    # No index on doc_id: rows are deleted by their full key, recomputed from the source.
-    conn.execute(
-        "CREATE TABLE doc_values (field INTEGER NOT NULL, value NOT NULL, "
-        "doc_id INTEGER NOT NULL, PRIMARY KEY (field, value, doc_id)) WITHOUT ROWID"
-    )
-    conn.execute(
-        "CREATE TABLE doc_tokens (field INTEGER NOT NULL, token TEXT NOT NULL, "
-        "doc_id INTEGER NOT NULL, PRIMARY KEY (field, token, doc_id)) WITHOUT ROWID"
-    )
-    conn.execute(
-        "CREATE TABLE changes (rev INTEGER NOT NULL, id INTEGER NOT NULL, "
-        "PRIMARY KEY (rev, id)) WITHOUT ROWID"
-    )
-    _new_epoch(conn)
-
-
 # Generations of the change log kept for the column caches of other processes; one that
 # falls further behind reloads its columns.
 _KEEP_GENERATIONS = 1024
-
-
-def _new_epoch(conn: sqlite3.Connection) -> None:
-    """Tell every process's column cache to start over (tables created or cleared)."""
-    for key, value in (("epoch", secrets.token_hex(8)), ("generation", "0"), ("pruned", "0")):
-        conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
 
 def _log_changes(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
@@ -375,20 +353,16 @@ def _write_docs(conn: sqlite3.Connection, latest: Mapping[str, Mapping[str, Any]
     next_id = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM docs").fetchone()[0]
     rows: list[list[Any]] = []
     sources: list[tuple[int, str]] = []
-    values: list[tuple[int, Any, int]] = []
-    tokens: list[tuple[int, Any, int]] = []
+    values: list[SideRow] = []
+    tokens: list[SideRow] = []
     for uid, doc in latest.items():
         doc_id = known.get(uid)
         if doc_id is None:
             doc_id, next_id = next_id, next_id + 1
-        rows.append([doc_id, uid, *map(doc.get, _COLUMN_NAMES)])  # bools bind as 0/1
-        sources.append((doc_id, json.dumps(doc, separators=(",", ":"))))
-        _side_rows(doc_id, doc, values, tokens)
-    names = ", ".join(f'"{f.name}"' for f in _COLUMNS)
-    marks = ", ".join("?" * (len(_COLUMNS) + 2))
-    conn.executemany(
-        f'INSERT OR REPLACE INTO docs (id, "SeriesInstanceUID", {names}) VALUES ({marks})', rows
-    )
+        rows.append(doc_row(doc_id, uid, doc))
+        sources.append((doc_id, source(doc)))
+        side_rows(doc_id, doc, values, tokens)
+    conn.executemany(INSERT_DOC.format(table="docs"), rows)
     conn.executemany("INSERT OR REPLACE INTO sources VALUES (?, ?)", sources)
     conn.executemany("INSERT OR IGNORE INTO doc_values VALUES (?, ?, ?)", values)
     conn.executemany("INSERT OR IGNORE INTO doc_tokens VALUES (?, ?, ?)", tokens)
@@ -398,42 +372,15 @@ def _write_docs(conn: sqlite3.Connection, latest: Mapping[str, Mapping[str, Any]
 def _remove_side_rows(conn: sqlite3.Connection, uids: list[str]) -> dict[str, int]:
     """Drop the value and token rows of the stored documents ``uids``; their ids by uid."""
     known: dict[str, int] = {}
-    values: list[tuple[int, Any, int]] = []
-    tokens: list[tuple[int, Any, int]] = []
-    for uid, doc_id, source in conn.execute(
+    values: list[SideRow] = []
+    tokens: list[SideRow] = []
+    for uid, doc_id, doc in conn.execute(
         'SELECT d."SeriesInstanceUID", d.id, s.doc FROM docs d JOIN sources s ON s.id = d.id '
         'WHERE d."SeriesInstanceUID" IN (SELECT value FROM json_each(?))',
         (json.dumps(uids),),
     ).fetchall():
         known[uid] = doc_id
-        _side_rows(doc_id, json.loads(source), values, tokens)
+        side_rows(doc_id, json.loads(doc), values, tokens)
     for table, key, rows in (("doc_values", "value", values), ("doc_tokens", "token", tokens)):
         conn.executemany(f"DELETE FROM {table} WHERE field = ? AND {key} = ? AND doc_id = ?", rows)
     return known
-
-
-# The fields with rows in doc_values (multi-valued) or doc_tokens (text): a document is
-# looked up for these few rather than walked whole (a third of the indexing time).
-_SIDE_FIELDS = [
-    (f.name, FIELD_IDS[f.name], f.multi, f.type is FieldType.TEXT)
-    for f in FIELDS.values()
-    if f.multi or f.type is FieldType.TEXT
-]
-
-
-def _side_rows(
-    doc_id: int,
-    doc: Mapping[str, Any],
-    values: list[tuple[int, Any, int]],
-    tokens: list[tuple[int, Any, int]],
-) -> None:
-    for name, number, multi, text in _SIDE_FIELDS:
-        value = doc.get(name)
-        if value is None:
-            continue
-        items = value if multi else [value]
-        if multi:
-            values.extend((number, v, doc_id) for v in set(items))
-        if text:
-            found = {t for item in items for t in analyze(item)}
-            tokens.extend((number, t, doc_id) for t in found)

@@ -13,6 +13,7 @@ false, and ``must_not`` of it is true, as in OpenSearch.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -226,6 +227,41 @@ def _glob(pattern: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def wildcard_regex(pattern: str) -> re.Pattern[str]:
+    """An OpenSearch wildcard pattern (``*``, ``?``, ``\\`` escapes) as a regex that
+    matches what the SQL path's GLOB matches."""
+    out, escaped = [], False
+    for char in pattern:
+        if escaped or char not in "*?\\":
+            out.append(re.escape(char))
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        else:
+            out.append(".*" if char == "*" else ".")
+    return re.compile("".join(out), re.DOTALL)
+
+
+# SQLite's compiled-in limits (SQLITE_MAX_LIKE_PATTERN_LENGTH, SQLITE_MAX_COLUMN).
+_SQL_MAX_PATTERN = 50000
+_SQL_MAX_COLUMNS = 2000
+
+
+def refused_by_sql(query: Query, aggs: Mapping[str, Agg]) -> bool:
+    """A search SQLite refuses as too complex goes to SQL, which refuses it with its
+    reason: the index accepts the same searches whichever path answers them."""
+    if sum(not agg.field.multi for agg in aggs.values()) >= _SQL_MAX_COLUMNS:
+        return True
+    stack = [query]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Wildcard) and len(node.pattern.encode()) > _SQL_MAX_PATTERN:
+            return True
+        if isinstance(node, Bool):
+            stack.extend((*node.must, *node.filter, *node.should, *node.must_not))
+    return False
 
 
 def _bool(query: Bool, params: list[Any]) -> str:

@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-import jip.base  # the projects table cohorts refer to (importing BASE registers it)
-import jip.store  # noqa: F401  (the same for the instances table summaries refer to)
+import jip.base  # noqa: F401  (importing BASE registers the projects table cohorts refer to)
 from jip.db import Base
+from jip.store import Catalog as _Catalog  # noqa: F401  (the same for the instances table)
 
 UID = String(64)
 COHORT_ID = String(32)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import operator
-import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +23,7 @@ from sqlalchemy import Engine, delete, insert, select
 from jip.meta.aggs import Agg, CardinalityAgg, SortKey, TermsAgg, parse_aggs
 from jip.meta.fields import FIELDS, ID_FIELD, KEYWORD_SUFFIX, FieldType, lookup
 from jip.meta.index import MetaIndex
+from jip.meta.index_sqlite_query import wildcard_regex
 from jip.meta.query import (
     MATCH_ALL,
     Bool,
@@ -333,7 +333,7 @@ def _matches(query: Query, project: str) -> bool:
         case Range():
             return _in_range(query, project)
         case Wildcard(_, pattern):
-            return re.fullmatch(_wildcard_regex(pattern), project, re.DOTALL) is not None
+            return wildcard_regex(pattern).fullmatch(project) is not None
         case Prefix(_, prefix):
             return project.startswith(prefix)
     raise TypeError(f"not a clause on a keyword field: {query!r}")  # pragma: no cover
@@ -347,17 +347,3 @@ def _in_range(query: Range, value: str) -> bool:
         (query.lte, operator.le),
     )
     return all(bound is None or test(value, bound) for bound, test in checks)
-
-
-def _wildcard_regex(pattern: str) -> str:
-    """An OpenSearch wildcard pattern (``*``, ``?``, ``\\`` escapes) as a regex."""
-    out, escaped = [], False
-    for char in pattern:
-        if escaped or char not in "*?\\":
-            out.append(re.escape(char))
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        else:
-            out.append(".*" if char == "*" else ".")
-    return "".join(out)

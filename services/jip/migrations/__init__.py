@@ -1,19 +1,33 @@
-"""Alembic migrations of the catalog; `upgrade()` brings a database to the newest schema."""
+"""Alembic migrations of the catalog; `upgrade()` brings a database to the newest schema.
+
+Alembic (and the schema modules its environment imports) loads only when something is to
+be migrated: a restart of `jip up` first asks :func:`is_current`, which reads the
+revision files as text and the database's ``alembic_version`` row.
+"""
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy import Engine
 
 HERE = Path(__file__).parent
+_REVISION = re.compile(r"^(down_revision|revision) = (None|\"[^\"]+\")$", re.MULTILINE)
 # Any constant works; it only has to be the same in every JIP process.
 _MIGRATION_LOCK_ID = 0x4A4950
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(HERE))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -26,6 +40,8 @@ def upgrade(url: str) -> None:
     On PostgreSQL several pods may start at once: a session-level advisory lock makes
     them migrate one after the other (the later ones find nothing to do).
     """
+    from alembic import command
+
     config = alembic_config(url)
     if not url.startswith("postgresql"):
         command.upgrade(config, "head")
@@ -47,3 +63,34 @@ def upgrade(url: str) -> None:
                 connection.commit()
     finally:
         engine.dispose()
+
+
+@cache
+def head_revision() -> str:
+    """The newest revision, read from the revision files without importing Alembic.
+
+    The revisions form one line (each names the one before it), so the head is the
+    revision no other revision names as its ``down_revision``.
+    """
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for path in (HERE / "versions").glob("*.py"):
+        fields = dict(_REVISION.findall(path.read_text()))
+        revisions.add(fields["revision"].strip('"'))
+        downs.add(fields["down_revision"].strip('"'))
+    heads = revisions - downs
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations must form one line; heads: {sorted(heads)}")
+    return heads.pop()
+
+
+def is_current(engine: Engine) -> bool:
+    """Whether the catalog behind ``engine`` is at :func:`head_revision`: then there is
+    nothing to migrate and Alembic need not load. False for a new database, and for one
+    that cannot be reached (:func:`upgrade` then says why)."""
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    except DBAPIError:  # no alembic_version table (a new database), or none reachable
+        return False
+    return [row[0] for row in rows] == [head_revision()]

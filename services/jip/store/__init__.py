@@ -32,36 +32,83 @@ What it may import: the core (``jip.config``, ``jip.db``, ``jip.errors``, ``jip.
 flow, the UI or the composition (``jip.runtime``, ``jip.backends``).
 
 Other services use store only through the names below: a catalog query method rather
-than a table. Importing ``jip.store`` registers the catalog's tables on the shared
+than a table. Each name's module is imported on first use (:func:`jip.lazy_exports`), so
+that a process importing one part of store (`jip up` before it starts the listener, a
+listener process) does not import the rest. Using a catalog name (``Catalog``,
+``visible_series``, ``Ingestor``, ...) registers the catalog's tables on the shared
 metadata, which the foreign keys of META's own tables rely on (:mod:`jip.meta.schema`);
 the tables themselves are not exported.
 """
 
 from __future__ import annotations
 
-from jip.store.catalog.catalog import Catalog, FailedInstance, StoredInstance, existing_instances
-from jip.store.catalog.projects import RULE_FIELDS, SeriesProjects, visible_series
-from jip.store.deps import IngestorDep
-from jip.store.dicom_file import check_uid
-from jip.store.dicomweb.multipart import (
-    Part,
-    boundary_of,
-    file_chunks,
-    new_boundary,
-    read_parts,
-    write_parts,
-)
-from jip.store.download import (
-    ArchiveFormatQuery,
-    DownloadAudit,
-    DownloadRequest,
-    FileEntry,
-    SpoolDirDep,
-    zip_response,
-)
-from jip.store.ingest import Ingestor
-from jip.store.storage.port import BlobStorage, check_key
-from jip.store.zip_stream import ArchiveFormat
+from typing import TYPE_CHECKING
+
+from jip import lazy_exports
+
+if TYPE_CHECKING:
+    from jip.store.catalog.catalog import (
+        Catalog,
+        FailedInstance,
+        StoredInstance,
+        existing_instances,
+    )
+    from jip.store.catalog.projects import RULE_FIELDS, SeriesProjects, visible_series
+    from jip.store.deps import IngestorDep
+    from jip.store.dicom_file import check_uid
+    from jip.store.dicomweb.multipart import (
+        Part,
+        boundary_of,
+        file_chunks,
+        new_boundary,
+        read_parts,
+        write_parts,
+    )
+    from jip.store.download import (
+        ArchiveFormatQuery,
+        DownloadAudit,
+        DownloadRequest,
+        FileEntry,
+        SpoolDirDep,
+        zip_response,
+    )
+    from jip.store.ingest import Ingestor
+    from jip.store.storage.port import BlobStorage, check_key
+    from jip.store.zip_stream import ArchiveFormat
+
+_EXPORTS = {
+    "jip.store.catalog.catalog": (
+        "Catalog",
+        "FailedInstance",
+        "StoredInstance",
+        "existing_instances",
+    ),
+    "jip.store.catalog.projects": ("RULE_FIELDS", "SeriesProjects", "visible_series"),
+    "jip.store.deps": ("IngestorDep",),
+    "jip.store.dicom_file": ("check_uid",),
+    "jip.store.dicomweb.multipart": (
+        "Part",
+        "boundary_of",
+        "file_chunks",
+        "new_boundary",
+        "read_parts",
+        "write_parts",
+    ),
+    "jip.store.download": (
+        "ArchiveFormatQuery",
+        "DownloadAudit",
+        "DownloadRequest",
+        "FileEntry",
+        "SpoolDirDep",
+        "zip_response",
+    ),
+    "jip.store.ingest": ("Ingestor",),
+    "jip.store.storage.port": ("BlobStorage", "check_key"),
+    "jip.store.zip_stream": ("ArchiveFormat",),
+}
+
+if not TYPE_CHECKING:  # the type checker reads the imports above
+    __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "RULE_FIELDS",

@@ -5,6 +5,13 @@ key carries a digest of the content, so a different instance with a known SOP In
 UID never overwrites the first one's bytes; the catalog decides which one counts
 (see ``DESIGN.md``, "Facts about DICOM ingest"). Only when both the blob and the
 catalog row are durable does the caller acknowledge.
+
+Group commit, in two steps: instances that concurrent associations deliver at the
+same moment share their blobs' flush (:class:`SharedFlush`: the files' fsyncs and one
+per folder, all or nothing) and then one catalog transaction (:class:`GroupCommitter`).
+With several senders each step's leader serves everyone who arrived meanwhile, and a
+batch's flush overlaps the previous batch's commit, instead of every instance asking
+the disk for flushes of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mmap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +27,9 @@ from typing import Any
 from jip import metrics
 from jip.store.catalog.add import CatalogWriter
 from jip.store.catalog.catalog import AddOutcome, AddResult, Catalog, DuplicatePolicy, NewInstance
-from jip.store.catalog.group_commit import GroupCommitter
+from jip.store.catalog.group_commit import GroupCommitter, SharedFlush
 from jip.store.dicom_file import InstanceHeader, header_of, open_part10, read_header_bytes
-from jip.store.storage.port import BlobStorage
+from jip.store.storage.port import BlobStorage, StagedBlob
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,7 @@ class Ingestor:
         self._committer: GroupCommitter[NewInstance, AddResult] = GroupCommitter(
             self._writer.add, gate=self._writer.exclusive
         )
+        self._flusher: SharedFlush[StagedBlob, None] = SharedFlush(self._flush)
 
     def ingest_file(
         self,
@@ -106,11 +115,13 @@ class Ingestor:
             key = blob_key(header, sha256)
             # The key names the content: storing identical bytes again under it is
             # harmless, and cheaper than asking first whether they are there.
-            self.storage.move_in(key, path)
+            staged = self.storage.stage(key, path)
             moved = True
         finally:
             if not moved:
                 path.unlink(missing_ok=True)
+        # Durable before the row is written; a failed flush withdraws the blob.
+        self._flusher.submit(staged)
         return self._record(NewInstance(header, size_bytes, sha256, key, calling_ae_title, project))
 
     def ingest_bytes(
@@ -144,6 +155,11 @@ class Ingestor:
             blob_key=item.blob_key,
         )
 
+    def _flush(self, staged: Sequence[StagedBlob]) -> list[None]:
+        self.storage.flush(staged)
+        return [None] * len(staged)
+
     def close(self) -> None:
+        self._flusher.close()
         self._committer.close()
         self._writer.close()

@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-from highdicom.color import CIELabColor
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -141,6 +140,8 @@ def _check(ds: Dataset, rows: int, columns: int) -> None:
 
 
 def _segments(ds: Dataset) -> Iterable[Segment]:
+    from highdicom.color import CIELabColor  # highdicom only when a SEG is drawn
+
     for item in ds.get("SegmentSequence", []):
         number = int(item.SegmentNumber)
         lab = item.get("RecommendedDisplayCIELabValue")

@@ -43,7 +43,6 @@ def pod_settings(**flow: Any) -> PodSettings:
             runner="kubernetes",
             kubernetes_namespace="jip-ops",
             kubernetes_stage_image="reg.local/jip/jip:0.1.0",
-            kubernetes_stage_secret="jip-results",  # the factory must not pass it on
             image_registry="reg.local/",
             **flow,
         ),
@@ -176,24 +175,73 @@ def test_pod_has_no_xcom_sidecar_yet_the_task_returns_its_result() -> None:
     assert task.do_xcom_push is True  # Airflow pushes execute()'s return value
 
 
-def test_runner_setting_picks_pods_or_local_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runner_setting_picks_a_pod_or_one_fused_task(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.sdk import DAG
 
-    from jip.flow.worker.pod_operator import OperatorPodOperator, operator_step
+    import jip.config
+    from jip.flow.worker.operator_step import operator_step
+    from jip.flow.worker.pod_operator import OperatorPodOperator
+    from jip.flow.worker.tasks import process_series
 
-    for runner, expected in (("kubernetes", {"organ-seg"}), ("subprocess", None)):
+    for runner in ("kubernetes", "subprocess"):
         monkeypatch.setenv("JIP_FLOW__RUNNER", runner)
-        import jip.config
-
         jip.config.get_settings.cache_clear()
         with DAG(dag_id=f"d-{runner}", schedule=None) as dag:
-            operator_step(SERIES, operator="organ-seg", version="0.1.0", task_id="organ-seg")
-        if expected:
-            assert set(dag.task_dict) == expected
-            assert isinstance(dag.task_dict["organ-seg"], OperatorPodOperator)
-        else:
-            assert set(dag.task_dict) == {"organ-seg-input", "organ-seg"}
+            seg = operator_step(SERIES, operator="organ-seg", version="0.1.0")
+            operator_step(SERIES, operator="radiomics", version="0.1.0", also=seg)
+        assert set(dag.task_dict) == {"organ-seg", "radiomics"}
+        assert dag.task_dict["radiomics"].upstream_task_ids == {"organ-seg"}
+        step = dag.task_dict["organ-seg"]
+        if runner == "kubernetes":
+            assert isinstance(step, OperatorPodOperator)
+        else:  # get-input, the operator and put-output in one task process
+            assert getattr(step, "python_callable", None) is process_series.function
+            assert step.op_kwargs["operator"] == "organ-seg"  # type: ignore[attr-defined]
     jip.config.get_settings.cache_clear()
+
+
+def test_the_pod_task_returns_what_the_pod_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like put-output: the source series, its DICOM result series and its file keys, as
+    the flow API lists them for this operator (not another step's) once the pod ended."""
+    import jip.flow.worker.tasks as tasks
+    from jip.flow.worker.pod_operator import KubernetesPodOperator
+
+    ran: list[str] = []
+    monkeypatch.setattr(KubernetesPodOperator, "execute", lambda self, context: ran.append("pod"))
+    records = [
+        {"operator": "organ-seg", "kind": "dicom", "result_series_uid": SEG, "key": SEG},
+        {"operator": "organ-seg", "kind": "file", "key": f"runs/r/{SERIES}/segments.json"},
+        {"operator": "deidentify", "kind": "dicom", "result_series_uid": "1.2.3", "key": "1.2.3"},
+    ]
+    asked: list[tuple[str, str | None]] = []
+
+    class Listing:
+        def __enter__(self) -> Listing:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            return None
+
+        def results(self, run_id: str, *, series: str | None = None) -> list[dict[str, Any]]:
+            asked.append((run_id, series))
+            return records
+
+    monkeypatch.setattr(tasks, "task_client", lambda context, settings=None: Listing())
+    task = operator_pod(
+        manifest=OperatorManifest(name="organ-seg", version="0.1.0"),
+        task_id="organ-seg",
+        series_uid=SERIES,
+        pod_settings=pod_settings(),
+    )
+    context: dict[str, Any] = {"dag_run": SimpleNamespace(run_id="manual__1", conf={})}
+    delivered = task.execute(context)
+    assert ran == ["pod"] and asked == [("manual__1", SERIES)]
+    assert delivered == {
+        "series": SERIES,
+        "dicom": [SEG],
+        "files": [f"runs/r/{SERIES}/segments.json"],
+    }
+    assert context["jip_series"] == SERIES  # the mapped instance's label
 
 
 def test_toleration_with_an_unknown_field_is_refused() -> None:

@@ -14,7 +14,7 @@ import pytest
 from jip_sdk.contract import PARAMS_VAR
 
 from jip.flow.worker.runner import OperatorJob
-from jip.flow.worker.runner_container import ContainerRunner, container_name
+from jip.flow.worker.runner_container import OPERATOR_UID, ContainerRunner, container_name
 
 
 def job(tmp_path: Path) -> OperatorJob:
@@ -30,7 +30,7 @@ def job(tmp_path: Path) -> OperatorJob:
 
 
 def test_command_mounts_input_read_only_and_output_read_write(tmp_path: Path) -> None:
-    argv = ContainerRunner(engine="podman", user=(1000, 1000)).command(job(tmp_path))
+    argv = ContainerRunner(engine="podman", user=(1000, 1000), rootless=True).command(job(tmp_path))
     assert argv[:3] == ["podman", "run", "--rm"]
     assert f"{(tmp_path / 'in').resolve()}:/jip/input:ro,Z" in argv
     assert f"{(tmp_path / 'out').resolve()}:/jip/output:rw,Z" in argv
@@ -52,9 +52,18 @@ def test_command_isolates_the_container(tmp_path: Path) -> None:
     assert ("--security-opt", "no-new-privileges") in pairs
     assert "--read-only" in argv and ("--tmpfs", "/tmp") in pairs
     assert "--userns" not in argv  # docker, and root
+    assert ("--user", f"{OPERATOR_UID}:{OPERATOR_UID}") in pairs  # root never runs it
     assert argv[-1] == "registry.local/jip/organ-seg:0.1.0"
     assert ("--label", "jip.series=1.2.3") in pairs
     assert ("--name", container_name(job(tmp_path))) in pairs
+
+
+def test_root_podman_runs_the_operator_as_the_sdk_images_user(tmp_path: Path) -> None:
+    for user in (None, (0, 0), (1000, 0)):
+        runner = ContainerRunner(engine="/usr/bin/podman", user=user, rootless=False)
+        pairs = list(itertools.pairwise(runner.command(job(tmp_path))))
+        assert ("--user", f"{OPERATOR_UID}:{OPERATOR_UID}") in pairs, user
+        assert ("--userns", "keep-id") not in pairs  # root podman refuses keep-id
 
 
 def test_secret_parameters_never_reach_the_command_line(tmp_path: Path) -> None:
@@ -132,3 +141,6 @@ def test_podman_runs_an_operator_image_under_the_contract(
     assert "input: /jip/input/1.2.3" in lines
     assert outcome.progress is not None and outcome.progress.fraction == 1.0
     assert (tmp_path / "out" / "params.json").read_text().strip() == '{"label":"x"}'
+    # Written as the operator's user, handed back to the task's user afterwards.
+    for path in (tmp_path / "out", tmp_path / "out" / "params.json", tmp_path / "in" / "1.2.3"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid()), path

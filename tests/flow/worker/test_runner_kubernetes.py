@@ -12,7 +12,7 @@ from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 
 from jip.backends import runner_for
-from jip.config import FlowSettings, Settings
+from jip.config import FlowApiSettings, FlowSettings, Settings
 from jip.errors import Unavailable
 from jip.flow.worker.runner import OperatorJob
 from jip.flow.worker.runner_kubernetes import (
@@ -98,8 +98,9 @@ def test_label_values_keep_a_digest_when_too_long() -> None:
 
 
 def test_pod_without_shared_volume_stages_through_the_store(tmp_path: Path) -> None:
-    settings = PodSettings(work_dir=tmp_path, api_url="http://jip:8000", api_token="t0k",
-                           stage_secret="jip-stage")  # fmt: skip
+    settings = PodSettings(work_dir=tmp_path, api_url="https://jip.local", api_token="t0k",
+                           store_api_url="http://jip-store:8000",
+                           flow_api_url="http://jip-flow:8000")  # fmt: skip
     pod = as_dict(build_pod(job(tmp_path), settings))
     spec = pod["spec"]
     stage_in, operator = spec["initContainers"]
@@ -108,9 +109,13 @@ def test_pod_without_shared_volume_stages_through_the_store(tmp_path: Path) -> N
     assert operator["name"] == "operator"
     assert stage_out["command"][:5] == ["python", "-m", "jip.flow.worker.stage", "push", "--source"]
     assert "--run-id" in stage_out["command"]
-    env = {e["name"]: e["value"] for e in stage_in["env"]}
-    assert env["JIP_API_URL"] == "http://jip:8000" and env["JIP_API_TOKEN"] == "t0k"
-    assert stage_out["envFrom"] == [{"secretRef": {"name": "jip-stage"}}]
+    for stage in (stage_in, stage_out):
+        env = {e["name"]: e["value"] for e in stage["env"]}
+        assert env["JIP_API_URL"] == "https://jip.local" and env["JIP_API_TOKEN"] == "t0k"
+        # The Services inside the cluster, not the Ingress; no result-store credentials.
+        assert env["JIP_FLOW__API__STORE_URL"] == "http://jip-store:8000"
+        assert env["JIP_FLOW__API__FLOW_URL"] == "http://jip-flow:8000"
+        assert "envFrom" not in stage and not {n for n in env if "S3" in n or "RESULTS" in n}
     assert {v["name"] for v in spec["volumes"]} == {"input", "output", "tmp"}
     assert all("emptyDir" in v for v in spec["volumes"])
 
@@ -197,10 +202,14 @@ def test_kubernetes_runner_from_settings(tmp_path: Path) -> None:
             runner="kubernetes",
             kubernetes_namespace="ops",
             kubernetes_work_pvc="w",
-            kubernetes_stage_secret="stage",
+            api=FlowApiSettings(store_url="http://s:8000", flow_url="http://f:8000/"),
         ),
+        api_url="https://jip.local",
     )
     runner = runner_for(settings, kubernetes_api=MagicMock())
     assert isinstance(runner, KubernetesRunner)
     assert runner.pod.namespace == "ops" and runner.pod.work_pvc == "w"
-    assert runner.pod.stage_secret == "stage"
+    # Pods deliver files through the flow API: the stage Secret is no longer handed on.
+    assert not hasattr(runner.pod, "stage_secret")
+    assert (runner.pod.store_api_url, runner.pod.flow_api_url) == ("http://s:8000", "http://f:8000")
+    assert runner.pod.api_url == "https://jip.local"

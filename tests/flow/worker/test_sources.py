@@ -100,9 +100,9 @@ def test_a_series_of_another_kind_is_refused_by_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("dag_file", "dag_id", "steps"),
     [
-        ("seg_radiomics.py", "seg-radiomics", ["get-seg", "find-source", "radiomics-input", "radiomics", "put-csv"]),
-        ("seg_to_nifti.py", "seg-to-nifti", ["get-seg", "find-source", "convert-input", "seg-to-nifti", "put-output"]),
-        ("rtstruct_to_seg.py", "rtstruct-to-seg", ["get-rtstruct", "find-source", "convert-input", "rtstruct-to-seg", "put-seg"]),
+        ("seg_radiomics.py", "seg-radiomics", ["find-source", "radiomics"]),
+        ("seg_to_nifti.py", "seg-to-nifti", ["find-source", "seg-to-nifti"]),
+        ("rtstruct_to_seg.py", "rtstruct-to-seg", ["find-source", "rtstruct-to-seg"]),
     ],
 )  # fmt: skip
 def test_the_workflows_on_derived_objects_chain_find_source_before_staging(
@@ -117,5 +117,9 @@ def test_the_workflows_on_derived_objects_chain_find_source_before_staging(
     assert set(chain) <= set(dag.task_dict)
     for before, after in itertools.pairwise(chain):
         assert before in dag.task_dict[after].upstream_task_ids, (before, after)
-    operator = steps[3]
+    operator = steps[-1]
     assert dag.params[operator] == {} and "series" in dag.params
+    # The operator step (one task) stages the object and the source find-source returned.
+    step = dag.task_dict[f"series.{operator}"]
+    also = step.op_kwargs["also"]  # type: ignore[attr-defined]
+    assert also.operator.task_id == "series.find-source"

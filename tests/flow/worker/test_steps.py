@@ -17,8 +17,8 @@ from tests.support.servers import serve_in_thread
 
 from jip.app import build_app
 from jip.backends import storage_for
-from jip.config import AuthSettings, Settings
-from jip.errors import NotFound
+from jip.config import AuthSettings, FlowApiSettings, FlowSettings, Settings
+from jip.errors import NotFound, Unavailable
 from jip.flow import records
 from jip.flow.worker import steps
 from jip.flow.worker.api_client import JipClient
@@ -137,3 +137,54 @@ def test_export_local_copies_the_series(
 
 def test_result_keys_are_safe_storage_keys() -> None:
     assert steps.result_key("manual__a:b+c", "1.2/x y.csv") == "runs/manual__a_b_c/1.2/x_y.csv"
+
+
+def test_stage_push_delivers_files_through_the_flow_api(
+    local_site: tuple[Runtime, JipClient], ct: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator pod's stage-output container: no result-store credentials (the result
+    store named here does not exist), every file through PUT /api/flow/.../files."""
+    from jip.flow.worker import stage
+
+    runtime, client = local_site
+    run_id = "manual__2026-02-02T00:00:00+00:00"
+    output = tmp_path / "output"
+    (output / "1.2.3.4").mkdir(parents=True)
+    (output / "radiomics.csv").write_text("feature,value\nvolume,12\n")
+    (output / "1.2.3.4" / "labels.json").write_text("{}")
+    (output / ".cache").write_text("not a result")
+    monkeypatch.setenv("JIP_RESULTS_URL", "s3://no-such-bucket/results")
+    monkeypatch.setenv("JIP_API_URL", "http://127.0.0.1:9")  # nothing listens: not used
+    monkeypatch.setenv("JIP_FLOW__API__STORE_URL", client.base_url)
+    monkeypatch.setenv("JIP_FLOW__API__FLOW_URL", client.base_url)
+    argv = ["push", "--source", str(output), "--run-id", run_id,
+            "--series", ct.series_instance_uid, "--operator", "radiomics"]  # fmt: skip
+    assert stage.main(argv) == 0
+    results = storage_for(runtime.settings.resolved_results_url, runtime.settings)
+    recorded = {r.name: r for r in records.list_results(runtime.engine, run_id)}
+    assert set(recorded) == {f"{ct.series_instance_uid}/radiomics.csv", "1.2.3.4/labels.json"}
+    csv_record = recorded[f"{ct.series_instance_uid}/radiomics.csv"]
+    assert csv_record.series_instance_uid == ct.series_instance_uid
+    assert csv_record.operator == "radiomics" and csv_record.size_bytes == 24
+    assert results.read_bytes(csv_record.key) == b"feature,value\nvolume,12\n"
+    # A retried stage container delivers the same files again, replacing them.
+    (output / "radiomics.csv").write_text("feature,value\nvolume,13\n")
+    assert stage.main(argv) == 0
+    again = {r.name: r for r in records.list_results(runtime.engine, run_id)}
+    assert {name: r.id for name, r in again.items()} == {n: r.id for n, r in recorded.items()}
+    assert results.read_bytes(csv_record.key) == b"feature,value\nvolume,13\n"
+
+
+def test_the_flow_api_may_live_at_its_own_address(local_site: tuple[Runtime, JipClient]) -> None:
+    _, client = local_site
+    split = JipClient("http://127.0.0.1:9", flow_url=client.base_url)  # no store there
+    with split:
+        # The flow API answers (the run is unknown to it), the store's address does not.
+        with pytest.raises(NotFound, match="JIP answered 404"):
+            split.results("no-such-run")
+        with pytest.raises(Unavailable, match=r"127\.0\.0\.1:9"):
+            split.study_of("1.2.3")
+    flow = FlowSettings(api=FlowApiSettings(flow_url="http://f:8000"))
+    settings = Settings(api_url="https://jip.local/", flow=flow)
+    with JipClient.from_settings(settings) as configured:
+        assert (configured.base_url, configured.flow_url) == ("https://jip.local", "http://f:8000")

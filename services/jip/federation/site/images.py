@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 import pydicom
-from jip_sdk import SdkError, segment_values
+from jip_sdk import SdkError
 from pydicom.dataset import Dataset
 
 from jip.errors import Invalid
@@ -51,6 +51,8 @@ class StoredImages:
         self.catalog, self.storage, self.index = catalog, storage, index
 
     def segment_values(self, series_uids: Sequence[str], project: str) -> dict[str, SegmentValues]:
+        from jip_sdk import segment_values  # SimpleITK: only where a site measures
+
         found: dict[str, SegmentValues] = {}
         for series_uid, seg_uids in sorted(self.segs_of(series_uids, project).items()):
             images = self._datasets(series_uid)

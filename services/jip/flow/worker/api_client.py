@@ -3,13 +3,17 @@
 Tasks run in Airflow's workers (embedded: processes beside `jip up`; cluster: pods of
 Airflow's chart) and reach the site only through its HTTP API, at ``JIP_API_URL`` with
 the bearer token ``JIP_API_TOKEN`` (both read by :class:`jip.config.Settings`; a run's
-conf may carry its own token). One mechanism for both shapes: a worker never needs the
-catalog's database or the DICOM storage's credentials.
+conf may carry its own token). In the cluster the store (DICOMweb, ``/api/store``) and
+the flow API are separate Services: ``flow.api.store_url`` and ``flow.api.flow_url``
+name them, so tasks and operator pods do not go out through the Ingress and back. One
+mechanism for both shapes: a worker never needs the catalog's database or the DICOM
+storage's or result store's credentials.
 
 - get-input: QIDO-RS finds a series' study, WADO-RS (PS3.18 §10.4) streams its
   instances as ``multipart/related; type="application/dicom"`` in their stored transfer
   syntax (``transfer-syntax=*``), written byte for byte, one file per instance.
-- put-output: STOW-RS (PS3.18 §10.5) stores DICOM results; ``/api/flow`` records them.
+- put-output: STOW-RS (PS3.18 §10.5) stores DICOM results; ``/api/flow`` records them,
+  and takes other files (``PUT /api/flow/runs/{run}/files/{name}``, streamed).
 """
 
 from __future__ import annotations
@@ -71,33 +75,57 @@ def api_url_of(settings: Settings) -> str:
     return site_url(settings)
 
 
+def service_urls_of(settings: Settings) -> tuple[str, str]:
+    """(store, flow): where tasks reach the store and the flow API; each falls back to
+    :func:`api_url_of` (one API behind one address, as `jip up` and the Ingress serve it)."""
+    api = settings.flow.api
+    if api.store_url and api.flow_url:
+        return api.store_url.rstrip("/"), api.flow_url.rstrip("/")
+    default = api_url_of(settings)
+    return (api.store_url or default).rstrip("/"), (api.flow_url or default).rstrip("/")
+
+
 class JipClient:
-    """A small synchronous client of one site's API; ``token`` is a bearer token."""
+    """A small synchronous client of one site's API; ``token`` is a bearer token.
+
+    ``base_url`` serves DICOMweb and the store's API; ``flow_url`` (default: the same)
+    the flow API, the paths under ``/api/flow``.
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
+        flow_url: str | None = None,
         token: str | None = None,
         timeout_s: float = 120.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.flow_url = (flow_url or base_url).rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
         )
+        self._flow = self._client
+        if self.flow_url != self.base_url:
+            self._flow = httpx.Client(
+                base_url=self.flow_url, headers=headers, timeout=timeout_s, transport=transport
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, token: str | None = None) -> JipClient:
         if token is None and settings.api_token is not None:
             token = settings.api_token.get_secret_value()
-        return cls(api_url_of(settings), token=token)
+        store, flow = service_urls_of(settings)
+        return cls(store, flow_url=flow, token=token)
 
     def close(self) -> None:
         self._client.close()
+        if self._flow is not self._client:
+            self._flow.close()
 
     def __enter__(self) -> JipClient:
         return self
@@ -190,6 +218,29 @@ class JipClient:
         )
         return list(answer or [])
 
+    def upload_file(
+        self, run_id: str, name: str, path: Path, *, series: str, operator: str
+    ) -> dict[str, Any]:
+        """Stream one result file to the run's folder of the result store, where the flow
+        API records it (a FILE result of ``series``); the same name again replaces it."""
+        size = path.stat().st_size
+        url = f"/api/flow/runs/{_seg(run_id)}/files/{quote(name, safe='/')}"
+        try:
+            with path.open("rb") as handle:
+                response = self._flow.put(
+                    url,
+                    content=file_chunks(handle),
+                    params={"series": series, "operator": operator},
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(size),
+                    },
+                )
+        except httpx.TransportError as exc:
+            raise Unavailable(f"uploading {name} to {self.flow_url} failed: {exc}") from exc
+        _raise_for_status(response, f"result file {name} of run {run_id}")
+        return dict(response.json())
+
     def results(self, run_id: str, *, series: str | None = None) -> list[dict[str, Any]]:
         params = {"series": series} if series else None
         answer = self._json(
@@ -215,10 +266,11 @@ class JipClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
+        client = self._flow if path.startswith("/api/flow/") else self._client
         try:
-            response = self._client.request(method, path, params=params, json=json, headers=headers)
+            response = client.request(method, path, params=params, json=json, headers=headers)
         except httpx.TransportError as exc:
-            raise Unavailable(f"JIP at {self.base_url} is not reachable ({exc})") from exc
+            raise Unavailable(f"JIP at {client.base_url} is not reachable ({exc})") from exc
         _raise_for_status(response, what)
         return response.json() if response.content else None
 

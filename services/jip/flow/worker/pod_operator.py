@@ -5,7 +5,8 @@ digest where ``build/images.json`` knows it; cpu, memory; ``gpu: N``) it makes a
 ``KubernetesPodOperator`` whose pod is :func:`~jip.flow.worker.runner_kubernetes.build_pod`'s:
 an init container fetches the series through the store's WADO-RS API with the run's own
 token, the operator runs as the next init container on an emptyDir, and the main
-container pushes the DICOM output back by STOW-RS and records it. The operator pod gets
+container pushes the output back (DICOM by STOW-RS, other files through the flow API,
+each recorded); the task returns what was delivered. The operator pod gets
 no database, bucket or service-account credentials: only the API and the run's token,
 and only in its two stage containers. Non-root, read-only root filesystem, no privilege
 escalation, all capabilities dropped, seccomp RuntimeDefault; ``gpu: N`` adds the
@@ -15,8 +16,13 @@ escalation, all capabilities dropped, seccomp RuntimeDefault; ``gpu: N`` adds th
 The pod is built when the task runs (the run's id, token and parameters are known only
 then), so the DAG file does no I/O when it is parsed::
 
-    seg = operator_pod(manifest=OperatorManifest(name="organ-seg", version="0.1.0"),
-                       task_id="organ-seg", series_uid=series_uid)
+    seg = operator_step(series_uid, operator="organ-seg", version="0.1.0")
+    operator_step(series_uid, operator="radiomics", version="0.1.0", also=seg)
+
+:func:`~jip.flow.worker.operator_step.operator_step` is what DAGs call: an operator
+pod on the cluster (``flow.runner = "kubernetes"``), one fused task on any other
+runner; it imports this module (and Kubernetes' provider) only on the cluster, so
+parsing DAGs elsewhere stays cheap.
 """
 
 from __future__ import annotations
@@ -115,7 +121,7 @@ class OperatorPodOperator(KubernetesPodOperator):
     @contextlib.contextmanager
     def _without_sidecar(self) -> Iterator[None]:
         """KPO reads ``do_xcom_push`` as "add the XCom sidecar and read its file"; JIP's
-        pods write no such file, yet the task's return value (put-output's input) must
+        pods write no such file, yet the task's return value (what it delivered) must
         reach XCom, which Airflow decides by the same flag after ``execute``."""
         push, self.do_xcom_push = self.do_xcom_push, False
         try:
@@ -128,7 +134,8 @@ class OperatorPodOperator(KubernetesPodOperator):
         from jip.flow.worker.tasks import run_id_of, run_token, series_of
 
         series = str(self.series_uid)
-        uids = (series, *series_of(self.also))
+        # ``also`` is an earlier step's XCom, rendered only when the task runs.
+        uids = (series, *(series_of(self.also) if context is not None else ()))
         params: Mapping[str, Any] = {}
         if context is not None:
             params = context["params"].get(self.manifest.name) or {}
@@ -157,15 +164,14 @@ class OperatorPodOperator(KubernetesPodOperator):
             return super().build_pod_request_obj(context, dry_run=dry_run)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        """Run the pod; return what it delivered, as put-output returns it."""
+        from jip.flow.worker.tasks import delivered_by_pod
+
+        series = str(self.series_uid)
+        context["jip_series"] = series  # the mapped instance's label
         with self._without_sidecar():
             super().execute(context)
-        # put-output's shape; the pod delivered already, so put-output only lists it.
-        return {
-            "series": str(self.series_uid),
-            "operator": self.manifest.name,
-            "output_dir": "",
-            "delivered": True,
-        }
+        return delivered_by_pod(context, series, self.manifest.name)
 
 
 def operator_pod(
@@ -182,9 +188,9 @@ def operator_pod(
         from jip.flow.worker.tasks import task_settings
 
         pod_settings = PodSettings.from_settings(task_settings())
-    # Operators are untrusted code: the pod gets the API and the run's token, never the
-    # result store's credentials (stage_secret) nor a service-account token.
-    pod = dataclasses.replace(pod_settings, stage_secret=None, work_pvc=None)
+    # Operators are untrusted code: the pod gets the API and the run's token, never a
+    # shared volume, the result store's credentials nor a service-account token.
+    pod = dataclasses.replace(pod_settings, work_pvc=None)
     return OperatorPodOperator(
         manifest=manifest,
         pod_settings=pod,
@@ -202,37 +208,3 @@ def operator_pod(
         map_index_template="{{ jip_series }}",
         **kwargs,
     )
-
-
-def operator_step(
-    series_uid: Any,
-    *,
-    operator: str,
-    version: str,
-    task_id: str,
-    also: Any = None,
-    manifest: OperatorManifest | None = None,
-) -> Any:
-    """One operator step of a DAG, in put-output's input shape, on the site's runner.
-
-    ``flow.runner = "kubernetes"`` (the cluster): one KubernetesPodOperator task that
-    stages in and out through the API itself. Any other runner: get-input, then
-    run-operator on the staged folder. Reading the settings here reads ``JIP_*``
-    variables only, never a file or the network, so parsing stays cheap.
-    """
-    from jip.flow.worker.tasks import get_input, run_operator, task_settings
-
-    settings = task_settings()
-    if settings.flow.runner == "kubernetes":
-        chosen = manifest or OperatorManifest(
-            name=operator, version=version, timeout_s=settings.flow.operator_timeout_s
-        )
-        return operator_pod(
-            manifest=chosen,
-            task_id=task_id,
-            series_uid=series_uid,
-            also=also,
-            pod_settings=PodSettings.from_settings(settings),
-        ).output
-    staged: Any = get_input.override(task_id=f"{task_id}-input")(series_uid, also=also)
-    return run_operator.override(task_id=task_id)(staged, operator=operator, version=version)

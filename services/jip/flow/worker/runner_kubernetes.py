@@ -8,8 +8,9 @@ Two ways the data reaches the pod:
 - **emptyDir staging** (no PVC): an init container fetches the input series from the
   store's WADO-RS API into an emptyDir, the operator runs as the next init container
   (init containers run one after the other), and the pod's one main container pushes
-  the output (STOW-RS and the result store, exactly as the put-output task does). The
-  outcome then says ``delivered``.
+  the output (STOW-RS, and other files through the flow API: the pod never holds the
+  result store's credentials). The outcome then says ``delivered``. The stage containers
+  reach the store and the flow API at their in-cluster Services (``flow.api``).
 
 The CoreV1Api comes from the caller (tests pass a mock); ``create``, ``read``, ``logs``
 and ``delete`` are the only calls made. Pods run as a non-root user with no privilege
@@ -56,10 +57,10 @@ class PodSettings:
     work_dir: Path = Path("/work")
     work_pvc: str | None = None
     stage_image: str = "jip/jip:0.1.0"
-    # A Secret whose keys are JIP_* variables (result store URL and credentials) for the
-    # stage-output container of emptyDir pods.
-    stage_secret: str | None = None
     api_url: str = ""
+    # The store's and the flow API's Services (flow.api); empty: api_url serves both.
+    store_api_url: str = ""
+    flow_api_url: str = ""
     api_token: str | None = None
     service_account: str | None = None
     extra_labels: Mapping[str, str] = field(default_factory=dict)
@@ -71,9 +72,10 @@ class PodSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PodSettings:
-        from jip.flow.worker.api_client import api_url_of
+        from jip.flow.worker.api_client import api_url_of, service_urls_of
 
         flow = settings.flow
+        store_url, flow_url = service_urls_of(settings)
         return cls(
             namespace=flow.kubernetes_namespace,
             registry=flow.image_registry,
@@ -82,8 +84,9 @@ class PodSettings:
             work_dir=settings.resolved_flow_work_dir,
             work_pvc=flow.kubernetes_work_pvc,
             stage_image=flow.kubernetes_stage_image,
-            stage_secret=flow.kubernetes_stage_secret,
             api_url=api_url_of(settings),
+            store_api_url=store_url,
+            flow_api_url=flow_url,
             api_token=settings.api_token.get_secret_value() if settings.api_token else None,
             gpu_resource=flow.gpu.resource,
             gpu_node_selector=dict(flow.gpu.node_selector),
@@ -263,6 +266,12 @@ def _operator_container(
 
 def _stage_env(settings: PodSettings, job: OperatorJob) -> list[k8s.V1EnvVar]:
     env = [k8s.V1EnvVar(name="JIP_API_URL", value=settings.api_url)]
+    for name, url in (
+        ("JIP_FLOW__API__STORE_URL", settings.store_api_url),
+        ("JIP_FLOW__API__FLOW_URL", settings.flow_api_url),
+    ):
+        if url and url != settings.api_url:
+            env.append(k8s.V1EnvVar(name=name, value=url))
     token = job.api_token or settings.api_token  # the run's own token where it has one
     if token:
         env.append(k8s.V1EnvVar(name="JIP_API_TOKEN", value=token))
@@ -295,11 +304,6 @@ def _stage_in_container(job: OperatorJob, settings: PodSettings) -> k8s.V1Contai
 
 def _stage_out_container(job: OperatorJob, settings: PodSettings) -> k8s.V1Container:
     series = job.labels.get("series") or (job.series[0] if job.series else "")
-    env_from = (
-        [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=settings.stage_secret))]
-        if settings.stage_secret
-        else None
-    )
     return k8s.V1Container(
         name=STAGE_OUT_CONTAINER,
         image=settings.stage_image,
@@ -308,7 +312,6 @@ def _stage_out_container(job: OperatorJob, settings: PodSettings) -> k8s.V1Conta
             *("--run-id", job.run_id, "--series", series, "--operator", job.operator),
         ],
         env=_stage_env(settings, job),
-        env_from=env_from,
         volume_mounts=[
             k8s.V1VolumeMount(name="output", mount_path=OUTPUT_MOUNT, read_only=True),
             k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),

@@ -6,18 +6,20 @@ does. In order: the operator's ``source_series_uid`` parameter; the series the o
 names (SEG: ReferencedSeriesSequence; RTSTRUCT: ReferencedFrameOfReferenceSequence);
 else the series holding the instances it was derived from (a SEG's frames, an RTSTRUCT's
 contour images), asked of the store by QIDO-RS with the run's token, so a series
-outside the run's projects is not found. A DAG stages what this returns with
-``get_input(series_uid, also=...)``::
+outside the run's projects is not found. The task fetches the object's series itself
+(WADO-RS, into a folder it removes again), so it needs no folder another task staged
+(Airflow's workers on the cluster share none). A DAG's operator step stages what this
+returns beside the object with ``also``::
 
-    seg = get_input.override(task_id="get-seg")(series_uid)
-    sources = find_source.override(task_id="find-source")(seg, operator="radiomics")
-    staged = get_input.override(task_id="radiomics-input")(series_uid, also=sources)
+    sources = find_source.override(task_id="find-source")(series_uid, operator="radiomics")
+    operator_step(series_uid, operator="radiomics", version="0.1.0", also=sources)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,16 @@ import pydicom
 from airflow.sdk import get_current_context, task
 from pydicom.dataset import Dataset
 
-from jip.flow.worker.tasks import SERIES_LABEL, task_client
+from jip.config import Settings
+from jip.flow.worker import steps
+from jip.flow.worker.api_client import JipClient
+from jip.flow.worker.tasks import (
+    SERIES_LABEL,
+    run_id_of,
+    run_studies,
+    task_client,
+    task_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +147,15 @@ def source_series(
 
 @task(map_index_template=SERIES_LABEL)
 def find_source(
-    staged: Mapping[str, Any], *, operator: str, modalities: Sequence[str] = DERIVED_MODALITIES
+    series_uid: str, *, operator: str, modalities: Sequence[str] = DERIVED_MODALITIES
 ) -> list[str]:
-    """The image series of the staged SEG or RTSTRUCT series (see the module's text)."""
+    """The image series of the SEG or RTSTRUCT series ``series_uid`` (see the module's text)."""
     context = get_current_context()
-    series_uid = str(staged["series"])
     context["jip_series"] = series_uid  # type: ignore[typeddict-unknown-key]
-    objects = read_objects(Path(staged["input_dir"]) / series_uid, modalities)
+    settings = task_settings()
     override = (context["params"].get(operator) or {}).get("source_series_uid")
-    with task_client(context) as client:
+    with task_client(context, settings) as client:
+        objects = _fetch_objects(client, context, settings, series_uid, modalities)
         headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
         with httpx.Client(
             base_url=client.base_url, headers=headers, timeout=client.timeout_s
@@ -154,3 +165,16 @@ def find_source(
             )
     log.info("series %s: source series %s", series_uid, ", ".join(sources))
     return sources
+
+
+def _fetch_objects(
+    client: JipClient, context: Any, settings: Settings, series_uid: str, modalities: Sequence[str]
+) -> list[Dataset]:
+    """The headers of the series, fetched into a folder of this task's own, then removed."""
+    run_id = run_id_of(context)
+    dirs = steps.step_dirs(settings.resolved_flow_work_dir, run_id, series_uid, "find-source")
+    try:
+        steps.get_input(client, [series_uid], dirs.input_dir, studies=run_studies(context))
+        return read_objects(dirs.input_dir / series_uid, modalities)
+    finally:
+        shutil.rmtree(dirs.root, ignore_errors=True)

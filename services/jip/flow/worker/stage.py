@@ -2,9 +2,10 @@
 
 ``fetch --dest DIR UID...`` writes each series to ``DIR/<UID>/`` through WADO-RS (the
 get-input step); ``push --source DIR --run-id R --series S --operator O`` delivers an
-operator's output (the put-output step). Both reach the site at ``JIP_API_URL`` with
-``JIP_API_TOKEN``; push also needs the result store's ``JIP_RESULTS_URL`` (and S3
-credentials), from the Secret ``flow.kubernetes_stage_secret`` names.
+operator's output (the put-output step): DICOM by STOW-RS, every other file through the
+flow API. Both reach the site only through its API, at ``JIP_API_URL`` (or the Services
+``JIP_FLOW__API__STORE_URL`` and ``JIP_FLOW__API__FLOW_URL`` name) with the run's
+``JIP_API_TOKEN``: no database, bucket or result-store credentials in an operator pod.
 """
 
 from __future__ import annotations
@@ -43,11 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for uid in args.series:
                     client.fetch_series(uid, args.dest)
             else:
-                from jip.backends import storage_for
-
                 steps.put_output(
                     client=client,
-                    results=storage_for(settings.resolved_results_url, settings),
+                    results=None,  # files through the flow API, never the bucket
                     run_id=args.run_id,
                     series_uid=args.series,
                     operator=args.operator,

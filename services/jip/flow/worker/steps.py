@@ -8,7 +8,10 @@ one.
 
 put-output sends DICOM results to the store with STOW-RS and every other file to the
 result store under ``runs/<run_id>/<series>/<file>`` (the series folder the operator
-wrote it in), and records each in the flow's results table. DICOM results are recorded
+wrote it in), and records each in the flow's results table. Files go straight to the
+result store where the caller holds its credentials (Airflow's workers), else through
+the flow API (``PUT /api/flow/runs/{run}/files/{name}``; operator pods, which never get
+them). DICOM results are recorded
 *before* they are stored, so an auto-rule never sees a result series it cannot yet tell
 from new data.
 """
@@ -139,13 +142,16 @@ class _DicomFile:
 def put_output(
     *,
     client: JipClient,
-    results: BlobStorage,
+    results: BlobStorage | None,
     run_id: str,
     series_uid: str,
     operator: str,
     output_dir: Path,
 ) -> list[dict[str, Any]]:
-    """Deliver everything under ``output_dir``; return the result records as stored."""
+    """Deliver everything under ``output_dir``; return the result records as stored.
+
+    ``results`` None: files are uploaded through the flow API, which records them.
+    """
     files = [p for p in sorted(output_dir.rglob("*")) if p.is_file() and not _hidden(p, output_dir)]
     dicom = [d for d in (_dicom_header(p) for p in files) if d is not None]
     dicom_paths = {d.path for d in dicom}
@@ -163,13 +169,19 @@ def put_output(
         )
         for batch in _batches([d.path for d in dicom], STOW_BATCH):
             client.store_instances(batch)
-    file_records = []
+    file_records: list[dict[str, Any]] = []
+    uploaded: list[dict[str, Any]] = []
     for path in files:
         if path in dicom_paths:
             continue
         relative = path.relative_to(output_dir).as_posix()
         if "/" not in relative:  # a file at the top: file it under the task's series
             relative = f"{series_uid}/{relative}"
+        if results is None:
+            uploaded.append(
+                client.upload_file(run_id, relative, path, series=series_uid, operator=operator)
+            )
+            continue
         key = result_key(run_id, relative)
         _upload(results, key, path)
         file_records.append(
@@ -182,10 +194,10 @@ def put_output(
                 "size_bytes": path.stat().st_size,
             }
         )
-    records += client.record_results(run_id, file_records)
+    records += uploaded + client.record_results(run_id, file_records)
     log.info(
         "output delivered",
-        extra={"run_id": run_id, "dicom_series": len(by_series), "files": len(file_records)},
+        extra={"run_id": run_id, "dicom_series": len(by_series), "files": len(files) - len(dicom)},
     )
     return records
 

@@ -3,22 +3,22 @@
 A workflow maps a task group over the run's series (dynamic task mapping, ``.expand``):
 one instance of each step per series, labelled with its Series Instance UID, and a
 failing series stops only its own later steps. How many run at once is Airflow's
-``parallelism``, which `jip up` sets from ``flow.max_parallel_series``::
+``parallelism``, which `jip up` sets from ``flow.max_parallel_series``. Each operator
+step is :func:`jip.flow.worker.operator_step.operator_step`: one task that stages the
+input, runs the operator and delivers its output, returning what it delivered
+(``{"series", "dicom": [...], "files": [...]}``), which the next step takes as ``also``::
 
     @task_group(group_id="series")
     def per_series(series_uid):
-        staged = get_input(series_uid)
-        produced = run_operator.override(task_id="organ-seg")(staged, operator="organ-seg")
-        put_output.override(task_id="put-seg")(produced)
+        seg = operator_step(series_uid, operator="organ-seg", version="0.1.0")
+        operator_step(series_uid, operator="radiomics", version="0.1.0", also=seg)
 
     fan_out(per_series)
 
-Where a series' steps are one operator, ``process_series`` does all three in one task
-(one scheduler round and one task process instead of three)::
-
-    @task_group(group_id="series")
-    def per_series(series_uid):
-        process_series.override(task_id="deidentify")(series_uid, operator="deidentify")
+On the cluster (``flow.runner = "kubernetes"``) that task is an operator pod; elsewhere
+it is ``process_series`` (get-input, run-operator and put-output as one task: one
+scheduler round and one task process instead of three). The three steps stay tasks of
+their own for workflows that need them apart.
 
 Each step reads settings (``JIP_*`` variables of Airflow's processes) when it runs, and
 the run's conf for its series and their studies. Where the site issued the run a token
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,11 @@ def task_settings() -> Settings:
     return get_settings()
 
 
+def run_studies(context: Any) -> dict[str, str]:
+    """The study of each of the run's series, as the site knew it at the start."""
+    return dict(_conf(context).get(STUDIES_KEY) or {})
+
+
 def run_token_conn(context: Any) -> str | None:
     """The Connection holding the run's own token; None when the site issued none."""
     return run_token_conn_id(run_id_of(context)) if _conf(context).get(RUN_TOKEN_KEY) else None
@@ -164,9 +169,8 @@ def _stage(
     """get-input's work, shared by its task and by :func:`process_series`."""
     uids = [series_uid, *series_of(also)]
     dirs = steps.step_dirs(settings.resolved_flow_work_dir, run_id_of(context), series_uid, step)
-    studies = dict(_conf(context).get(STUDIES_KEY) or {})
     with task_client(context, settings) as client:
-        steps.get_input(client, uids, dirs.input_dir, studies=studies)
+        steps.get_input(client, uids, dirs.input_dir, studies=run_studies(context))
     log.info("input staged: %s", ", ".join(uids))
     return {"series": series_uid, "input_dir": str(dirs.input_dir), "inputs": uids}
 
@@ -207,31 +211,46 @@ def _run(
     }
 
 
+def delivery(series_uid: str, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """put-output's result: the source series, its DICOM result series and file keys."""
+    dicom = [r["result_series_uid"] for r in records if r["kind"] == ResultKind.DICOM.value]
+    files = [r["key"] for r in records if r["kind"] == ResultKind.FILE.value]
+    log.info("delivered %d DICOM series and %d files", len(dicom), len(files))
+    return {"series": series_uid, "dicom": dicom, "files": files}
+
+
+def delivered_by_pod(
+    context: Any, series_uid: str, operator: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    """What an operator pod delivered itself, as put-output's result (the flow API's
+    records of the series made by ``operator``)."""
+    with task_client(context, settings) as client:
+        records = [
+            r
+            for r in client.results(run_id_of(context), series=series_uid)
+            if r["operator"] == operator
+        ]
+    return delivery(series_uid, records)
+
+
 def _deliver(context: Any, settings: Settings, produced: Mapping[str, Any]) -> dict[str, Any]:
     """put-output's work, shared by its task and by :func:`process_series`."""
     from jip.backends import storage_for
 
     series_uid = str(produced["series"])
-    run_id = run_id_of(context)
     operator = str(produced["operator"])
+    if produced.get("delivered"):  # the runner's pod pushed it already
+        return delivered_by_pod(context, series_uid, operator, settings)
     with task_client(context, settings) as client:
-        if produced.get("delivered"):  # the runner's pod pushed it already
-            records = [
-                r for r in client.results(run_id, series=series_uid) if r["operator"] == operator
-            ]
-        else:
-            records = steps.put_output(
-                client=client,
-                results=storage_for(settings.resolved_results_url, settings),
-                run_id=run_id,
-                series_uid=series_uid,
-                operator=operator,
-                output_dir=Path(produced["output_dir"]),
-            )
-    dicom = [r["result_series_uid"] for r in records if r["kind"] == ResultKind.DICOM.value]
-    files = [r["key"] for r in records if r["kind"] == ResultKind.FILE.value]
-    log.info("delivered %d DICOM series and %d files", len(dicom), len(files))
-    return {"series": series_uid, "dicom": dicom, "files": files}
+        records = steps.put_output(
+            client=client,
+            results=storage_for(settings.resolved_results_url, settings),
+            run_id=run_id_of(context),
+            series_uid=series_uid,
+            operator=operator,
+            output_dir=Path(produced["output_dir"]),
+        )
+    return delivery(series_uid, records)
 
 
 @task(map_index_template=SERIES_LABEL)

@@ -9,6 +9,9 @@ of queueing for the database lock.
 A ``gate`` (the catalog's cross-process write lock, :mod:`jip.store.catalog.write_lock`)
 is entered before the batch is taken: rows that arrive while another process commits
 join the batch that follows it.
+
+:class:`SharedFlush` is the same hand-off for the blobs' fsyncs, which the ingest runs
+before the catalog's: a batch there is flushed, or failed, as a whole.
 """
 
 from __future__ import annotations
@@ -83,12 +86,28 @@ class GroupCommitter(Generic[Item, Result]):
         try:
             results = self._commit([item for item, _ in batch])
         except BaseException as exc:  # every waiter learns why its row is not durable
-            if len(batch) > 1:
-                # One bad row must not fail the other senders' rows: commit each alone.
-                for entry in batch:
-                    self._commit_batch([entry])
-                return
-            batch[0][1].set_exception(exc)
+            self._failed(batch, exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
             future.set_result(result)
+
+    def _failed(self, batch: list[tuple[Item, Future[Result]]], exc: BaseException) -> None:
+        if len(batch) > 1:
+            # One bad row must not fail the other senders' rows: commit each alone.
+            for entry in batch:
+                self._commit_batch([entry])
+            return
+        batch[0][1].set_exception(exc)
+
+
+class SharedFlush(GroupCommitter[Item, Result]):
+    """A group commit that succeeds or fails as a whole: one fsync for many files.
+
+    A failed flush is never retried, alone or together: after a failed fsync the
+    kernel may report the same pages clean although they never reached the disk, so
+    every member of the batch learns of the failure.
+    """
+
+    def _failed(self, batch: list[tuple[Item, Future[Result]]], exc: BaseException) -> None:
+        for _, future in batch:
+            future.set_exception(exc)

@@ -9,7 +9,7 @@ its settings, and only then does it bind the port and acknowledge anything.
 Each process binds the DIMSE port with ``SO_REUSEPORT``, so the kernel spreads
 associations over them and concurrent senders use every core (one Python process is
 held to one core by its GIL). Each builds its own adapters with the builder the
-composition hands over (``jip.runtime.build_runtime``), without migrating (the parent
+composition hands over (``jip.runtime.build_store_runtime``), without migrating (the parent
 did); catalog writes from several processes meet in the database, which already
 serialises them.
 
@@ -42,11 +42,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jip import metrics
 from jip.config import Settings
 from jip.errors import Unavailable
-from jip.store.adapters import AdaptersBuilder
+
+if TYPE_CHECKING:  # `jip up` starts the processes before it imports the catalog's code
+    from jip.store.adapters import AdaptersBuilder
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ class ListenerGroup:
     """The DIMSE listener processes of one site (a :class:`jip.embedded.Component`).
 
     ``build`` makes each process's adapters; it travels pickled, so it must be a
-    module-level function (the composition passes ``jip.runtime.build_runtime``).
+    module-level function (the composition passes ``jip.runtime.build_store_runtime``).
     """
 
     name = "dicom"

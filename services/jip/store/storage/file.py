@@ -2,7 +2,9 @@
 
 Writes go to a temporary file in the root's ``.tmp`` folder (or arrive as a spool file)
 and are given their name and fsync'ed, with the directory entry: the object is durable
-when the call returns (``FileStorage._place`` says in which order, and why).
+when the call returns (``FileStorage._place`` says in which order, and why). The
+C-STORE path instead stages (links) each file and flushes a whole batch at once
+(``FileStorage.flush``), so that concurrent associations share the disk's flushes.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from jip.errors import NotFound, OutOfResources
-from jip.store.storage.port import check_key
+from jip.store.storage.port import StagedBlob, check_key
 
 T = TypeVar("T")
+
+# fsyncs of one flush at most at once: beyond the instances one batch usually holds.
+_FLUSHERS = 16
 
 
 class FileStorage:
@@ -29,6 +36,8 @@ class FileStorage:
         self.root = root
         self.tmp_dir = root / ".tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._flushers: ThreadPoolExecutor | None = None  # made by the first flush
+        self._flushers_made = threading.Lock()
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -46,6 +55,74 @@ class FileStorage:
                 source.unlink(missing_ok=True)
         except OSError as exc:
             raise _storage_error(exc, key) from exc
+
+    def stage(self, key: str, source: Path) -> StagedBlob:
+        """Link ``source`` under ``key`` now; its bytes and name are flushed by :meth:`flush`.
+
+        Where the name exists already (a duplicate, a fragment of a crash) or the
+        filesystem has no hard links, the object is placed durably at once, as
+        :meth:`move_in` does: a stored object is only ever replaced by flushed bytes.
+        """
+        target = self._path(key)
+        try:
+            try:
+                linked = self._in_folder(_link, source, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                self.move_in(key, source)  # another filesystem: copied, durable now
+                return StagedBlob(key, source)
+            if not linked:
+                self._place(source, target)
+                return StagedBlob(key, source)
+        except OSError as exc:
+            raise _storage_error(exc, key) from exc
+        return StagedBlob(key, source, target)
+
+    def flush(self, staged: Sequence[StagedBlob]) -> None:
+        """fsync the staged files and each of their folders, side by side; the spool
+        names go.
+
+        On failure every staged name is withdrawn (never retried, see the port).
+        """
+        pending = [blob for blob in staged if blob.target is not None]
+        if not pending:
+            return
+        folders = dict.fromkeys(blob.target.parent for blob in pending if blob.target)
+        try:
+            self._fsync_together([*(blob.source for blob in pending), *folders])
+        except OSError as exc:
+            for blob in pending:
+                _withdraw(blob)
+            raise _storage_error(exc, pending[0].key) from exc
+        for blob in pending:
+            blob.source.unlink(missing_ok=True)
+
+    def _fsync_together(self, paths: Sequence[Path]) -> None:
+        """fsync every path at once; raises the first error after all have finished.
+
+        ext4's journal commits the fsyncs that wait at the same moment together, while
+        fsyncs one after another each wait for a device flush of their own (measured
+        here: eight small files plus their folder one after another 4-5x slower than
+        side by side). A file's bytes and its new name are independent flushes; both
+        end before the catalog row is written.
+        """
+        with self._flushers_made:
+            if self._flushers is None:
+                self._flushers = ThreadPoolExecutor(_FLUSHERS, thread_name_prefix="fsync")
+        futures = [self._flushers.submit(_fsync, path) for path in paths[1:]]
+        errors: list[OSError] = []
+        try:
+            _fsync(paths[0])  # this thread flushes one itself
+        except OSError as exc:
+            errors.append(exc)
+        for future in futures:
+            try:
+                future.result()
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def put_bytes(self, key: str, data: bytes) -> None:
         target = self._path(key)
@@ -185,6 +262,14 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _withdraw(blob: StagedBlob) -> None:
+    """Remove a staged object's names (its key only while it still names our bytes)."""
+    with contextlib.suppress(OSError):
+        if blob.target is not None and os.path.samefile(blob.source, blob.target):
+            blob.target.unlink()
+    blob.source.unlink(missing_ok=True)
 
 
 def _storage_error(exc: OSError, key: str) -> Exception:

@@ -9,7 +9,8 @@ the new object, never a fragment.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -25,11 +26,43 @@ def check_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class StagedBlob:
+    """An object given its key by :meth:`BlobStorage.stage`, durable only once flushed.
+
+    ``source`` is the file the bytes came in (the adapter's until the flush);
+    ``target`` is where the adapter still has to make them durable, None when the
+    object already is (an S3 upload, a replaced name).
+    """
+
+    key: str
+    source: Path
+    target: Path | None = None
+
+
 class BlobStorage(Protocol):
     """Durable, atomic object storage."""
 
     def move_in(self, key: str, source: Path) -> None:
         """Take ownership of the local file ``source`` and store it under ``key``."""
+        ...
+
+    def stage(self, key: str, source: Path) -> StagedBlob:
+        """As :meth:`move_in`, but the object need not be durable before :meth:`flush`.
+
+        Lets concurrent writers share one flush (group commit). Until then the object
+        must not be referred to (no catalog row): a crash may lose it.
+        """
+        ...
+
+    def flush(self, staged: Sequence[StagedBlob]) -> None:
+        """Make every staged object durable, sharing the flushes among them.
+
+        All or nothing: if one cannot be made durable, none of them keeps its key
+        (the caller answers each with a failure) and the error is raised. Nothing may
+        retry a failed flush: after a failed fsync the kernel may report the same
+        pages clean although they never reached the disk.
+        """
         ...
 
     def put_bytes(self, key: str, data: bytes) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qs, unquote, urlparse
@@ -23,7 +23,7 @@ from minio.helpers import DictType
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from jip.errors import JipError, NotFound, Unavailable
-from jip.store.storage.port import check_key
+from jip.store.storage.port import StagedBlob, check_key
 
 _URL_OPTIONS = {"endpoint", "secure", "region"}
 _NOT_FOUND = {"NoSuchKey", "NoSuchObject"}
@@ -119,6 +119,14 @@ class S3Storage:
             # nothing becomes visible until the upload completes.
             self.client.fput_object(self.bucket, name, str(source))
         source.unlink(missing_ok=True)
+
+    def stage(self, key: str, source: Path) -> StagedBlob:
+        """An upload is durable once it completes: nothing is left for :meth:`flush`."""
+        self.move_in(key, source)
+        return StagedBlob(key, source)
+
+    def flush(self, staged: Sequence[StagedBlob]) -> None:
+        """Nothing to do: every staged object was uploaded whole."""
 
     def put_bytes(self, key: str, data: bytes) -> None:
         name = self._name(key)

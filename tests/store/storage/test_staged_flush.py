@@ -1,0 +1,130 @@
+"""Staging and one shared flush (the ingest's group commit of blobs), on every adapter.
+
+``stage`` gives an object its key without waiting for the disk; ``flush`` makes a whole
+batch durable at once, or withdraws every one of them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from jip.store.storage import file as storage_file
+from jip.store.storage.file import FileStorage
+from jip.store.storage.port import BlobStorage, StagedBlob
+
+KEYS = ("1.2/3.4/5.dcm", "1.2/3.4/6.dcm", "1.2/3.9/7.dcm")
+
+
+def _spool(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / "spool" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_staged_objects_are_stored_once_flushed(blob_storage: BlobStorage, tmp_path: Path) -> None:
+    sources = [_spool(tmp_path, f"{n}.part", f"object {n}".encode()) for n in range(3)]
+    staged = [blob_storage.stage(key, source) for key, source in zip(KEYS, sources, strict=True)]
+    blob_storage.flush(staged)
+    for n, key in enumerate(KEYS):
+        assert blob_storage.read_bytes(key) == f"object {n}".encode()
+    assert not any(source.exists() for source in sources)  # the spool names are consumed
+    blob_storage.flush([])  # an empty batch is nothing to do
+
+
+def _staged_in_two_folders(tmp_path: Path) -> tuple[FileStorage, list[Path], list[StagedBlob]]:
+    """File storage holding one object in each of two folders, and three staged beside."""
+    storage = FileStorage(tmp_path / "blobs")
+    storage.put_bytes("1.2/3.4/0.dcm", b"stored before")
+    storage.put_bytes("1.2/3.9/0.dcm", b"stored before")
+    sources = [_spool(tmp_path, f"{n}.part", f"object {n}".encode()) for n in range(3)]
+    staged = [storage.stage(key, source) for key, source in zip(KEYS, sources, strict=True)]
+    return storage, sources, staged
+
+
+def _before_each_fsync(monkeypatch: pytest.MonkeyPatch, observe: Callable[[int], None]) -> None:
+    """Call ``observe(fd)`` before each fsync of the file storage (it may raise instead)."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        observe(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(storage_file.os, "fsync", fsync)
+
+
+def test_a_flush_fsyncs_every_file_and_each_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage, _, staged = _staged_in_two_folders(tmp_path)
+    flushed: list[str] = []
+
+    def record(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        flushed.append(str(path.relative_to(storage.root)) if path.is_dir() else "file")
+
+    _before_each_fsync(monkeypatch, record)
+    storage.flush(staged)
+    # Three files and their two folders, each once: not a folder fsync per instance.
+    assert Counter(flushed) == {"file": 3, "1.2/3.4": 1, "1.2/3.9": 1}
+
+
+def test_a_failed_flush_withdraws_every_staged_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage, sources, staged = _staged_in_two_folders(tmp_path)
+    calls: list[int] = []
+
+    def fail_the_second(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # one flush of the batch fails, the others succeed
+            raise OSError(errno.EIO, "Input/output error")
+
+    _before_each_fsync(monkeypatch, fail_the_second)
+    with pytest.raises(OSError, match="Input/output error"):
+        storage.flush(staged)
+    monkeypatch.undo()
+    assert sorted(storage.keys()) == ["1.2/3.4/0.dcm", "1.2/3.9/0.dcm"]
+    assert not any(source.exists() for source in sources)
+    assert storage.read_bytes("1.2/3.4/0.dcm") == b"stored before"
+
+
+def test_a_full_disk_during_the_flush_is_out_of_resources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jip.errors import OutOfResources
+
+    storage = FileStorage(tmp_path / "blobs")
+    staged = [storage.stage(KEYS[0], _spool(tmp_path, "0.part", b"object"))]
+
+    def full_disk(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage_file.os, "fsync", full_disk)
+    with pytest.raises(OutOfResources, match="free disk space"):
+        storage.flush(staged)
+    monkeypatch.undo()
+    assert list(storage.keys()) == []
+
+
+def test_staging_over_an_existing_key_replaces_it_with_flushed_bytes_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored object is never swapped for bytes still waiting for the flush."""
+    storage = FileStorage(tmp_path / "blobs")
+    storage.put_bytes(KEYS[0], b"a fragment a crash left")
+    staged = storage.stage(KEYS[0], _spool(tmp_path, "0.part", b"the whole object"))
+    assert storage.read_bytes(KEYS[0]) == b"the whole object"
+
+    def no_more_fsyncs(_fd: int) -> None:
+        raise AssertionError("nothing is left to flush")
+
+    monkeypatch.setattr(storage_file.os, "fsync", no_more_fsyncs)
+    storage.flush([staged])
+    assert storage.read_bytes(KEYS[0]) == b"the whole object"
