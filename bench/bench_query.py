@@ -176,7 +176,9 @@ def build_opensearch(url: str, docs: list[dict[str, Any]]) -> tuple[OpenSearchIn
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--series", type=int, default=100_000)
+    parser.add_argument(
+        "--series", type=int, default=1_000_000, help="series in the index (the issue's 1M)"
+    )
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument(
