@@ -25,6 +25,7 @@ if [ "$target" = "--containerd" ]; then
     echo "install: importing $(wc -l < images.txt) images into containerd (k8s.io)"
     ctr -n k8s.io images import --all-platforms images.tar
     registry="localhost/"  # the archive's names: localhost/jip/<name>:<version>
+    lock=""  # containerd keeps the archive's tags: nothing to pin by
 else
     registry="${target%/}/"
     echo "install: pushing $(wc -l < images.txt) images to $registry"
@@ -40,6 +41,7 @@ else
         sep=", "
     done < images.txt
     echo "}}" >> images.json
+    lock="operators.imageLock=images.json"  # operator pods start these digests
 fi
 
 echo "install: the site provides these (external-images.txt):"
@@ -48,4 +50,5 @@ helm upgrade --install jip chart/jip --namespace "$namespace" --create-namespace
     --set "images.jip.repository=${registry}jip/jip" --set "images.jip.tag=$version" \
     --set "images.airflow.repository=${registry}jip/airflow" --set "images.airflow.tag=$version" \
     --set "operators.imageRegistry=$registry" \
+    ${lock:+--set-file "$lock"} \
     "$@"

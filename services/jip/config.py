@@ -191,6 +191,10 @@ class FlowSettings(BaseModel):
     work_dir: Path | None = None
     # Operator images are <image_registry>jip/<operator>:<version> (e.g. "registry.local/").
     image_registry: str = ""
+    # The image lock `make images` writes (build/images.json; the offline install's
+    # images.json): operator pods then start <image_registry>jip/<operator>@<digest>,
+    # and an operator the lock does not know fails its task instead of running a tag.
+    image_lock: Path | None = None
     # Limits per operator run (container and pod runners); None leaves them unset.
     operator_cpus: float | None = Field(default=None, gt=0)
     operator_memory: str | None = None  # "4Gi" (Kubernetes) / "4g" (podman, docker)

@@ -66,3 +66,51 @@ def test_the_policies_let_task_and_operator_pods_reach_store_and_flow(chart: Any
             assert site.reaches(source, service, 8000), (source, service)
     for target, port in [("postgresql", 5432), ("minio", 9000), ("airflow-api-server", 8080)]:
         assert not site.reaches(OPERATOR, target, port), target
+
+
+def test_the_image_lock_reaches_the_task_pods_and_pins_operator_images(
+    chart: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`--set-file operators.imageLock=build/images.json`: the lock rides in Airflow's
+    ConfigMap, mounted where JIP_FLOW__IMAGE_LOCK says in every task pod; without it
+    the variable is absent (operator pods then start tags)."""
+    import json
+
+    from jip.flow.worker.pod_operator import OperatorManifest, operator_pod
+
+    digest = "sha256:" + "ef" * 32
+    lock = json.dumps({"images": {"jip/organ-seg:0.1.0": {"digest": digest}}}, indent=2)
+    values = example("minimal")
+    values.setdefault("operators", {})["imageLock"] = lock
+    objects = render(chart, values)
+    configmap = next(
+        o for o in objects if o["kind"] == "ConfigMap" and "pod_template.yaml" in o["data"]
+    )
+    assert json.loads(configmap["data"]["images.json"]) == json.loads(lock)
+    pod = task_pod_template(objects)
+    assert pod is not None
+    (base,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in base["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in base["volumeMounts"]}
+    assert env["JIP_FLOW__IMAGE_LOCK"] == f"{mounts['pod-template']}/images.json"
+
+    # What the task process then does with it: the task pod's environment, with the
+    # mounted file where this test can read it.
+    task_settings(objects, monkeypatch)
+    local = tmp_path / "images.json"
+    local.write_text(configmap["data"]["images.json"])
+    monkeypatch.setenv("JIP_FLOW__IMAGE_LOCK", str(local))
+    settings = Settings()
+    task = operator_pod(
+        manifest=OperatorManifest(name="organ-seg", version="0.1.0"),
+        task_id="organ-seg",
+        series_uid=SERIES,
+        pod_settings=PodSettings.from_settings(settings),
+    )
+    built = ApiClient().sanitize_for_serialization(task.build_pod_request_obj(dry_run=True))
+    operator = next(c for c in built["spec"]["initContainers"] if c["name"] == "operator")
+    assert operator["image"].endswith(f"jip/organ-seg@{digest}")
+
+    plain = task_pod_template(render(chart, example("minimal")))
+    assert plain is not None
+    assert "JIP_FLOW__IMAGE_LOCK" not in {e["name"] for e in plain["spec"]["containers"][0]["env"]}

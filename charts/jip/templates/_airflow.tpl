@@ -41,6 +41,9 @@
 - {name: JIP_FLOW__KUBERNETES_NAMESPACE, value: {{ .Release.Namespace | quote }}}
 - {name: JIP_FLOW__KUBERNETES_STAGE_IMAGE, value: {{ include "jip.image" . | quote }}}
 - {name: JIP_FLOW__IMAGE_REGISTRY, value: {{ .Values.operators.imageRegistry | quote }}}
+{{- if .Values.operators.imageLock }}
+- {name: JIP_FLOW__IMAGE_LOCK, value: /opt/airflow-pod-template/images.json}
+{{- end }}
 - {name: JIP_FLOW__GPU__RESOURCE, value: {{ .Values.operators.gpu.resource | quote }}}
 - {name: JIP_FLOW__GPU__NODE_SELECTOR, value: {{ .Values.operators.gpu.nodeSelector | toJson | quote }}}
 - {name: JIP_FLOW__GPU__TOLERATIONS, value: {{ .Values.operators.gpu.tolerations | toJson | quote }}}

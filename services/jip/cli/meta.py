@@ -9,6 +9,7 @@ the token of `jip login`).
     jip meta errors --limit 20
     jip meta reindex            # the running site re-reads every header; search goes on
     jip meta reindex --local    # the same, in this process, against --data-dir
+    jip meta rebuild            # a new index from the stored summaries, in bulk, here
 """
 
 from __future__ import annotations
@@ -114,6 +115,49 @@ def _follow(total: int, pending: Any, work: Any = None) -> None:
                 return
             if work is None:
                 time.sleep(POLL_S)
+
+
+@meta.command("rebuild")
+@click.pass_context
+def rebuild(ctx: click.Context) -> None:
+    """Build the index anew from the summaries the catalog keeps, in bulk, against
+    --data-dir (no header is read again): after a lost or damaged index, or a change of
+    the index's layout. Searches answer from the old contents until the new ones are
+    swapped in; a running site's indexer may go on meanwhile. To re-read every header
+    instead (a new field extracted), use `jip meta reindex`."""
+    from jip.backends import catalog_engine_for, index_for, storage_for
+    from jip.meta.indexer import Indexer
+    from jip.meta.service import IndexLedger
+    from jip.migrations import upgrade
+    from jip.store.catalog.catalog import Catalog
+
+    settings = settings_from(ctx)
+    upgrade(settings.resolved_catalog_url)
+    engine = catalog_engine_for(settings.resolved_catalog_url)
+    index = index_for(settings.resolved_index_url)
+    try:
+        total = len(IndexLedger(engine).series_with_summaries())
+        indexer = Indexer(
+            catalog=Catalog(engine),
+            storage=storage_for(settings.resolved_storage_url, settings),
+            index=index,
+            batch_size=settings.meta.index_batch_size,
+        )
+        started = time.monotonic()
+        with click.progressbar(length=max(total, 1), label="Rebuilding") as bar:
+            seen = [0]
+
+            def advance(loaded: int) -> None:
+                bar.update(loaded - seen[0])
+                seen[0] = loaded
+
+            held = indexer.rebuild_all(advance)
+            bar.update(max(total, 1) - seen[0])
+        took = time.monotonic() - started
+        click.echo(f"Done: {held} series indexed from {total} with summaries in {took:.1f} s.")
+    finally:
+        index.close()
+        engine.dispose()
 
 
 def _reindex_local(settings: Settings) -> None:

@@ -147,24 +147,69 @@ class Indexer:
         wanted = sorted(set(series_uids))
         if not wanted:
             return 0, 0
-        found = self.ledger.summaries_of(wanted)
-        projects = SeriesProjects(self.catalog.engine).projects_of(found)
-        docs = []
-        for series_uid, summaries in found.items():
-            try:
-                doc = series_document(summaries)
-                doc[PROJECTS_FIELD] = sorted(projects[series_uid])
-                docs.append(doc)
-            except Invalid as exc:  # e.g. summaries naming another series than the catalog
-                log.error(
-                    "series document not built",
-                    extra={"series_instance_uid": series_uid, "error": str(exc)},
-                )
+        docs = list(self._documents(self.ledger.summaries_of(wanted).items()))
         upserted = self.index.upsert(docs) if docs else 0
         built = {doc[ID_FIELD] for doc in docs}
         gone = [uid for uid in wanted if uid not in built]
         deleted = self.index.delete(gone) if gone else 0
         return upserted, deleted
+
+    def rebuild_all(self, progress: Callable[[int], None] | None = None) -> int:
+        """Replace the whole index with documents built from the stored summaries, in
+        bulk where the index has a bulk path (SQLite: searches answer from the old
+        contents until the swap); no header is read again. Series whose summaries were
+        stored while it ran are refreshed afterwards, so nothing indexed meanwhile is
+        lost at the swap. Returns how many documents the index holds."""
+        started = datetime.now(UTC)
+        docs = self._documents(self.ledger.summaries_by_series())
+        bulk = getattr(self.index, "rebuild", None)
+        if bulk is not None:
+            bulk(docs, progress)
+        else:  # an index without one (OpenSearch): clear, then upsert in batches
+            self.index.clear()
+            batch: list[dict[str, Any]] = []
+            loaded = 0
+            for doc in docs:
+                batch.append(doc)
+                if len(batch) >= self.batch_size:
+                    loaded += self.index.upsert(batch)
+                    batch = []
+                    if progress is not None:
+                        progress(loaded)
+            loaded += self.index.upsert(batch) if batch else 0
+            if progress is not None:
+                progress(loaded)
+        self.refresh(self.ledger.series_with_summaries(since=started))
+        return self.index.count()
+
+    def _documents(
+        self, by_series: Iterable[tuple[str, list[dict[str, Any]]]], chunk: int = 2000
+    ) -> Iterable[dict[str, Any]]:
+        """Series documents with their projects, asked of the catalog ``chunk`` series
+        at a time; a series whose document cannot be built is logged and left out."""
+        pending: list[tuple[str, list[dict[str, Any]]]] = []
+
+        def flush() -> Iterable[dict[str, Any]]:
+            projects = SeriesProjects(self.catalog.engine).projects_of([uid for uid, _ in pending])
+            for series_uid, summaries in pending:
+                try:
+                    doc = series_document(summaries)
+                except Invalid as exc:  # e.g. summaries naming another series than the catalog
+                    log.error(
+                        "series document not built",
+                        extra={"series_instance_uid": series_uid, "error": str(exc)},
+                    )
+                    continue
+                doc[PROJECTS_FIELD] = sorted(projects[series_uid])
+                yield doc
+
+        for item in by_series:
+            pending.append(item)
+            if len(pending) >= chunk:
+                yield from flush()
+                pending = []
+        if pending:
+            yield from flush()
 
     def _apply_deletions(self) -> int:
         tombstones = self.ledger.deleted_series(self.batch_size)

@@ -116,6 +116,32 @@ class IndexLedger:
                     found[series_uid].append(json.loads(text))
         return dict(found)
 
+    def summaries_by_series(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """Every stored summary, one series at a time in SeriesInstanceUID order, streamed
+        (a whole archive's summaries never sit in memory at once)."""
+        query = select(InstanceSummary.series_instance_uid, InstanceSummary.summary).order_by(
+            InstanceSummary.series_instance_uid
+        )
+        current: str | None = None
+        found: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for series_uid, text in conn.execution_options(yield_per=PAGE).execute(query):
+                if series_uid != current:
+                    if current is not None:
+                        yield current, found
+                    current, found = series_uid, []
+                found.append(json.loads(text))
+        if current is not None:
+            yield current, found
+
+    def series_with_summaries(self, *, since: datetime | None = None) -> list[str]:
+        """Series with a stored summary (extracted at or after ``since``, if given)."""
+        query = select(InstanceSummary.series_instance_uid).distinct()
+        if since is not None:
+            query = query.where(InstanceSummary.extracted_at >= since)
+        with self.engine.connect() as conn:
+            return list(conn.scalars(query))
+
     # -- deletions ----------------------------------------------------------------------
     def deleted_series(self, limit: int) -> list[tuple[int, str]]:
         """Tombstones of deleted series, oldest first: (pk, SeriesInstanceUID)."""

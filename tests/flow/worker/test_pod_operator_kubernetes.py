@@ -130,6 +130,20 @@ def test_manifest_pins_the_image_by_the_digest_of_the_lock(tmp_path: Path) -> No
         load_lock(tmp_path / "missing.json")
 
 
+def test_the_sites_image_lock_pins_every_operator_pod(tmp_path: Path) -> None:
+    """flow.image_lock (the chart's operators.imageLock): the DAG names only operator and
+    version; the pod starts the locked digest, and an operator the lock lacks fails."""
+    digest = "sha256:" + "cd" * 32
+    lock_file = tmp_path / "images.json"
+    lock_file.write_text(json.dumps({"images": {"jip/organ-seg:0.1.0": {"digest": digest}}}))
+    pod = pod_of(OperatorManifest(name="organ-seg", version="0.1.0"), image_lock=lock_file)
+    assert containers(pod)[1]["image"] == f"reg.local/jip/organ-seg@{digest}"
+    unpinned = pod_of(OperatorManifest(name="organ-seg", version="0.1.0"))
+    assert containers(unpinned)[1]["image"] == "reg.local/jip/organ-seg:0.1.0"
+    with pytest.raises(Invalid, match="no digest for jip/radiomics:0.1.0"):
+        pod_of(OperatorManifest(name="radiomics", version="0.1.0"), image_lock=lock_file)
+
+
 def test_task_carries_the_run_token_to_the_stage_containers_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

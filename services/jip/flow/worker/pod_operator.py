@@ -152,13 +152,22 @@ class OperatorPodOperator(KubernetesPodOperator):
             api_token=run_token(context) if context is not None else None,
         )
 
+    def pinned_manifest(self) -> OperatorManifest:
+        """The manifest with its image pinned by the site's image lock (flow.image_lock),
+        read when the task runs, not when the DAG is parsed; as it is without a lock."""
+        lock = self.pod_settings.image_lock
+        if lock is None or self.manifest.image is not None:
+            return self.manifest
+        return self.manifest.pinned(load_lock(lock), self.pod_settings.registry)
+
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        manifest = self.pinned_manifest()
         self.full_pod_spec = build_pod(
             self.operator_job(context),
             self.pod_settings,
-            deadline_s=int(self.manifest.timeout_s) + _STAGING_GRACE_S,
-            image=self.manifest.image_ref(self.pod_settings.registry),
-            resources=self.manifest.resources,
+            deadline_s=int(manifest.timeout_s) + _STAGING_GRACE_S,
+            image=manifest.image_ref(self.pod_settings.registry),
+            resources=manifest.resources,
         )
         with self._without_sidecar():
             return super().build_pod_request_obj(context, dry_run=dry_run)

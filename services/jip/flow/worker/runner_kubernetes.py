@@ -69,6 +69,8 @@ class PodSettings:
     gpu_resource: str = "nvidia.com/gpu"
     gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
     gpu_tolerations: tuple[Mapping[str, str | int], ...] = ()
+    # flow.image_lock: operator images pinned by the digests it records.
+    image_lock: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PodSettings:
@@ -91,6 +93,7 @@ class PodSettings:
             gpu_resource=flow.gpu.resource,
             gpu_node_selector=dict(flow.gpu.node_selector),
             gpu_tolerations=tuple(dict(t) for t in flow.gpu.tolerations),
+            image_lock=flow.image_lock,
         )
 
 
