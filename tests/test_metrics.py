@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.servers import serve_in_thread
-from tests.up_site import AbdomenCt, UpSite
+from tests.up_site import UpSite
 
 from jip import metrics
 from jip.app import build_app
@@ -81,9 +81,26 @@ def test_a_scrape_survives_a_reader_that_fails() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed")
 def test_a_running_site_exposes_every_metric_the_dashboard_reads(
-    up_site: UpSite, abdomen_ct: AbdomenCt
+    up_site: UpSite, tmp_path: Path
 ) -> None:
-    written = abdomen_ct.send()  # storescu: answered by the listener processes
+    # A small head MR of its own, not the session's abdominal CT: the auto-rule test
+    # (tests/test_up_workflow.py) must be the first to send that, after its rule exists.
+    import random
+
+    from jip.samples import image_series, random_patient, write_datasets
+
+    patient = random_patient(random.Random(4711), 1)
+    probe = image_series(patient=patient, modality="MR", body_part="HEAD", slices=3,
+                         rows=32, columns=32)  # fmt: skip
+    files = [str(p) for p in write_datasets(probe, tmp_path / "probe")]
+    sent = subprocess.run(  # storescu: answered by the listener processes
+        ["storescu", "-aec", "JIP", "127.0.0.1", str(up_site.dicom_port), *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
     stranger = httpx.post(
         f"{up_site.origin}/auth/token",
         data={"grant_type": "password", "username": "nobody-here", "password": "wrong-1234",
@@ -97,7 +114,7 @@ def test_a_running_site_exposes_every_metric_the_dashboard_reads(
     found = samples(scrape.text)
 
     stored = found[("jip_dicom_cstore_total", (("status", "success"),))]
-    assert stored >= len(list(written.series.path.glob("*.dcm")))
+    assert stored >= len(files)
     assert found[("jip_store_bytes_total", (("via", "dimse"),))] > 0
     assert found[("jip_dicom_cstore_seconds_count", ())] >= stored
     assert found[("jip_login_failures_total", ())] >= 1

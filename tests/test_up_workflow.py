@@ -44,6 +44,9 @@ def test_storescu_of_an_abdominal_ct_yields_seg_and_radiomics_by_rule(
     added = api.post("/api/flow/rules", json=rule)
     assert added.status_code == 201, added.text
 
+    # A rule fires for series that become complete once it exists (with a short look
+    # back): this test must be the session's first to send the phantom.
+    assert abdomen_ct.sent is None, "another test sent the abdominal CT before this rule existed"
     written = abdomen_ct.send()  # storescu to the site's DICOM port
 
     def fired_run() -> str | None:

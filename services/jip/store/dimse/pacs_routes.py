@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
+from jip.api_types import RowIdPath, RowIdQuery
 from jip.base import AdminDep, AuditDep, ClientIpDep, ProjectsDep, as_utc, require_admin
 from jip.store.deps import AdaptersDep
 from jip.store.dimse import peers, retrievals, saved_queries
@@ -141,7 +142,7 @@ def retrieve(
 @router.get("/retrievals")
 def list_retrievals(
     adapters: AdaptersDep,
-    saved_query: Annotated[int | None, Query(ge=1)] = None,
+    saved_query: RowIdQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[RetrievalOut]:
     """The newest retrievals (of one saved query: its runs)."""
@@ -187,7 +188,11 @@ def add_saved_query(
 
 @router.delete("/saved-queries/{query_id}", status_code=204)
 def remove_saved_query(
-    query_id: int, adapters: AdaptersDep, admin: AdminDep, audit: AuditDep, ip: ClientIpDep
+    query_id: RowIdPath,
+    adapters: AdaptersDep,
+    admin: AdminDep,
+    audit: AuditDep,
+    ip: ClientIpDep,
 ) -> Response:
     row = saved_queries.remove(adapters.engine, query_id)
     audit.record("dicom.saved_query.remove", username=admin.username, target=row.name, client_ip=ip)
@@ -196,7 +201,11 @@ def remove_saved_query(
 
 @router.post("/saved-queries/{query_id}/run", status_code=202)
 def run_saved_query(
-    query_id: int, adapters: AdaptersDep, admin: AdminDep, audit: AuditDep, ip: ClientIpDep
+    query_id: RowIdPath,
+    adapters: AdaptersDep,
+    admin: AdminDep,
+    audit: AuditDep,
+    ip: ClientIpDep,
 ) -> SavedQueryOut:
     """Make the query due now: `jip up`'s scheduler runs it at its next look."""
     row = saved_queries.run_soon(adapters.engine, query_id)
