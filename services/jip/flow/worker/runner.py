@@ -24,6 +24,9 @@ from jip.errors import Invalid, JipError, NotFound
 
 # Operator names are folder names under operators/ and image names: jip/<name>:<version>.
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# The unprivileged user every operator image creates (jip/operator-sdk): container and
+# Kubernetes runners start operators as it.
+OPERATOR_UID = 10001
 _VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 LogSink = Callable[[str], None]

@@ -23,13 +23,18 @@ from pathlib import Path
 from jip_sdk.contract import INPUT_DIR_VAR, OUTPUT_DIR_VAR, PARAMS_VAR
 
 from jip.flow.worker.process import contract_env, inherited_env, run_process
-from jip.flow.worker.runner import LogSink, OperatorJob, OperatorOutcome, image_name
+from jip.flow.worker.runner import (
+    OPERATOR_UID,
+    LogSink,
+    OperatorJob,
+    OperatorOutcome,
+    image_name,
+)
 
 CONTAINER_INPUT = "/jip/input"
 CONTAINER_OUTPUT = "/jip/output"
 # The operator user of jip/operator-sdk (deploy/operator-sdk.Dockerfile), which every
 # operator image starts from: who runs the operator wherever the task's user is root.
-OPERATOR_UID = 10001
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
 # Where podman and docker find their state and configuration.
 _ENGINE_ENV = (

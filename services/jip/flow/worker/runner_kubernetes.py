@@ -34,14 +34,20 @@ from kubernetes import client as k8s
 from jip.config import Settings
 from jip.errors import Invalid, Unavailable
 from jip.flow.worker.process import contract_env
-from jip.flow.worker.runner import LogSink, OperatorJob, OperatorOutcome, image_name, relay_lines
+from jip.flow.worker.runner import (
+    OPERATOR_UID,
+    LogSink,
+    OperatorJob,
+    OperatorOutcome,
+    image_name,
+    relay_lines,
+)
 
 INPUT_MOUNT = "/jip/input"
 OUTPUT_MOUNT = "/jip/output"
 OPERATOR_CONTAINER = "operator"
 STAGE_IN_CONTAINER = "stage-input"
 STAGE_OUT_CONTAINER = "stage-output"
-OPERATOR_UID = 10001  # the unprivileged user every operator Dockerfile creates
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
 _FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 
