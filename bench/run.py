@@ -11,17 +11,48 @@ NAMEs pick the benchmarks whose file name contains one of them (all by default);
 after ``--`` go to each picked benchmark (``run.py qido query -- --series 500 --runs 3``;
 ``run.py federation -- --sites 20 --series 300 --jobs 5``). ``run.py --help`` lists
 them; ``bench/bench_NAME.py --help`` gives one benchmark's arguments.
+
+The query benchmark compares with OpenSearch: unless JIP_TEST_OPENSEARCH_URL names a
+node, the runner starts one for it with ``deploy/opensearch-test.sh`` (1 GB heap, the
+1M-series index needs more than the tests' 512 MB) and stops it afterwards, so that
+no JVM idles beside the other benchmarks. JIP_BENCH_OPENSEARCH=0 skips it.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).parent
+NODE_SCRIPT = HERE.parent / "deploy" / "opensearch-test.sh"
+
+
+@contextlib.contextmanager
+def opensearch_for(script: Path) -> Iterator[dict[str, str]]:
+    """The environment a benchmark runs with: an OpenSearch node for the query bench."""
+    env = dict(os.environ)
+    wanted = "query" in script.stem and os.environ.get("JIP_BENCH_OPENSEARCH", "1") != "0"
+    if not wanted or env.get("JIP_TEST_OPENSEARCH_URL"):
+        yield env
+        return
+    env.setdefault("JIP_OS_HEAP", "1g")
+    env.setdefault("JIP_OS_DIR", "/tmp/jip-opensearch-bench")
+    started = subprocess.run(["bash", str(NODE_SCRIPT)], env=env, capture_output=True, text=True)
+    if started.returncode:
+        print(f"no OpenSearch for {script.stem} (compared without it):\n{started.stderr}")
+        yield env
+        return
+    env["JIP_TEST_OPENSEARCH_URL"] = started.stdout.strip().split("=", 1)[1]
+    try:
+        yield env
+    finally:
+        subprocess.run(["bash", str(NODE_SCRIPT), "stop"], env=env, capture_output=True)
 
 
 def main() -> int:
@@ -42,7 +73,8 @@ def main() -> int:
     for script in scripts:
         print(f"== {script.stem} ==", flush=True)
         started = time.monotonic()
-        result = subprocess.run([sys.executable, str(script), *extra], check=False)
+        with opensearch_for(script) as env:
+            result = subprocess.run([sys.executable, str(script), *extra], env=env, check=False)
         print(f"== {script.stem}: exit {result.returncode} after {time.monotonic() - started:.0f} s ==\n")
         if result.returncode:
             failures.append(script.stem)
