@@ -39,8 +39,11 @@ def b_values(dataset: Dataset) -> list[float]:
     found = sorted({b for b in _standard(dataset) if _plausible(b)})
     if found:
         return found
+    # private_block scans every element: only for groups present. By tag: iterating a
+    # Dataset would decode each of its elements.
+    groups = {tag.group for tag in dataset.keys()}  # noqa: SIM118
     for group, creator, offset, ge, vr in _PRIVATE:
-        value = _private(dataset, group, creator, offset, vr)
+        value = _private(dataset, group, creator, offset, vr) if group in groups else None
         if value is None:
             continue
         if ge and value >= _GE_OFFSET:
