@@ -155,3 +155,37 @@ def test_a_failed_flush_answers_every_member_with_a_failure_and_stores_none(
     for path in _spool(instances, tmp_path):
         assert ingestor.ingest_file(path, "SENDER").outcome is AddOutcome.STORED
     assert catalog.counts()["instances"] == 5
+
+
+def test_each_file_is_fsynced_by_its_own_ingest_thread_before_the_shared_flush(
+    site: tuple[Ingestor, FileStorage, Catalog],
+    held: HeldFlush,
+    instances: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No hand-off to another thread for a file's own fsync: the shared flush is left
+    with the folders' fsyncs only, and every blob it gets has its bytes flushed."""
+    ingestor, storage, catalog = site
+    file_fsyncs: list[str] = []
+    real_fsync = storage_file.os.fsync
+
+    def fsync(fd: int) -> None:
+        if not Path(f"/proc/self/fd/{fd}").resolve().is_dir():
+            file_fsyncs.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(storage_file.os, "fsync", fsync)
+    flushed: list[StagedBlob] = []
+    inner = storage.flush
+
+    def flush(staged: Sequence[StagedBlob]) -> None:
+        flushed.extend(staged)
+        inner(staged)
+
+    monkeypatch.setattr(storage, "flush", flush)
+    results = _ingest_together(ingestor, held, _spool(instances, tmp_path))
+    assert all(isinstance(r, IngestResult) for r in results.values())
+    assert len(file_fsyncs) == 5 and not any(name.startswith("fsync") for name in file_fsyncs)
+    assert len(flushed) == 5 and all(blob.bytes_flushed for blob in flushed)
+    assert catalog.counts()["instances"] == 5

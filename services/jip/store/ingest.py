@@ -7,8 +7,9 @@ UID never overwrites the first one's bytes; the catalog decides which one counts
 catalog row are durable does the caller acknowledge.
 
 Group commit, in two steps: instances that concurrent associations deliver at the
-same moment share their blobs' flush (:class:`SharedFlush`: the files' fsyncs and one
-per folder, all or nothing) and then one catalog transaction (:class:`GroupCommitter`).
+same moment share their blobs' flush (:class:`SharedFlush`: one fsync per folder, all
+or nothing; each file's own fsync runs before, on its receiving thread, sparing a
+hand-off to another thread) and then one catalog transaction (:class:`GroupCommitter`).
 With several senders each step's leader serves everyone who arrived meanwhile, and a
 batch's flush overlaps the previous batch's commit, instead of every instance asking
 the disk for flushes of its own.
@@ -120,8 +121,10 @@ class Ingestor:
         finally:
             if not moved:
                 path.unlink(missing_ok=True)
-        # Durable before the row is written; a failed flush withdraws the blob.
-        self._flusher.submit(staged)
+        # Durable before the row is written; a failed flush withdraws the blob. The
+        # file's bytes are flushed here, on this thread; the folders' flushes (the new
+        # names) are shared with whoever arrived meanwhile.
+        self._flusher.submit(self.storage.flush_bytes(staged))
         return self._record(NewInstance(header, size_bytes, sha256, key, calling_ae_title, project))
 
     def ingest_bytes(

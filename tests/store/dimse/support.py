@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +45,24 @@ def serving(data_dir: Path, **store: Any) -> Iterator[tuple[Settings, SharedPort
 
 
 def request_pdu(
-    abstract: str = CTImageStorage, *, called: str = "JIP", calling: str = "RAW"
+    abstract: str = CTImageStorage,
+    *,
+    called: str = "JIP",
+    calling: str = "RAW",
+    also: Sequence[str] = (),
 ) -> bytes:
-    """An A-ASSOCIATE-RQ PDU proposing ``abstract`` (context 1, Explicit VR LE)."""
+    """An A-ASSOCIATE-RQ PDU proposing ``abstract`` (context 1, Explicit VR LE), then
+    each of ``also`` (contexts 3, 5, ...)."""
     request = A_ASSOCIATE()
     request.application_context_name = "1.2.840.10008.3.1.1.1"
     request.calling_ae_title = calling
     request.called_ae_title = called
-    context = build_context(abstract, [ExplicitVRLittleEndian])
-    context.context_id = 1
-    request.presentation_context_definition_list = [context]
+    contexts = []
+    for n, syntax in enumerate([abstract, *also]):
+        context = build_context(syntax, [ExplicitVRLittleEndian])
+        context.context_id = 2 * n + 1
+        contexts.append(context)
+    request.presentation_context_definition_list = contexts
     maximum = MaximumLengthNotification()
     maximum.maximum_length_received = 16384
     request.user_information = [maximum]

@@ -1,19 +1,23 @@
 """Staging and one shared flush (the ingest's group commit of blobs), on every adapter.
 
 ``stage`` gives an object its key without waiting for the disk; ``flush`` makes a whole
-batch durable at once, or withdraws every one of them.
+batch durable at once, or withdraws every one of them. ``flush_bytes`` flushes one
+object's own bytes on the receiving thread first, leaving the shared flush one fsync
+per folder; its failure withdraws that object alone, and nothing is ever retried.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from jip.errors import OutOfResources
 from jip.store.storage import file as storage_file
 from jip.store.storage.file import FileStorage
 from jip.store.storage.port import BlobStorage, StagedBlob
@@ -128,3 +132,77 @@ def test_staging_over_an_existing_key_replaces_it_with_flushed_bytes_at_once(
     monkeypatch.setattr(storage_file.os, "fsync", no_more_fsyncs)
     storage.flush([staged])
     assert storage.read_bytes(KEYS[0]) == b"the whole object"
+
+
+# -- flush_bytes: a file's own bytes flushed on the receiving thread ---------------------
+def _record_fsyncs(monkeypatch: pytest.MonkeyPatch, root: Path) -> list[tuple[str, str]]:
+    """(what, thread name) per fsync of the file storage: "file" or the folder's key."""
+    flushed: list[tuple[str, str]] = []
+
+    def record(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        what = str(path.relative_to(root)) if path.is_dir() else "file"
+        flushed.append((what, threading.current_thread().name))
+
+    _before_each_fsync(monkeypatch, record)
+    return flushed
+
+
+def test_flushed_bytes_leave_only_the_folders_to_the_shared_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = FileStorage(tmp_path / "blobs")
+    storage.put_bytes("1.2/3.4/0.dcm", b"stored before")  # the folders exist
+    storage.put_bytes("1.2/3.9/0.dcm", b"stored before")
+    sources = [_spool(tmp_path, f"{n}.part", f"object {n}".encode()) for n in range(3)]
+    flushed = _record_fsyncs(monkeypatch, storage.root)
+    staged = [
+        storage.flush_bytes(storage.stage(key, source))
+        for key, source in zip(KEYS, sources, strict=True)
+    ]
+    here = threading.current_thread().name
+    assert flushed == [("file", here)] * 3, "each file fsync'ed by the thread that staged it"
+    assert all(blob.bytes_flushed for blob in staged)
+    assert storage.flush_bytes(staged[0]) == staged[0]  # flushed once only
+    flushed.clear()
+    storage.flush(staged)
+    assert Counter(what for what, _ in flushed) == {"1.2/3.4": 1, "1.2/3.9": 1}
+    for n, key in enumerate(KEYS):
+        assert storage.read_bytes(key) == f"object {n}".encode()
+    assert not any(source.exists() for source in sources)
+
+
+@pytest.mark.parametrize(("code", "raised"), [(errno.EIO, OSError), (errno.ENOSPC, OutOfResources)])
+def test_a_failed_file_fsync_withdraws_that_object_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, raised: type[Exception]
+) -> None:
+    storage = FileStorage(tmp_path / "blobs")
+    kept = storage.flush_bytes(storage.stage(KEYS[0], _spool(tmp_path, "0.part", b"kept")))
+    source = _spool(tmp_path, "1.part", b"lost")
+    failing = storage.stage(KEYS[1], source)
+
+    def fails(_fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(storage_file.os, "fsync", fails)
+    with pytest.raises(raised):
+        storage.flush_bytes(failing)
+    monkeypatch.undo()
+    assert not source.exists() and not storage.exists(KEYS[1])
+    storage.flush([kept])  # the other sender's object is unaffected
+    assert list(storage.keys()) == [KEYS[0]]
+    assert storage.read_bytes(KEYS[0]) == b"kept"
+
+
+def test_flush_bytes_then_the_shared_flush_store_the_object_on_every_adapter(
+    blob_storage: BlobStorage, tmp_path: Path
+) -> None:
+    """An S3 upload is durable when staged: flush_bytes has nothing left to do."""
+    staged = blob_storage.stage(KEYS[0], _spool(tmp_path, "0.part", b"object"))
+    flushed = blob_storage.flush_bytes(staged)
+    if staged.target is None:
+        assert flushed is staged
+    else:
+        assert flushed.bytes_flushed
+    blob_storage.flush([flushed])
+    assert blob_storage.read_bytes(KEYS[0]) == b"object"

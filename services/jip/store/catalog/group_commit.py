@@ -28,8 +28,24 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+class _Entry(Generic[Item, Result]):
+    """A submitted item, its result, and the condition its own thread waits on."""
+
+    __slots__ = ("future", "item", "turn")
+
+    def __init__(self, item: Item, lock: threading.Lock) -> None:
+        self.item = item
+        self.future: Future[Result] = Future()
+        self.turn = threading.Condition(lock)
+
+
 class GroupCommitter(Generic[Item, Result]):
-    """Runs ``commit(batch)`` for batches of submitted items, on the submitting threads."""
+    """Runs ``commit(batch)`` for batches of submitted items, on the submitting threads.
+
+    Each waiting thread sleeps on a condition of its own: a finished batch wakes its
+    members and the one thread that commits next, not every waiter (with many senders
+    the waiters not served yet woke and went back to sleep after every batch).
+    """
 
     def __init__(
         self,
@@ -42,62 +58,77 @@ class GroupCommitter(Generic[Item, Result]):
         self._max_batch = max_batch
         self._closed = False
         self._committing = False
-        self._pending: deque[tuple[Item, Future[Result]]] = deque()
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._pending: deque[_Entry[Item, Result]] = deque()
+        self._idle = threading.Condition(self._lock)  # close() waits on it
 
     def submit(self, item: Item) -> Result:
         """Commit ``item`` (with whatever else is pending) and return its result."""
-        future: Future[Result] = Future()
-        with self._changed:
+        entry: _Entry[Item, Result] = _Entry(item, self._lock)
+        with self._lock:
             if self._closed:
                 raise RuntimeError("the catalog writer is closed")
-            self._pending.append((item, future))
-            while not future.done():
+            self._pending.append(entry)
+            while not entry.future.done():
                 if self._committing:
-                    self._changed.wait()
+                    entry.turn.wait()
                     continue
                 self._committing = True
-                self._changed.release()
+                batch: list[_Entry[Item, Result]] = []
+                self._lock.release()
                 try:
                     with self._gate():
-                        with self._changed:  # what arrived while the gate was shut too
+                        with self._lock:  # what arrived while the gate was shut too
                             count = min(len(self._pending), self._max_batch)
                             batch = [self._pending.popleft() for _ in range(count)]
                         self._commit_batch(batch)
+                except BaseException:  # the gate failed: this item is withdrawn, not left
+                    with self._lock:  # for a later batch to commit after the caller failed
+                        if entry in self._pending:
+                            self._pending.remove(entry)
+                    raise
                 finally:
-                    self._changed.acquire()
+                    self._lock.acquire()
                     self._committing = False
-                    self._changed.notify_all()
-        return future.result()
+                    self._wake(batch)
+        return entry.future.result()
+
+    def _wake(self, batch: list[_Entry[Item, Result]]) -> None:
+        """After a batch (lock held): its members, and the first waiter left to lead."""
+        for member in batch:
+            member.turn.notify()
+        if self._pending:
+            self._pending[0].turn.notify()
+        self._idle.notify_all()
 
     def pending(self) -> int:
         """How many submitted items wait for a commit to finish."""
-        with self._changed:
+        with self._lock:
             return len(self._pending)
 
     def close(self) -> None:
         """Refuse new items; return once everything submitted is committed."""
-        with self._changed:
+        with self._lock:
             self._closed = True
             while self._committing or self._pending:
-                self._changed.wait()
+                self._idle.wait()
 
-    def _commit_batch(self, batch: list[tuple[Item, Future[Result]]]) -> None:
+    def _commit_batch(self, batch: list[_Entry[Item, Result]]) -> None:
         try:
-            results = self._commit([item for item, _ in batch])
+            results = self._commit([entry.item for entry in batch])
         except BaseException as exc:  # every waiter learns why its row is not durable
             self._failed(batch, exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            future.set_result(result)
+        for entry, result in zip(batch, results, strict=True):
+            entry.future.set_result(result)
 
-    def _failed(self, batch: list[tuple[Item, Future[Result]]], exc: BaseException) -> None:
+    def _failed(self, batch: list[_Entry[Item, Result]], exc: BaseException) -> None:
         if len(batch) > 1:
             # One bad row must not fail the other senders' rows: commit each alone.
             for entry in batch:
                 self._commit_batch([entry])
             return
-        batch[0][1].set_exception(exc)
+        batch[0].future.set_exception(exc)
 
 
 class SharedFlush(GroupCommitter[Item, Result]):
@@ -108,6 +139,6 @@ class SharedFlush(GroupCommitter[Item, Result]):
     every member of the batch learns of the failure.
     """
 
-    def _failed(self, batch: list[tuple[Item, Future[Result]]], exc: BaseException) -> None:
-        for _, future in batch:
-            future.set_exception(exc)
+    def _failed(self, batch: list[_Entry[Item, Result]], exc: BaseException) -> None:
+        for entry in batch:
+            entry.future.set_exception(exc)

@@ -43,7 +43,6 @@ from jip.store.dimse.pdu import (
     Deadlines,
     Offer,
     ProtocolError,
-    accept_pdu,
     decode_command,
     encode_response,
     file_meta,
@@ -99,7 +98,7 @@ class StoreSession:
 
     def run(self) -> None:
         """Accept, then serve messages until release, abort or a broken connection."""
-        contexts = self.offer.negotiate(self.request)
+        contexts, accept = self.offer.accept(self.request, self.max_pdu)
         self.contexts = {
             int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
             for cx in contexts
@@ -107,7 +106,7 @@ class StoreSession:
         }
         self.sock.settimeout(self.deadlines.idle_s)
         try:
-            self.sock.sendall(accept_pdu(self.request, contexts, self.max_pdu))
+            self.sock.sendall(accept)
             self._serve()
         except ProtocolError as exc:
             log.warning("aborting association", extra={"peer": self.calling_ae, "error": str(exc)})

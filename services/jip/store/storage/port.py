@@ -32,12 +32,14 @@ class StagedBlob:
 
     ``source`` is the file the bytes came in (the adapter's until the flush);
     ``target`` is where the adapter still has to make them durable, None when the
-    object already is (an S3 upload, a replaced name).
+    object already is (an S3 upload, a replaced name). ``bytes_flushed``: the file's
+    own bytes are (:meth:`BlobStorage.flush_bytes`), only its name is left.
     """
 
     key: str
     source: Path
     target: Path | None = None
+    bytes_flushed: bool = False
 
 
 class BlobStorage(Protocol):
@@ -52,6 +54,14 @@ class BlobStorage(Protocol):
 
         Lets concurrent writers share one flush (group commit). Until then the object
         must not be referred to (no catalog row): a crash may lose it.
+        """
+        ...
+
+    def flush_bytes(self, staged: StagedBlob) -> StagedBlob:
+        """Make one staged object's own bytes durable now, on the calling thread.
+
+        What :meth:`flush` then has left is the names, which concurrent writers share.
+        On failure the object is withdrawn and the error raised (never retried).
         """
         ...
 

@@ -125,6 +125,10 @@ class S3Storage:
         self.move_in(key, source)
         return StagedBlob(key, source)
 
+    def flush_bytes(self, staged: StagedBlob) -> StagedBlob:
+        """Nothing to do: the upload completed (see :meth:`stage`)."""
+        return staged
+
     def flush(self, staged: Sequence[StagedBlob]) -> None:
         """Nothing to do: every staged object was uploaded whole."""
 
