@@ -36,16 +36,21 @@ NOT_IN_A_LISTENER = {
     "pandas", "SimpleITK", "nibabel", "highdicom", "minio", "jip.app", "jip.ui",
     "jip.meta", "jip.flow", "jip.federation", "jip.base.auth", "jip.base.identity",
     "jip.store.dicomweb.routes", "jip.store.download", "jip.store.routes",
+    "numpy", "PIL", "requests", "tqdm",
 }  # fmt: skip
-# Not in `jip up` before it has started the listener's interpreters (httpx is: the
-# command's settings come from jip.cli.site, the CLI's HTTP client module).
+# Not in `jip up` before it has started the listener's interpreters (nor httpx, though
+# the command's settings come from jip.cli.site, the CLI's HTTP client module).
 NOT_BEFORE = {"sqlalchemy", "pydicom", "pynetdicom", "numpy"}
-NOT_BEFORE_THE_LISTENER_STARTS = (NOT_IN_A_LISTENER - {"httpx"}) | NOT_BEFORE
+NOT_BEFORE_THE_LISTENER_STARTS = NOT_IN_A_LISTENER | NOT_BEFORE
 
 
 def loaded_modules(code: str, env: dict[str, str] | None = None) -> set[str]:
-    """The modules a fresh interpreter holds after running ``code``."""
-    script = code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"
+    """The modules a fresh interpreter holds after running ``code`` (a name held as None
+    is one made unavailable: :data:`jip.store.dimse.listener.NOT_IMPORTED`)."""
+    script = (
+        code
+        + "\nimport sys, json; print(json.dumps(sorted(n for n, m in sys.modules.items() if m)))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
     )
@@ -62,11 +67,10 @@ def test_a_listener_process_imports_only_what_a_c_store_needs(tmp_path: Path) ->
     settings = Settings(data_dir=tmp_path / "data")
     recover(settings)  # the catalog the process opens (`jip up` does this first)
     code = textwrap.dedent(f"""
-        import importlib, sys
+        import sys
         from jip.store.dimse import listener
+        listener.import_serving_modules("jip.runtime")
         from jip.runtime import build_store_runtime
-        for module in (*listener.SERVING_MODULES, build_store_runtime.__module__):
-            importlib.import_module(module)
         from jip.config import Settings
         from jip.store.dimse.ae import build_ae, start_server
         settings = Settings(data_dir={str(settings.data_dir)!r})
@@ -92,6 +96,20 @@ def test_jip_up_starts_the_listener_interpreters_before_importing_dicom_or_http(
         listener_components(Settings())
     """)
     assert offending(loaded_modules(code), NOT_BEFORE_THE_LISTENER_STARTS) == set()
+
+
+def test_jip_up_starts_its_first_listener_before_reading_settings(tmp_path: Path) -> None:
+    """`jip up`'s first act (``main``): the listener's interpreter starts while only click
+    is loaded, so that its imports overlap the parent's settings and recovery."""
+    code = textwrap.dedent(f"""
+        from jip.cli.main import start_listener_early
+        start_listener_early(["--data-dir", {str(tmp_path / "data")!r}, "up"])
+        from jip.store.dimse import listener
+        assert listener._early is not None
+        listener.discard_early()
+    """)
+    before = {"pydantic", "pydantic_settings", "jip.config", "prometheus_client", "httpx"}
+    assert offending(loaded_modules(code), before | NOT_BEFORE) == set()
 
 
 def test_head_revision_is_alembics_head() -> None:
@@ -182,6 +200,7 @@ def test_a_c_store_sent_as_the_listener_accepts_after_kill_9_is_stored_and_index
         wait_for("the HTTP API", healthy, log, 120)
         restarted = log.read_text()[restart_at:]
         assert restarted.index("DICOM listener process ready") < restarted.index("JIP is up")
+        assert "does not match" not in restarted  # the process started first was adopted
         for dataset in (datasets[0], datasets[1]):  # the instance before the crash, and after
             uid, series_uid = dataset.SOPInstanceUID, dataset.SeriesInstanceUID
             instances = api.get("/dicom-web/instances", params={"SOPInstanceUID": uid})

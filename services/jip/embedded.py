@@ -308,6 +308,10 @@ def run(settings: Settings, announce: Callable[[str], None], role: Role = Role.A
         running.callback(log.info, "JIP stopped")  # also when SIGTERM ends server.run()
         running.callback(_forget_state, settings)
         listeners = listener_components(settings, role)
+        if not listeners:  # `jip up` may have started one before it knew the role
+            from jip.store.dimse.listener import discard_early
+
+            discard_early()
         for group in listeners:
             group.prepare()  # its interpreters import while the catalog is recovered
             running.callback(_stop, group)

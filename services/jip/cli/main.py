@@ -7,11 +7,52 @@ imported when the command runs, so that ``import jip.cli.main`` stays light.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
-import click
 
-from jip.errors import JipError
+def start_listener_early(args: list[str]) -> None:
+    """For `jip up` (roles with a DICOM listener): start its first listener interpreter
+    before click parses the options and pydantic reads the settings, so that its imports
+    overlap ours (:func:`jip.store.dimse.listener.prespawn`; it binds nothing before
+    the catalog is recovered). The data directory is guessed from ``--data-dir`` and
+    ``JIP_DATA_DIR``; a wrong guess costs a second start, nothing else."""
+    data_dir: str | None = None
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--data-dir":
+            data_dir = next(rest, None)
+        elif arg.startswith("--data-dir="):
+            data_dir = arg.partition("=")[2]
+        elif arg != "up":
+            return  # another command, --help or --version
+        else:
+            break
+    else:
+        return
+    options = list(rest)
+    roles = [options[i + 1] for i, o in enumerate(options[:-1]) if o == "--role"]
+    roles += [o.partition("=")[2] for o in options if o.startswith("--role=")]
+    if {"-h", "--help", "--migrate-only"} & set(options) or not set(roles) <= {"all", "dicom"}:
+        return
+    data_dir = data_dir or os.environ.get("JIP_DATA_DIR")
+    if data_dir is None and os.environ.get("JIP_CONFIG"):
+        return  # the YAML may name it: no cheap guess
+    from jip.store.dimse.listener import prespawn
+
+    try:
+        prespawn(Path(data_dir or "jip-data"))
+    except OSError:
+        return  # a data directory it cannot create: `jip up` says so in its own words
+
+
+if __name__ == "__main__":  # `python -m jip.cli.main up`: before even click is imported
+    start_listener_early(sys.argv[1:])
+
+import click  # noqa: E402
+
+from jip.errors import JipError  # noqa: E402
 
 
 class _Commands(click.Group):
@@ -102,6 +143,7 @@ def _register() -> None:
 
 
 def main() -> None:
+    start_listener_early(sys.argv[1:])
     try:
         cli(standalone_mode=True)
     except JipError as exc:  # pragma: no cover - click exits before in most cases

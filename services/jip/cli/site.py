@@ -27,14 +27,16 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
-import httpx
 
 from jip.config import Settings, reachable_host
 from jip.errors import JipError, detail_of
+
+if TYPE_CHECKING:  # imported where used: `jip up` reads its settings here, and no HTTP
+    import httpx
 
 TOKEN_FILE = "token.json"
 REFRESH_MARGIN_S = 30
@@ -97,6 +99,8 @@ def stored_login(path: Path | None = None) -> dict[str, Any] | None:
 
 def issuer_client() -> httpx.Client:
     """The HTTP client for the token issuer (login, refresh, logout)."""
+    import httpx
+
     return httpx.Client(timeout=30)
 
 
@@ -184,11 +188,15 @@ class SiteClient:
     def __init__(self, base_url: str, token: str | None, hint: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         self.hint = hint  # said after a 401: how to log in to this site
+        import httpx
+
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=TIMEOUT_S)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """The answer's JSON (text for other media types, None when empty)."""
+        import httpx
+
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:

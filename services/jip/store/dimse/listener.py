@@ -1,10 +1,14 @@
 """The DICOM listener: N processes accepting on one port, for `jip up`.
 
 Start-up comes in two steps so that a restart answers associations as soon as it can:
-:meth:`ListenerGroup.prepare` starts the interpreters at once, and each imports what it
-serves with while the composition recovers what the listener relies on (the catalog
-schema migrated, the spool cleared); :meth:`ListenerGroup.start` then hands each one
-its settings, and only then does it bind the port and acknowledge anything.
+the first interpreter starts before anything else (`jip up` calls :func:`prespawn`
+before it parses its options; otherwise :meth:`ListenerGroup.prepare` starts it) and
+imports what it serves with while the composition recovers what the listener relies on
+(the catalog schema migrated, the spool cleared); :meth:`ListenerGroup.start` then hands
+it its settings, and only then does it bind the port and acknowledge anything. The
+other processes start once the first accepts, so that the first has a core to itself
+(two interpreters importing at once on two cores beside the parent finish later than
+one); until they bind, the kernel sends every association to the first.
 
 Each process binds the DIMSE port with ``SO_REUSEPORT``, so the kernel spreads
 associations over them and concurrent senders use every core (one Python process is
@@ -31,24 +35,20 @@ import contextlib
 import importlib
 import logging
 import os
-import pickle
 import select
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jip import metrics
-from jip.config import Settings
-from jip.errors import Unavailable
+# `jip up` imports this module first (:func:`prespawn`): later steps import the rest.
+if TYPE_CHECKING:
+    import socket
 
-if TYPE_CHECKING:  # `jip up` starts the processes before it imports the catalog's code
+    from jip.config import Settings
     from jip.store.adapters import AdaptersBuilder
 
 log = logging.getLogger(__name__)
@@ -76,19 +76,26 @@ class ListenerGroup:
         self.port = settings.store.dicom_port
         self._processes: list[_Process] = []
         self._reservation: socket.socket | None = None
+        self._env: dict[str, str] | None = None
+        self._handed: Settings | None = None  # what start() handed the first process
 
     @property
     def process_count(self) -> int:
         return self.settings.store.listener_processes or os.cpu_count() or 1
 
     def prepare(self) -> None:
-        """Start the listener interpreters; they import their modules, then wait for
-        :meth:`start` (they neither bind nor acknowledge before it)."""
+        """Start (or adopt: :func:`prespawn`) the first listener interpreter; it imports
+        its modules, then waits for :meth:`start` (it binds nothing before)."""
         if not self._processes:
+            from jip import metrics
+
             shared = metrics.shared_dir(self.settings.data_dir)
-            metrics.clear_shared(shared)
-            env = metrics.listener_environment(shared)
-            self._processes = [_Process.spawn(self.build, env) for _ in range(self.process_count)]
+            self._env = metrics.listener_environment(shared)
+            first = _adopt_early(self._env, self.build.__module__)
+            if first is None:
+                metrics.clear_shared(shared)
+                first = _Process.spawn(self.build.__module__, self._env)
+            self._processes = [first]
 
     def start(self) -> None:
         """Reserve the port, clear the spool, and let the (prepared) processes serve.
@@ -100,12 +107,15 @@ class ListenerGroup:
         store = self.settings.store
         self._reservation = reserve_port(store.dicom_host, store.dicom_port)
         self.port = self._reservation.getsockname()[1]
+        import shutil
+
         spool = spool_dir(self.settings)
         shutil.rmtree(spool, ignore_errors=True)  # left over from a crash: never acknowledged
         spool.mkdir(parents=True, exist_ok=True)
         settings = self.settings.model_copy(
             update={"store": store.model_copy(update={"dicom_port": self.port})}
         )
+        self._handed = settings
         for process in self._processes:
             process.hand_over(settings, self.build)
         log.info(
@@ -117,10 +127,22 @@ class ListenerGroup:
         for process in self._processes:
             if process.popen.poll() is not None:
                 return f"DICOM listener process {process.pid} exited ({process.popen.returncode})"
-        waiting = sum(not process.is_ready() for process in self._processes)
-        if not self._processes or waiting:
+        if self._processes and self._processes[0].is_ready():
+            self._start_the_others()
+        waiting = self.process_count - sum(process.is_ready() for process in self._processes)
+        if waiting:
             return f"DICOM listener: {waiting} of {self.process_count} processes starting"
         return None
+
+    def _start_the_others(self) -> None:
+        """Once the first process accepts: start the rest, settings handed at once (the
+        catalog is current); each serves as soon as it has imported its modules."""
+        if self._handed is None or len(self._processes) >= self.process_count:
+            return
+        for _ in range(self.process_count - len(self._processes)):
+            process = _Process.spawn(self.build.__module__, self._env)
+            self._processes.append(process)
+            process.hand_over(self._handed, self.build)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Block until every process accepts associations (tests, benchmarks)."""
@@ -128,6 +150,8 @@ class ListenerGroup:
         while (reason := self.not_ready()) is not None:
             exited = any(p.popen.poll() is not None for p in self._processes)
             if exited or time.monotonic() > deadline:
+                from jip.errors import Unavailable
+
                 raise Unavailable(reason)
             time.sleep(0.05)
 
@@ -179,12 +203,12 @@ class _Process:
         self._ready = False
 
     @classmethod
-    def spawn(cls, build: AdaptersBuilder, env: dict[str, str] | None = None) -> _Process:
+    def spawn(cls, builder_module: str, env: dict[str, str] | None = None) -> _Process:
         read_fd, write_fd = os.pipe()
         popen = subprocess.Popen(
             [
                 *(sys.executable, "-m", "jip.store.dimse.listener"),
-                *(str(write_fd), str(os.getpid()), build.__module__),
+                *(str(write_fd), str(os.getpid()), builder_module),
             ],
             stdin=subprocess.PIPE,
             pass_fds=(write_fd,),
@@ -195,6 +219,10 @@ class _Process:
 
     def hand_over(self, settings: Settings, build: AdaptersBuilder) -> None:
         """Send the settings and the builder: the process binds and serves."""
+        import pickle
+
+        from jip.errors import Unavailable
+
         assert self.popen.stdin is not None
         try:
             self.popen.stdin.write(pickle.dumps((settings, build)))
@@ -222,6 +250,63 @@ class _Process:
             self._ready_fd = -1
 
 
+# The first listener process `jip up` started before it knew its settings, and the
+# environment it was given; :meth:`ListenerGroup.prepare` adopts it when that matches.
+_early: tuple[_Process, dict[str, str], str] | None = None
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # jip.metrics.MULTIPROC_ENV, without its imports
+
+
+def prespawn(data_dir: Path, builder_module: str = "jip.runtime") -> None:
+    """Start the first listener interpreter now, so that its imports overlap the
+    caller's start-up (`jip up`, before it reads its settings). ``data_dir`` is a guess
+    (its metrics files go there, read by prometheus_client as it is imported): the group
+    adopts the process only if the settings agree, else it ends it and starts another.
+    Nothing here binds or acknowledges: the process waits for :meth:`ListenerGroup.start`.
+    """
+    global _early
+    if _early is not None:
+        return
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # as jip.runtime.secure_data_dir
+    shared = data_dir / "metrics"  # jip.metrics.shared_dir, without prometheus_client
+    shared.mkdir(mode=0o700, exist_ok=True)
+    for stale in shared.glob("*.db"):  # jip.metrics.clear_shared: an earlier run's counts
+        stale.unlink(missing_ok=True)
+    env = {**os.environ, _MULTIPROC_ENV: str(shared)}
+    _early = (_Process.spawn(builder_module, env), env, builder_module)
+
+
+def _adopt_early(env: dict[str, str], builder_module: str) -> _Process | None:
+    """The prespawned process, if it was started for this environment and builder."""
+    global _early
+    if _early is None:
+        return None
+    (process, early_env, early_module), _early = _early, None
+    same_place = early_env.get(_MULTIPROC_ENV) == env.get(_MULTIPROC_ENV)
+    if same_place and early_module == builder_module and process.popen.poll() is None:
+        return process
+    log.info("DICOM listener: the process started early does not match; starting another")
+    discard(process)
+    return None
+
+
+def discard_early() -> None:
+    """Let a prespawned process that no group adopts leave (a role without a listener)."""
+    global _early
+    if _early is not None:
+        discard(_early[0])
+        _early = None
+
+
+def discard(process: _Process) -> None:
+    """End a process that was never handed its settings (it has bound nothing): still
+    importing, SIGTERM's default action ends it."""
+    process.close_stdin()
+    process.popen.terminate()
+    process.popen.wait()
+    process.close()
+
+
 def reserve_port(host: str, port: int) -> socket.socket:
     """Bind (without listening) the port the processes will share.
 
@@ -229,6 +314,10 @@ def reserve_port(host: str, port: int) -> socket.socket:
     a concrete port for all processes. A socket that does not listen receives no
     connections, so the reservation takes none of the processes' load.
     """
+    import socket
+
+    from jip.errors import Unavailable
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -247,6 +336,11 @@ def reserve_port(host: str, port: int) -> socket.socket:
 # -- inside each listener process ------------------------------------------------------------
 def serve(settings: Settings, build: AdaptersBuilder, ready_fd: int, parent_pid: int) -> None:
     """Run one listener process until SIGTERM or until its parent is gone."""
+    import shutil
+    import tempfile
+
+    import pydicom.config
+
     from jip.logs import setup_logging
     from jip.store.dimse.ae import build_ae, start_server
 
@@ -258,7 +352,8 @@ def serve(settings: Settings, build: AdaptersBuilder, ready_fd: int, parent_pid:
     tempfile.tempdir = str(spool)  # pynetdicom spools C-STORE datasets with tempfile
     adapters = build(settings, migrate=False)
     store = settings.store
-    ae = build_ae(store)
+    with pydicom.config.disable_value_validation():  # pynetdicom's own UIDs: half the time
+        ae = build_ae(store)
     server = start_server(ae, adapters, store.dicom_host, store.dicom_port)
     log.info("DICOM listener process ready", extra={"port": store.dicom_port, "pid": os.getpid()})
     os.write(ready_fd, b"R")
@@ -313,22 +408,39 @@ def sweep_spool(spool: Path, older_than_s: float) -> None:
 
 
 # What a listener process serves with, imported before its settings arrive.
-SERVING_MODULES = ("jip.logs", "jip.store.dimse.ae", "pynetdicom.transport")
+SERVING_MODULES = ("jip.logs", "jip.store.dimse.ae", "pynetdicom.transport", "jip.backends")
+# What pydicom imports if it can, and a listener never uses: it stores instances as
+# received and decodes no pixels (numpy, Pillow, the JPEG codecs), and downloads no test
+# data (requests, tqdm). Unavailable in a listener process, as if not installed, so that
+# pydicom skips them: about a sixth of the CPU it spends before it accepts.
+NOT_IMPORTED = ("numpy", "PIL", "requests", "tqdm", "pylibjpeg", "libjpeg", "openjpeg", "gdcm")
+
+
+def import_serving_modules(builder_module: str) -> None:
+    """What a listener process does first: make :data:`NOT_IMPORTED` unavailable, then
+    import :data:`SERVING_MODULES` and the builder's module (only in a process of its
+    own: an ``import numpy`` after this fails)."""
+    for name in NOT_IMPORTED:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: ImportError
+    for module in (*SERVING_MODULES, builder_module):
+        importlib.import_module(module)
 
 
 def main() -> None:
-    """``python -m jip.store.dimse.listener READY_FD PARENT_PID [MODULE ...]``;
+    """``python -m jip.store.dimse.listener READY_FD PARENT_PID MODULE``;
     (settings, builder) pickled on stdin once the parent has recovered the catalog.
 
-    The MODULEs (the builder's) and :data:`SERVING_MODULES` are imported first, while
-    the parent still recovers, so that serving starts as soon as the settings come.
+    MODULE (the builder's) and :data:`SERVING_MODULES` are imported first, while the
+    parent still recovers, so that serving starts as soon as the settings come.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    for module in (*SERVING_MODULES, *sys.argv[3:]):
-        importlib.import_module(module)
+    os.umask(0o077)  # spool and blobs hold PHI, whoever started us
+    import_serving_modules(sys.argv[3])
     handed = sys.stdin.buffer.read()
     if not handed:
         return  # the parent stopped (or could not recover) before handing over
+    import pickle
+
     settings, build = pickle.loads(handed)
     serve(settings, build, int(sys.argv[1]), int(sys.argv[2]))
 
