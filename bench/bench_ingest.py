@@ -12,7 +12,8 @@ from storescu's own timestamped log. Each measurement runs ``--repeat`` times wi
 targets alternating (other load on the machine drifts), and starts after an
 ``os.sync()``; prints the medians of instances/s, MB/s, p50 and p99 latency and their
 ratios against Orthanc, and the CPU time the receiving server used per instance (less
-sensitive than throughput to other load on the machine).
+sensitive than throughput to other load on the machine). A send that fails (either
+target) is printed with storescu's exit status and last lines, and measured once more.
 """
 
 from __future__ import annotations
@@ -263,7 +264,8 @@ def send(files: list[Path], aet: str, port: int, senders: int) -> tuple[float, l
     latencies: list[float] = []
     for process, (out, error) in zip(processes, outputs, strict=True):
         if process.returncode != 0:
-            raise RuntimeError(f"storescu failed ({process.returncode}): {error.decode()[-2000:]}")
+            said = (out + error).decode(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"storescu failed ({process.returncode}): {' | '.join(said)}")
         latencies += latencies_ms(out.decode(errors="replace") + error.decode(errors="replace"))
     if len(latencies) != len(files):
         raise RuntimeError(f"read {len(latencies)} latencies for {len(files)} instances")
@@ -383,7 +385,11 @@ def main() -> None:
                 for run in range(args.repeat):
                     # Alternate who goes first: other load on the machine drifts.
                     for target, server in order if run % 2 == 0 else order[::-1]:
-                        result = measure(target, server, name, files, senders)
+                        try:
+                            result = measure(target, server, name, files, senders)
+                        except RuntimeError as exc:  # printed, and measured once more
+                            print(f"  {name}, {senders} sender(s), {target}: {exc}; again")
+                            result = measure(target, server, name, files, senders)
                         print(
                             f"  {name}, {senders} sender(s), {target}: {result.per_second:.0f}/s,"
                             f" p50 {result.latency(0.5):.2f} ms, p99 {result.latency(0.99):.2f} ms",
