@@ -84,16 +84,7 @@ def test_a_waiter_is_woken_once_its_turn_comes_not_by_every_batch(
 
     committer: GroupCommitter[int, int] = GroupCommitter(commit, max_batch=1)
     threads = [threading.Thread(target=committer.submit, args=(i,)) for i in range(4)]
-    threads[0].start()
-    assert entered.wait(timeout=30)
-    for thread in threads[1:]:
-        thread.start()
-    while committer.pending() < 3:
-        threading.Event().wait(0.01)
-    release.set()
-    for thread in threads:
-        thread.join(timeout=30)
-    committer.close()
+    queue_behind_the_first(committer, threads, entered, release, pending=3)
     assert calls == 4
     # Batches of one: each queued thread is woken once, to commit its own item; with
     # every waiter woken after each batch the three would wake 3 + 2 + 1 times.
@@ -132,17 +123,30 @@ def test_a_failed_gate_withdraws_its_item_and_hands_on_to_the_next_waiter() -> N
             failure.append(exc)
 
     threads = [threading.Thread(target=first)]
-    threads[0].start()
-    assert gate_entered.wait(timeout=30)
     threads += [threading.Thread(target=committer.submit, args=(n,)) for n in (2, 3)]
+    queue_behind_the_first(committer, threads, gate_entered, release, pending=3)
+    assert len(failure) == 1
+    assert sorted(committed) == [2, 3]
+
+
+def queue_behind_the_first(
+    committer: GroupCommitter[int, int],
+    threads: list[threading.Thread],
+    entered: threading.Event,
+    release: threading.Event,
+    pending: int,
+) -> None:
+    """Start the first thread and wait until it holds the commit (``entered``), queue
+    the others behind it until ``pending`` items wait, let it go (``release``), then
+    join them all and close."""
+    threads[0].start()
+    assert entered.wait(timeout=30)
     for thread in threads[1:]:
         thread.start()
-    while committer.pending() < 3:
+    while committer.pending() < pending:
         threading.Event().wait(0.01)
     release.set()
     for thread in threads:
         thread.join(timeout=30)
         assert not thread.is_alive(), "a waiter was never woken"
     committer.close()
-    assert len(failure) == 1
-    assert sorted(committed) == [2, 3]
