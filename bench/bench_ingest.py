@@ -10,9 +10,10 @@ measurement. First with one sender, then with each ``--senders`` count of concur
 storescu processes; each C-STORE's latency (request sent -> response received) comes
 from storescu's own timestamped log. Each measurement runs ``--repeat`` times with the
 targets alternating (other load on the machine drifts), and starts after an
-``os.sync()``; prints the medians of instances/s, MB/s, p50 and p99 latency and their
-ratios against Orthanc, and the CPU time the receiving server used per instance (less
-sensitive than throughput to other load on the machine). A send that fails (either
+``os.sync()``, with the earlier measurements' data left in place until the end (see
+:func:`measure`); prints the medians of instances/s, MB/s, p50 and p99 latency and
+their ratios against Orthanc, and the CPU time the receiving server used per instance
+(less sensitive than throughput to other load on the machine). A send that fails (either
 target) is printed with storescu's exit status and last lines, and measured once more.
 """
 
@@ -278,19 +279,26 @@ def measure(
     data_set: str,
     files: list[Path],
     senders: int,
+    scratch: Path,
 ) -> Result:
+    """One measurement, on a fresh data directory under ``scratch``.
+
+    The data directory stays until the whole benchmark ends: removed at once, its
+    thousands of files would tax the next measurement's file creations (ext4 without a
+    journal, as on this VM, skips inodes freed in the last 30 s, one by one, on every
+    new file: measured, up to a fifth of a server's CPU, depending on where its files
+    land) rather than the server that wrote them.
+    """
     megabytes = sum(p.stat().st_size for p in files) / 1e6
-    with tempfile.TemporaryDirectory(prefix=f"bench-{target}-") as tmp:
-        workdir = Path(tmp)
-        with server(workdir) as (aet, port, count, cpu):
-            # Start with nothing left to write back from the previous measurement (the
-            # other server's unflushed files, the removed data directory): it would
-            # slow this one's fsyncs down.
-            os.sync()
-            cpu_before = cpu()
-            seconds, latencies = send(files, aet, port, senders)
-            cpu_used = cpu() - cpu_before
-            stored = count()
+    workdir = Path(tempfile.mkdtemp(prefix=f"{target}-", dir=scratch))
+    with server(workdir) as (aet, port, count, cpu):
+        # Start with nothing left to write back from the previous measurement (the
+        # other server's unflushed files): it would slow this one's fsyncs down.
+        os.sync()
+        cpu_before = cpu()
+        seconds, latencies = send(files, aet, port, senders)
+        cpu_used = cpu() - cpu_before
+        stored = count()
     if stored != len(files):
         raise RuntimeError(f"{target} stored {stored} of {len(files)} instances")
     return Result(
@@ -386,10 +394,10 @@ def main() -> None:
                     # Alternate who goes first: other load on the machine drifts.
                     for target, server in order if run % 2 == 0 else order[::-1]:
                         try:
-                            result = measure(target, server, name, files, senders)
+                            result = measure(target, server, name, files, senders, data)
                         except RuntimeError as exc:  # printed, and measured once more
                             print(f"  {name}, {senders} sender(s), {target}: {exc}; again")
-                            result = measure(target, server, name, files, senders)
+                            result = measure(target, server, name, files, senders, data)
                         print(
                             f"  {name}, {senders} sender(s), {target}: {result.per_second:.0f}/s,"
                             f" p50 {result.latency(0.5):.2f} ms, p99 {result.latency(0.99):.2f} ms",

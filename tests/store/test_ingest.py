@@ -454,6 +454,7 @@ def test_a_storage_failure_records_nothing(
     monkeypatch.setattr(blob_storage, "move_in", unavailable)
     monkeypatch.setattr(blob_storage, "stage", unavailable)  # the C-STORE path's move_in
     monkeypatch.setattr(blob_storage, "put_bytes", unavailable)
+    monkeypatch.setattr(blob_storage, "stage_bytes", unavailable)  # ingest_bytes' put_bytes
     data = corpus_file("CT_small.dcm").read_bytes()
     spool = incoming(data)
     with pytest.raises(Unavailable):

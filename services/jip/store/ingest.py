@@ -128,14 +128,23 @@ class Ingestor:
         return self._record(NewInstance(header, size_bytes, sha256, key, calling_ae_title, project))
 
     def ingest_bytes(
-        self, data: bytes, calling_ae_title: str = "", *, project: str | None = None
+        self,
+        data: bytes,
+        calling_ae_title: str = "",
+        *,
+        project: str | None = None,
+        header: InstanceHeader | None = None,
     ) -> IngestResult:
-        """Ingest a Part 10 file held in memory (a STOW-RS part)."""
-        header = read_header_bytes(data)
+        """Ingest a Part 10 file held in memory (a STOW-RS part, a data set the DIMSE
+        fast path collected): written once, where it stays (no spool file, not read
+        back), its folder's flush shared as :meth:`ingest_file` shares it.
+
+        ``header`` and errors as for :meth:`ingest_file`.
+        """
+        header = header or read_header_bytes(data)
         sha256 = hashlib.sha256(data).hexdigest()
         key = blob_key(header, sha256)
-        if not self.storage.exists(key):
-            self.storage.put_bytes(key, data)
+        self._flusher.submit(self.storage.stage_bytes(key, data))
         return self._record(NewInstance(header, len(data), sha256, key, calling_ae_title, project))
 
     def _record(self, item: NewInstance) -> IngestResult:

@@ -34,6 +34,7 @@ from jip.store.dimse import scu
 from jip.store.dimse import session as store_session
 from jip.store.dimse.ae import build_ae, start_server
 from jip.store.dimse.contexts import VERIFICATION
+from jip.store.storage import file as file_storage
 
 CT_SMALL = Path(str(get_testdata_file("CT_small.dcm")))
 STUDY_ROOT_FIND = scu.QueryRetrieveModel.STUDY_ROOT_FIND.value
@@ -310,34 +311,53 @@ def test_protocol_violations_abort_and_the_listener_keeps_serving(raw, bad) -> N
     assert echo_works(port)
 
 
-class _FillingSpool(io.BufferedWriter):
-    """A spool file on a disk that fills up after the file meta."""
+class _FillingSpool(io.FileIO):
+    """A spool file on a disk that fills up after the preamble (128 bytes)."""
 
     def write(self, data: Any) -> int:
-        if self.tell() > 0:
+        if self.tell() + len(data) > 128:
             raise OSError(errno.ENOSPC, "No space left on device")
         return super().write(data)
 
 
-@pytest.mark.parametrize("where", ["no spool file", "disk fills mid data set"])
+@pytest.mark.parametrize(
+    "where", ["storing a small data set", "no spool file", "disk fills mid data set"]
+)
 def test_a_full_disk_answers_out_of_resources_and_the_association_goes_on(
     server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
+    """A small data set is kept in memory and written once, into the blob store; a
+    larger one is spooled as it arrives (here: anything over 1 kB)."""
     settings, port, _ = server
-    made_ahead = store_session._new_spool
-    calls = 0
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if where == "storing a small data set":
+        write_all = file_storage._write_all
+        calls = 0
 
-    def new_spool() -> tuple[Path, Any]:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            return made_ahead()
-        if where == "no spool file":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        path = tmp_path / "filling.dcm"
-        return path, _FillingSpool(io.FileIO(path, "w"))
+        def write_once_full(fd: int, data: bytes) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise full
+            write_all(fd, data)
 
-    monkeypatch.setattr(store_session, "_new_spool", new_spool)
+        monkeypatch.setattr(file_storage, "_write_all", write_once_full)
+    else:
+        monkeypatch.setattr(store_session, "IN_MEMORY_LIMIT", 1024)
+        spool_ahead = store_session._new_spool
+        spools = 0
+
+        def new_spool() -> tuple[Path, Any]:
+            nonlocal spools
+            spools += 1
+            if spools > 1:
+                return spool_ahead()
+            if where == "no spool file":
+                raise full
+            path = tmp_path / "filling.dcm"
+            return path, _FillingSpool(path, "w")
+
+        monkeypatch.setattr(store_session, "_new_spool", new_spool)
     assoc = ct_storage_association(port)
     try:
         refused = assoc.send_c_store(CT_SMALL)
@@ -349,32 +369,38 @@ def test_a_full_disk_answers_out_of_resources_and_the_association_goes_on(
     assert stored.Status == 0x0000
     assert stored_count(settings) == 1
     assert not (tmp_path / "filling.dcm").exists()
+    blobs = [p for p in (settings.data_dir / "blobs").rglob("*.dcm") if ".tmp" not in p.parts]
+    assert len(blobs) == 1, "the refused instance left no fragment"
 
 
+@pytest.mark.parametrize("spooled", [False, True], ids=["in memory", "spooled"])
 def test_a_released_association_leaves_no_spool_file(
-    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spooled: bool
 ) -> None:
-    """Each stored instance's successor file is made ahead; release removes the unused one."""
+    """Small data sets never touch the spool folder; larger ones leave nothing there."""
     settings, port, _ = server
     spool = tmp_path / "spool"
     spool.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where the listener spools
+    if spooled:
+        monkeypatch.setattr(store_session, "IN_MEMORY_LIMIT", 1024)
+    made: list[Path] = []
+    new_spool = store_session._new_spool
+
+    def recorded() -> tuple[Path, Any]:
+        path, file = new_spool()
+        made.append(path)
+        return path, file
+
+    monkeypatch.setattr(store_session, "_new_spool", recorded)
     assoc = ct_storage_association(port)
     try:
         statuses = [assoc.send_c_store(CT_SMALL).Status for _ in range(3)]
-        # The next instance's, made ahead: right after the response went out, so the
-        # response may arrive first.
-        deadline = time.monotonic() + 10
-        while not list(spool.glob("*.dcm")) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(list(spool.glob("*.dcm"))) == 1
     finally:
         assoc.release()
     assert statuses == [0, 0, 0]
-    deadline = time.monotonic() + 10
-    while list(spool.glob("*.dcm")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert list(spool.glob("*.dcm")) == []
+    assert len(made) == (3 if spooled else 0)
+    assert list(spool.iterdir()) == []
     assert stored_count(settings) == 1
 
 

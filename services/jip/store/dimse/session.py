@@ -1,13 +1,20 @@
 """One storage association of the fast path, served on the connection's own thread.
 
-Read a PDU, append the data set fragments to a Part 10 spool file, ingest, answer:
-the loop :mod:`jip.store.dimse.fast_path` runs for each association it takes. Wire
-formats and negotiation are in :mod:`jip.store.dimse.pdu`.
+Read a PDU, collect the data set fragments, ingest, answer: the loop
+:mod:`jip.store.dimse.fast_path` runs for each association it takes. Wire formats and
+negotiation are in :mod:`jip.store.dimse.pdu`.
+
+A data set up to :data:`IN_MEMORY_LIMIT` is collected in memory and handed to the
+ingest as bytes, which writes them once, where they stay (no spool file, nothing read
+back for the header or the digest); a larger one goes to a Part 10 spool file as it
+arrives (memory stays flat for a 500 MB instance), which the ingest moves into place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import itertools
 import logging
 import os
 import socket
@@ -42,26 +49,30 @@ from jip.store.dimse.pdu import (
     PDU_LIMIT_FACTOR,
     Deadlines,
     Offer,
+    PduReader,
     ProtocolError,
     decode_command,
     encode_response,
     file_meta,
     p_data_pdu,
-    read_pdu,
 )
 from jip.store.dimse.status import GeneralStatus, StorageStatus
 from jip.store.dimse.storage_service import StoreHandler, StoreRequest
 
 log = logging.getLogger(__name__)
 
+IN_MEMORY_LIMIT = 1024 * 1024  # bytes of a Part 10 file collected before it is spooled
+
 
 @dataclass
 class _Incoming:
-    """The message being received: its command, then its dataset's spool file."""
+    """The message being received: its command, then its Part 10 file, in memory
+    (``data``) until it outgrows :data:`IN_MEMORY_LIMIT`, then in ``spool``."""
 
     context_id: int
     command: bytearray
     fields: dict[int, int | str] | None = None
+    data: bytearray | None = None
     spool: BinaryIO | None = None
     path: Path | None = None
     # Why the data set can't be kept (no disk space for the spool file): its remaining
@@ -94,7 +105,6 @@ class StoreSession:
         self.contexts: dict[int, tuple[str, str]] = {}  # id -> (abstract, transfer syntax)
         self._stopping = threading.Event()
         self._incoming: _Incoming | None = None
-        self._spare: tuple[Path, BinaryIO] | None = None  # the next instance's spool file
 
     def run(self) -> None:
         """Accept, then serve messages until release, abort or a broken connection."""
@@ -130,11 +140,11 @@ class StoreSession:
             self.sock.shutdown(socket.SHUT_RDWR)
 
     def _serve(self) -> None:
-        limit = self.max_pdu * PDU_LIMIT_FACTOR + 6
+        reader = PduReader(self.sock, self.max_pdu * PDU_LIMIT_FACTOR + 6, self.deadlines)
         while True:
-            pdu_type, pdu = read_pdu(self.sock, limit, self.deadlines)
+            pdu_type, pdu = reader.read()
             if pdu_type == P_DATA_TF_TYPE:
-                self._p_data(memoryview(pdu)[6:])
+                self._p_data(pdu[6:])
             elif pdu_type == A_RELEASE_RQ_TYPE:
                 if self._incoming is not None:
                     raise ProtocolError("release requested in the middle of a message")
@@ -175,12 +185,14 @@ class StoreSession:
         if (
             incoming is None
             or context_id != incoming.context_id
-            or (incoming.spool is None and incoming.refused is None)
+            or (incoming.data is None and incoming.spool is None and incoming.refused is None)
         ):
             raise ProtocolError("a data set fragment without a C-STORE command before it")
-        if incoming.spool is not None:
+        if incoming.data is not None and len(incoming.data) + len(data) <= IN_MEMORY_LIMIT:
+            incoming.data += data
+        elif incoming.refused is None:
             try:
-                incoming.spool.write(data)
+                _write_all(self._spool(incoming), data)
             except OSError as exc:
                 self._refuse(incoming, exc)
         if is_last:
@@ -196,33 +208,32 @@ class StoreSession:
         elif field == C_CANCEL_RQ:
             self._incoming = None  # nothing to cancel: C-STORE and C-ECHO are answered at once
         elif field == C_STORE_RQ and has_data:
-            try:
-                incoming.path, incoming.spool = self._open_spool(incoming)
-            except OSError as exc:
-                self._refuse(incoming, exc)
+            incoming.data = bytearray(self._file_meta(incoming))
         else:
             raise ProtocolError(
                 f"unsupported DIMSE command 0x{field or 0:04X} on a storage association"
             )
 
-    def _open_spool(self, incoming: _Incoming) -> tuple[Path, BinaryIO]:
-        """A Part 10 file: preamble and file meta from the command, then the data set."""
+    def _file_meta(self, incoming: _Incoming) -> bytes:
+        """A Part 10 file's start: preamble and file meta from the command."""
         assert incoming.fields is not None
         _, transfer_syntax = self.contexts[incoming.context_id]
-        meta = file_meta(
+        return file_meta(
             str(incoming.fields.get(AFFECTED_SOP_CLASS, "")),
             str(incoming.fields.get(AFFECTED_SOP_INSTANCE, "")),
             transfer_syntax,
             self.calling_ae,
         )
-        path, spool = self._spare or _new_spool()
-        self._spare = None
-        try:
-            spool.write(meta)
-        except BaseException:
-            _remove_spool(path, spool)
-            raise
-        return path, spool
+
+    def _spool(self, incoming: _Incoming) -> BinaryIO:
+        """The message's spool file; made, with what was collected so far, when the
+        data set outgrows :data:`IN_MEMORY_LIMIT`."""
+        if incoming.spool is None:
+            incoming.path, incoming.spool = _new_spool()
+            collected, incoming.data = incoming.data, None
+            if collected:
+                _write_all(incoming.spool, collected)
+        return incoming.spool
 
     def _refuse(self, incoming: _Incoming, exc: OSError) -> None:
         log.warning(
@@ -237,24 +248,20 @@ class StoreSession:
             try:
                 incoming.spool.close()
                 incoming.spool = None
-            except OSError as exc:  # the last buffered bytes did not fit
+            except OSError as exc:  # the last bytes did not fit
                 self._refuse(incoming, exc)
         if incoming.refused is not None:
             self._respond(incoming, C_STORE_RSP, StorageStatus.OUT_OF_RESOURCES, incoming.refused)
             return
-        assert incoming.path is not None and incoming.fields is not None
+        assert incoming.fields is not None
         request = StoreRequest(
             incoming.path,
             str(incoming.fields.get(AFFECTED_SOP_CLASS, "")),
             str(incoming.fields.get(AFFECTED_SOP_INSTANCE, "")),
+            None if incoming.data is None else bytes(incoming.data),
         )
-        answer = self.store(self.caller, request)  # consumes the file
+        answer = self.store(self.caller, request)  # consumes the spool file
         self._respond(incoming, C_STORE_RSP, answer.status, answer.comment, answer.offending)
-        # The next instance's file is made now, while the peer is busy reading it: a
-        # new file (inode) costs ~0.1 ms that would otherwise come after its command.
-        # Best effort: if it can't be made, the next command tries and says why.
-        with contextlib.suppress(OSError):
-            self._spare = _new_spool()
 
     def _respond(
         self,
@@ -279,9 +286,6 @@ class StoreSession:
         self.sock.sendall(p_data_pdu(incoming.context_id, command))
 
     def _discard_incoming(self) -> None:
-        if self._spare is not None:
-            _remove_spool(*self._spare)
-            self._spare = None
         incoming, self._incoming = self._incoming, None
         if incoming is not None:
             _drop_spool(incoming)
@@ -302,7 +306,7 @@ def _drop_spool(incoming: _Incoming) -> None:
     """Close and remove the message's spool file, if it has one."""
     if incoming.path is not None:
         _remove_spool(incoming.path, incoming.spool)
-    incoming.path = incoming.spool = None
+    incoming.path = incoming.spool = incoming.data = None
 
 
 def _remove_spool(path: Path, spool: BinaryIO | None) -> None:
@@ -312,7 +316,25 @@ def _remove_spool(path: Path, spool: BinaryIO | None) -> None:
     path.unlink(missing_ok=True)
 
 
+_spool_names = itertools.count()  # unique in this process's own spool folder
+
+
 def _new_spool() -> tuple[Path, BinaryIO]:
-    """An empty spool file in the temp folder (the listener's spool directory)."""
-    fd, name = tempfile.mkstemp(suffix=".dcm")
-    return Path(name), os.fdopen(fd, "wb", buffering=64 * 1024)
+    """An empty, unbuffered spool file in the temp folder (the listener's spool folder,
+    one per process): its first write is the collected bytes, or a whole PDU's."""
+    folder = tempfile.gettempdir()
+    while True:
+        path = os.path.join(folder, f"{threading.get_native_id()}-{next(_spool_names)}.dcm")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:  # left by an earlier process with this pid
+            continue
+        return Path(path), io.FileIO(fd, "wb")
+
+
+def _write_all(spool: BinaryIO, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte (an unbuffered file may take fewer at once)."""
+    with memoryview(data) as view:
+        written = 0
+        while written < len(view):
+            written += spool.write(view[written:]) or 0

@@ -28,7 +28,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from jip import errors, metrics
-from jip.store.dicom_file import InstanceHeader, read_header
+from jip.store.dicom_file import InstanceHeader, read_header, read_header_bytes
 from jip.store.dimse.access import Caller, StoreAccess, not_a_peer
 from jip.store.dimse.status import GeneralStatus, StorageStatus, status_dataset
 from jip.store.ingest import Ingestor
@@ -47,11 +47,17 @@ STORE_ERROR_STATUS: list[tuple[type[errors.JipError], int]] = [
 
 @dataclass(frozen=True)
 class StoreRequest:
-    """A received C-STORE: its spooled data set and what its command said."""
+    """A received C-STORE: its data set (spooled, or in memory) and what its command said."""
 
-    path: Path
+    path: Path | None  # the spool file, or None: the bytes are in ``data``
     sop_class_uid: str  # Affected SOP Class UID (0000,0002)
     sop_instance_uid: str  # Affected SOP Instance UID (0000,1000)
+    data: bytes | None = None  # the Part 10 file's bytes, where the receiver holds them
+
+    def discard(self) -> None:
+        """Remove the spool file (a refused or failed instance)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -104,11 +110,15 @@ def _store_file(
     try:
         refused, header = _checked(access, caller, request)
         if refused is not None:
-            request.path.unlink(missing_ok=True)
+            request.discard()
             return refused
-        ingestor.ingest_file(request.path, caller.ae_title, header=header)
+        if request.data is not None:
+            ingestor.ingest_bytes(request.data, caller.ae_title, header=header)
+        else:
+            assert request.path is not None
+            ingestor.ingest_file(request.path, caller.ae_title, header=header)
     except Exception as exc:
-        request.path.unlink(missing_ok=True)
+        request.discard()
         status = errors.status_for(
             exc, STORE_ERROR_STATUS, default=GeneralStatus.PROCESSING_FAILURE
         )
@@ -134,7 +144,12 @@ def _checked(
     if not caller.is_peer and not access.unknown_ae_store:
         # Refused before the data set is even read: nothing of it is looked at.
         return _not_authorised(caller, not_a_peer(caller.ae_title)), None
-    header = read_header(request.path)  # Invalid, as the ingest would raise it
+    # Invalid, as the ingest would raise it
+    if request.data is not None:
+        header = read_header_bytes(request.data)
+    else:
+        assert request.path is not None
+        header = read_header(request.path)
     mismatch = _mismatch(header, request)
     if mismatch is not None:
         return mismatch, header

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -66,7 +68,7 @@ class FileStorage:
         target = self._path(key)
         try:
             try:
-                linked = self._in_folder(_link, source, target)
+                linked = self._in_folder(functools.partial(_link, source, target), target, source)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
@@ -79,6 +81,39 @@ class FileStorage:
             raise _storage_error(exc, key) from exc
         return StagedBlob(key, source, target)
 
+    def stage_bytes(self, key: str, data: bytes) -> StagedBlob:
+        """Write ``data`` under ``key`` and fsync it on the calling thread; the folder's
+        flush is left to :meth:`flush`.
+
+        Why not a spool file linked into place (:meth:`stage`): the file is made where
+        it stays, so no second name is made and removed, and no spool folder written
+        back (on ext4 without a journal, a new file's fsync writes the folder it was
+        made in too). A name that exists (a duplicate, a fragment of a crash) is
+        replaced by flushed bytes at once, as :meth:`stage` does. A crash before this
+        returns may leave a fragment under the key: nothing refers to it yet (the
+        catalog row comes after the flush) and the next store of the key replaces it.
+        """
+        target = self._path(key)
+        try:
+            try:
+                fd = self._in_folder(functools.partial(_create, target), target)
+            except FileExistsError:
+                self.put_bytes(key, data)
+                return StagedBlob(key, None)
+            staged = StagedBlob(key, None, target, bytes_flushed=True)
+            try:
+                staged = replace(staged, inode=os.fstat(fd).st_ino)
+                _write_all(fd, data)
+                os.fsync(fd)
+            except BaseException:
+                _withdraw(staged)  # the fragment, unless a duplicate's bytes replaced it
+                raise
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _storage_error(exc, key) from exc
+        return staged
+
     def flush_bytes(self, staged: StagedBlob) -> StagedBlob:
         """fsync one staged file on the calling thread; its folder is left to :meth:`flush`.
 
@@ -89,6 +124,7 @@ class FileStorage:
         """
         if staged.target is None or staged.bytes_flushed:
             return staged
+        assert staged.source is not None  # only stage_bytes makes none, flushed
         try:
             _fsync(staged.source)
         except OSError as exc:
@@ -106,7 +142,7 @@ class FileStorage:
         if not pending:
             return
         folders = dict.fromkeys(blob.target.parent for blob in pending if blob.target)
-        files = [blob.source for blob in pending if not blob.bytes_flushed]
+        files = [blob.source for blob in pending if blob.source and not blob.bytes_flushed]
         try:
             self._fsync_together([*files, *folders])
         except OSError as exc:
@@ -114,7 +150,8 @@ class FileStorage:
                 _withdraw(blob)
             raise _storage_error(exc, pending[0].key) from exc
         for blob in pending:
-            blob.source.unlink(missing_ok=True)
+            if blob.source is not None:
+                blob.source.unlink(missing_ok=True)
 
     def _fsync_together(self, paths: Sequence[Path]) -> None:
         """fsync every path at once; raises the first error after all have finished.
@@ -168,9 +205,9 @@ class FileStorage:
         name. An existing name is only ever replaced by bytes already fsync'ed, so a
         stored object is never exposed.
         """
-        if not self._in_folder(_link, source, target):
+        if not self._in_folder(functools.partial(_link, source, target), target, source):
             _fsync(source)
-            self._in_folder(os.replace, source, target)
+            self._in_folder(functools.partial(os.replace, source, target), target, source)
             _fsync(target.parent)
             return
         try:
@@ -183,23 +220,24 @@ class FileStorage:
             raise
         source.unlink()
 
-    def _in_folder(self, move: Callable[[Path, Path], T], source: Path, target: Path) -> T:
-        """``move(source, target)``, making a missing folder (a new study or series).
+    def _in_folder(self, make: Callable[[], T], target: Path, source: Path | None = None) -> T:
+        """``make()`` the name ``target`` (from ``source``), making a missing folder (a
+        new study or series) first.
 
         Trying first spares a mkdir per instance; the folders made are fsync'ed into
         their parents, so the new path survives a crash too.
         """
         try:
-            return move(source, target)
+            return make()
         except FileNotFoundError:
-            if not source.exists():
+            if source is not None and not source.exists():
                 raise
         target.parent.mkdir(parents=True, exist_ok=True)
         folder = target.parent
         while folder != self.root and self.root in folder.parents:
             _fsync(folder.parent)
             folder = folder.parent
-        return move(source, target)
+        return make()
 
     def _stage_copy(self, source: Path) -> Path:
         fd, tmp = tempfile.mkstemp(dir=self.tmp_dir)
@@ -273,6 +311,19 @@ def _link(source: Path, target: Path) -> bool:
         raise
 
 
+def _create(path: Path) -> int:
+    """A new file at ``path``, open for writing; FileExistsError if the name exists."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Every byte of ``data`` (a write may take fewer at once)."""
+    with memoryview(data) as view:
+        written = 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
+
+
 def _fsync(path: Path) -> None:
     """fsync a file or a directory (the latter makes a new name in it durable)."""
     fd = os.open(path, os.O_RDONLY)
@@ -285,12 +336,21 @@ def _fsync(path: Path) -> None:
 def _withdraw(blob: StagedBlob) -> None:
     """Remove a staged object's names (its key only while it still names our bytes)."""
     with contextlib.suppress(OSError):
-        if blob.target is not None and os.path.samefile(blob.source, blob.target):
+        if blob.target is not None and _names_ours(blob, blob.target):
             blob.target.unlink()
-    blob.source.unlink(missing_ok=True)
+    if blob.source is not None:
+        blob.source.unlink(missing_ok=True)
+
+
+def _names_ours(blob: StagedBlob, target: Path) -> bool:
+    """Whether ``target`` still names the file this blob wrote (not replaced meanwhile)."""
+    if blob.source is not None:
+        return os.path.samefile(blob.source, target)
+    return blob.inode is not None and os.stat(target).st_ino == blob.inode
 
 
 def _storage_error(exc: OSError, key: str) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENOMEM):
-        return OutOfResources(f"cannot store {key!r}: {exc.strerror}; free disk space and retry")
+        # The cause first: a DIMSE Error Comment keeps 64 characters.
+        return OutOfResources(f"{exc.strerror}; free disk space and retry (storing {key!r})")
     return exc

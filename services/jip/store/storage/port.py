@@ -30,16 +30,19 @@ def check_key(key: str) -> str:
 class StagedBlob:
     """An object given its key by :meth:`BlobStorage.stage`, durable only once flushed.
 
-    ``source`` is the file the bytes came in (the adapter's until the flush);
-    ``target`` is where the adapter still has to make them durable, None when the
-    object already is (an S3 upload, a replaced name). ``bytes_flushed``: the file's
-    own bytes are (:meth:`BlobStorage.flush_bytes`), only its name is left.
+    ``source`` is the file the bytes came in (the adapter's until the flush), None
+    when they came in memory (:meth:`BlobStorage.stage_bytes`); ``target`` is where the
+    adapter still has to make them durable, None when the object already is (an S3
+    upload, a replaced name). ``bytes_flushed``: the file's own bytes are
+    (:meth:`BlobStorage.flush_bytes`), only its name is left. ``inode``: the file
+    written under ``target`` (no ``source`` to compare it with when withdrawn).
     """
 
     key: str
-    source: Path
+    source: Path | None
     target: Path | None = None
     bytes_flushed: bool = False
+    inode: int | None = None
 
 
 class BlobStorage(Protocol):
@@ -54,6 +57,14 @@ class BlobStorage(Protocol):
 
         Lets concurrent writers share one flush (group commit). Until then the object
         must not be referred to (no catalog row): a crash may lose it.
+        """
+        ...
+
+    def stage_bytes(self, key: str, data: bytes) -> StagedBlob:
+        """As :meth:`stage` for bytes in memory, which are flushed before it returns.
+
+        Writes the object under its key at once (no spool file first); what
+        :meth:`flush` has left is the names, shared with concurrent writers.
         """
         ...
 

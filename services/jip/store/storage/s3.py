@@ -125,6 +125,11 @@ class S3Storage:
         self.move_in(key, source)
         return StagedBlob(key, source)
 
+    def stage_bytes(self, key: str, data: bytes) -> StagedBlob:
+        """Uploaded now, as :meth:`stage`."""
+        self.put_bytes(key, data)
+        return StagedBlob(key, None)
+
     def flush_bytes(self, staged: StagedBlob) -> StagedBlob:
         """Nothing to do: the upload completed (see :meth:`stage`)."""
         return staged
