@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ from tests.up_site import wait_for
 from jip.backends import catalog_engine_for
 from jip.config import Settings
 from jip.migrations import alembic_config, head_revision, is_current
-from jip.runtime import recover
+from jip.runtime import catalog_is_ready, recover, secure_data_dir
 from jip.samples import synthetic_site, write_datasets
 
 JIP = [sys.executable, "-m", "jip.cli.main"]
@@ -119,7 +120,7 @@ def test_head_revision_is_alembics_head() -> None:
     assert heads == [head_revision()]
 
 
-def test_a_restart_recovers_without_loading_alembic(tmp_path: Path) -> None:
+def test_a_restart_recovers_without_loading_alembic_or_sqlalchemy(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     engine = catalog_engine_for(settings.resolved_catalog_url)
     try:
@@ -135,7 +136,58 @@ def test_a_restart_recovers_without_loading_alembic(tmp_path: Path) -> None:
     """)
     modules = loaded_modules(code)
     assert "jip.runtime" in modules
-    assert offending(modules, {"alembic", "jip.base.identity"}) == set()
+    # An embedded catalog is asked through sqlite3: no SQLAlchemy before the listener serves.
+    assert offending(modules, {"alembic", "jip.base.identity", "sqlalchemy"}) == set()
+
+
+def test_the_recovery_check_refuses_a_catalog_that_is_not_current(tmp_path: Path) -> None:
+    """What makes `jip up` migrate (or create the default project) before any listener
+    may acknowledge: a new catalog, one at another revision, one without the project."""
+    settings = Settings(data_dir=tmp_path / "data")
+    secure_data_dir(settings)  # as recover() first: an empty catalog file
+    assert not catalog_is_ready(settings)
+    recover(settings)
+    assert catalog_is_ready(settings)
+    engine = catalog_engine_for(settings.resolved_catalog_url)
+    catalog = sqlite3.connect(settings.data_dir / "catalog.db")
+    try:
+        with catalog:
+            catalog.execute("UPDATE alembic_version SET version_num = 'older'")
+        assert not catalog_is_ready(settings)
+        assert not is_current(engine)  # the PostgreSQL shape's check agrees
+        with catalog:
+            catalog.execute("UPDATE alembic_version SET version_num = ?", (head_revision(),))
+        assert catalog_is_ready(settings)
+        renamed = Settings(data_dir=settings.data_dir, store={"default_project": "inbox"})
+        assert not catalog_is_ready(renamed)
+    finally:
+        catalog.close()
+        engine.dispose()
+
+
+def test_jip_up_hands_its_listener_the_settings_without_loading_sqlalchemy(
+    tmp_path: Path,
+) -> None:
+    """Everything `jip up` does before its listener may serve (prepare, recover a current
+    catalog, reserve the port and hand over) loads neither SQLAlchemy, nor DICOM, nor
+    prometheus_client: what it loads then takes CPU from the listener's start."""
+    settings = Settings(data_dir=tmp_path / "data")
+    recover(settings)  # a restart: the catalog is current
+    code = textwrap.dedent(f"""
+        from jip.config import Settings
+        from jip.embedded import listener_components
+        from jip.runtime import recover
+        settings = Settings(
+            data_dir={str(settings.data_dir)!r}, store={{"dicom_host": "127.0.0.1", "dicom_port": 0}}
+        )
+        [group] = listener_components(settings)
+        group.prepare()
+        recover(settings)
+        group.start()
+        group.stop()
+    """)
+    forbidden = {"sqlalchemy", "alembic", "pydicom", "pynetdicom", "prometheus_client"}
+    assert offending(loaded_modules(code), forbidden | NOT_IN_A_LISTENER) == set()
 
 
 def test_recover_creates_a_default_project_that_settings_name_anew(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +28,7 @@ from jip.config_access import AuthSettings as AuthSettings
 from jip.config_access import HttpSettings as HttpSettings
 from jip.config_access import KeycloakSettings as KeycloakSettings
 from jip.config_access import MetricsSettings as MetricsSettings
+from jip.config_access import SettingsModel
 
 # A project name, as BASE checks it (jip.base.projects).
 PROJECT_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -35,7 +36,7 @@ PROJECT_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 UnknownAeQueries = Literal["all", "none"]
 
 
-class DicomPeer(BaseModel):
+class DicomPeer(SettingsModel):
     """A remote DICOM application entity (hospital PACS, modality, viewer)."""
 
     ae_title: str = Field(min_length=1, max_length=16)
@@ -69,7 +70,7 @@ class DicomPeer(BaseModel):
         return value.strip()
 
 
-class DicomWebSettings(BaseModel):
+class DicomWebSettings(SettingsModel):
     """Bounds on the work one DICOMweb request may ask for (any logged-in user can)."""
 
     # Largest rendered image, width x height of the viewport (4096 x 4096: a mammogram
@@ -82,7 +83,7 @@ class DicomWebSettings(BaseModel):
     max_stow_parts: int = Field(default=10_000, ge=1)
 
 
-class PacsSettings(BaseModel):
+class PacsSettings(SettingsModel):
     """The PACS page and saved queries (query and retrieve from a DICOM peer)."""
 
     # How often the scheduler in `jip up` looks for saved queries that are due.
@@ -91,7 +92,7 @@ class PacsSettings(BaseModel):
     max_query_results: int = Field(default=500, ge=1, le=10_000)
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(SettingsModel):
     """DIMSE listener, DICOMweb and the duplicate policy."""
 
     ae_title: str = Field(default="JIP", max_length=16)
@@ -132,7 +133,7 @@ class StoreSettings(BaseModel):
     pacs: PacsSettings = Field(default_factory=PacsSettings)
 
 
-class MetaSettings(BaseModel):
+class MetaSettings(SettingsModel):
     """Metadata extraction and the index."""
 
     index_interval_s: float = Field(default=0.5, gt=0)
@@ -149,7 +150,7 @@ class MetaSettings(BaseModel):
     max_aggregations: int = Field(default=100, ge=1, le=1000)
 
 
-class GpuSettings(BaseModel):
+class GpuSettings(SettingsModel):
     """Where operator pods that ask for GPUs (``gpu: N``) go (charts/jip ``operators.gpu``)."""
 
     # The extended resource the device plugin offers (NVIDIA's by default).
@@ -159,7 +160,7 @@ class GpuSettings(BaseModel):
     tolerations: list[dict[str, str | int]] = Field(default_factory=list)
 
 
-class FlowApiSettings(BaseModel):
+class FlowApiSettings(SettingsModel):
     """How workflow tasks and operator pods reach the site's services, and what the flow
     API takes from them (charts/jip sets the in-cluster Service URLs)."""
 
@@ -171,7 +172,7 @@ class FlowApiSettings(BaseModel):
     max_file_bytes: int = Field(default=4 * 1024**3, ge=1)
 
 
-class FlowSettings(BaseModel):
+class FlowSettings(SettingsModel):
     """Airflow and the operator runner."""
 
     airflow_enabled: bool = True
@@ -221,7 +222,7 @@ class FlowSettings(BaseModel):
     operator_isolation: Literal["user", "none"] = "user"
 
 
-class OhifSettings(BaseModel):
+class OhifSettings(SettingsModel):
     """The OHIF viewer served at ``/viewer`` (jip.ui.ohif), fetched by `make install`."""
 
     # Serve the viewer and link series to it (when its files are there).
@@ -230,7 +231,7 @@ class OhifSettings(BaseModel):
     dir: Path = Field(default_factory=lambda: Path(sys.prefix) / "share" / "jip" / "ohif")
 
 
-class UiSettings(BaseModel):
+class UiSettings(SettingsModel):
     """The web UI."""
 
     # A link from the series page to an external viewer; {study} and {series} are
@@ -251,7 +252,7 @@ class UiSettings(BaseModel):
         return value
 
 
-class FederationSettings(BaseModel):
+class FederationSettings(SettingsModel):
     """The site's federation agent in `jip up` (`jip fed join` first)."""
 
     # Run the agent when this site has joined a hub; false keeps it off (jobs wait at the
@@ -267,7 +268,7 @@ class FederationSettings(BaseModel):
     researcher_home: Path | None = None
 
 
-class DicomWebPeer(BaseModel):
+class DicomWebPeer(SettingsModel):
     """A DICOMweb endpoint the site sends to with STOW-RS (PS3.18 10.5): another archive,
     a cloud store; ``token`` is sent as a bearer token when set."""
 
@@ -275,7 +276,7 @@ class DicomWebPeer(BaseModel):
     token: SecretStr | None = None
 
 
-class ForwardSettings(BaseModel):
+class ForwardSettings(SettingsModel):
     """Sending series to peers (`POST /api/dicom/send`) and the forwarding rules."""
 
     # Who may send besides site admins (usernames); a run may send when who started it may.
@@ -298,6 +299,7 @@ class Settings(BaseSettings):
         env_prefix="JIP_",
         env_nested_delimiter="__",
         extra="ignore",
+        defer_build=True,  # as every section (jip.config_access.SettingsModel)
     )
 
     data_dir: Path = Path("jip-data")

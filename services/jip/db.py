@@ -7,10 +7,8 @@ Engines are built by callers from settings, never at import, so tests never shar
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -19,6 +17,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ClauseElement
+
+from jip.sqlite_files import private_sqlite_file
 
 
 class Base(DeclarativeBase):
@@ -42,26 +42,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     raise ValueError(
         f"unsupported catalog URL scheme {parsed.drivername!r}: use sqlite:// or postgresql://"
     )
-
-
-def private_sqlite_file(url: str) -> None:
-    """Create the database file of a ``sqlite:///`` URL readable by its owner only (0600).
-
-    SQLite gives the -wal and -shm files it makes later the mode of the database file,
-    so catalog rows, password hashes and PHI in the WAL stay private too. An existing
-    file keeps its mode (``jip.runtime`` tightens the data directory's files on start).
-    """
-    if not url.startswith("sqlite"):
-        return
-    parsed = make_url(url)
-    if not parsed.database:
-        return
-    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
-        return
-    path = Path(parsed.database)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -4,17 +4,17 @@
 indexer, Airflow and the auto-rules, the federation agent of a site that joined a hub). Each starts, reports readiness and stops;
 shutdown goes in reverse order so in-flight work finishes before its stores close.
 
-The DICOM listener comes first, so that a restart (after a crash, say) answers the
-PACS again as soon as it can: its interpreters start before anything else and import
-only what a C-STORE needs while this process recovers (:func:`jip.runtime.recover`:
-data directory secured, schema current, default project present; after a restart two
-queries, Alembic loads only to migrate); they acknowledge nothing before that. Only
-once they accept associations does this process build the rest of its runtime
-(identity) and import the heavy libraries (FastAPI, uvicorn, the app) and start the
-rest (indexer, Airflow, the federation agent, the HTTP API), so that it takes no CPU from
-them meanwhile. What a crash leaves besides the catalog needs nothing before the listener
-accepts: spool files of unacknowledged transfers are removed as it starts, and
-instances stored but not yet indexed wait in the catalog, which is the indexer's outbox.
+The DICOM listener comes first, so that a restart (after a crash, say) answers the PACS
+again as soon as it can: its interpreters start before anything else and import only
+what a C-STORE needs while this process recovers (:func:`jip.runtime.recover`: data
+directory secured, schema current, default project present; after a restart two sqlite3
+queries, Alembic loads only to migrate); they acknowledge nothing before that. Only once
+they accept associations does this process build the rest of its runtime (identity) and
+import the heavy libraries (SQLAlchemy, FastAPI, uvicorn, the app) and start the rest
+(indexer, Airflow, the federation agent, the HTTP API), so that it takes no CPU from
+them meanwhile. What a crash leaves besides the catalog needs nothing before the
+listener accepts: spool files of unacknowledged transfers are removed as it starts, and
+instances stored but not yet indexed wait in the catalog, the indexer's outbox.
 """
 
 from __future__ import annotations

@@ -10,11 +10,13 @@ A DICOM listener process builds only a :class:`StoreRuntime` (catalog, blob stor
 ingest) and imports nothing else of the platform: identity, the index and the workflow
 engine are imported where they are built, so that a listener answers within a second of
 a restart. :func:`recover` is what must hold before any process acknowledges an
-instance; after a restart it is a cheap check.
+instance; after a restart it is a cheap check (:func:`catalog_is_ready`; no SQLAlchemy
+for the embedded SQLite catalog).
 """
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import threading
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ from jip.config import Settings
 # listener's builder before it starts the listener processes, and should spend no time
 # on it then.
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sqlalchemy import Engine
 
     from jip.base import Identity
@@ -113,7 +117,7 @@ def secure_data_dir(settings: Settings) -> None:
     may read any of it. SQLite files are created 0600 before SQLite opens them, so
     their -wal and -shm files get that mode too.
     """
-    from jip.db import private_sqlite_file
+    from jip.sqlite_files import private_sqlite_file
 
     data_dir = settings.data_dir
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -131,20 +135,55 @@ def recover(settings: Settings) -> None:
     private, the catalog at the newest schema (SQLite rolls back or replays its WAL on
     open) and the default project present.
 
-    After a restart all of that usually holds already: two queries say so, and Alembic
-    and the identity tables' code load only when something is to be done.
+    After a restart all of that usually holds already: :func:`catalog_is_ready` says so
+    with two queries, and Alembic and the identity tables' code load only when something
+    is to be done.
     """
+    secure_data_dir(settings)
+    if not catalog_is_ready(settings):
+        build_runtime(settings).close()  # migrates and creates the default project
+
+
+def catalog_is_ready(settings: Settings) -> bool:
+    """Whether the catalog is at :func:`jip.migrations.head_revision` and holds the
+    default project. False for a new or older catalog, and for one that cannot be read
+    (the full recovery then migrates, or says why it cannot).
+
+    An embedded SQLite catalog is asked through the standard library's sqlite3: `jip up`
+    asks before its DICOM listener may serve, and SQLAlchemy would take longer to import
+    than the two queries take (it loads once the listener accepts). PostgreSQL is asked
+    through SQLAlchemy.
+    """
+    from jip.sqlite_files import sqlite_file
+
+    path = sqlite_file(settings.resolved_catalog_url)
+    if path is not None:
+        return _sqlite_catalog_is_ready(path, settings.store.default_project)
     from jip.backends import catalog_engine_for
     from jip.migrations import is_current
 
-    secure_data_dir(settings)
     engine = catalog_engine_for(settings.resolved_catalog_url)
     try:
-        if is_current(engine) and _has_project(engine, settings.store.default_project):
-            return
+        return is_current(engine) and _has_project(engine, settings.store.default_project)
     finally:
         engine.dispose()
-    build_runtime(settings).close()  # migrates and creates the default project
+
+
+def _sqlite_catalog_is_ready(path: Path, project: str) -> bool:
+    import sqlite3
+
+    from jip.migrations import is_head
+
+    if not path.is_file():
+        return False
+    try:  # the busy timeout of jip.db.make_engine: a crashed writer's lock is released
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
+            revisions = [row[0] for row in db.execute("SELECT version_num FROM alembic_version")]
+            # The table of jip.base.Project, named here so that the check needs no ORM.
+            found = db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone()
+    except sqlite3.Error:  # no schema yet (a new catalog), or one that cannot be read
+        return False
+    return is_head(revisions) and found is not None
 
 
 def _has_project(engine: Engine, name: str) -> bool:

@@ -1,8 +1,9 @@
 """Alembic migrations of the catalog; `upgrade()` brings a database to the newest schema.
 
 Alembic (and the schema modules its environment imports) loads only when something is to
-be migrated: a restart of `jip up` first asks :func:`is_current`, which reads the
-revision files as text and the database's ``alembic_version`` row.
+be migrated: a restart of `jip up` first asks whether the database's ``alembic_version``
+row is :func:`head_revision`, read from the revision files as text (:func:`is_current`
+through SQLAlchemy; an embedded SQLite catalog through sqlite3, :mod:`jip.runtime`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-
+# SQLAlchemy too is imported where used: `jip up` checks an embedded SQLite catalog with
+# :func:`head_revision` and the standard library's sqlite3 (jip.runtime.catalog_is_ready).
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Engine
@@ -41,6 +41,7 @@ def upgrade(url: str) -> None:
     them migrate one after the other (the later ones find nothing to do).
     """
     from alembic import command
+    from sqlalchemy import text
 
     config = alembic_config(url)
     if not url.startswith("postgresql"):
@@ -88,9 +89,17 @@ def is_current(engine: Engine) -> bool:
     """Whether the catalog behind ``engine`` is at :func:`head_revision`: then there is
     nothing to migrate and Alembic need not load. False for a new database, and for one
     that cannot be reached (:func:`upgrade` then says why)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     try:
         with engine.connect() as connection:
             rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     except DBAPIError:  # no alembic_version table (a new database), or none reachable
         return False
-    return [row[0] for row in rows] == [head_revision()]
+    return is_head([row[0] for row in rows])
+
+
+def is_head(revisions: list[str]) -> bool:
+    """Whether the ``version_num`` rows of ``alembic_version`` are exactly the head."""
+    return revisions == [head_revision()]

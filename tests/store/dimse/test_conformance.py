@@ -11,6 +11,7 @@ import io
 import random
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from jip import errors
 from jip.config import DicomPeer
 from jip.runtime import Runtime
 from jip.samples import image_series, random_patient, write_datasets
+from jip.store.dimse import handlers
 from jip.store.dimse.pdu import read_pdu
 
 MATCHES = 600
@@ -97,8 +99,17 @@ def site(tmp_path: Path) -> Iterator[tuple[int, str, Runtime, list[Dataset]]]:
 
 
 # -- C-CANCEL --------------------------------------------------------------------------
-def test_c_cancel_stops_a_c_find_with_status_cancel(site) -> None:
+def test_c_cancel_stops_a_c_find_with_status_cancel(site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each match takes a millisecond, as on a busy catalog: on an idle machine all 600
+    responses could otherwise be sent before the peer has read the first."""
     port, series_uid, _, _ = site
+    respond = handlers.find_response
+
+    def slowly(*args: Any) -> Dataset:
+        time.sleep(0.001)
+        return respond(*args)
+
+    monkeypatch.setattr(handlers, "find_response", slowly)
     ae = AE(ae_title="CALLER")
     ae.add_requested_context(FIND)
     assoc = ae.associate("127.0.0.1", port, ae_title="JIP")

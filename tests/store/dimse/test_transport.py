@@ -69,3 +69,34 @@ def test_every_storage_class_and_query_retrieve_model_is_supported(server) -> No
     assert {CTImageStorage, MRImageStorage, VERIFICATION} <= syntaxes
     assert {m.value for m in scu.QueryRetrieveModel} <= syntaxes
     assert len(syntaxes) > 150
+
+
+def test_the_contexts_built_without_settings_are_those_add_supported_context_makes() -> None:
+    """``accepting_ae`` sets pynetdicom's contexts directly (the syntaxes checked once);
+    they must be what its public ``add_supported_context`` would have made."""
+    from pynetdicom.presentation import AllStoragePresentationContexts
+
+    from jip.config import StoreSettings
+    from jip.store.dimse.ae import build_ae
+    from jip.store.dimse.contexts import STORAGE_TRANSFER_SYNTAXES, QueryRetrieveModel
+
+    public = AE(ae_title="JIP")
+    public.add_supported_context(VERIFICATION)
+    for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None
+        public.add_supported_context(
+            cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=False, scp_role=True
+        )
+    for model in QueryRetrieveModel:
+        public.add_supported_context(model.value)
+
+    def described(ae: AE) -> list[tuple[object, ...]]:
+        return [
+            (cx.abstract_syntax, cx.transfer_syntax, cx.scu_role, cx.scp_role)
+            for cx in ae.supported_contexts
+        ]
+
+    ours = build_ae(StoreSettings())
+    assert described(ours) == described(public)
+    storage = [cx for cx in ours.supported_contexts if cx.scp_role]
+    assert len({id(cx.transfer_syntax) for cx in storage}) == len(storage)  # none shared

@@ -217,13 +217,20 @@ def test_bytes_staged_are_stored_once_flushed(blob_storage: BlobStorage) -> None
     assert sorted(blob_storage.keys()) == sorted(KEYS)
 
 
+def _storage_whose_fsyncs_keep_new_names(root: Path, keep: bool) -> FileStorage:
+    storage = FileStorage(root)
+    storage._new_names_flushed_with_file = keep  # as on the filesystem it would be on
+    return storage
+
+
 def test_staged_bytes_are_flushed_by_their_thread_and_their_folders_shared(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No spool file: each object is made under its key, fsync'ed by the thread that
-    staged it; the shared flush has one fsync per folder left (a new folder is
-    fsync'ed into its parent as it is made)."""
-    storage = FileStorage(tmp_path / "blobs")
+    staged it; on a filesystem where that fsync does not cover the new name, the
+    shared flush has one fsync per folder left (a new folder is fsync'ed into its
+    parent as it is made)."""
+    storage = _storage_whose_fsyncs_keep_new_names(tmp_path / "blobs", False)
     storage.put_bytes("1.2/3.4/0.dcm", b"stored before")  # the folders exist
     storage.put_bytes("1.2/3.9/0.dcm", b"stored before")
     flushed = _record_fsyncs(monkeypatch, storage.root)
@@ -269,7 +276,7 @@ def test_a_failed_folder_flush_withdraws_staged_bytes_but_not_a_duplicates(
 ) -> None:
     """Withdrawn: the name, while it still names the bytes this object wrote; bytes a
     concurrent duplicate put there since (whole, flushed) stay."""
-    storage = FileStorage(tmp_path / "blobs")
+    storage = _storage_whose_fsyncs_keep_new_names(tmp_path / "blobs", False)
     ours = storage.stage_bytes(KEYS[0], b"object 0")
     replaced = storage.stage_bytes(KEYS[1], b"object 1")
     storage.put_bytes(KEYS[1], b"object 1")  # a duplicate, stored whole meanwhile
@@ -283,3 +290,42 @@ def test_a_failed_folder_flush_withdraws_staged_bytes_but_not_a_duplicates(
     monkeypatch.undo()
     assert list(storage.keys()) == [KEYS[1]]
     assert storage.read_bytes(KEYS[1]) == b"object 1"
+
+
+def test_where_a_files_fsync_keeps_its_new_name_staged_bytes_are_durable_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = _storage_whose_fsyncs_keep_new_names(tmp_path / "blobs", True)
+    storage.put_bytes("1.2/3.4/0.dcm", b"stored before")  # the folder exists
+    flushed = _record_fsyncs(monkeypatch, storage.root)
+    staged = storage.stage_bytes(KEYS[0], b"object 0")
+    assert flushed == [("file", threading.current_thread().name)]
+    assert staged.target is None  # nothing left for the shared flush
+    flushed.clear()
+    storage.flush([staged])
+    assert flushed == []
+    assert storage.read_bytes(KEYS[0]) == b"object 0"
+
+
+MOUNTS = """\
+/dev/vda / ext4 rw,relatime 0 0
+proc /proc proc rw,nosuid 0 0
+tmpfs /tmp tmpfs rw 0 0
+/dev/vdb /srv/jip\\040data xfs rw 0 0
+server:/export /srv/jip\\040data/nfs nfs4 rw 0 0
+/dev/vdc /mnt/btrfs btrfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "keeps"),
+    [
+        ("/var/lib/jip", True),  # ext4 at /
+        ("/tmp/jip", False),  # tmpfs: nothing is durable, folder fsync as POSIX asks
+        ("/srv/jip data/blobs", True),  # xfs, a space in the mount point
+        ("/srv/jip data/nfs/blobs", False),  # NFS below it: the longest mount point wins
+        ("/mnt/btrfs", True),
+    ],
+)
+def test_which_filesystems_keep_a_new_name_with_the_files_fsync(path: str, keeps: bool) -> None:
+    assert storage_file.fsync_keeps_new_names(Path(path), MOUNTS) is keeps

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
-from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from jip.config import StoreSettings
@@ -52,6 +54,8 @@ from jip.store.dimse.fast_path import FastPath, Gate
 from jip.store.dimse.pdu import Deadlines, storage_offer
 from jip.store.dimse.reactor import WaitingSocket, make_event_driven
 from jip.store.dimse.transport import on_association_requested, on_connection_open, set_no_delay
+
+log = logging.getLogger(__name__)
 
 # The largest PDU we accept. Peers send P-DATA up to this size, so a larger value
 # means fewer PDUs (and fewer trips through pynetdicom's reactor) per instance.
@@ -243,8 +247,39 @@ class JipAE(AE):
 
 def build_ae(settings: StoreSettings) -> JipAE:
     """Our AE with every context we accept, limits and timeouts from ``settings``."""
+    return configure_ae(accepting_ae(), settings)
+
+
+def accepting_ae() -> JipAE:
+    """An AE with every presentation context we accept and nothing from the settings: a
+    listener process builds it while it waits for them (:mod:`jip.store.dimse.listener`).
+
+    Each storage SOP class gets its own context holding every transfer syntax; the syntaxes
+    are checked once, not once per class as ``add_supported_context`` would (about 7,000
+    UID checks, tens of ms of a listener's start-up).
+    """
     configure_pynetdicom()
-    ae = JipAE(ae_title=settings.ae_title)
+    ae = JipAE()
+    ae.add_supported_context(VERIFICATION)
+    checked = PresentationContext()
+    checked.transfer_syntax = [*STORAGE_TRANSFER_SYNTAXES]
+    for cx in AllStoragePresentationContexts:
+        storage = PresentationContext()
+        storage.abstract_syntax = cx.abstract_syntax
+        storage._transfer_syntax = list(checked.transfer_syntax)  # as the setter leaves it
+        # scp_role: a C-GET requestor may act as Storage SCP on this association
+        # (PS3.7 D.3.3.4 SCP/SCU role selection).
+        storage.scu_role, storage.scp_role = False, True
+        assert storage.abstract_syntax is not None
+        ae._supported_contexts[storage.abstract_syntax] = storage  # as add_supported_context
+    for model in QueryRetrieveModel:
+        ae.add_supported_context(model.value)
+    return ae
+
+
+def configure_ae(ae: JipAE, settings: StoreSettings) -> JipAE:
+    """Our AE title, limits and timeouts from ``settings``, on ``ae``."""
+    ae.ae_title = settings.ae_title
     ae.maximum_associations = settings.max_associations
     ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
     ae.network_timeout = settings.network_timeout_s
@@ -256,16 +291,6 @@ def build_ae(settings: StoreSettings) -> JipAE:
     ae.require_calling_aet = list(settings.allowed_calling_aets)
     # A request for another AE title is rejected, reason 7 (the fast path checks first).
     ae.require_called_aet = True
-    ae.add_supported_context(VERIFICATION)
-    for cx in AllStoragePresentationContexts:
-        # scp_role: a C-GET requestor may act as Storage SCP on this association
-        # (PS3.7 D.3.3.4 SCP/SCU role selection).
-        assert cx.abstract_syntax is not None
-        ae.add_supported_context(
-            cx.abstract_syntax, STORAGE_TRANSFER_SYNTAXES, scu_role=False, scp_role=True
-        )
-    for model in QueryRetrieveModel:
-        ae.add_supported_context(model.value)
     return ae
 
 
@@ -326,3 +351,22 @@ def start_server(
     thread.daemon = True
     thread.start()
     return server
+
+
+def drain(server: ThreadedAssociationServer, grace_s: float) -> None:
+    """Stop accepting, let associations finish for ``grace_s``, then abort the rest.
+
+    Every association thread is joined before returning, so no ingest is running when
+    the adapters close; an aborted C-STORE was never acknowledged.
+    """
+    server.shutdown()
+    deadline = time.monotonic() + grace_s
+    fast_path = getattr(server, "fast_path", None)
+    if fast_path is not None:
+        fast_path.drain(deadline)
+    for assoc in server.active_associations:
+        assoc.join(max(0.0, deadline - time.monotonic()))
+    for assoc in server.active_associations:
+        log.warning("aborting association at shutdown", extra={"peer": assoc.requestor.ae_title})
+        assoc.abort()
+        assoc.join()

@@ -2,10 +2,11 @@
 
 Start-up comes in two steps so that a restart answers associations as soon as it can:
 the first interpreter starts before anything else (`jip up` calls :func:`prespawn`
-before it parses its options; otherwise :meth:`ListenerGroup.prepare` starts it) and
-imports what it serves with while the composition recovers what the listener relies on
-(the catalog schema migrated, the spool cleared); :meth:`ListenerGroup.start` then hands
-it its settings, and only then does it bind the port and acknowledge anything. The
+before it parses its options; otherwise :meth:`ListenerGroup.prepare` starts it),
+imports what it serves with and builds what needs no settings (the AE's presentation
+contexts) while the composition recovers what the listener relies on (the catalog schema
+migrated, the spool cleared); :meth:`ListenerGroup.start` then hands it its settings,
+and only then does it build its adapters, bind the port and acknowledge anything. The
 other processes start once the first accepts, so that the first has a core to itself
 (two interpreters importing at once on two cores beside the parent finish later than
 one); until they bind, the kernel sends every association to the first.
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
     from jip.config import Settings
     from jip.store.adapters import AdaptersBuilder
+    from jip.store.dimse.ae import JipAE
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +89,9 @@ class ListenerGroup:
         """Start (or adopt: :func:`prespawn`) the first listener interpreter; it imports
         its modules, then waits for :meth:`start` (it binds nothing before)."""
         if not self._processes:
-            from jip import metrics
-
-            shared = metrics.shared_dir(self.settings.data_dir)
-            self._env = metrics.listener_environment(shared)
-            first = _adopt_early(self._env, self.build.__module__)
-            if first is None:
-                metrics.clear_shared(shared)
-                first = _Process.spawn(self.build.__module__, self._env)
-            self._processes = [first]
+            self._env = _listener_environment(self.settings.data_dir)
+            adopted = _adopt_early(self._env, self.build.__module__)
+            self._processes = [adopted or _spawn_first(self.build.__module__, self._env)]
 
     def start(self) -> None:
         """Reserve the port, clear the spool, and let the (prepared) processes serve.
@@ -268,12 +264,23 @@ def prespawn(data_dir: Path, builder_module: str = "jip.runtime") -> None:
         return
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # as jip.runtime.secure_data_dir
-    shared = data_dir / "metrics"  # jip.metrics.shared_dir, without prometheus_client
-    shared.mkdir(mode=0o700, exist_ok=True)
-    for stale in shared.glob("*.db"):  # jip.metrics.clear_shared: an earlier run's counts
+    env = _listener_environment(data_dir)
+    _early = (_spawn_first(builder_module, env), env, builder_module)
+
+
+def _listener_environment(data_dir: Path) -> dict[str, str]:
+    """As ``jip.metrics.listener_environment(shared_dir(data_dir))``, whose import (that of
+    prometheus_client) would take CPU from the listener's start."""
+    shared = data_dir / "metrics"
+    shared.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return {**os.environ, _MULTIPROC_ENV: str(shared)}
+
+
+def _spawn_first(builder_module: str, env: dict[str, str]) -> _Process:
+    """The first process of a run; the metrics of an earlier run go (``clear_shared``)."""
+    for stale in Path(env[_MULTIPROC_ENV]).glob("*.db"):
         stale.unlink(missing_ok=True)
-    env = {**os.environ, _MULTIPROC_ENV: str(shared)}
-    _early = (_Process.spawn(builder_module, env), env, builder_module)
+    return _Process.spawn(builder_module, env)
 
 
 def _adopt_early(env: dict[str, str], builder_module: str) -> _Process | None:
@@ -334,15 +341,15 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 # -- inside each listener process ------------------------------------------------------------
-def serve(settings: Settings, build: AdaptersBuilder, ready_fd: int, parent_pid: int) -> None:
-    """Run one listener process until SIGTERM or until its parent is gone."""
+def serve(
+    settings: Settings, build: AdaptersBuilder, ae: JipAE, ready_fd: int, parent_pid: int
+) -> None:
+    """Run one listener process (``ae``: its contexts) until SIGTERM or its parent is gone."""
     import shutil
     import tempfile
 
-    import pydicom.config
-
     from jip.logs import setup_logging
-    from jip.store.dimse.ae import build_ae, start_server
+    from jip.store.dimse.ae import configure_ae, drain, start_server
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -352,9 +359,7 @@ def serve(settings: Settings, build: AdaptersBuilder, ready_fd: int, parent_pid:
     tempfile.tempdir = str(spool)  # pynetdicom spools C-STORE datasets with tempfile
     adapters = build(settings, migrate=False)
     store = settings.store
-    with pydicom.config.disable_value_validation():  # pynetdicom's own UIDs: half the time
-        ae = build_ae(store)
-    server = start_server(ae, adapters, store.dicom_host, store.dicom_port)
+    server = start_server(configure_ae(ae, store), adapters, store.dicom_host, store.dicom_port)
     log.info("DICOM listener process ready", extra={"port": store.dicom_port, "pid": os.getpid()})
     os.write(ready_fd, b"R")
     os.close(ready_fd)
@@ -372,28 +377,6 @@ def serve(settings: Settings, build: AdaptersBuilder, ready_fd: int, parent_pid:
         adapters.close()
         shutil.rmtree(spool, ignore_errors=True)
         log.info("DICOM listener process stopped", extra={"pid": os.getpid()})
-
-
-def drain(server: object, grace_s: float) -> None:
-    """Stop accepting, let associations finish for ``grace_s``, then abort the rest.
-
-    Every association thread is joined before returning, so no ingest is running when
-    the adapters close; an aborted C-STORE was never acknowledged.
-    """
-    from pynetdicom.transport import ThreadedAssociationServer
-
-    assert isinstance(server, ThreadedAssociationServer)
-    server.shutdown()
-    deadline = time.monotonic() + grace_s
-    fast_path = getattr(server, "fast_path", None)
-    if fast_path is not None:
-        fast_path.drain(deadline)
-    for assoc in server.active_associations:
-        assoc.join(max(0.0, deadline - time.monotonic()))
-    for assoc in server.active_associations:
-        log.warning("aborting association at shutdown", extra={"peer": assoc.requestor.ae_title})
-        assoc.abort()
-        assoc.join()
 
 
 def sweep_spool(spool: Path, older_than_s: float) -> None:
@@ -430,19 +413,22 @@ def main() -> None:
     """``python -m jip.store.dimse.listener READY_FD PARENT_PID MODULE``;
     (settings, builder) pickled on stdin once the parent has recovered the catalog.
 
-    MODULE (the builder's) and :data:`SERVING_MODULES` are imported first, while the
-    parent still recovers, so that serving starts as soon as the settings come.
+    MODULE (the builder's) and :data:`SERVING_MODULES` are imported and the AE's contexts
+    built first, while the parent still recovers, so that serving starts once they come.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     os.umask(0o077)  # spool and blobs hold PHI, whoever started us
     import_serving_modules(sys.argv[3])
+    from jip.store.dimse.ae import accepting_ae
+
+    ae = accepting_ae()
     handed = sys.stdin.buffer.read()
     if not handed:
         return  # the parent stopped (or could not recover) before handing over
     import pickle
 
     settings, build = pickle.loads(handed)
-    serve(settings, build, int(sys.argv[1]), int(sys.argv[2]))
+    serve(settings, build, ae, int(sys.argv[1]), int(sys.argv[2]))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class FileStorage:
         self.tmp_dir = root / ".tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._flushers: ThreadPoolExecutor | None = None  # made by the first flush
+        self._new_names_flushed_with_file = fsync_keeps_new_names(root)
         self._flushers_made = threading.Lock()
 
     def _path(self, key: str) -> Path:
@@ -83,7 +84,8 @@ class FileStorage:
 
     def stage_bytes(self, key: str, data: bytes) -> StagedBlob:
         """Write ``data`` under ``key`` and fsync it on the calling thread; the folder's
-        flush is left to :meth:`flush`.
+        flush is left to :meth:`flush`, where the file's does not cover its new name
+        (:func:`fsync_keeps_new_names`).
 
         Why not a spool file linked into place (:meth:`stage`): the file is made where
         it stays, so no second name is made and removed, and no spool folder written
@@ -112,6 +114,8 @@ class FileStorage:
                 os.close(fd)
         except OSError as exc:
             raise _storage_error(exc, key) from exc
+        if self._new_names_flushed_with_file:
+            return StagedBlob(key, None)  # name and bytes durable: nothing left to flush
         return staged
 
     def flush_bytes(self, staged: StagedBlob) -> StagedBlob:
@@ -291,6 +295,38 @@ class FileStorage:
         for path in sorted(base.rglob("*")):
             if path.is_file() and self.tmp_dir not in path.parents:
                 yield path.relative_to(self.root).as_posix()
+
+
+# Filesystems on which fsync of a newly created file makes its directory entry durable
+# too: ext4 (with a journal, the entry is in the transaction the fsync commits; without
+# one, ext4_sync_parent writes the folder of a new entry), XFS (the log is forced up to
+# the inode's last change, the create) and btrfs (the tree log records new names).
+_NEW_NAMES_FLUSHED_WITH_FILE = frozenset({"ext4", "xfs", "btrfs"})
+
+
+def fsync_keeps_new_names(path: Path, mounts: str | None = None) -> bool:
+    """Whether the filesystem holding ``path`` makes a new file's name durable with the
+    file's own fsync, so that the folder's fsync (a device flush of its own) can go.
+
+    Unknown filesystems (NFS, FUSE, anything not listed) get the folder's fsync as POSIX
+    asks. Read from ``mounts`` (``/proc/self/mounts``): the longest mount point above
+    ``path``.
+    """
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return False
+    resolved, found, fstype = path.resolve(), "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = resolved == Path(point) or Path(point) in resolved.parents
+        if inside and len(point) >= len(found):
+            found, fstype = point, fields[2]
+    return fstype in _NEW_NAMES_FLUSHED_WITH_FILE
 
 
 # What link(2) answers on filesystems without hard links (FAT, some network mounts).
