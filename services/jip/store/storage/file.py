@@ -3,7 +3,8 @@
 Writes go to a temporary file in the root's ``.tmp`` folder (or arrive as a spool file)
 and are given their name and fsync'ed, with the directory entry: the object is durable
 when the call returns (``FileStorage._place`` says in which order, and why). The
-C-STORE path instead stages (links) each file and flushes a whole batch at once
+C-STORE path instead stages each file (``stage_bytes`` writes a small one under its
+key at once; ``stage`` links a spooled one) and flushes a whole batch's folders at once
 (``FileStorage.flush``), so that concurrent associations share the disk's flushes.
 """
 
