@@ -20,7 +20,10 @@ after the listener), the memory of each process at rest, and the import graph of
 listener process (``python -X importtime``).
 
 Run it on a quiet machine for absolute figures; on a shared one read the ratios and
-note ``/proc/loadavg`` (printed at the start and the end).
+note ``/proc/loadavg`` (printed at the start and the end). It starts after an
+``os.sync()`` and once the CPUs were 85 % idle for a second (at most a minute's wait):
+in `make bench` it follows the 1M-series query benchmark, whose JVM and 2 GB of files
+are still going away for some seconds.
 
 Python runs with its bytecode cache on, as on an installed site (``PYTHONPYCACHEPREFIX``
 in a temporary folder, ``PYTHONDONTWRITEBYTECODE`` dropped); the first, untimed start
@@ -50,6 +53,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
 from bench_ingest import ORTHANC, free_port, orthanc_config
+from timing import wait_until_quiet
 
 from jip.samples import image_series, random_patient, write_datasets
 
@@ -343,6 +347,8 @@ def main() -> None:
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: bytecode cached
         os.environ["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
         print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
+        os.sync()  # the previous benchmark's files written back before, not during
+        print(wait_until_quiet(), flush=True)
         listener_imports()  # compiles
         print(f"JIP listener process: {listener_imports()}", flush=True)
         slices = image_series(
