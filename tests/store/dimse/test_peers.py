@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -176,17 +177,21 @@ def test_peer_projects_are_project_names(name: str) -> None:
         ward([name])
 
 
-def test_a_peer_whose_host_does_not_resolve_is_unavailable_naming_it(tmp_path: Path) -> None:
-    """Hosts are taken as typed (DNS may know them later); using one that fails says so."""
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "a..b", "x" * 70])
+def test_a_peer_whose_host_does_not_resolve_is_unavailable_naming_it(
+    tmp_path: Path, host: str
+) -> None:
+    """Hosts are taken as typed (DNS may know them later); using one that fails says so,
+    also one that no lookup even starts for (an empty or over-long label)."""
     from jip.config import Settings
 
     settings = Settings(data_dir=tmp_path)
-    nowhere = DicomPeer(ae_title="NOWHERE", host="no-such-host.invalid", port=104)
+    nowhere = DicomPeer(ae_title="NOWHERE", host=host, port=104)
     calls: list[Callable[[], object]] = [
         lambda: scu.echo(settings, nowhere),
         lambda: scu.find(settings, nowhere, QueryLevel.STUDY, {"PatientID": "X"}),
         lambda: scu.move(settings, nowhere, "JIP", QueryLevel.STUDY, {"StudyInstanceUID": "1.2"}),
     ]
     for call in calls:
-        with pytest.raises(errors.Unavailable, match=r"NOWHERE@no-such-host\.invalid:104.*host"):
+        with pytest.raises(errors.Unavailable, match=rf"NOWHERE@{re.escape(host)}:104.*host"):
             call()

@@ -117,9 +117,11 @@ def _associate(ae: JipAE, peer: DicomPeer, contexts: list[object], **extra: Any)
         assoc = ae.associate(
             peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title, **extra
         )
-    except OSError as exc:  # a host name that does not resolve, among others
+    except (OSError, UnicodeError) as exc:  # a host that does not resolve; an empty or
+        # over-long label ("a..b"), which the IDNA codec refuses before any lookup
+        reason = getattr(exc, "strerror", None) or exc
         raise errors.Unavailable(
-            f"cannot reach {where}: {exc.strerror or exc}; check the peer's host and port"
+            f"cannot reach {where}: {reason}; check the peer's host and port"
         ) from exc
     if assoc.is_established:
         return assoc
